@@ -1,0 +1,33 @@
+//! `echo`: the reference app that the benchmarks and compatibility tests run against. It mirrors
+//! the Node reference server of the benchmarks and does nothing else, so comparisons are fair.
+//!
+//! Run: `cargo run --release -p echo` (listens on `SC_PORT`, default 8000, at `/socketcluster/`).
+//!
+//! - invoke `echo`: answers with its data;
+//! - invoke `login`: sets an auth token whose claims are the data (an object), answers no data;
+//! - clients may subscribe and publish to any channel;
+//! - the auth key comes from `SC_AUTH_KEY` when set.
+
+use sc_core::prelude::*;
+use serde_json::{Map, Value};
+
+async fn echo(Raw(data): Raw) -> Option<Value> {
+    data
+}
+
+async fn login(socket: Socket, Json(claims): Json<Map<String, Value>>) -> Result<(), ScError> {
+    socket.set_auth_token(&claims).await?;
+    Ok(())
+}
+
+fn main() -> sc_core::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    SocketCluster::builder()
+        .auth_key_from_env("SC_AUTH_KEY")
+        .app(App::new().event("echo", echo).event("login", login))
+        .run()
+}

@@ -1,0 +1,295 @@
+//! Server options: every SocketCluster option we support, its safe default, and the `SC_*`
+//! environment variables that override the builder for deployments. All times are milliseconds,
+//! as in SocketCluster.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::protocol::ProtocolVersion;
+
+/// Every option of the realtime server. Build it through [`crate::SocketCluster::builder`]; the
+/// fields are public so tests and embedders can also construct it directly.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// TCP port (`SC_PORT`, default 8000). `0` picks a free port.
+    pub port: u16,
+    /// Interface to bind (`SC_HOST`, default `0.0.0.0`).
+    pub host: IpAddr,
+    /// Path of the realtime endpoint (`SC_PATH`, default `/socketcluster/`). An upgrade request for
+    /// any other path gets HTTP 400.
+    pub path: String,
+    /// How long the server waits for a client's answer to a server invoke (`SC_ACK_TIMEOUT`,
+    /// default 10000 ms).
+    pub ack_timeout: Duration,
+    /// Interval between server pings (`SC_PING_INTERVAL`, default 8000 ms).
+    pub ping_interval: Duration,
+    /// A socket that sends no pong for this long is closed with 4001 (`SC_PING_TIMEOUT`,
+    /// default 30000 ms). Sent to the client in the handshake reply.
+    pub ping_timeout: Duration,
+    /// No pings and no pong watchdog (`SC_PING_TIMEOUT_DISABLED`, default false).
+    pub ping_timeout_disabled: bool,
+    /// A socket that sends no `#handshake` for this long is closed with 4005
+    /// (`SC_HANDSHAKE_TIMEOUT`, default 10000 ms).
+    pub handshake_timeout: Duration,
+    /// Ping/pong tokens: `V2` (`''`, default) or `V1` (`#1`/`#2`) (`SC_PROTOCOL_VERSION`).
+    pub protocol_version: ProtocolVersion,
+    /// Allowed `Origin`s of WebSocket upgrades (`SC_ORIGINS`, default `*:*` = any). A list of
+    /// `host:port` entries separated by commas or spaces, where either side may be `*`. A request
+    /// without an Origin is rejected once a list is set (HTTP 403), as in the reference.
+    pub origins: String,
+    /// Largest inbound message in bytes (`SC_MAX_PAYLOAD`, default 1 MiB). Larger: close 1009.
+    pub max_payload: usize,
+    /// Most channels one socket may be subscribed to (`SC_SOCKET_CHANNEL_LIMIT`, default 1000).
+    pub socket_channel_limit: usize,
+    /// Whether clients may publish (`SC_ALLOW_CLIENT_PUBLISH`, default true).
+    pub allow_client_publish: bool,
+    /// Most outbound messages queued for one socket before it is treated as a slow consumer and
+    /// closed with 4100 (`SC_OUTBOUND_QUEUE_LIMIT`, default 4096).
+    pub outbound_queue_limit: usize,
+    /// Most inbound messages of one socket waiting for its handlers; when full the server stops
+    /// reading that socket, so a flood slows only its sender (`SC_INBOUND_QUEUE_LIMIT`, default 256).
+    pub inbound_queue_limit: usize,
+    /// Default auth token lifetime in **seconds** (`SC_AUTH_DEFAULT_EXPIRY`, default 86400).
+    pub auth_default_expiry: u64,
+    /// How long graceful shutdown waits for sockets to close (`SC_SHUTDOWN_TIMEOUT`, default 5000 ms).
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            port: 8000,
+            host: IpAddr::from([0, 0, 0, 0]),
+            path: "/socketcluster/".into(),
+            ack_timeout: Duration::from_millis(10_000),
+            ping_interval: Duration::from_millis(8_000),
+            ping_timeout: Duration::from_millis(30_000),
+            ping_timeout_disabled: false,
+            handshake_timeout: Duration::from_millis(10_000),
+            protocol_version: ProtocolVersion::V2,
+            origins: "*:*".into(),
+            max_payload: 1024 * 1024,
+            socket_channel_limit: 1000,
+            allow_client_publish: true,
+            outbound_queue_limit: 4096,
+            inbound_queue_limit: 256,
+            auth_default_expiry: 86_400,
+            shutdown_timeout: Duration::from_millis(5_000),
+        }
+    }
+}
+
+/// A configuration value that cannot be used. The message is one sentence naming the option.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Overrides options from `SC_*` environment variables (see each field). An unparsable value
+    /// is an error naming the variable, never silently ignored.
+    pub fn apply_env(&mut self) -> Result<(), ConfigError> {
+        self.apply_vars(|name| std::env::var(name).ok())
+    }
+
+    fn apply_vars(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &str, raw: &str) -> Result<T, ConfigError> {
+            raw.trim().parse().map_err(|_| {
+                ConfigError(format!(
+                    "environment variable {name}={raw:?} is not a valid value"
+                ))
+            })
+        }
+        fn ms(name: &str, raw: &str) -> Result<Duration, ConfigError> {
+            parse::<u64>(name, raw).map(Duration::from_millis)
+        }
+        fn flag(name: &str, raw: &str) -> Result<bool, ConfigError> {
+            match raw.trim() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError(format!(
+                    "environment variable {name}={raw:?} must be true or false"
+                ))),
+            }
+        }
+        macro_rules! env {
+            ($name:literal, $conv:expr, $field:expr) => {
+                if let Some(raw) = var($name) {
+                    $field = $conv($name, &raw)?;
+                }
+            };
+        }
+        env!("SC_PORT", parse, self.port);
+        env!("SC_HOST", parse, self.host);
+        env!(
+            "SC_PATH",
+            |_: &str, r: &str| Ok::<_, ConfigError>(r.to_owned()),
+            self.path
+        );
+        env!("SC_ACK_TIMEOUT", ms, self.ack_timeout);
+        env!("SC_PING_INTERVAL", ms, self.ping_interval);
+        env!("SC_PING_TIMEOUT", ms, self.ping_timeout);
+        env!("SC_PING_TIMEOUT_DISABLED", flag, self.ping_timeout_disabled);
+        env!("SC_HANDSHAKE_TIMEOUT", ms, self.handshake_timeout);
+        env!(
+            "SC_PROTOCOL_VERSION",
+            |n: &str, r: &str| match r.trim() {
+                "1" => Ok(ProtocolVersion::V1),
+                "2" => Ok(ProtocolVersion::V2),
+                _ => Err(ConfigError(format!(
+                    "environment variable {n}={r:?} must be 1 or 2"
+                ))),
+            },
+            self.protocol_version
+        );
+        env!(
+            "SC_ORIGINS",
+            |_: &str, r: &str| Ok::<_, ConfigError>(r.to_owned()),
+            self.origins
+        );
+        env!("SC_MAX_PAYLOAD", parse, self.max_payload);
+        env!("SC_SOCKET_CHANNEL_LIMIT", parse, self.socket_channel_limit);
+        env!("SC_ALLOW_CLIENT_PUBLISH", flag, self.allow_client_publish);
+        env!("SC_OUTBOUND_QUEUE_LIMIT", parse, self.outbound_queue_limit);
+        env!("SC_INBOUND_QUEUE_LIMIT", parse, self.inbound_queue_limit);
+        env!("SC_AUTH_DEFAULT_EXPIRY", parse, self.auth_default_expiry);
+        env!("SC_SHUTDOWN_TIMEOUT", ms, self.shutdown_timeout);
+        Ok(())
+    }
+
+    /// Checks the options together; the error is one sentence naming the option.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.path.starts_with('/') {
+            return Err(ConfigError(format!(
+                "path {:?} must start with '/'",
+                self.path
+            )));
+        }
+        if !self.ping_timeout_disabled && self.ping_interval.is_zero() {
+            return Err(ConfigError("ping_interval must be greater than 0".into()));
+        }
+        if !self.ping_timeout_disabled && self.ping_timeout <= self.ping_interval {
+            return Err(ConfigError(format!(
+                "ping_timeout ({} ms) must be longer than ping_interval ({} ms), or clients time out between pings",
+                self.ping_timeout.as_millis(),
+                self.ping_interval.as_millis()
+            )));
+        }
+        if self.max_payload < 64 {
+            return Err(ConfigError(
+                "max_payload must be at least 64 bytes, or no handshake fits".into(),
+            ));
+        }
+        if self.outbound_queue_limit == 0 || self.inbound_queue_limit == 0 {
+            return Err(ConfigError(
+                "outbound_queue_limit and inbound_queue_limit must be at least 1".into(),
+            ));
+        }
+        Origins::parse(&self.origins).map(|_| ())
+    }
+}
+
+/// The parsed `origins` option.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Origins {
+    Any,
+    List(Vec<(String, String)>),
+}
+
+impl Origins {
+    pub(crate) fn parse(raw: &str) -> Result<Self, ConfigError> {
+        let entries: Vec<&str> = raw
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if entries.contains(&"*:*") || entries.contains(&"*") {
+            return Ok(Self::Any);
+        }
+        let mut list = Vec::new();
+        for entry in entries {
+            let Some((host, port)) = entry.rsplit_once(':') else {
+                return Err(ConfigError(format!(
+                    "origins entry {entry:?} must be host:port, where either may be *"
+                )));
+            };
+            list.push((host.to_ascii_lowercase(), port.to_owned()));
+        }
+        Ok(Self::List(list))
+    }
+
+    /// Whether an `Origin` header value is allowed. Entries match whole hosts and ports, unlike
+    /// the reference's substring search.
+    pub(crate) fn allows(&self, origin: Option<&str>) -> bool {
+        let Self::List(list) = self else {
+            return true;
+        };
+        let Some(origin) = origin.filter(|o| *o != "null") else {
+            return false;
+        };
+        let (scheme, rest) = origin.split_once("://").unwrap_or(("http", origin));
+        let rest = rest.split('/').next().unwrap_or(rest);
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || rest.starts_with('[') => (h, p.to_owned()),
+            _ => (
+                rest,
+                if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss") {
+                    "443".to_owned()
+                } else {
+                    "80".to_owned()
+                },
+            ),
+        };
+        let host = host.to_ascii_lowercase();
+        list.iter()
+            .any(|(h, p)| (h == "*" || *h == host) && (p == "*" || *p == port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_and_rejects_garbage() {
+        let mut c = Config::default();
+        let vars = |n: &str| match n {
+            "SC_PORT" => Some("0".to_string()),
+            "SC_PING_INTERVAL" => Some("200".to_string()),
+            "SC_PROTOCOL_VERSION" => Some("1".to_string()),
+            "SC_ALLOW_CLIENT_PUBLISH" => Some("false".to_string()),
+            _ => None,
+        };
+        c.apply_vars(vars).expect("valid env");
+        assert_eq!(c.port, 0);
+        assert_eq!(c.ping_interval, Duration::from_millis(200));
+        assert_eq!(c.protocol_version, ProtocolVersion::V1);
+        assert!(!c.allow_client_publish);
+        let err = c
+            .apply_vars(|n| (n == "SC_PORT").then(|| "eighty".to_string()))
+            .expect_err("bad port");
+        assert!(err.to_string().contains("SC_PORT"));
+    }
+
+    #[test]
+    fn validates_ping_settings() {
+        let c = Config {
+            ping_timeout: Duration::from_millis(100),
+            ping_interval: Duration::from_millis(200),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn origins_match_whole_entries() {
+        let o = Origins::parse("good.example:*, localhost:3000").expect("parse");
+        assert!(o.allows(Some("https://good.example")));
+        assert!(o.allows(Some("http://localhost:3000")));
+        assert!(!o.allows(Some("http://localhost:3001")));
+        assert!(!o.allows(Some("http://od.example")));
+        assert!(!o.allows(None));
+        assert!(!o.allows(Some("null")));
+        assert!(Origins::parse("*:*").expect("parse").allows(None));
+        assert!(Origins::parse("nonsense").is_err());
+    }
+}

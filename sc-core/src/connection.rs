@@ -1,0 +1,790 @@
+//! One WebSocket connection from upgrade to close: the handshake, the reader (pong watchdog,
+//! responses to server invokes, decoding), the writer (ordered queue, batched writes, pings) and
+//! the dispatcher that runs middleware and handlers for that socket strictly in order, like the
+//! reference. Every close code and error reply of `shared/protocol.md` sections 3 and 4 is
+//! produced here.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::error::ScError;
+use crate::handler::{ActionKind, Parts, Reply, Request};
+use crate::middleware::MiddlewareKind;
+use crate::protocol::{self, close, Inbound, Packet};
+use crate::server::ServerShared;
+use crate::socket::{lock, AuthState, CloseRequest, Outbound, RequestInfo, Socket};
+
+/// Most frames written before one flush: batches socket writes under load without delaying a
+/// lone frame.
+const WRITE_BATCH: usize = 64;
+
+/// One decoded inbound message waiting for the dispatcher.
+struct InboundMessage {
+    /// The message text, kept only when inbound-raw middleware needs it.
+    raw: Option<String>,
+    packets: Vec<Packet>,
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub(crate) async fn run(ws: WebSocket, server: Arc<ServerShared>, request: Arc<RequestInfo>) {
+    let (sink, stream) = ws.split();
+    let (out_tx, out_rx) = mpsc::channel(server.config.outbound_queue_limit);
+    let (close_tx, close_rx) = watch::channel(None);
+    let socket = Socket::new(server.clone(), request, out_tx, close_tx);
+    let writer = tokio::spawn(write_loop(sink, out_rx, close_rx.clone(), socket.clone()));
+
+    let registered = read_loop(stream, &socket, close_rx).await;
+
+    // The peer is gone or we are closing: stop the writer (a pending close frame is still sent).
+    socket.close_stop();
+    if registered {
+        server.unregister(&socket);
+    }
+    server.pubsub.remove_socket(&socket);
+    socket.abort_pending();
+    if tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .is_err()
+    {
+        tracing::debug!(socket = %socket.id(), "writer did not finish in time");
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut out: mpsc::Receiver<Outbound>,
+    mut close_rx: watch::Receiver<Option<CloseRequest>>,
+    socket: Socket,
+) {
+    let config = &socket.0.server.config;
+    let ping = Utf8Bytes::from_static(config.protocol_version.ping());
+    let mut pinging = false;
+    let mut next_ping = Instant::now();
+
+    let send_close = |code: u16, reason: String| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+
+    loop {
+        let ping_due = pinging && !config.ping_timeout_disabled && !socket.pings_paused();
+        tokio::select! {
+            biased;
+            changed = close_rx.changed() => {
+                let request = close_rx.borrow().clone();
+                if changed.is_err() {
+                    break;
+                }
+                match request {
+                    Some(CloseRequest { code: Some(code), reason }) => {
+                        let _ = sink.send(send_close(code, reason)).await;
+                        break;
+                    }
+                    Some(_) => break,
+                    None => {}
+                }
+            }
+            item = out.recv() => {
+                let Some(item) = item else { break };
+                let mut next = Some(item);
+                let mut written = 0;
+                let mut closing = None;
+                while let Some(item) = next.take() {
+                    match item {
+                        Outbound::Frame(frame) => {
+                            if sink.feed(Message::Text(frame)).await.is_err() {
+                                return;
+                            }
+                            written += 1;
+                        }
+                        Outbound::StartPing => {
+                            pinging = true;
+                            next_ping = Instant::now() + config.ping_interval;
+                        }
+                        Outbound::Close(code, reason) => {
+                            closing = Some((code, reason));
+                            break;
+                        }
+                    }
+                    if written < WRITE_BATCH {
+                        next = out.try_recv().ok();
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+                if let Some((code, reason)) = closing {
+                    let _ = sink.send(send_close(code, reason.clone())).await;
+                    socket.close_now(code, reason);
+                    break;
+                }
+            }
+            _ = tokio::time::sleep_until(next_ping), if ping_due => {
+                if sink.send(Message::Text(ping.clone())).await.is_err() {
+                    return;
+                }
+                next_ping = Instant::now() + config.ping_interval;
+            }
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Converts a WebSocket message to text. Binary frames are accepted as UTF-8 JSON (the reference
+/// does the same); invalid UTF-8 is treated as unreadable raw input.
+fn text_of(msg: Message) -> Option<Result<Utf8Bytes, ()>> {
+    match msg {
+        Message::Text(t) => Some(Ok(t)),
+        Message::Binary(b) => Some(Utf8Bytes::try_from(b).map_err(|_| ())),
+        Message::Ping(_) | Message::Pong(_) => None,
+        Message::Close(_) => Some(Err(())),
+    }
+}
+
+enum ReadEvent {
+    Message(Message),
+    Closed,
+    TooBig,
+}
+
+async fn next_event(stream: &mut SplitStream<WebSocket>) -> ReadEvent {
+    match stream.next().await {
+        None => ReadEvent::Closed,
+        Some(Ok(Message::Close(_))) => ReadEvent::Closed,
+        Some(Ok(m)) => ReadEvent::Message(m),
+        Some(Err(e)) => {
+            if is_capacity_error(&e) {
+                ReadEvent::TooBig
+            } else {
+                tracing::debug!(error = %e, "websocket read error");
+                ReadEvent::Closed
+            }
+        }
+    }
+}
+
+fn is_capacity_error(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(err) = source {
+        if let Some(t) = err.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+            return matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_));
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Reads until the connection ends. Returns whether the socket completed its handshake (and so
+/// was registered with the server).
+async fn read_loop(
+    mut stream: SplitStream<WebSocket>,
+    socket: &Socket,
+    mut close_rx: watch::Receiver<Option<CloseRequest>>,
+) -> bool {
+    let server = socket.0.server.clone();
+    let config = &server.config;
+
+    // Phase 1: the first message must be `#handshake` with a numeric cid.
+    let deadline = Instant::now() + config.handshake_timeout;
+    let rest = loop {
+        let event = tokio::select! {
+            _ = close_rx.changed() => return false,
+            r = tokio::time::timeout_at(deadline, next_event(&mut stream)) => match r {
+                Ok(e) => e,
+                Err(_) => {
+                    socket.close_now(close::HANDSHAKE_TIMEOUT, "");
+                    return false;
+                }
+            },
+        };
+        let msg = match event {
+            ReadEvent::Closed => return false,
+            ReadEvent::TooBig => {
+                socket.close_now(close::MESSAGE_TOO_BIG, "");
+                return false;
+            }
+            ReadEvent::Message(m) => m,
+        };
+        let Some(text) = text_of(msg) else { continue };
+        let Ok(text) = text else {
+            socket.close_now(close::MESSAGE_BEFORE_HANDSHAKE, "");
+            return false;
+        };
+        let mut packets = match protocol::decode(&text) {
+            Inbound::Packets(p) if !p.is_empty() => p,
+            _ => {
+                socket.close_now(close::MESSAGE_BEFORE_HANDSHAKE, "");
+                return false;
+            }
+        };
+        let first = packets.remove(0);
+        match first {
+            Packet::Event { event, data, cid } if event == "#handshake" => {
+                let Some(cid) = cid else {
+                    tracing::warn!("InvalidActionError: Handshake request was malformatted");
+                    socket.close_now(close::HANDSHAKE_REJECTED, "");
+                    return false;
+                };
+                if !handshake(socket, cid, data).await {
+                    return false;
+                }
+                break packets;
+            }
+            _ => {
+                socket.close_now(close::MESSAGE_BEFORE_HANDSHAKE, "");
+                return false;
+            }
+        }
+    };
+
+    // Phase 2: the dispatcher runs handlers in order; the reader keeps answering pongs and
+    // resolving the client's responses to server invokes, so a handler awaiting one never
+    // deadlocks its own socket.
+    let (in_tx, in_rx) = mpsc::channel(config.inbound_queue_limit);
+    let dispatcher = tokio::spawn(dispatch_loop(socket.clone(), in_rx));
+    let raw_middleware = server.app.middleware.has(MiddlewareKind::InboundRaw);
+    if !rest.is_empty() {
+        let _ = in_tx
+            .send(InboundMessage {
+                raw: None,
+                packets: rest,
+            })
+            .await;
+    }
+
+    let pong = config.protocol_version.pong();
+    let ping_timeout = config.ping_timeout;
+    let mut last_reset = Instant::now();
+    let mut watchdog = last_reset + ping_timeout;
+    let far = || Instant::now() + Duration::from_secs(86_400 * 365);
+    loop {
+        let watching = !config.ping_timeout_disabled && !socket.pings_paused();
+        let event = tokio::select! {
+            _ = close_rx.changed() => break,
+            _ = tokio::time::sleep_until(if watching { watchdog } else { far() }) => {
+                if socket.pings_paused() {
+                    continue;
+                }
+                socket.close_now(close::PONG_TIMEOUT, "");
+                break;
+            }
+            e = next_event(&mut stream) => e,
+        };
+        let msg = match event {
+            ReadEvent::Closed => break,
+            ReadEvent::TooBig => {
+                socket.close_now(close::MESSAGE_TOO_BIG, "");
+                break;
+            }
+            ReadEvent::Message(m) => m,
+        };
+        let Some(Ok(text)) = text_of(msg) else {
+            continue;
+        };
+        let now = Instant::now();
+        if text.as_str() == pong {
+            socket.count_pong();
+            last_reset = now;
+            watchdog = now + ping_timeout;
+            socket.check_expiry();
+            continue;
+        }
+        // Any message proves liveness too, but re-arming the timer on every message is wasted
+        // work: the reference only does it when a quarter of the timeout has passed.
+        if now.duration_since(last_reset) > ping_timeout / 4 {
+            last_reset = now;
+            watchdog = now + ping_timeout;
+        }
+        let packets = match protocol::decode(&text) {
+            Inbound::Raw => Vec::new(),
+            Inbound::Packets(packets) => packets
+                .into_iter()
+                .filter(|p| match p {
+                    Packet::Response { rid, data, error } => {
+                        let result = match error {
+                            Some(e) => Err(ScError::from_wire(e)),
+                            None => Ok(data.clone()),
+                        };
+                        socket.resolve(*rid, result);
+                        false
+                    }
+                    _ => true,
+                })
+                .collect(),
+        };
+        if packets.is_empty() && !raw_middleware {
+            continue;
+        }
+        let message = InboundMessage {
+            raw: raw_middleware.then(|| text.to_string()),
+            packets,
+        };
+        tokio::select! {
+            r = in_tx.send(message) => if r.is_err() { break },
+            _ = close_rx.changed() => break,
+        }
+    }
+    drop(in_tx);
+    // Let the dispatcher finish what it is doing (it may be writing a reply), bounded.
+    let _ = tokio::time::timeout(Duration::from_secs(1), dispatcher).await;
+    true
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HandshakeReply<'a> {
+    id: &'a str,
+    ping_timeout: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_error: Option<&'a ScError>,
+    is_authenticated: bool,
+}
+
+/// Processes `#handshake`; returns false when the socket was rejected (and is closing).
+async fn handshake(socket: &Socket, cid: u64, data: Option<Value>) -> bool {
+    let server = socket.0.server.clone();
+    let token = data
+        .as_ref()
+        .and_then(|d| d.get("authToken"))
+        .filter(|t| !t.is_null())
+        .cloned();
+    let auth_error = match token {
+        None => None,
+        Some(token) => authenticate(socket, &token).await.err(),
+    };
+
+    let req = Request {
+        parts: parts(socket, ActionKind::Handshake, None, None, None),
+        data,
+    };
+    if server.app.middleware.has(MiddlewareKind::Handshake) {
+        if let Err(block) = server
+            .app
+            .middleware
+            .run(MiddlewareKind::Handshake, req)
+            .await
+        {
+            let code = block.code().unwrap_or(close::HANDSHAKE_REJECTED);
+            let error = block
+                .client_error(ActionKind::Handshake)
+                .with("statusCode", code);
+            let _ = socket.push(protocol::encode_error_response(cid, &error).into());
+            socket.disconnect(code, "");
+            return false;
+        }
+    }
+
+    let reply = HandshakeReply {
+        id: socket.id(),
+        ping_timeout: server.config.ping_timeout.as_millis() as u64,
+        auth_error: auth_error.as_ref(),
+        is_authenticated: socket.is_authenticated(),
+    };
+    match protocol::encode_response(cid, Some(&reply)) {
+        Ok(frame) => {
+            let _ = socket.push(frame.into());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not encode the handshake reply");
+            socket.close_now(close::HANDSHAKE_REJECTED, "");
+            return false;
+        }
+    }
+    if auth_error.as_ref().is_some_and(is_bad_token) {
+        let _ = socket.push(Utf8Bytes::from_static(r##"{"event":"#removeAuthToken"}"##));
+    }
+    server.register(socket);
+    socket.start_ping();
+    true
+}
+
+fn is_bad_token(e: &ScError) -> bool {
+    e.get("isBadToken") == Some(&Value::Bool(true))
+}
+
+/// Verifies a token and runs authenticate middleware. On success the socket is authenticated;
+/// on failure it is not, and the error is the `authError` the client receives.
+async fn authenticate(socket: &Socket, token: &Value) -> Result<(), ScError> {
+    let server = socket.0.server.clone();
+    let result = match token.as_str() {
+        Some(signed) => server.auth.verify(signed).map_err(ScError::from),
+        None => Err(
+            ScError::new("AuthTokenInvalidError", "jwt must be a string").with("isBadToken", true),
+        ),
+    };
+    let payload = match result {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            socket.forget_auth();
+            return Err(e);
+        }
+    };
+    if server.app.middleware.has(MiddlewareKind::Authenticate) {
+        let mut p = parts(socket, ActionKind::Authenticate, None, None, None);
+        p.auth = Some(payload.clone());
+        let req = Request {
+            parts: p,
+            data: Some(token.clone()),
+        };
+        if let Err(block) = server
+            .app
+            .middleware
+            .run(MiddlewareKind::Authenticate, req)
+            .await
+        {
+            socket.forget_auth();
+            return Err(block.client_error(ActionKind::Authenticate));
+        }
+    }
+    let signed: Arc<str> = token.as_str().unwrap_or_default().into();
+    socket.set_auth_state(Some(AuthState { signed, payload }));
+    Ok(())
+}
+
+fn parts(
+    socket: &Socket,
+    kind: ActionKind,
+    event: Option<Arc<str>>,
+    channel: Option<Arc<str>>,
+    expired: Option<ScError>,
+) -> Parts {
+    Parts {
+        server: socket.0.server.clone(),
+        kind,
+        socket: Some(socket.clone()),
+        request: socket.0.request.clone(),
+        event,
+        channel,
+        auth: socket.auth_token(),
+        auth_token_expired: expired,
+        wait_for_auth: false,
+    }
+}
+
+async fn dispatch_loop(socket: Socket, mut rx: mpsc::Receiver<InboundMessage>) {
+    let server = socket.0.server.clone();
+    while let Some(message) = rx.recv().await {
+        if let Some(raw) = message.raw {
+            let req = Request {
+                parts: parts(&socket, ActionKind::InboundRaw, None, None, None),
+                data: Some(Value::String(raw)),
+            };
+            if let Err(block) = server
+                .app
+                .middleware
+                .run(MiddlewareKind::InboundRaw, req)
+                .await
+            {
+                tracing::debug!(socket = %socket.id(), %block, "inbound message dropped by middleware");
+                continue;
+            }
+        }
+        for packet in message.packets {
+            if let Packet::Event { event, data, cid } = packet {
+                handle_event(&socket, event, data, cid).await;
+            }
+            if !socket.is_open() {
+                return;
+            }
+        }
+    }
+}
+
+fn reply(socket: &Socket, cid: Option<u64>, result: Result<(), ScError>) {
+    let Some(cid) = cid else { return };
+    let frame = match result {
+        Ok(()) => protocol::encode_raw_response(cid, None),
+        Err(e) => protocol::encode_error_response(cid, &e),
+    };
+    let _ = socket.push(frame.into());
+}
+
+async fn handle_event(socket: &Socket, event: String, data: Option<Value>, cid: Option<u64>) {
+    match event.as_str() {
+        "#handshake" => match cid {
+            Some(_) => reply(
+                socket,
+                cid,
+                Err(ScError::invalid_action(
+                    "The socket has already completed its handshake",
+                )),
+            ),
+            None => socket.close_now(close::HANDSHAKE_REJECTED, ""),
+        },
+        "#authenticate" => {
+            let Some(cid) = cid else {
+                socket.close_now(close::HANDSHAKE_REJECTED, "");
+                return;
+            };
+            let token = data.unwrap_or(Value::Null);
+            let frame = match authenticate(socket, &token).await {
+                Ok(()) => protocol::encode_raw_response(
+                    cid,
+                    serde_json::value::RawValue::from_string(
+                        r#"{"isAuthenticated":true,"authError":null}"#.into(),
+                    )
+                    .ok()
+                    .as_deref(),
+                ),
+                Err(e) if is_bad_token(&e) => {
+                    let frame = protocol::encode_error_response(cid, &e);
+                    let _ = socket.push(frame.into());
+                    let _ =
+                        socket.push(Utf8Bytes::from_static(r##"{"event":"#removeAuthToken"}"##));
+                    return;
+                }
+                Err(e) => protocol::encode_response(
+                    cid,
+                    Some(&serde_json::json!({"isAuthenticated": false, "authError": e})),
+                )
+                .unwrap_or_default(),
+            };
+            let _ = socket.push(frame.into());
+        }
+        "#removeAuthToken" => socket.forget_auth(),
+        "#subscribe" => subscribe(socket, data, cid).await,
+        "#unsubscribe" => unsubscribe(socket, data, cid),
+        "#publish" => publish(socket, data, cid).await,
+        _ => call_handler(socket, event, data, cid).await,
+    }
+}
+
+fn channel_field(data: &Option<Value>) -> Option<(Arc<str>, &Map<String, Value>)> {
+    let obj = data.as_ref()?.as_object()?;
+    let channel = obj.get("channel")?.as_str()?;
+    Some((channel.into(), obj))
+}
+
+async fn subscribe(socket: &Socket, data: Option<Value>, cid: Option<u64>) {
+    let server = socket.0.server.clone();
+    let expired = socket.check_expiry();
+    let Some((channel, obj)) = channel_field(&data) else {
+        reply(
+            socket,
+            cid,
+            Err(ScError::invalid_action(
+                "Subscribe channel name was malformatted",
+            )),
+        );
+        return;
+    };
+    let sub_data = obj.get("data").cloned();
+    let wait_for_auth = obj.get("waitForAuth") == Some(&Value::Bool(true));
+
+    if cid.is_some() {
+        let limit = server.config.socket_channel_limit;
+        // As in the reference, the limit is checked before the already-subscribed check.
+        if lock(&socket.0.subscriptions).len() >= limit {
+            reply(
+                socket,
+                cid,
+                Err(ScError::broker(format!(
+                    "Failed to subscribe socket to the {channel} channel - InvalidActionError: Socket {} tried to exceed the channel subscription limit of {limit}",
+                    socket.id()
+                ))),
+            );
+            return;
+        }
+    }
+
+    let mut p = parts(
+        socket,
+        ActionKind::Subscribe,
+        None,
+        Some(channel.clone()),
+        expired,
+    );
+    p.wait_for_auth = wait_for_auth;
+    if let Err(block) = server
+        .app
+        .middleware
+        .run(
+            MiddlewareKind::Subscribe,
+            Request {
+                parts: p,
+                data: sub_data,
+            },
+        )
+        .await
+    {
+        reply(socket, cid, Err(block.client_error(ActionKind::Subscribe)));
+        return;
+    }
+    // A #subscribe without a cid passes middleware but subscribes nothing (v20 reference).
+    if cid.is_none() {
+        return;
+    }
+    let result = server
+        .pubsub
+        .subscribe_socket(socket, channel.clone())
+        .await
+        .map_err(|e| {
+            ScError::broker(format!(
+                "Failed to subscribe socket to the {channel} channel - {e}"
+            ))
+        });
+    reply(socket, cid, result);
+}
+
+fn unsubscribe(socket: &Socket, data: Option<Value>, cid: Option<u64>) {
+    let Some(channel) = data.as_ref().and_then(Value::as_str) else {
+        reply(
+            socket,
+            cid,
+            Err(ScError::invalid_action(
+                "Unsubscribe channel name was malformatted",
+            )),
+        );
+        return;
+    };
+    if socket.0.server.pubsub.unsubscribe_socket(socket, channel) {
+        reply(socket, cid, Ok(()));
+    } else {
+        let message = format!(
+            "Failed to unsubscribe socket from the {channel} channel - InvalidActionError: Socket {} tried to unsubscribe from a channel which it is not subscribed to",
+            socket.id()
+        );
+        if cid.is_none() {
+            tracing::debug!(socket = %socket.id(), "{message}");
+        }
+        reply(socket, cid, Err(ScError::broker(message)));
+    }
+}
+
+async fn publish(socket: &Socket, data: Option<Value>, cid: Option<u64>) {
+    let server = socket.0.server.clone();
+    let expired = socket.check_expiry();
+    if !server.config.allow_client_publish {
+        reply(
+            socket,
+            cid,
+            Err(ScError::invalid_action(
+                "Client publish feature is disabled",
+            )),
+        );
+        return;
+    }
+    let Some((channel, obj)) = channel_field(&data) else {
+        reply(
+            socket,
+            cid,
+            Err(ScError::invalid_action(
+                "Publish channel name was malformatted",
+            )),
+        );
+        return;
+    };
+    let pub_data = obj.get("data").cloned();
+    let req = Request {
+        parts: parts(
+            socket,
+            ActionKind::PublishIn,
+            None,
+            Some(channel.clone()),
+            expired,
+        ),
+        data: pub_data,
+    };
+    let pub_data = match server
+        .app
+        .middleware
+        .run(MiddlewareKind::PublishIn, req)
+        .await
+    {
+        Ok(d) => d,
+        Err(block) => {
+            reply(socket, cid, Err(block.client_error(ActionKind::PublishIn)));
+            return;
+        }
+    };
+    let result = server
+        .exchange
+        .publish_value(&channel, pub_data)
+        .await
+        .map_err(ScError::from);
+    if let Err(e) = &result {
+        tracing::warn!(socket = %socket.id(), %channel, error = %e, "client publish failed");
+    }
+    reply(socket, cid, result);
+}
+
+async fn call_handler(socket: &Socket, event: String, data: Option<Value>, cid: Option<u64>) {
+    let server = socket.0.server.clone();
+    let expired = socket.check_expiry();
+    let (kind, mw_kind) = match cid {
+        Some(_) => (ActionKind::Invoke, MiddlewareKind::Invoke),
+        None => (ActionKind::Transmit, MiddlewareKind::Transmit),
+    };
+    let event: Arc<str> = event.into();
+    let p = parts(socket, kind, Some(event.clone()), None, expired);
+    let data = match server
+        .app
+        .middleware
+        .run(
+            mw_kind,
+            Request {
+                parts: p.clone(),
+                data,
+            },
+        )
+        .await
+    {
+        Ok(d) => d,
+        Err(block) => {
+            reply(socket, cid, Err(block.client_error(kind)));
+            return;
+        }
+    };
+    let Some(route) = server.app.route(&event) else {
+        match cid {
+            Some(_) => reply(
+                socket,
+                cid,
+                Err(ScError::new(
+                    "UnhandledEventError",
+                    format!("No handler for event '{event}'"),
+                )),
+            ),
+            None => tracing::debug!(socket = %socket.id(), %event, "transmit with no handler"),
+        }
+        return;
+    };
+    let fut = (route.handler)(Request { parts: p, data });
+    let outcome = match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(extraction)) => Reply::Error(extraction),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(socket = %socket.id(), %event, source = %route.source, panic = %what, "handler panicked");
+            Reply::Error(ScError::internal())
+        }
+    };
+    match (cid, outcome) {
+        (Some(cid), Reply::Data(d)) => {
+            let _ = socket.push(protocol::encode_raw_response(cid, d.as_deref()).into());
+        }
+        (Some(cid), Reply::Error(e)) => {
+            let _ = socket.push(protocol::encode_error_response(cid, &e).into());
+        }
+        (None, Reply::Error(e)) => {
+            tracing::debug!(socket = %socket.id(), %event, error = %e, "transmit handler failed");
+        }
+        (None, Reply::Data(_)) => {}
+    }
+}

@@ -1,0 +1,276 @@
+//! Middleware: handlers that decide whether an action goes ahead, SocketCluster's
+//! `handshake`, `inboundRaw`, `inbound` (transmit, invoke, subscribe, publishIn, authenticate) and
+//! `outbound` (publishOut) streams, one kind each.
+//!
+//! A middleware is an async fn over extractors (like an event handler) returning something that
+//! implements [`IntoDecision`]: `()` allows, `Err(Block)` blocks, `Json(new_data)` allows with the
+//! payload replaced. Several middleware of one kind run in registration order; the first block
+//! wins and a replaced payload is what the next one sees. What the client sees on a block follows
+//! the reference (see [`MiddlewareKind`]).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::ScError;
+use crate::extract::Json;
+use crate::handler::{ActionKind, ErasedHandler, Request};
+
+/// Where a middleware runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MiddlewareKind {
+    /// The HTTP upgrade request, before any WebSocket exists. Block: HTTP 401 with the error's
+    /// message as the body; the JS client reports `connectAbort` 1006 and retries with backoff.
+    HandshakeWs,
+    /// The `#handshake` packet, before its reply. Block: `{"rid":N,"error":{..,"statusCode":S}}`,
+    /// then close with `S` (default 4008); set it with [`Block::status_code`].
+    Handshake,
+    /// Every inbound message as text, before decoding (responses to server invokes and pongs
+    /// excepted). Block: the message is dropped silently, even an invoke.
+    InboundRaw,
+    /// A client transmit. Block: dropped, nothing is sent.
+    Transmit,
+    /// A client invoke. Block: `{"rid":N,"error":E}`.
+    Invoke,
+    /// `#subscribe`. Block: error reply; the JS client emits `subscribeFail`.
+    Subscribe,
+    /// A client `#publish`. Block: error reply if the publish had a cid; not published.
+    PublishIn,
+    /// One delivery of a publication to one subscriber. Block: that subscriber misses it.
+    /// `Json(data)` changes what that subscriber receives.
+    PublishOut,
+    /// A token (from `#handshake` or `#authenticate`) that verified. Block: the socket stays
+    /// unauthenticated and the error becomes its `authError`; with `isBadToken: true` the client
+    /// is also told to drop the token (`#removeAuthToken`).
+    Authenticate,
+}
+
+impl MiddlewareKind {
+    /// Every kind, in the order the reference runs them for a connection.
+    pub const ALL: [MiddlewareKind; 9] = [
+        Self::HandshakeWs,
+        Self::Handshake,
+        Self::InboundRaw,
+        Self::Transmit,
+        Self::Invoke,
+        Self::Subscribe,
+        Self::PublishIn,
+        Self::PublishOut,
+        Self::Authenticate,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A middleware's refusal. `Block::silent()` (no error) sends the reference's
+/// `SilentMiddlewareBlockedError` where the kind sends anything at all.
+#[derive(Clone, Debug, Default)]
+pub struct Block {
+    error: Option<ScError>,
+    status_code: Option<u16>,
+}
+
+impl Block {
+    /// Blocks with an error the client sees (`name`, `message`, extra fields).
+    pub fn new(error: impl Into<ScError>) -> Self {
+        Self {
+            error: Some(error.into()),
+            status_code: None,
+        }
+    }
+
+    /// Blocks without a reason.
+    pub fn silent() -> Self {
+        Self::default()
+    }
+
+    /// For `Handshake` middleware: the close code (default 4008). Codes >= 4500 tell the official
+    /// client not to reconnect.
+    pub fn status_code(mut self, code: u16) -> Self {
+        self.status_code = Some(code);
+        self
+    }
+
+    /// The error, `None` for a silent block.
+    pub fn error(&self) -> Option<&ScError> {
+        self.error.as_ref()
+    }
+
+    pub(crate) fn code(&self) -> Option<u16> {
+        self.status_code
+    }
+
+    /// The error the client receives for this block of `kind`, as the reference words it.
+    pub(crate) fn client_error(&self, kind: ActionKind) -> ScError {
+        match &self.error {
+            Some(e) => e.clone(),
+            None => ScError::new(
+                "SilentMiddlewareBlockedError",
+                format!(
+                    "The {} AGAction was blocked by {} middleware",
+                    kind.verb(),
+                    kind.stream()
+                ),
+            )
+            .with("type", kind.stream()),
+        }
+    }
+}
+
+impl From<ScError> for Block {
+    fn from(error: ScError) -> Self {
+        Self::new(error)
+    }
+}
+
+impl std::fmt::Display for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.error {
+            Some(e) => write!(f, "blocked: {e}"),
+            None => f.write_str("blocked silently"),
+        }
+    }
+}
+
+/// A middleware's verdict.
+#[derive(Debug)]
+pub enum Decision {
+    /// Let the action through unchanged.
+    Allow,
+    /// Let it through with this payload instead (the reference's `action.allow({data})`).
+    Replace(Value),
+    /// Stop it.
+    Block(Block),
+}
+
+/// What a middleware may return.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a middleware decision",
+    label = "middleware must return a decision",
+    note = "return `()`, `Result<(), Block>`, `Result<Json<T>, Block>` (replace the payload) or `Decision`"
+)]
+pub trait IntoDecision {
+    /// Converts into the decision.
+    fn into_decision(self) -> Decision;
+}
+
+impl IntoDecision for Decision {
+    fn into_decision(self) -> Decision {
+        self
+    }
+}
+
+impl IntoDecision for () {
+    fn into_decision(self) -> Decision {
+        Decision::Allow
+    }
+}
+
+impl<T: Serialize> IntoDecision for Json<T> {
+    fn into_decision(self) -> Decision {
+        match serde_json::to_value(&self.0) {
+            Ok(v) => Decision::Replace(v),
+            Err(e) => Decision::Block(Block::new(ScError::new(
+                "ServerError",
+                format!("middleware produced data that is not JSON: {e}"),
+            ))),
+        }
+    }
+}
+
+impl<T: IntoDecision> IntoDecision for Option<T> {
+    fn into_decision(self) -> Decision {
+        self.map_or(Decision::Allow, IntoDecision::into_decision)
+    }
+}
+
+impl<T: IntoDecision, E: Into<Block>> IntoDecision for Result<T, E> {
+    fn into_decision(self) -> Decision {
+        match self {
+            Ok(v) => v.into_decision(),
+            Err(e) => Decision::Block(e.into()),
+        }
+    }
+}
+
+/// The registered middleware, by kind, in order.
+#[derive(Clone, Default)]
+pub(crate) struct MiddlewareStack {
+    by_kind: [Vec<ErasedHandler<Decision>>; 9],
+}
+
+impl MiddlewareStack {
+    pub(crate) fn push(&mut self, kind: MiddlewareKind, handler: ErasedHandler<Decision>) {
+        self.by_kind[kind.index()].push(handler);
+    }
+
+    pub(crate) fn extend(&mut self, other: MiddlewareStack) {
+        for (mine, theirs) in self.by_kind.iter_mut().zip(other.by_kind) {
+            mine.extend(theirs);
+        }
+    }
+
+    pub(crate) fn has(&self, kind: MiddlewareKind) -> bool {
+        !self.by_kind[kind.index()].is_empty()
+    }
+
+    /// Runs every middleware of `kind` in order. `Ok(data)` is the (possibly replaced) payload.
+    /// A failed extraction blocks with the extractor's error.
+    pub(crate) async fn run(
+        &self,
+        kind: MiddlewareKind,
+        mut req: Request,
+    ) -> Result<Option<Value>, Block> {
+        for mw in &self.by_kind[kind.index()] {
+            let data = req.data.clone();
+            let parts = req.parts.clone();
+            match mw(req).await {
+                Ok(Decision::Allow) => req = Request { parts, data },
+                Ok(Decision::Replace(v)) => {
+                    req = Request {
+                        parts,
+                        data: Some(v),
+                    }
+                }
+                Ok(Decision::Block(b)) => return Err(b),
+                Err(e) => return Err(Block::new(e)),
+            }
+        }
+        Ok(req.data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silent_block_uses_reference_wording() {
+        let e = Block::silent().client_error(ActionKind::Invoke);
+        assert_eq!(
+            serde_json::to_value(&e).expect("json"),
+            serde_json::json!({
+                "message": "The invoke AGAction was blocked by inbound middleware",
+                "name": "SilentMiddlewareBlockedError",
+                "type": "inbound"
+            })
+        );
+        let e = Block::silent().client_error(ActionKind::PublishOut);
+        assert_eq!(
+            e.message(),
+            "The publishOut AGAction was blocked by outbound middleware"
+        );
+    }
+
+    #[test]
+    fn decisions_from_results() {
+        let r: Result<(), Block> = Err(Block::new(ScError::new("A", "b")));
+        assert!(matches!(r.into_decision(), Decision::Block(_)));
+        assert!(matches!(
+            Ok::<_, Block>(Json("x")).into_decision(),
+            Decision::Replace(Value::String(_))
+        ));
+        assert!(matches!(().into_decision(), Decision::Allow));
+    }
+}

@@ -1,0 +1,350 @@
+//! The SocketCluster wire format (`shared/protocol.md` sections 2, 3 and 8): decoding inbound text
+//! into packets, encoding outbound packets with the reference's key order, and the close-code table.
+//!
+//! Both the server and the client use this module. It never panics on input: anything that is not a
+//! packet is reported as [`Inbound::Raw`].
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::error::ScError;
+
+/// Which ping/pong tokens are on the wire. Server-wide; there is no negotiation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ProtocolVersion {
+    /// socketcluster-server/client <= 14: ping `#1`, pong `#2`.
+    V1,
+    /// socketcluster-server/client >= 15 (default): ping and pong are empty text messages.
+    #[default]
+    V2,
+}
+
+impl ProtocolVersion {
+    /// The server's ping message.
+    pub fn ping(self) -> &'static str {
+        match self {
+            Self::V1 => "#1",
+            Self::V2 => "",
+        }
+    }
+
+    /// The client's pong message.
+    pub fn pong(self) -> &'static str {
+        match self {
+            Self::V1 => "#2",
+            Self::V2 => "",
+        }
+    }
+}
+
+/// One decoded packet.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Packet {
+    /// `{"event":NAME,"data":ANY[,"cid":N]}`: a transmit when `cid` is `None`, else an invoke.
+    Event {
+        /// Event name.
+        event: String,
+        /// Payload, `None` when absent.
+        data: Option<Value>,
+        /// Call id of an invoke.
+        cid: Option<u64>,
+    },
+    /// `{"rid":N,"data":ANY}` or `{"rid":N,"error":E}`.
+    Response {
+        /// The call id this answers.
+        rid: u64,
+        /// Success data.
+        data: Option<Value>,
+        /// Failure, in the error's wire shape.
+        error: Option<Value>,
+    },
+    /// Valid JSON that is not a packet (e.g. `{"event":42}`); the protocol ignores it.
+    Other(Value),
+}
+
+/// A decoded inbound message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// One packet or a batch (a JSON array of packets), in order.
+    Packets(Vec<Packet>),
+    /// Not JSON, or JSON that is neither an object nor an array: kept as text.
+    Raw,
+}
+
+/// Decodes one WebSocket message like `sc-formatter` does: text that starts (after whitespace)
+/// with `{` or `[` and parses as JSON is a packet or a batch; anything else is raw.
+pub fn decode(text: &str) -> Inbound {
+    let trimmed = text.trim_start();
+    if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
+        return Inbound::Raw;
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(items)) => Inbound::Packets(items.into_iter().map(packet_of).collect()),
+        Ok(value @ Value::Object(_)) => Inbound::Packets(vec![packet_of(value)]),
+        _ => Inbound::Raw,
+    }
+}
+
+fn packet_of(value: Value) -> Packet {
+    let Value::Object(mut map) = value else {
+        return Packet::Other(value);
+    };
+    match map.get("event") {
+        Some(Value::String(_)) => {
+            let Some(Value::String(event)) = map.remove("event") else {
+                return Packet::Other(Value::Object(map));
+            };
+            // The reference treats only a number as a call id; anything else makes a transmit.
+            let cid = map.get("cid").and_then(Value::as_u64);
+            Packet::Event {
+                event,
+                data: map.remove("data"),
+                cid,
+            }
+        }
+        Some(_) => Packet::Other(Value::Object(map)),
+        None => match map.get("rid").and_then(Value::as_u64) {
+            Some(rid) => Packet::Response {
+                rid,
+                data: map.remove("data"),
+                error: map.remove("error"),
+            },
+            None => Packet::Other(Value::Object(map)),
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct EventOut<'a, D: Serialize + ?Sized> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cid: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a D>,
+}
+
+#[derive(Serialize)]
+struct ClientEventOut<'a, D: Serialize + ?Sized> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a D>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cid: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ResponseOut<'a, D: Serialize + ?Sized> {
+    rid: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a D>,
+}
+
+#[derive(Serialize)]
+struct ErrorResponseOut<'a> {
+    rid: u64,
+    error: &'a ScError,
+}
+
+#[derive(Serialize)]
+struct PublishData<'a, D: Serialize + ?Sized> {
+    channel: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a D>,
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
+    serde_json::to_string(value)
+}
+
+/// A server transmit or invoke: `{"event","cid","data"}` (the server's key order).
+pub fn encode_event<D: Serialize + ?Sized>(
+    event: &str,
+    cid: Option<u64>,
+    data: Option<&D>,
+) -> Result<String, serde_json::Error> {
+    to_json(&EventOut { event, cid, data })
+}
+
+/// A client transmit or invoke: `{"event","data","cid"}` (the client's key order).
+pub fn encode_client_event<D: Serialize + ?Sized>(
+    event: &str,
+    data: Option<&D>,
+    cid: Option<u64>,
+) -> Result<String, serde_json::Error> {
+    to_json(&ClientEventOut { event, data, cid })
+}
+
+/// A success response `{"rid":N}` or `{"rid":N,"data":D}`.
+pub fn encode_response<D: Serialize + ?Sized>(
+    rid: u64,
+    data: Option<&D>,
+) -> Result<String, serde_json::Error> {
+    to_json(&ResponseOut { rid, data })
+}
+
+/// A success response whose data is already JSON text (no re-serialisation).
+pub fn encode_raw_response(rid: u64, data: Option<&RawValue>) -> String {
+    match data {
+        None => format!("{{\"rid\":{rid}}}"),
+        Some(raw) => format!("{{\"rid\":{rid},\"data\":{}}}", raw.get()),
+    }
+}
+
+/// An error response `{"rid":N,"error":{"message","name",...}}`.
+pub fn encode_error_response(rid: u64, error: &ScError) -> String {
+    // Serialising an ScError cannot fail: it is strings and JSON values only.
+    to_json(&ErrorResponseOut { rid, error }).unwrap_or_else(|_| format!("{{\"rid\":{rid}}}"))
+}
+
+/// The `#publish` delivery `{"event":"#publish","data":{"channel":C,"data":D}}`, encoded once per
+/// publication and shared by every subscriber.
+pub fn encode_publish<D: Serialize + ?Sized>(
+    channel: &str,
+    data: Option<&D>,
+) -> Result<String, serde_json::Error> {
+    to_json(&EventOut {
+        event: "#publish",
+        cid: None,
+        data: Some(&PublishData { channel, data }),
+    })
+}
+
+/// The JS client's reading of a close code (sc-errors `socketProtocolErrorStatuses` plus RFC
+/// texts), used for logs and for the Rust client's disconnect events.
+pub fn close_reason(code: u16) -> &'static str {
+    match code {
+        1000 => "Socket closed normally",
+        1001 => "Socket was disconnected",
+        1002 => "A WebSocket protocol error was encountered",
+        1003 => "Server terminated socket because it received invalid data",
+        1005 => "Socket closed without status code",
+        1006 => "Socket hung up",
+        1007 => "Message format was incorrect",
+        1008 => "Encountered a policy violation",
+        1009 => "Message was too big to process",
+        1010 => "Client ended the connection because the server did not comply with extension requirements",
+        1011 => "Server encountered an unexpected fatal condition",
+        4000 => "Server ping timed out",
+        4001 => "Client pong timed out",
+        4002 => "Server failed to sign auth token",
+        4003 => "Failed to complete handshake",
+        4004 => "Client failed to save auth token",
+        4005 => "Did not receive #handshake from client before timeout",
+        4006 => "Failed to bind socket to message broker",
+        4007 => "Client connection establishment timed out",
+        4008 => "Server rejected handshake from client",
+        4009 => "Server received a message before the client handshake",
+        _ => "Unknown close code",
+    }
+}
+
+/// Close codes the server sends, named. Internal closes carry no reason text on the wire, as in
+/// the reference; the client fills in [`close_reason`].
+pub mod close {
+    /// Normal closure: the official client does **not** reconnect.
+    pub const NORMAL: u16 = 1000;
+    /// Going away (server shutdown or restart): the client reconnects with backoff.
+    pub const GOING_AWAY: u16 = 1001;
+    /// Message larger than `max_payload`.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// Client pong timed out.
+    pub const PONG_TIMEOUT: u16 = 4001;
+    /// Signing an auth token failed.
+    pub const AUTH_SIGN_FAILED: u16 = 4002;
+    /// No `#handshake` before `handshake_timeout`.
+    pub const HANDSHAKE_TIMEOUT: u16 = 4005;
+    /// Handshake rejected (middleware) or malformatted `#handshake` / `#authenticate`.
+    pub const HANDSHAKE_REJECTED: u16 = 4008;
+    /// A message other than `#handshake` arrived first.
+    pub const MESSAGE_BEFORE_HANDSHAKE: u16 = 4009;
+    /// The socket's outbound queue overflowed (slow consumer); sc-specific, temporary (reconnects).
+    pub const SLOW_CONSUMER: u16 = 4100;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_invoke_transmit_and_response() {
+        assert_eq!(
+            decode(r#"{"event":"echo","data":{"b":2},"cid":2}"#),
+            Inbound::Packets(vec![Packet::Event {
+                event: "echo".into(),
+                data: Some(json!({"b":2})),
+                cid: Some(2)
+            }])
+        );
+        assert_eq!(
+            decode(r#"{"event":"hello","cid":"x"}"#),
+            Inbound::Packets(vec![Packet::Event {
+                event: "hello".into(),
+                data: None,
+                cid: None
+            }])
+        );
+        assert_eq!(
+            decode(r#"{"rid":1,"error":{"name":"E"}}"#),
+            Inbound::Packets(vec![Packet::Response {
+                rid: 1,
+                data: None,
+                error: Some(json!({"name":"E"}))
+            }])
+        );
+    }
+
+    #[test]
+    fn decodes_batches_in_order() {
+        let Inbound::Packets(p) = decode(r#"[{"event":"a"},{"event":"b","data":1}]"#) else {
+            panic!("batch not decoded");
+        };
+        assert_eq!(p.len(), 2);
+        assert!(matches!(&p[1], Packet::Event { event, .. } if event == "b"));
+    }
+
+    #[test]
+    fn non_packets_are_raw_or_other() {
+        assert_eq!(decode(""), Inbound::Raw);
+        assert_eq!(decode("plain text"), Inbound::Raw);
+        assert_eq!(decode("{not json"), Inbound::Raw);
+        assert_eq!(decode("42"), Inbound::Raw);
+        assert_eq!(
+            decode(r#"{"event":42}"#),
+            Inbound::Packets(vec![Packet::Other(json!({"event":42}))])
+        );
+    }
+
+    #[test]
+    fn encodes_with_reference_key_order() {
+        assert_eq!(
+            encode_event("askClient", Some(1), Some(&json!({"q":1}))).expect("encode"),
+            r#"{"event":"askClient","cid":1,"data":{"q":1}}"#
+        );
+        assert_eq!(
+            encode_client_event("echo", Some(&json!(1)), Some(3)).expect("encode"),
+            r#"{"event":"echo","data":1,"cid":3}"#
+        );
+        assert_eq!(
+            encode_response::<Value>(4, None).expect("encode"),
+            r#"{"rid":4}"#
+        );
+        assert_eq!(
+            encode_publish("room", Some(&json!("ip"))).expect("encode"),
+            r##"{"event":"#publish","data":{"channel":"room","data":"ip"}}"##
+        );
+        assert_eq!(
+            encode_error_response(
+                3,
+                &ScError::new("MyError", "custom failure").with("extra", 42)
+            ),
+            r#"{"rid":3,"error":{"message":"custom failure","name":"MyError","extra":42}}"#
+        );
+        let raw = RawValue::from_string("[1,2]".into()).expect("raw");
+        assert_eq!(
+            encode_raw_response(7, Some(&raw)),
+            r#"{"rid":7,"data":[1,2]}"#
+        );
+    }
+}

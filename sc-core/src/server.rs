@@ -1,0 +1,574 @@
+//! Starting a server: [`SocketCluster::builder`] collects options, the app, the auth key, the
+//! broker engine and any plain-HTTP routes; [`Builder::bind`] validates everything (one clear
+//! sentence per mistake) and binds; [`Server::serve`] runs until shutdown (SIGINT/SIGTERM with
+//! [`Builder::run`]), closing every socket with 1001 so clients come back to the next instance.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Request as HttpRequest, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use base64::Engine as _;
+
+use crate::app::App;
+use crate::auth::{AuthConfigError, AuthEngine, AuthKey, AuthOptions};
+use crate::broker::{BrokerEngine, BrokerError, LocalBroker};
+use crate::config::{Config, ConfigError, Origins};
+use crate::connection;
+use crate::exchange::Exchange;
+use crate::handler::{ActionKind, FromRequestParts, Parts, Request};
+use crate::middleware::MiddlewareKind;
+use crate::protocol::{close, ProtocolVersion};
+use crate::pubsub::PubSub;
+use crate::socket::{lock, RequestInfo, Socket};
+
+/// A startup failure. Each message is one sentence saying what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An option is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The auth key or algorithm is invalid.
+    #[error("invalid auth configuration: {0}")]
+    Auth(#[from] AuthConfigError),
+    /// The app's registrations are inconsistent (e.g. an event registered twice).
+    #[error("invalid app: {0}")]
+    App(String),
+    /// The port could not be bound.
+    #[error("cannot listen on {addr}: {source}{hint}", hint = if source.kind() == std::io::ErrorKind::AddrInUse { " (another process uses this port: stop it or set SC_PORT)" } else { "" })]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The broker engine failed to start.
+    #[error("the broker engine failed to start: {0}")]
+    Broker(#[from] BrokerError),
+    /// Serving failed.
+    #[error("server I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `sc_core::Result`: what `main` returns.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Entry point: `SocketCluster::builder().port(8000).app(app).run()`.
+#[derive(Debug)]
+pub struct SocketCluster;
+
+impl SocketCluster {
+    /// A builder with every option at its default.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
+enum KeySource {
+    Random,
+    Given(AuthKey),
+    Env(String),
+}
+
+/// Collects options; see [`Config`] for each option's meaning and default.
+pub struct Builder {
+    config: Config,
+    app: App,
+    router: Router,
+    serve_dir: Option<PathBuf>,
+    key: KeySource,
+    algorithm: Option<jsonwebtoken::Algorithm>,
+    engine: Option<Arc<dyn BrokerEngine>>,
+    use_env: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            config: Config::default(),
+            app: App::new(),
+            router: Router::new(),
+            serve_dir: None,
+            key: KeySource::Random,
+            algorithm: None,
+            engine: None,
+            use_env: true,
+        }
+    }
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty => $field:ident;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.$field = value.into();
+            self
+        }
+    )*};
+}
+
+impl Builder {
+    setters! {
+        /// TCP port (default 8000; 0 = any free port). `SC_PORT` overrides.
+        port: u16 => port;
+        /// Interface (default 0.0.0.0). `SC_HOST` overrides.
+        host: std::net::IpAddr => host;
+        /// Realtime endpoint path (default `/socketcluster/`). `SC_PATH` overrides.
+        path: &str => path;
+        /// Server invoke timeout (default 10 s). `SC_ACK_TIMEOUT` (ms) overrides.
+        ack_timeout: Duration => ack_timeout;
+        /// Ping interval (default 8 s). `SC_PING_INTERVAL` (ms) overrides.
+        ping_interval: Duration => ping_interval;
+        /// Pong timeout (default 30 s). `SC_PING_TIMEOUT` (ms) overrides.
+        ping_timeout: Duration => ping_timeout;
+        /// Disable pings and the pong watchdog (default false).
+        ping_timeout_disabled: bool => ping_timeout_disabled;
+        /// Handshake timeout (default 10 s). `SC_HANDSHAKE_TIMEOUT` (ms) overrides.
+        handshake_timeout: Duration => handshake_timeout;
+        /// Ping/pong protocol version (default V2). `SC_PROTOCOL_VERSION` overrides.
+        protocol_version: ProtocolVersion => protocol_version;
+        /// Allowed origins (default `*:*`). `SC_ORIGINS` overrides.
+        origins: &str => origins;
+        /// Largest inbound message in bytes (default 1 MiB). `SC_MAX_PAYLOAD` overrides.
+        max_payload: usize => max_payload;
+        /// Most channels per socket (default 1000). `SC_SOCKET_CHANNEL_LIMIT` overrides.
+        socket_channel_limit: usize => socket_channel_limit;
+        /// Whether clients may publish (default true). `SC_ALLOW_CLIENT_PUBLISH` overrides.
+        allow_client_publish: bool => allow_client_publish;
+        /// Outbound queue bound per socket, in messages (default 4096).
+        outbound_queue_limit: usize => outbound_queue_limit;
+        /// Inbound queue bound per socket, in messages (default 256).
+        inbound_queue_limit: usize => inbound_queue_limit;
+        /// Default token lifetime in seconds (default 86400). `SC_AUTH_DEFAULT_EXPIRY` overrides.
+        auth_default_expiry: u64 => auth_default_expiry;
+        /// How long shutdown waits for sockets to close (default 5 s).
+        shutdown_timeout: Duration => shutdown_timeout;
+    }
+
+    /// Replaces every option at once.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Don't read `SC_*` environment variables (tests that must not be influenced by them).
+    pub fn ignore_env(mut self) -> Self {
+        self.use_env = false;
+        self
+    }
+
+    /// The app: event handlers, middleware, state. Several calls merge in order.
+    pub fn app(mut self, app: App) -> Self {
+        self.app = std::mem::take(&mut self.app).merge(app);
+        self
+    }
+
+    /// Same as [`app`](Self::app); reads well with `handlers![...]`.
+    pub fn handlers(self, app: impl Into<App>) -> Self {
+        self.app(app.into())
+    }
+
+    /// Plain HTTP routes served next to the realtime endpoint.
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = std::mem::take(&mut self.router).merge(router);
+        self
+    }
+
+    /// Serves files from `dir` for every path no route matches (`index.html` for directories).
+    pub fn serve_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.serve_dir = Some(dir.into());
+        self
+    }
+
+    /// HS256 secret for signing and verifying tokens. Without one a random key is generated per
+    /// process (tokens then do not survive a restart).
+    pub fn auth_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = KeySource::Given(AuthKey::Secret(key.into()));
+        self
+    }
+
+    /// Reads the HS256 secret from environment variable `var` when it is set (random otherwise).
+    pub fn auth_key_from_env(mut self, var: &str) -> Self {
+        self.key = KeySource::Env(var.to_owned());
+        self
+    }
+
+    /// Asymmetric signing: `algorithm` (RS256, ES256, ...) with PEM keys. Only that algorithm is
+    /// ever accepted.
+    pub fn auth_key_pair(
+        mut self,
+        algorithm: jsonwebtoken::Algorithm,
+        private_pem: impl Into<Vec<u8>>,
+        public_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.key = KeySource::Given(AuthKey::KeyPair {
+            private_pem: private_pem.into(),
+            public_pem: public_pem.into(),
+        });
+        self.algorithm = Some(algorithm);
+        self
+    }
+
+    /// The signing algorithm for a secret key (default HS256; HS384/HS512 allowed).
+    pub fn auth_algorithm(mut self, algorithm: jsonwebtoken::Algorithm) -> Self {
+        self.algorithm = Some(algorithm);
+        self
+    }
+
+    /// The pub/sub engine (default: in-process).
+    pub fn broker_engine(mut self, engine: impl BrokerEngine) -> Self {
+        self.engine = Some(Arc::new(engine));
+        self
+    }
+
+    /// Validates the configuration, starts the broker engine and binds the port.
+    pub async fn bind(self) -> Result<Server> {
+        let mut config = self.config;
+        if self.use_env {
+            config.apply_env()?;
+        }
+        config.validate()?;
+        let origins = Origins::parse(&config.origins)?;
+        self.app.validate().map_err(Error::App)?;
+        let key = match self.key {
+            KeySource::Given(k) => k,
+            KeySource::Env(var) => match std::env::var(&var) {
+                Ok(v) if !v.is_empty() => AuthKey::Secret(v.into_bytes()),
+                _ => AuthEngine::random_secret(),
+            },
+            KeySource::Random => match std::env::var("SC_AUTH_KEY") {
+                Ok(v) if !v.is_empty() && self.use_env => AuthKey::Secret(v.into_bytes()),
+                _ => AuthEngine::random_secret(),
+            },
+        };
+        let auth = AuthEngine::new(AuthOptions {
+            key,
+            algorithm: self.algorithm,
+            default_expiry: config.auth_default_expiry,
+        })?;
+        let engine = self.engine.unwrap_or_else(|| Arc::new(LocalBroker::new()));
+        let addr = SocketAddr::new(config.host, config.port);
+        let shared = Arc::new_cyclic(|weak| {
+            let pubsub = Arc::new(PubSub::new(engine.clone(), weak.clone()));
+            ServerShared {
+                exchange: Exchange {
+                    pubsub: pubsub.clone(),
+                },
+                pubsub,
+                origins,
+                auth,
+                app: self.app,
+                config,
+                clients: Mutex::new(HashMap::new()),
+                id_seq: AtomicU64::new(0),
+                id_prefix: rand::random(),
+            }
+        });
+        engine.start(shared.pubsub.clone()).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let router = build_router(shared.clone(), self.router, self.serve_dir);
+        Ok(Server {
+            listener,
+            shared,
+            router,
+        })
+    }
+
+    /// Binds and serves until the future completes, then shuts down gracefully.
+    pub async fn serve_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        self.bind().await?.serve_until(shutdown).await
+    }
+
+    /// Builds a multi-threaded runtime, binds, and serves until SIGINT or SIGTERM.
+    pub fn run(self) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let server = self.bind().await?;
+            tracing::info!(addr = %server.local_addr(), "sc listening");
+            server.serve_until(shutdown_signal()).await
+        })
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// A bound server, ready to serve.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    shared: Arc<ServerShared>,
+    router: Router,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.listener.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::new(self.shared.config.host, self.shared.config.port))
+    }
+
+    /// A handle for server code outside handlers (clients, exchange).
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle(self.shared.clone())
+    }
+
+    /// Serves until `shutdown` completes; then closes every socket with 1001 and waits for them,
+    /// at most `shutdown_timeout`.
+    pub async fn serve_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let shared = self.shared.clone();
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let stop = async move {
+            shutdown.await;
+            shared.close_all(close::GOING_AWAY, "Server is shutting down");
+        };
+        axum::serve(self.listener, service)
+            .with_graceful_shutdown(stop)
+            .await?;
+        let deadline = tokio::time::Instant::now() + self.shared.config.shutdown_timeout;
+        while !lock(&self.shared.clients).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Serves forever.
+    pub async fn serve(self) -> Result<()> {
+        self.serve_until(std::future::pending()).await
+    }
+}
+
+/// Server-wide state shared by every connection.
+pub(crate) struct ServerShared {
+    pub(crate) config: Config,
+    pub(crate) app: App,
+    pub(crate) auth: AuthEngine,
+    pub(crate) pubsub: Arc<PubSub>,
+    pub(crate) exchange: Exchange,
+    pub(crate) origins: Origins,
+    clients: Mutex<HashMap<Arc<str>, Socket>>,
+    id_seq: AtomicU64,
+    id_prefix: [u8; 12],
+}
+
+impl ServerShared {
+    /// 20 URL-safe characters: 12 random bytes per process and a 3-byte sequence (the
+    /// reference's `base64id` shape), unique within the process and unguessable across them.
+    pub(crate) fn next_socket_id(&self) -> Arc<str> {
+        let seq = self.id_seq.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = [0u8; 15];
+        bytes[..12].copy_from_slice(&self.id_prefix);
+        let mut mix: [u8; 12] = rand::random();
+        for (b, m) in bytes[..12].iter_mut().zip(mix.iter_mut()) {
+            *b ^= *m;
+        }
+        bytes[12..].copy_from_slice(&seq.to_be_bytes()[5..]);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(bytes)
+            .into()
+    }
+
+    pub(crate) fn register(&self, socket: &Socket) {
+        lock(&self.clients).insert(socket.0.id.clone(), socket.clone());
+    }
+
+    pub(crate) fn unregister(&self, socket: &Socket) {
+        lock(&self.clients).remove(&socket.0.id);
+    }
+
+    fn close_all(&self, code: u16, reason: &str) {
+        let sockets: Vec<Socket> = lock(&self.clients).values().cloned().collect();
+        for s in sockets {
+            s.disconnect(code, reason);
+        }
+    }
+}
+
+/// Server-wide operations for code outside a single socket: connected clients and the exchange.
+/// Also an extractor.
+#[derive(Clone)]
+pub struct ServerHandle(Arc<ServerShared>);
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("clients", &self.clients_count())
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// How many sockets completed their handshake and are connected.
+    pub fn clients_count(&self) -> usize {
+        lock(&self.0.clients).len()
+    }
+
+    /// A connected socket by id.
+    pub fn client(&self, id: &str) -> Option<Socket> {
+        lock(&self.0.clients).get(id).cloned()
+    }
+
+    /// Every connected socket.
+    pub fn clients(&self) -> Vec<Socket> {
+        lock(&self.0.clients).values().cloned().collect()
+    }
+
+    /// Server-side pub/sub.
+    pub fn exchange(&self) -> Exchange {
+        self.0.exchange.clone()
+    }
+
+    /// The options in force (after environment overrides).
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+}
+
+impl FromRequestParts for ServerHandle {
+    async fn from_request_parts(parts: &Parts) -> std::result::Result<Self, crate::ScError> {
+        Ok(ServerHandle(parts.server.clone()))
+    }
+}
+
+fn build_router(shared: Arc<ServerShared>, user: Router, serve_dir: Option<PathBuf>) -> Router {
+    let path = shared.config.path.clone();
+    let realtime = Router::new()
+        .route(&path, any(upgrade))
+        .with_state(shared.clone());
+    let mut router = user.merge(realtime);
+    if let Some(dir) = serve_dir {
+        router = router.fallback_service(tower_http::services::ServeDir::new(dir));
+    }
+    // The reference's `ws` server answers an upgrade for any other path with 400.
+    router.layer(axum::middleware::from_fn(
+        move |req: HttpRequest, next: Next| {
+            let path = path.clone();
+            async move {
+                let is_upgrade = req
+                    .headers()
+                    .get(header::UPGRADE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+                if is_upgrade && req.uri().path() != path {
+                    return (StatusCode::BAD_REQUEST, "Bad Request").into_response();
+                }
+                next.run(req).await
+            }
+        },
+    ))
+}
+
+async fn upgrade(
+    State(shared): State<Arc<ServerShared>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ws: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    req: HttpRequest,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if !shared.origins.allows(origin) {
+        return (
+            StatusCode::FORBIDDEN,
+            format!(
+                "Failed to authorize socket handshake - Invalid origin: {}",
+                origin.unwrap_or("undefined")
+            ),
+        )
+            .into_response();
+    }
+    let request = Arc::new(RequestInfo {
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+        remote_addr: Some(remote),
+    });
+    if shared.app.middleware.has(MiddlewareKind::HandshakeWs) {
+        let parts = Parts {
+            server: shared.clone(),
+            kind: ActionKind::HandshakeWs,
+            socket: None,
+            request: request.clone(),
+            event: None,
+            channel: None,
+            auth: None,
+            auth_token_expired: None,
+            wait_for_auth: false,
+        };
+        if let Err(block) = shared
+            .app
+            .middleware
+            .run(MiddlewareKind::HandshakeWs, Request { parts, data: None })
+            .await
+        {
+            let error = block.client_error(ActionKind::HandshakeWs);
+            return (StatusCode::UNAUTHORIZED, error.message().to_owned()).into_response();
+        }
+    }
+    let max = shared.config.max_payload;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| connection::run(socket, shared, request))
+}

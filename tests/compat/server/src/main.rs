@@ -1,0 +1,372 @@
+//! The compat server: the contract of `tests/compat/README.md` on sc-core, driven by the official
+//! JavaScript client in `tests/compat/*.test.mjs`. Options come from `SC_*` variables; it prints
+//! `LISTENING <port>` once bound.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sc_core::prelude::*;
+use sc_core::socket::AuthTokenOptions;
+use serde_json::{json, Value};
+
+#[derive(Default)]
+struct Shared {
+    handshakes: u64,
+    last_handshake_token: Value,
+    notes: HashMap<String, Vec<Value>>,
+    last_subscribe: HashMap<String, Value>,
+    flags: HashMap<String, HashMap<String, bool>>,
+    server_received: HashMap<String, Vec<Value>>,
+}
+
+type Store = Arc<Mutex<Shared>>;
+
+fn store(s: &Store) -> std::sync::MutexGuard<'_, Shared> {
+    s.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn echo(Raw(data): Raw) -> Option<Value> {
+    data
+}
+
+async fn empty() {}
+
+async fn fail() -> Result<(), ScError> {
+    Err(ScError::new("CustomError", "boom").with("code", "E_X"))
+}
+
+async fn note(socket: Socket, State(s): State<Store>, Raw(data): Raw) {
+    store(&s)
+        .notes
+        .entry(socket.id().to_owned())
+        .or_default()
+        .push(data.unwrap_or(Value::Null));
+}
+
+async fn get_notes(socket: Socket, State(s): State<Store>) -> Json<Vec<Value>> {
+    Json(
+        store(&s)
+            .notes
+            .get(socket.id())
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
+#[derive(Deserialize)]
+struct Ask {
+    procedure: String,
+    data: Option<Value>,
+}
+
+async fn ask_client(socket: Socket, Json(ask): Json<Ask>) -> Json<Value> {
+    match socket
+        .invoke::<_, Value>(&ask.procedure, &ask.data.unwrap_or(Value::Null))
+        .await
+    {
+        Ok(data) => Json(json!({"ok": true, "data": data})),
+        Err(e) => {
+            let e = ScError::from(e);
+            Json(json!({"ok": false, "error": {"name": e.name(), "message": e.message()}}))
+        }
+    }
+}
+
+async fn login(
+    socket: Socket,
+    Json(claims): Json<serde_json::Map<String, Value>>,
+) -> Result<(), ScError> {
+    socket.set_auth_token(&claims).await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LoginWith {
+    claims: serde_json::Map<String, Value>,
+    expires_in: Option<u64>,
+    #[serde(default)]
+    confirm: bool,
+}
+
+async fn login_with(
+    socket: Socket,
+    Json(l): Json<LoginWith>,
+) -> Result<Option<Json<Value>>, ScError> {
+    socket
+        .set_auth_token_with(
+            &l.claims,
+            AuthTokenOptions {
+                expires_in: l.expires_in,
+                reject_on_failed_delivery: l.confirm,
+            },
+        )
+        .await?;
+    Ok(l.confirm.then(|| Json(json!({"confirmed": true}))))
+}
+
+async fn whoami(socket: Socket) -> Json<Value> {
+    let token = socket
+        .auth_token()
+        .map(|t| Value::Object((*t).clone()))
+        .unwrap_or(Value::Null);
+    Json(json!({"id": socket.id(), "authToken": token}))
+}
+
+async fn logout(socket: Socket) {
+    socket.deauthenticate();
+}
+
+#[derive(Deserialize)]
+struct Kick {
+    channel: Option<String>,
+    message: Option<String>,
+}
+
+async fn kick(socket: Socket, Json(k): Json<Kick>) {
+    socket.kick_out(k.channel.as_deref(), k.message.as_deref());
+}
+
+#[derive(Deserialize)]
+struct DisconnectMe {
+    code: u16,
+    reason: Option<String>,
+}
+
+async fn disconnect_me(socket: Socket, Json(d): Json<DisconnectMe>) {
+    // The reply is queued before the close, so the client gets both, in that order.
+    let socket2 = socket.clone();
+    tokio::spawn(async move {
+        tokio::task::yield_now().await;
+        socket2.disconnect(d.code, d.reason.unwrap_or_default());
+    });
+}
+
+#[derive(Deserialize)]
+struct ChannelData {
+    channel: String,
+    data: Option<Value>,
+}
+
+async fn server_publish(exchange: Exchange, Json(p): Json<ChannelData>) -> Result<(), ScError> {
+    exchange.publish_value(&p.channel, p.data).await?;
+    Ok(())
+}
+
+async fn server_subscribe(
+    exchange: Exchange,
+    State(s): State<Store>,
+    Json(p): Json<ChannelData>,
+) -> Result<(), ScError> {
+    let mut stream = exchange.subscribe(&p.channel).await?;
+    store(&s)
+        .server_received
+        .entry(p.channel.clone())
+        .or_default();
+    tokio::spawn(async move {
+        while let Some(data) = stream.recv().await {
+            store(&s)
+                .server_received
+                .entry(p.channel.clone())
+                .or_default()
+                .push(data);
+        }
+    });
+    Ok(())
+}
+
+async fn server_received(State(s): State<Store>, Json(p): Json<ChannelData>) -> Json<Vec<Value>> {
+    Json(
+        store(&s)
+            .server_received
+            .get(&p.channel)
+            .cloned()
+            .unwrap_or_default(),
+    )
+}
+
+async fn stats(socket: Socket, server: ServerHandle, State(s): State<Store>) -> Json<Value> {
+    let s = store(&s);
+    Json(json!({
+        "handshakes": s.handshakes,
+        "connections": server.clients_count(),
+        "pongs": socket.pongs_received(),
+        "lastHandshakeAuthToken": s.last_handshake_token,
+    }))
+}
+
+async fn last_subscribe(socket: Socket, State(s): State<Store>) -> Json<Value> {
+    Json(
+        store(&s)
+            .last_subscribe
+            .get(socket.id())
+            .cloned()
+            .unwrap_or(Value::Null),
+    )
+}
+
+#[derive(Deserialize)]
+struct Flag {
+    flag: String,
+    value: bool,
+}
+
+async fn set_flag(socket: Socket, State(s): State<Store>, Json(f): Json<Flag>) {
+    store(&s)
+        .flags
+        .entry(socket.id().to_owned())
+        .or_default()
+        .insert(f.flag, f.value);
+}
+
+async fn stop_pinging(socket: Socket) {
+    socket.__pause_pings();
+}
+
+// ---- middleware ----
+
+async fn handshake_ws(req: RequestInfo) -> Result<(), Block> {
+    if req.query_param("rejectWs").as_deref() == Some("1") {
+        return Err(Block::new(ScError::new("HandshakeWsDenied", "not here")));
+    }
+    Ok(())
+}
+
+async fn handshake(socket: Socket, State(s): State<Store>, Raw(data): Raw) -> Result<(), Block> {
+    if socket.request().query_param("rejectHandshake").as_deref() == Some("1") {
+        return Err(Block::new(ScError::new("HandshakeDenied", "go away")).status_code(4501));
+    }
+    let mut s = store(&s);
+    s.handshakes += 1;
+    s.last_handshake_token = data
+        .and_then(|d| d.get("authToken").cloned())
+        .unwrap_or(Value::Null);
+    Ok(())
+}
+
+async fn inbound_raw(Raw(data): Raw) -> Result<(), Block> {
+    match data {
+        Some(Value::String(text)) if text.contains("dropme") => Err(Block::silent()),
+        _ => Ok(()),
+    }
+}
+
+async fn transmit_mw(EventName(event): EventName) -> Result<(), Block> {
+    if event == "blockedTransmit" {
+        return Err(Block::silent());
+    }
+    Ok(())
+}
+
+async fn invoke_mw(EventName(event): EventName) -> Result<Option<Json<Value>>, Block> {
+    match event.as_str() {
+        "blockedSilently" => Err(Block::silent()),
+        "blockedLoud" => Err(Block::new(ScError::new("NopeError", "You shall not pass"))),
+        "rewriteMe" => Ok(Some(Json(json!("rewritten")))),
+        _ => Ok(None),
+    }
+}
+
+async fn subscribe_mw(
+    socket: Socket,
+    parts_channel: Channel<String>,
+    State(s): State<Store>,
+    MaybeAuth(auth): MaybeAuth<Value>,
+    WaitForAuth(wait): WaitForAuth,
+    Raw(data): Raw,
+) -> Result<(), Block> {
+    let channel = parts_channel.0;
+    store(&s).last_subscribe.insert(
+        socket.id().to_owned(),
+        json!({"channel": channel, "data": data, "waitForAuth": wait}),
+    );
+    if channel.starts_with("denied") {
+        return Err(Block::new(ScError::new("SubDenied", "no")));
+    }
+    if channel.starts_with("private") && auth.is_none() {
+        return Err(Block::new(ScError::new("AuthRequired", "login first")));
+    }
+    Ok(())
+}
+
+async fn publish_in_mw(Channel(channel): Channel<String>) -> Result<(), Block> {
+    if channel.starts_with("nopub") {
+        return Err(Block::new(ScError::new("PublishDenied", "nope")));
+    }
+    Ok(())
+}
+
+async fn publish_out_mw(
+    socket: Socket,
+    State(s): State<Store>,
+) -> Result<Option<Json<Value>>, Block> {
+    let s = store(&s);
+    let flags = s.flags.get(socket.id());
+    let flag = |f: &str| flags.and_then(|m| m.get(f)).copied().unwrap_or(false);
+    if flag("blockOut") {
+        return Err(Block::silent());
+    }
+    if flag("mutateOut") {
+        return Ok(Some(Json(json!(format!("mutated-for-{}", socket.id())))));
+    }
+    Ok(None)
+}
+
+async fn authenticate_mw(Auth(claims): Auth<Value>) -> Result<(), Block> {
+    match claims.get("authBlock").and_then(Value::as_str) {
+        Some("bad") => Err(Block::new(
+            ScError::new("AuthBlocked", "blocked").with("isBadToken", true),
+        )),
+        Some("soft") => Err(Block::new(
+            ScError::new("AuthBlocked", "soft block").with("isBadToken", false),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn app() -> App {
+    App::new()
+        .state(Store::default())
+        .event("echo", echo)
+        .event("empty", empty)
+        .event("fail", fail)
+        .event("note", note)
+        .event("getNotes", get_notes)
+        .event("askClient", ask_client)
+        .event("login", login)
+        .event("loginWith", login_with)
+        .event("whoami", whoami)
+        .event("logout", logout)
+        .event("kick", kick)
+        .event("disconnectMe", disconnect_me)
+        .event("serverPublish", server_publish)
+        .event("serverSubscribe", server_subscribe)
+        .event("serverReceived", server_received)
+        .event("stats", stats)
+        .event("lastSubscribe", last_subscribe)
+        .event("setFlag", set_flag)
+        .event("stopPinging", stop_pinging)
+        .event("rewriteMe", echo)
+        .middleware(MiddlewareKind::HandshakeWs, handshake_ws)
+        .middleware(MiddlewareKind::Handshake, handshake)
+        .middleware(MiddlewareKind::InboundRaw, inbound_raw)
+        .middleware(MiddlewareKind::Transmit, transmit_mw)
+        .middleware(MiddlewareKind::Invoke, invoke_mw)
+        .middleware(MiddlewareKind::Subscribe, subscribe_mw)
+        .middleware(MiddlewareKind::PublishIn, publish_in_mw)
+        .middleware(MiddlewareKind::PublishOut, publish_out_mw)
+        .middleware(MiddlewareKind::Authenticate, authenticate_mw)
+}
+
+#[tokio::main]
+async fn main() -> sc_core::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let server = SocketCluster::builder().app(app()).bind().await?;
+    println!("LISTENING {}", server.local_addr().port());
+    server.serve().await
+}
