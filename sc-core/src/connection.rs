@@ -67,6 +67,7 @@ async fn write_loop(
 ) {
     let config = &socket.0.server.config;
     let ping = Utf8Bytes::from_static(config.protocol_version.ping());
+    let v1 = config.protocol_version == crate::protocol::ProtocolVersion::V1;
     let mut pinging = false;
     let mut next_ping = Instant::now();
 
@@ -91,7 +92,28 @@ async fn write_loop(
                         let _ = sink.send(send_close(code, reason)).await;
                         break;
                     }
-                    Some(_) => break,
+                    Some(_) => {
+                        // The reader is done (the peer left, or we rejected it): write what is
+                        // still queued, such as a rejection reply and its close frame.
+                        while let Ok(item) = out.try_recv() {
+                            let msg = match item {
+                                Outbound::Frame(frame) => Message::Text(frame),
+                                Outbound::Close(code, reason) => {
+                                    if v1 {
+                                        let _ = sink.feed(v1_disconnect(code, &reason)).await;
+                                    }
+                                    send_close(code, reason)
+                                }
+                                Outbound::StartPing => continue,
+                            };
+                            let last = matches!(msg, Message::Close(_));
+                            if sink.feed(msg).await.is_err() || last {
+                                break;
+                            }
+                        }
+                        let _ = sink.flush().await;
+                        break;
+                    }
                     None => {}
                 }
             }
@@ -125,6 +147,9 @@ async fn write_loop(
                     return;
                 }
                 if let Some((code, reason)) = closing {
+                    if v1 {
+                        let _ = sink.feed(v1_disconnect(code, &reason)).await;
+                    }
                     let _ = sink.send(send_close(code, reason.clone())).await;
                     socket.close_now(code, reason);
                     break;
@@ -139,6 +164,14 @@ async fn write_loop(
         }
     }
     let _ = sink.close().await;
+}
+
+/// v14 clients (protocol v1) learn the code and reason of a server disconnect from this event; the
+/// close frame itself carried no reason there.
+fn v1_disconnect(code: u16, reason: &str) -> Message {
+    let data = serde_json::json!({ "code": code, "data": reason });
+    let text = protocol::encode_event("#disconnect", None, Some(&data)).unwrap_or_default();
+    Message::Text(text.into())
 }
 
 /// Converts a WebSocket message to text. Binary frames are accepted as UTF-8 JSON (the reference

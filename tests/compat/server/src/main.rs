@@ -137,7 +137,7 @@ async fn disconnect_me(socket: Socket, Json(d): Json<DisconnectMe>) {
     // The reply is queued before the close, so the client gets both, in that order.
     let socket2 = socket.clone();
     tokio::spawn(async move {
-        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         socket2.disconnect(d.code, d.reason.unwrap_or_default());
     });
 }

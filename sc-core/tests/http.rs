@@ -1,0 +1,201 @@
+//! Plain HTTP next to the realtime endpoint, upgrade refusals, and startup validation.
+
+use std::time::Duration;
+
+use axum::routing::get;
+use sc_core::prelude::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn start(
+    builder: sc_core::server::Builder,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let server = builder
+        .ignore_env()
+        .port(0)
+        .host([127, 0, 0, 1].into())
+        // Upgraded test connections never send #handshake: let the server drop them quickly.
+        .handshake_timeout(Duration::from_millis(300))
+        .bind()
+        .await
+        .expect("server binds");
+    let addr = server.local_addr();
+    let task = tokio::spawn(async move {
+        let _ = server.serve().await;
+    });
+    (addr, task)
+}
+
+/// Sends one raw HTTP/1.1 request and returns the status code and body (read by Content-Length,
+/// so kept-alive connections do not stall the test).
+async fn http(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), read).await;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+fn get_req(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra}\r\n")
+}
+
+const UPGRADE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
+fn upgrade_req(path: &str, extra: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{UPGRADE}{extra}\r\n")
+}
+
+#[tokio::test]
+async fn serves_user_routes_and_a_static_directory_beside_the_realtime_path() {
+    let dir = std::env::temp_dir().join(format!("sc-static-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("hello.txt"), "static hello").expect("write file");
+    let router = axum::Router::new().route("/api/ping", get(|| async { "pong" }));
+    let (addr, _task) = start(SocketCluster::builder().router(router).serve_dir(&dir)).await;
+
+    assert_eq!(
+        http(addr, &get_req("/api/ping", "")).await,
+        (200, "pong".into())
+    );
+    let (status, body) = http(addr, &get_req("/hello.txt", "")).await;
+    assert_eq!((status, body.as_str()), (200, "static hello"));
+    assert_eq!(http(addr, &get_req("/missing.txt", "")).await.0, 404);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn upgrade_on_the_realtime_path_switches_protocols_and_elsewhere_is_400() {
+    let (addr, _task) = start(SocketCluster::builder()).await;
+    let (status, _) = http(addr, &upgrade_req("/socketcluster/", "")).await;
+    assert_eq!(status, 101);
+    let (status, _) = http(addr, &upgrade_req("/socketcluster", "")).await;
+    assert_eq!(
+        status, 400,
+        "the path must match exactly, trailing slash included"
+    );
+    let (status, _) = http(addr, &upgrade_req("/other/", "")).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn origins_are_checked_before_the_upgrade() {
+    let (addr, _task) = start(SocketCluster::builder().origins("good.example:*")).await;
+    let (status, _) = http(
+        addr,
+        &upgrade_req("/socketcluster/", "Origin: https://good.example\r\n"),
+    )
+    .await;
+    assert_eq!(status, 101);
+    let (status, body) = http(
+        addr,
+        &upgrade_req("/socketcluster/", "Origin: http://evil.example\r\n"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        body,
+        "Failed to authorize socket handshake - Invalid origin: http://evil.example"
+    );
+    let (status, _) = http(addr, &upgrade_req("/socketcluster/", "")).await;
+    assert_eq!(
+        status, 403,
+        "a missing Origin is refused once a list is set"
+    );
+}
+
+#[tokio::test]
+async fn handshake_ws_middleware_block_is_http_401_with_the_message() {
+    async fn gate(req: RequestInfo) -> Result<(), Block> {
+        match req.query_param("key").as_deref() {
+            Some("open") => Ok(()),
+            _ => Err(Block::new(ScError::new("Denied", "bad key"))),
+        }
+    }
+    let app = App::new().middleware(MiddlewareKind::HandshakeWs, gate);
+    let (addr, _task) = start(SocketCluster::builder().app(app)).await;
+    assert_eq!(
+        http(addr, &upgrade_req("/socketcluster/?key=open", ""))
+            .await
+            .0,
+        101
+    );
+    assert_eq!(
+        http(addr, &upgrade_req("/socketcluster/?key=no", "")).await,
+        (401, "bad key".into())
+    );
+}
+
+#[tokio::test]
+async fn duplicate_event_names_fail_at_startup_naming_both_locations() {
+    async fn a() {}
+    async fn b() {}
+    let app = App::new().event("x", a).event("x", b);
+    let err = SocketCluster::builder()
+        .ignore_env()
+        .port(0)
+        .app(app)
+        .bind()
+        .await
+        .expect_err("duplicate must fail");
+    let msg = err.to_string();
+    assert!(msg.contains("event 'x' is registered twice"), "{msg}");
+    assert_eq!(msg.matches("tests/http.rs:").count(), 2, "{msg}");
+}
+
+#[tokio::test]
+async fn reserved_event_names_and_bad_options_fail_at_startup() {
+    async fn a() {}
+    let err = SocketCluster::builder()
+        .ignore_env()
+        .port(0)
+        .app(App::new().event("#publish", a))
+        .bind()
+        .await
+        .expect_err("reserved name must fail");
+    assert!(err.to_string().contains("must not start with '#'"), "{err}");
+
+    let err = SocketCluster::builder()
+        .ignore_env()
+        .port(0)
+        .ping_interval(Duration::from_secs(10))
+        .ping_timeout(Duration::from_secs(5))
+        .bind()
+        .await
+        .expect_err("ping timeout shorter than interval must fail");
+    assert!(err.to_string().contains("ping_timeout"), "{err}");
+}
