@@ -11,13 +11,15 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-echo "== cargo test"
+echo "== npm ci (tests/compat: socketcluster-client@20, socketcluster-server@20 as the reference)"
+if [ ! -d tests/compat/node_modules ] || [ tests/compat/package-lock.json -nt tests/compat/node_modules/.package-lock.json ]; then
+  (cd tests/compat && npm ci --no-audit --no-fund)
+fi
+
+echo "== cargo test (unit, integration, the Rust client against our server and the Node reference)"
 cargo test --workspace --all-features
 
-echo "== compatibility suite (socketcluster-client@20 from npm)"
+echo "== compatibility suite (the official socketcluster-client against our compat server)"
 cargo build -p compat-server
 cd tests/compat
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
-fi
 COMPAT_SERVER_BIN="$PWD/../../target/debug/compat-server" npm test

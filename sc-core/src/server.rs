@@ -516,6 +516,8 @@ fn build_router(shared: Arc<ServerShared>, user: Router, serve_dir: Option<PathB
     ))
 }
 
+const READ_BUFFER_SIZE: usize = 4 * 1024;
+
 async fn upgrade(
     State(shared): State<Arc<ServerShared>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
@@ -570,5 +572,8 @@ async fn upgrade(
     let max = shared.config.max_payload;
     ws.max_message_size(max)
         .max_frame_size(max)
+        // tungstenite preallocates its read buffer per connection (128 KiB by default); idle
+        // sockets must stay small, and the buffer grows for large messages anyway.
+        .read_buffer_size(READ_BUFFER_SIZE)
         .on_upgrade(move |socket| connection::run(socket, shared, request))
 }

@@ -61,6 +61,9 @@ pub(crate) struct AuthState {
     pub payload: Arc<Map<String, Value>>,
 }
 
+/// Where the client's answer to a server invoke goes.
+type PendingInvoke = oneshot::Sender<Result<Option<Value>, ScError>>;
+
 pub(crate) struct SocketInner {
     pub id: Arc<str>,
     pub server: Arc<ServerShared>,
@@ -69,7 +72,7 @@ pub(crate) struct SocketInner {
     close: watch::Sender<Option<CloseRequest>>,
     auth: RwLock<Option<AuthState>>,
     pub subscriptions: Mutex<HashSet<Arc<str>>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Option<Value>, ScError>>>>,
+    pending: Mutex<HashMap<u64, PendingInvoke>>,
     next_cid: AtomicU64,
     pongs: AtomicU64,
     pings_paused: AtomicBool,

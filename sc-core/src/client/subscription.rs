@@ -1,0 +1,109 @@
+//! Streams handed to the application: channel subscriptions and server-transmit receivers.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::state::Shared;
+
+/// A subscription to one channel: a [`Stream`] of the channel's publications (the `data` of
+/// each `#publish`, `null` when the publisher sent none).
+///
+/// Several handles may exist for one channel (one per [`Client::subscribe`](super::Client::subscribe)
+/// call); each receives every publication. When the last handle is dropped the client
+/// unsubscribes (`{"event":"#unsubscribe","data":CHANNEL}`, no cid, like the official client).
+/// [`Subscription::unsubscribe`] unsubscribes the channel at once, for every handle.
+///
+/// The stream survives reconnects (the client resubscribes by itself) and ends when the channel
+/// is unsubscribed, the server kicks the client out of it (`#kickOut`), a resubscription is
+/// refused (`SubscribeFail`), or the client is dropped. Publications are queued without bound:
+/// consume them.
+pub struct Subscription {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) channel: String,
+    pub(crate) id: u64,
+    pub(crate) rx: mpsc::UnboundedReceiver<Value>,
+}
+
+impl Subscription {
+    /// The channel name.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Whether the channel is currently subscribed on the server (false while the client is
+    /// reconnecting and the subscription is pending again, and after it ended).
+    pub fn is_subscribed(&self) -> bool {
+        self.shared.lock().is_subscribed(&self.channel, false)
+    }
+
+    /// The next publication; `None` once the subscription has ended.
+    pub async fn recv(&mut self) -> Option<Value> {
+        self.rx.recv().await
+    }
+
+    /// Unsubscribes the channel now (for every handle of it): sends `#unsubscribe` when the
+    /// server holds the subscription, and ends the streams.
+    pub fn unsubscribe(self) {
+        self.shared.lock().drop_channel(&self.channel, true);
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.shared
+            .lock()
+            .remove_subscription(&self.channel, self.id);
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Value;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Value>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("channel", &self.channel)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// A [`Stream`] of one server-transmitted event's data (`None` when the server sent no data),
+/// from [`Client::receiver`](super::Client::receiver). It ends when the client is dropped.
+/// Dropping it unregisters it.
+pub struct EventReceiver {
+    pub(crate) rx: mpsc::UnboundedReceiver<Option<Value>>,
+}
+
+impl EventReceiver {
+    /// The next transmit's data; `None` once the stream has ended (the outer option), `Some(None)`
+    /// for a transmit without data.
+    pub async fn recv(&mut self) -> Option<Option<Value>> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for EventReceiver {
+    type Item = Option<Value>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Option<Value>>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl fmt::Debug for EventReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventReceiver").finish_non_exhaustive()
+    }
+}
