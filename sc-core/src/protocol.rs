@@ -60,7 +60,7 @@ pub enum Packet {
         error: Option<Value>,
     },
     /// Valid JSON that is not a packet (e.g. `{"event":42}`); the protocol ignores it.
-    Other(Value),
+    Other,
 }
 
 /// A decoded inbound message.
@@ -88,30 +88,32 @@ pub fn decode(text: &str) -> Inbound {
 
 fn packet_of(value: Value) -> Packet {
     let Value::Object(mut map) = value else {
-        return Packet::Other(value);
+        return Packet::Other;
     };
-    match map.get("event") {
-        Some(Value::String(_)) => {
-            let Some(Value::String(event)) = map.remove("event") else {
-                return Packet::Other(Value::Object(map));
-            };
-            // The reference treats only a number as a call id; anything else makes a transmit.
-            let cid = map.get("cid").and_then(Value::as_u64);
-            Packet::Event {
-                event,
-                data: map.remove("data"),
-                cid,
-            }
-        }
-        Some(_) => Packet::Other(Value::Object(map)),
-        None => match map.get("rid").and_then(Value::as_u64) {
-            Some(rid) => Packet::Response {
-                rid,
-                data: map.remove("data"),
-                error: map.remove("error"),
-            },
-            None => Packet::Other(Value::Object(map)),
+    if let Some(Value::String(_)) = map.get("event") {
+        let Some(Value::String(event)) = map.remove("event") else {
+            return Packet::Other;
+        };
+        // Only a number is a call id (the JS `typeof cid === 'number'`); anything else makes a
+        // transmit. Non-integral or negative numbers cannot be answered meaningfully: transmit.
+        let cid = map.get("cid").and_then(Value::as_u64);
+        return Packet::Event {
+            event,
+            data: map.remove("data"),
+            cid,
+        };
+    }
+    if map.contains_key("event") {
+        return Packet::Other;
+    }
+    match map.get("rid").and_then(Value::as_u64) {
+        Some(rid) => Packet::Response {
+            rid,
+            data: map.remove("data"),
+            // `error: null` is no error (sc-errors hydrates null to null).
+            error: map.remove("error").filter(|e| !e.is_null()),
         },
+        None => Packet::Other,
     }
 }
 
@@ -210,11 +212,10 @@ pub fn encode_publish<D: Serialize + ?Sized>(
     })
 }
 
-/// The JS client's reading of a close code (sc-errors `socketProtocolErrorStatuses` plus RFC
-/// texts), used for logs and for the Rust client's disconnect events.
-pub fn close_reason(code: u16) -> &'static str {
-    match code {
-        1000 => "Socket closed normally",
+/// The text sc-errors gives a close code (`socketProtocolErrorStatuses` plus RFC texts), used
+/// as the reason when a close frame carries none. 1000 has no entry there.
+pub fn close_status(code: u16) -> Option<&'static str> {
+    Some(match code {
         1001 => "Socket was disconnected",
         1002 => "A WebSocket protocol error was encountered",
         1003 => "Server terminated socket because it received invalid data",
@@ -235,7 +236,16 @@ pub fn close_reason(code: u16) -> &'static str {
         4007 => "Client connection establishment timed out",
         4008 => "Server rejected handshake from client",
         4009 => "Server received a message before the client handshake",
-        _ => "Unknown close code",
+        _ => return None,
+    })
+}
+
+/// A human reading of any close code, for logs.
+pub fn close_reason(code: u16) -> &'static str {
+    match code {
+        1000 => "Socket closed normally",
+        4100 => "Outbound queue full (slow consumer)",
+        _ => close_status(code).unwrap_or("Unknown close code"),
     }
 }
 
@@ -296,6 +306,18 @@ mod tests {
     }
 
     #[test]
+    fn a_null_error_is_no_error() {
+        assert_eq!(
+            decode(r#"{"rid":3,"data":5,"error":null}"#),
+            Inbound::Packets(vec![Packet::Response {
+                rid: 3,
+                data: Some(json!(5)),
+                error: None
+            }])
+        );
+    }
+
+    #[test]
     fn decodes_batches_in_order() {
         let Inbound::Packets(p) = decode(r#"[{"event":"a"},{"event":"b","data":1}]"#) else {
             panic!("batch not decoded");
@@ -312,7 +334,7 @@ mod tests {
         assert_eq!(decode("42"), Inbound::Raw);
         assert_eq!(
             decode(r#"{"event":42}"#),
-            Inbound::Packets(vec![Packet::Other(json!({"event":42}))])
+            Inbound::Packets(vec![Packet::Other])
         );
     }
 
