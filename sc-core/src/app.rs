@@ -7,6 +7,7 @@ use std::panic::Location;
 
 use axum::http::Extensions;
 
+use crate::channel::{ChannelPattern, PatternError};
 use crate::handler::{erase, ErasedHandler, Handler, IntoReply, Reply};
 use crate::middleware::{IntoDecision, MiddlewareKind, MiddlewareStack};
 
@@ -71,6 +72,9 @@ pub struct App {
     pub(crate) state: Extensions,
     pub(crate) duplicates: Vec<(String, Source, Source)>,
     pub(crate) invalid_names: Vec<(String, Source)>,
+    /// Typed channels' patterns, checked for overlaps at startup.
+    pub(crate) channels: Vec<(ChannelPattern, Source)>,
+    pub(crate) invalid_patterns: Vec<(String, PatternError, Source)>,
 }
 
 impl App {
@@ -120,14 +124,43 @@ impl App {
     }
 
     /// Registers a middleware of `kind`. Several of one kind run in registration order.
-    pub fn middleware<H, T>(mut self, kind: MiddlewareKind, handler: H) -> Self
+    #[track_caller]
+    pub fn middleware<H, T>(self, kind: MiddlewareKind, handler: H) -> Self
+    where
+        H: Handler<T>,
+        H::Output: IntoDecision,
+        T: 'static,
+    {
+        self.middleware_at(kind, handler, Source::caller())
+    }
+
+    /// [`middleware`](Self::middleware) with an explicit source location (what the macros call).
+    pub fn middleware_at<H, T>(mut self, kind: MiddlewareKind, handler: H, source: Source) -> Self
     where
         H: Handler<T>,
         H::Output: IntoDecision,
         T: 'static,
     {
         self.middleware
-            .push(kind, erase(handler, IntoDecision::into_decision));
+            .push(kind, erase(handler, IntoDecision::into_decision), source);
+        self
+    }
+
+    /// Records a typed channel's name pattern (see [`channel`](mod@crate::channel)), so that two
+    /// typed channels whose patterns can match the same name (`rooms/{id}` and `rooms/{name}`)
+    /// fail at startup, naming both locations. An invalid pattern fails at startup too.
+    /// `handlers![Room]` calls [`channel_at`](Self::channel_at) for a `#[channel]` type.
+    #[track_caller]
+    pub fn channel(self, pattern: &str) -> Self {
+        self.channel_at(pattern, Source::caller())
+    }
+
+    /// [`channel`](Self::channel) with an explicit source location (what the macros call).
+    pub fn channel_at(mut self, pattern: &str, source: Source) -> Self {
+        match ChannelPattern::parse(pattern) {
+            Ok(parsed) => self.channels.push((parsed, source)),
+            Err(e) => self.invalid_patterns.push((pattern.to_owned(), e, source)),
+        }
         self
     }
 
@@ -150,12 +183,15 @@ impl App {
         }
         self.duplicates.extend(other.duplicates);
         self.invalid_names.extend(other.invalid_names);
+        self.channels.extend(other.channels);
+        self.invalid_patterns.extend(other.invalid_patterns);
         self.middleware.extend(other.middleware);
         self.state.extend(other.state);
         self
     }
 
-    /// Startup validation: duplicate or reserved event names.
+    /// Startup validation: duplicate or reserved event names, invalid or overlapping channel
+    /// patterns.
     pub(crate) fn validate(&self) -> Result<(), String> {
         if let Some((name, first, second)) = self.duplicates.first() {
             return Err(format!(
@@ -166,6 +202,24 @@ impl App {
             return Err(format!(
                 "event name {name:?} at {at} is invalid: names must be non-empty and must not start with '#' (reserved by the protocol)"
             ));
+        }
+        if let Some((pattern, error, at)) = self.invalid_patterns.first() {
+            return Err(format!(
+                "channel pattern '{pattern}' at {at} is invalid: {error}"
+            ));
+        }
+        for (i, (second, second_at)) in self.channels.iter().enumerate() {
+            for (first, first_at) in &self.channels[..i] {
+                if let Some(example) = first.overlap(second) {
+                    return Err(if first == second && first_at == second_at {
+                        format!("channel '{first}' at {first_at} is registered twice")
+                    } else {
+                        format!(
+                            "channel patterns '{first}' and '{second}' overlap (both match '{example}'): first at {first_at}, again at {second_at}"
+                        )
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -182,5 +236,69 @@ impl std::fmt::Debug for App {
         f.debug_struct("App")
             .field("events", &names)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(name: &'static str, line: u32) -> Source {
+        Source {
+            name: Some(name),
+            module: Some("app"),
+            file: "src/main.rs",
+            line,
+        }
+    }
+
+    #[test]
+    fn overlapping_channel_patterns_fail_validation_naming_both_locations() {
+        let app = App::new()
+            .channel_at("rooms/{id}", at("Room", 3))
+            .channel_at("users/{id}", at("User", 5))
+            .channel_at("rooms/{id}/log", at("RoomLog", 7));
+        assert_eq!(app.validate(), Ok(()));
+
+        let err = app
+            .clone()
+            .channel_at("rooms/{name}", at("Lobby", 9))
+            .validate()
+            .expect_err("overlap");
+        assert_eq!(
+            err,
+            "channel patterns 'rooms/{id}' and 'rooms/{name}' overlap (both match 'rooms/x'): first at `Room` at src/main.rs:3, again at `Lobby` at src/main.rs:9"
+        );
+
+        // A literal segment overlaps a capture; merged apps are checked together.
+        let err = app
+            .merge(App::new().channel_at("users/admin", at("Admin", 11)))
+            .validate()
+            .expect_err("overlap");
+        assert!(err.contains("'users/{id}' and 'users/admin'"), "{err}");
+        assert!(
+            err.contains("`User` at src/main.rs:5") && err.contains("`Admin` at src/main.rs:11")
+        );
+    }
+
+    #[test]
+    fn the_same_channel_twice_and_invalid_patterns_fail_validation() {
+        let err = App::new()
+            .channel_at("rooms/{id}", at("Room", 3))
+            .channel_at("rooms/{id}", at("Room", 3))
+            .validate()
+            .expect_err("twice");
+        assert_eq!(
+            err,
+            "channel 'rooms/{id}' at `Room` at src/main.rs:3 is registered twice"
+        );
+
+        let err = App::new().channel("a//b").validate().expect_err("invalid");
+        assert!(err.starts_with("channel pattern 'a//b' at "), "{err}");
+        assert!(
+            err.contains("app.rs:"),
+            "hand-written registrations use the caller's location: {err}"
+        );
+        assert!(err.ends_with("segment 2 is empty: separate segments with a single '/', with none at the start or the end"), "{err}");
     }
 }

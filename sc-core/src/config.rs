@@ -53,6 +53,24 @@ pub struct Config {
     pub auth_default_expiry: u64,
     /// How long graceful shutdown waits for sockets to close (`SC_SHUTDOWN_TIMEOUT`, default 5000 ms).
     pub shutdown_timeout: Duration,
+    /// Worker processes (`SC_WORKERS`, default 1). With 1 worker, no brokers and no balancers the
+    /// server is a single process; anything else starts a supervised cluster.
+    pub workers: usize,
+    /// Broker processes (`SC_BROKERS`, default 0 = in-process broker). More than one worker needs
+    /// at least one broker; if none is configured, one is started.
+    pub brokers: usize,
+    /// Balancer processes (`SC_BALANCERS`, default 0: workers accept connections themselves).
+    pub balancers: usize,
+    /// Respawn a worker that exits or is killed (`SC_REBOOT_WORKER_ON_CRASH`, default true).
+    /// Brokers and balancers are always respawned.
+    pub reboot_worker_on_crash: bool,
+    /// A handler panic makes the worker exit after answering the call with an error, so the
+    /// master replaces it (`SC_CRASH_WORKER_ON_ERROR`, default false: log and go on).
+    pub crash_worker_on_error: bool,
+    /// TLS certificate chain, PEM (`SC_TLS_CERT`). With `tls_key`, the server speaks `wss`/`https`.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS private key, PEM (`SC_TLS_KEY`).
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -75,6 +93,13 @@ impl Default for Config {
             inbound_queue_limit: 256,
             auth_default_expiry: 86_400,
             shutdown_timeout: Duration::from_millis(5_000),
+            workers: 1,
+            brokers: 0,
+            balancers: 0,
+            reboot_worker_on_crash: true,
+            crash_worker_on_error: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -153,6 +178,18 @@ impl Config {
         env!("SC_INBOUND_QUEUE_LIMIT", parse, self.inbound_queue_limit);
         env!("SC_AUTH_DEFAULT_EXPIRY", parse, self.auth_default_expiry);
         env!("SC_SHUTDOWN_TIMEOUT", ms, self.shutdown_timeout);
+        env!("SC_WORKERS", parse, self.workers);
+        env!("SC_BROKERS", parse, self.brokers);
+        env!("SC_BALANCERS", parse, self.balancers);
+        env!(
+            "SC_REBOOT_WORKER_ON_CRASH",
+            flag,
+            self.reboot_worker_on_crash
+        );
+        env!("SC_CRASH_WORKER_ON_ERROR", flag, self.crash_worker_on_error);
+        let path = |_: &str, r: &str| Ok::<_, ConfigError>(Some(std::path::PathBuf::from(r)));
+        env!("SC_TLS_CERT", path, self.tls_cert);
+        env!("SC_TLS_KEY", path, self.tls_key);
         Ok(())
     }
 
@@ -184,7 +221,29 @@ impl Config {
                 "outbound_queue_limit and inbound_queue_limit must be at least 1".into(),
             ));
         }
+        if self.workers == 0 {
+            return Err(ConfigError("workers must be at least 1".into()));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError(
+                "tls_cert and tls_key must be set together (SC_TLS_CERT and SC_TLS_KEY)".into(),
+            ));
+        }
         Origins::parse(&self.origins).map(|_| ())
+    }
+
+    /// Whether this configuration runs as a supervised cluster of processes.
+    pub fn is_cluster(&self) -> bool {
+        self.workers > 1 || self.brokers > 0 || self.balancers > 0
+    }
+
+    /// Brokers actually started: several workers need at least one.
+    pub fn effective_brokers(&self) -> usize {
+        if self.workers > 1 {
+            self.brokers.max(1)
+        } else {
+            self.brokers
+        }
     }
 }
 

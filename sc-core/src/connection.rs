@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::error::ScError;
 use crate::handler::{ActionKind, Parts, Reply, Request};
+use crate::metrics::Metrics;
 use crate::middleware::MiddlewareKind;
 use crate::protocol::{self, close, Inbound, Packet};
 use crate::server::ServerShared;
@@ -129,6 +130,7 @@ async fn write_loop(
                                 return;
                             }
                             written += 1;
+                            Metrics::add(&socket.0.server.metrics.messages_out, 1);
                         }
                         Outbound::StartPing => {
                             pinging = true;
@@ -326,6 +328,7 @@ async fn read_loop(
         let Some(Ok(text)) = text_of(msg) else {
             continue;
         };
+        Metrics::add(&server.metrics.messages_in, 1);
         let now = Instant::now();
         if text.as_str() == pong {
             socket.count_pong();
@@ -805,6 +808,14 @@ async fn call_handler(socket: &Socket, event: String, data: Option<Value>, cid: 
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             tracing::error!(socket = %socket.id(), %event, source = %route.source, panic = %what, "handler panicked");
+            if server.config.crash_worker_on_error
+                && matches!(
+                    crate::master::Role::current(),
+                    crate::master::Role::Worker(_)
+                )
+            {
+                crash_worker_soon();
+            }
             Reply::Error(ScError::internal())
         }
     };
@@ -820,4 +831,14 @@ async fn call_handler(socket: &Socket, event: String, data: Option<Value>, cid: 
         }
         (None, Reply::Data(_)) => {}
     }
+}
+
+/// `crash_worker_on_error`: the worker exits so the master replaces it with a fresh process. The
+/// error reply is queued first; the short delay lets the writer flush it before the exit.
+fn crash_worker_soon() {
+    tracing::error!("crash_worker_on_error is set: this worker exits and the master replaces it");
+    tokio::spawn(async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        std::process::exit(70);
+    });
 }

@@ -2,18 +2,27 @@
 //! publish from server code, subscribe server code to a channel as a `Stream`, and look at the
 //! server-side subscriptions. Publications from clients and from the server look the same to
 //! every subscriber.
+//!
+//! It also fronts the cluster-wide key-value store (SocketCluster v14's `exchange.set/get/...`):
+//! [`Exchange::set`], [`get`](Exchange::get), [`remove`](Exchange::remove),
+//! [`add`](Exchange::add), [`expire`](Exchange::expire), [`unexpire`](Exchange::unexpire),
+//! [`has_key`](Exchange::has_key), [`count`](Exchange::count). With the in-process broker the
+//! store lives in this process; with broker processes each key lives on the broker that owns it,
+//! so every worker sees the same data (see [`crate::broker::kv`]).
 
 use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::Stream;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::broker::{BrokerError, Publication};
+use crate::broker::{BrokerError, KvOp, Publication};
 use crate::pubsub::{data_of, PubSub};
 
 /// Something that names a channel that accepts messages of type `M`.
@@ -129,6 +138,119 @@ impl Exchange {
     pub fn subscriptions(&self) -> Vec<String> {
         self.pubsub.server_channels()
     }
+
+    /// Runs one key-value operation and returns its raw result (see [`KvOp`]); the methods below
+    /// are typed shortcuts. Fails with [`BrokerError::Unavailable`] when the broker that owns the
+    /// key is down.
+    pub async fn kv(&self, op: KvOp) -> Result<Value, BrokerError> {
+        self.pubsub.engine.kv(op).await
+    }
+
+    /// Stores `value` at `key` (replacing any value and expiry).
+    pub async fn set<V: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &V,
+    ) -> Result<(), BrokerError> {
+        let value = serde_json::to_value(value).map_err(|e| BrokerError::Encode(e.to_string()))?;
+        self.kv(KvOp::Set {
+            key: key.to_owned(),
+            value,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The value at `key` as a `T`; `None` if the key does not exist (or holds `null`). A value
+    /// that is not a `T` is [`BrokerError::Decode`].
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, BrokerError> {
+        let value = self
+            .kv(KvOp::Get {
+                key: key.to_owned(),
+            })
+            .await?;
+        decode_optional(value)
+    }
+
+    /// Deletes `key`; returns its old value (`None` if it did not exist or held `null`).
+    pub async fn remove(&self, key: &str) -> Result<Option<Value>, BrokerError> {
+        let old = self
+            .kv(KvOp::Remove {
+                key: key.to_owned(),
+            })
+            .await?;
+        Ok((!old.is_null()).then_some(old))
+    }
+
+    /// Appends `value` to the list at `key` (creating it; a non-list value `x` becomes
+    /// `[x, value]`); returns the index of the new element.
+    pub async fn add<V: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &V,
+    ) -> Result<u64, BrokerError> {
+        let value = serde_json::to_value(value).map_err(|e| BrokerError::Encode(e.to_string()))?;
+        let index = self
+            .kv(KvOp::Add {
+                key: key.to_owned(),
+                value,
+            })
+            .await?;
+        decode_count(index)
+    }
+
+    /// Makes each existing key of `keys` expire `ttl` from now; returns how many exist.
+    pub async fn expire<K: AsRef<str>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+        ttl: Duration,
+    ) -> Result<u64, BrokerError> {
+        let keys = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        decode_count(self.kv(KvOp::Expire { keys, ms }).await?)
+    }
+
+    /// Removes the expiry of each existing key of `keys`; returns how many exist.
+    pub async fn unexpire<K: AsRef<str>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<u64, BrokerError> {
+        let keys = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
+        decode_count(self.kv(KvOp::Unexpire { keys }).await?)
+    }
+
+    /// Whether `key` exists.
+    pub async fn has_key(&self, key: &str) -> Result<bool, BrokerError> {
+        match self
+            .kv(KvOp::HasKey {
+                key: key.to_owned(),
+            })
+            .await?
+        {
+            Value::Bool(b) => Ok(b),
+            other => Err(BrokerError::Decode(format!("hasKey answered {other}"))),
+        }
+    }
+
+    /// The number of keys in the store (with broker processes: in all of them).
+    pub async fn count(&self) -> Result<u64, BrokerError> {
+        decode_count(self.kv(KvOp::Count).await?)
+    }
+}
+
+fn decode_optional<T: DeserializeOwned>(value: Value) -> Result<Option<T>, BrokerError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| BrokerError::Decode(e.to_string()))
+}
+
+fn decode_count(value: Value) -> Result<u64, BrokerError> {
+    value
+        .as_u64()
+        .ok_or_else(|| BrokerError::Decode(format!("expected a count, got {value}")))
 }
 
 /// A server-side subscription: a `Stream` of the channel's message data. Dropping it unsubscribes.

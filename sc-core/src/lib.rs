@@ -29,21 +29,34 @@
 
 pub mod app;
 pub mod auth;
+mod balancer;
 pub mod broker;
+pub mod channel;
 pub mod config;
 mod connection;
 pub mod error;
 pub mod exchange;
 pub mod extract;
 pub mod handler;
+pub mod master;
+mod metrics;
 pub mod middleware;
 pub mod protocol;
 mod pubsub;
 pub mod server;
 pub mod socket;
+mod tls;
 
 #[cfg(feature = "client")]
 pub mod client;
+
+#[doc(hidden)]
+pub mod __private;
+
+/// The macros (feature `macros`, on by default): `#[event("name")]`, `#[middleware(kind)]`,
+/// `#[channel("pattern", message = T)]` and `handlers![..]`. See the `sc-macros` crate docs.
+#[cfg(feature = "macros")]
+pub use sc_macros::{channel, event, handlers, middleware};
 
 pub use app::App;
 pub use config::Config;
@@ -65,5 +78,7 @@ pub mod prelude {
     pub use crate::middleware::{Block, Decision, MiddlewareKind};
     pub use crate::server::{ServerHandle, SocketCluster};
     pub use crate::socket::{AuthTokenOptions, RequestInfo, Socket};
+    #[cfg(feature = "macros")]
+    pub use sc_macros::{channel, event, handlers, middleware};
     pub use serde::{Deserialize, Serialize};
 }

@@ -11,6 +11,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::app::Source;
 use crate::error::ScError;
 use crate::extract::Json;
 use crate::handler::{ActionKind, ErasedHandler, Request};
@@ -197,12 +198,17 @@ impl<T: IntoDecision, E: Into<Block>> IntoDecision for Result<T, E> {
 /// The registered middleware, by kind, in order.
 #[derive(Clone, Default)]
 pub(crate) struct MiddlewareStack {
-    by_kind: [Vec<ErasedHandler<Decision>>; 9],
+    by_kind: [Vec<(ErasedHandler<Decision>, Source)>; 9],
 }
 
 impl MiddlewareStack {
-    pub(crate) fn push(&mut self, kind: MiddlewareKind, handler: ErasedHandler<Decision>) {
-        self.by_kind[kind.index()].push(handler);
+    pub(crate) fn push(
+        &mut self,
+        kind: MiddlewareKind,
+        handler: ErasedHandler<Decision>,
+        source: Source,
+    ) {
+        self.by_kind[kind.index()].push((handler, source));
     }
 
     pub(crate) fn extend(&mut self, other: MiddlewareStack) {
@@ -222,7 +228,7 @@ impl MiddlewareStack {
         kind: MiddlewareKind,
         mut req: Request,
     ) -> Result<Option<Value>, Block> {
-        for mw in &self.by_kind[kind.index()] {
+        for (mw, source) in &self.by_kind[kind.index()] {
             let data = req.data.clone();
             let parts = req.parts.clone();
             match mw(req).await {
@@ -234,7 +240,10 @@ impl MiddlewareStack {
                     }
                 }
                 Ok(Decision::Block(b)) => return Err(b),
-                Err(e) => return Err(Block::new(e)),
+                Err(e) => {
+                    tracing::debug!(middleware = %source, error = %e, "middleware extraction failed: blocking");
+                    return Err(Block::new(e));
+                }
             }
         }
         Ok(req.data)

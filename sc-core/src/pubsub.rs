@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::broker::{BrokerEngine, BrokerError, DeliverySink, Publication};
 use crate::handler::{ActionKind, BoxFuture, Parts, Request};
+use crate::metrics::Metrics;
 use crate::middleware::MiddlewareKind;
 use crate::protocol;
 use crate::server::ServerShared;
@@ -200,7 +201,9 @@ impl PubSub {
         publication: &Publication,
     ) {
         if !server.app.middleware.has(MiddlewareKind::PublishOut) {
-            let _ = socket.push(publication.frame.clone());
+            if socket.push(publication.frame.clone()).is_ok() {
+                Metrics::add(&server.metrics.publish_deliveries, 1);
+            }
             return;
         }
         let req = Request {
@@ -215,7 +218,7 @@ impl PubSub {
                 auth_token_expired: None,
                 wait_for_auth: false,
             },
-            data: publication.data.clone(),
+            data: publication.data().cloned(),
         };
         match server
             .app
@@ -223,12 +226,16 @@ impl PubSub {
             .run(MiddlewareKind::PublishOut, req)
             .await
         {
-            Ok(data) if data == publication.data => {
-                let _ = socket.push(publication.frame.clone());
+            Ok(data) if data.as_ref() == publication.data() => {
+                if socket.push(publication.frame.clone()).is_ok() {
+                    Metrics::add(&server.metrics.publish_deliveries, 1);
+                }
             }
             Ok(data) => match protocol::encode_publish(&publication.channel, data.as_ref()) {
                 Ok(frame) => {
-                    let _ = socket.push(frame.into());
+                    if socket.push(frame.into()).is_ok() {
+                        Metrics::add(&server.metrics.publish_deliveries, 1);
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, "publish-out data is not JSON"),
             },
@@ -248,6 +255,7 @@ impl DeliverySink for PubSub {
             let Some(server) = self.server.upgrade() else {
                 return;
             };
+            Metrics::add(&server.metrics.publications, 1);
             for sub in subs.iter() {
                 match sub {
                     Subscriber::Socket(socket) => {
@@ -264,5 +272,5 @@ impl DeliverySink for PubSub {
 
 /// Used by tests and the exchange to read the data of a delivered publication.
 pub(crate) fn data_of(publication: &Publication) -> Value {
-    publication.data.clone().unwrap_or(Value::Null)
+    publication.data().cloned().unwrap_or(Value::Null)
 }

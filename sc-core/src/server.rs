@@ -28,6 +28,8 @@ use crate::config::{Config, ConfigError, Origins};
 use crate::connection;
 use crate::exchange::Exchange;
 use crate::handler::{ActionKind, FromRequestParts, Parts, Request};
+use crate::master::{self, Inherited, Role, RunDir};
+use crate::metrics::{Metrics, Snapshot};
 use crate::middleware::MiddlewareKind;
 use crate::protocol::{close, ProtocolVersion};
 use crate::pubsub::PubSub;
@@ -91,6 +93,7 @@ pub struct Builder {
     algorithm: Option<jsonwebtoken::Algorithm>,
     engine: Option<Arc<dyn BrokerEngine>>,
     use_env: bool,
+    on_listening: Option<Box<dyn FnOnce(SocketAddr) + Send>>,
 }
 
 impl Default for Builder {
@@ -104,6 +107,7 @@ impl Default for Builder {
             algorithm: None,
             engine: None,
             use_env: true,
+            on_listening: None,
         }
     }
 }
@@ -163,6 +167,27 @@ impl Builder {
         auth_default_expiry: u64 => auth_default_expiry;
         /// How long shutdown waits for sockets to close (default 5 s).
         shutdown_timeout: Duration => shutdown_timeout;
+        /// Worker processes (default 1; more makes [`run`](Self::run) start a cluster).
+        /// `SC_WORKERS` overrides.
+        workers: usize => workers;
+        /// Broker processes (default 0: in-process broker; several workers need at least one,
+        /// and get one if none is set). `SC_BROKERS` overrides.
+        brokers: usize => brokers;
+        /// Balancer processes in front of the workers (default 0). `SC_BALANCERS` overrides.
+        balancers: usize => balancers;
+        /// Respawn workers that exit or are killed (default true). `SC_REBOOT_WORKER_ON_CRASH`.
+        reboot_worker_on_crash: bool => reboot_worker_on_crash;
+        /// A handler panic makes its worker exit (after answering) so the master replaces it
+        /// (default false). `SC_CRASH_WORKER_ON_ERROR` overrides.
+        crash_worker_on_error: bool => crash_worker_on_error;
+    }
+
+    /// TLS: certificate chain and private key, PEM files. Balancers terminate TLS when there are
+    /// any, otherwise each worker does. `SC_TLS_CERT` / `SC_TLS_KEY` override.
+    pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.config.tls_cert = Some(cert.into());
+        self.config.tls_key = Some(key.into());
+        self
     }
 
     /// Replaces every option at once.
@@ -241,6 +266,13 @@ impl Builder {
         self
     }
 
+    /// Called once by [`Builder::run`] with the bound public address (in a cluster, by the
+    /// master), e.g. to print the port chosen for port 0.
+    pub fn on_listening(mut self, f: impl FnOnce(SocketAddr) + Send + 'static) -> Self {
+        self.on_listening = Some(Box::new(f));
+        self
+    }
+
     /// Validates the configuration, starts the broker engine and binds the port.
     pub async fn bind(self) -> Result<Server> {
         let mut config = self.config;
@@ -254,11 +286,13 @@ impl Builder {
             KeySource::Given(k) => k,
             KeySource::Env(var) => match std::env::var(&var) {
                 Ok(v) if !v.is_empty() => AuthKey::Secret(v.into_bytes()),
-                _ => AuthEngine::random_secret(),
+                _ => master::cluster_secret().unwrap_or_else(AuthEngine::random_secret),
             },
             KeySource::Random => match std::env::var("SC_AUTH_KEY") {
                 Ok(v) if !v.is_empty() && self.use_env => AuthKey::Secret(v.into_bytes()),
-                _ => AuthEngine::random_secret(),
+                // Workers of one cluster must agree on the key, or a token signed by one
+                // would be rejected by the next: the master hands them one random secret.
+                _ => master::cluster_secret().unwrap_or_else(AuthEngine::random_secret),
             },
         };
         let auth = AuthEngine::new(AuthOptions {
@@ -266,7 +300,16 @@ impl Builder {
             algorithm: self.algorithm,
             default_expiry: config.auth_default_expiry,
         })?;
-        let engine = self.engine.unwrap_or_else(|| Arc::new(LocalBroker::new()));
+        let role = Role::current();
+        let engine: Arc<dyn BrokerEngine> = match (self.engine, role, RunDir::from_env()) {
+            (Some(engine), _, _) => engine,
+            (None, Role::Worker(_), Some(dir)) if config.effective_brokers() > 0 => {
+                Arc::new(crate::broker::cluster::ClusterBroker::new(
+                    dir.broker_sockets(config.effective_brokers()),
+                ))
+            }
+            (None, _, _) => Arc::new(LocalBroker::new()),
+        };
         let addr = SocketAddr::new(config.host, config.port);
         let shared = Arc::new_cyclic(|weak| {
             let pubsub = Arc::new(PubSub::new(engine.clone(), weak.clone()));
@@ -280,19 +323,38 @@ impl Builder {
                 app: self.app,
                 config,
                 clients: Mutex::new(HashMap::new()),
+                metrics: Arc::new(Metrics::default()),
                 id_seq: AtomicU64::new(0),
                 id_prefix: rand::random(),
             }
         });
         engine.start(shared.pubsub.clone()).await?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind { addr, source })?;
+        let listener = match master::inherited_listener()? {
+            Some(Inherited::Tcp(l)) => {
+                l.set_nonblocking(true)?;
+                Listener::Tcp(tokio::net::TcpListener::from_std(l)?)
+            }
+            Some(Inherited::Unix(l)) => {
+                l.set_nonblocking(true)?;
+                Listener::Unix(tokio::net::UnixListener::from_std(l)?)
+            }
+            None => Listener::Tcp(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::Bind { addr, source })?,
+            ),
+        };
         let router = build_router(shared.clone(), self.router, self.serve_dir);
+        // Behind balancers (a Unix socket) TLS is the balancers' job.
+        let tls = match (&shared.config.tls_cert, &shared.config.tls_key, &listener) {
+            (Some(cert), Some(key), Listener::Tcp(_)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
+        };
         Ok(Server {
             listener,
             shared,
             router,
+            tls,
         })
     }
 
@@ -304,20 +366,97 @@ impl Builder {
         self.bind().await?.serve_until(shutdown).await
     }
 
-    /// Builds a multi-threaded runtime, binds, and serves until SIGINT or SIGTERM.
-    pub fn run(self) -> Result<()> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(async move {
-            let server = self.bind().await?;
-            tracing::info!(addr = %server.local_addr(), "sc listening");
-            server.serve_until(shutdown_signal()).await
-        })
+    /// Runs the server until SIGINT or SIGTERM, in the role this process has: with the default
+    /// configuration a single process; with more workers, brokers or balancers
+    /// ([`Config::is_cluster`]) this process becomes the master and starts the others (the same
+    /// binary, re-executed with a role in the environment), so the same `main` serves every role.
+    pub fn run(mut self) -> Result<()> {
+        let role = Role::current();
+        let mut config = self.config.clone();
+        if self.use_env {
+            config.apply_env()?;
+        }
+        config.validate()?;
+        match role {
+            Role::Master if config.is_cluster() => {
+                // Taken before any thread exists: listenfd edits the environment.
+                let public = match master::inherited_listener()? {
+                    Some(Inherited::Tcp(l)) => l,
+                    _ => {
+                        let addr = SocketAddr::new(config.host, config.port);
+                        std::net::TcpListener::bind(addr)
+                            .map_err(|source| Error::Bind { addr, source })?
+                    }
+                };
+                if let Some(f) = self.on_listening {
+                    f(public.local_addr()?);
+                }
+                master::run(config, public)
+            }
+            Role::Broker(_) => {
+                let listener = match master::inherited_listener()? {
+                    Some(Inherited::Unix(l)) => l,
+                    _ => return Err(Error::App(
+                        "a broker process needs the Unix socket its master hands over (LISTEN_FDS)"
+                            .into(),
+                    )),
+                };
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    listener.set_nonblocking(true)?;
+                    let listener = tokio::net::UnixListener::from_std(listener)?;
+                    tokio::select! {
+                        r = crate::broker::server::serve(listener) => r.map_err(Error::Io),
+                        _ = master::child_shutdown_signal() => Ok(()),
+                    }
+                })
+            }
+            Role::Balancer(_) => {
+                let listener = match master::inherited_listener()? {
+                    Some(Inherited::Tcp(l)) => l,
+                    _ => {
+                        return Err(Error::App(
+                            "a balancer process needs the listening socket its master hands over (LISTEN_FDS)".into(),
+                        ))
+                    }
+                };
+                let dir = RunDir::from_env()
+                    .ok_or_else(|| Error::App("a balancer needs SC_RUN_DIR".into()))?;
+                let workers = (0..config.workers).map(|i| dir.worker_socket(i)).collect();
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(crate::balancer::run(listener, workers, config))
+            }
+            Role::Master | Role::Worker(_) => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let on_listening = self.on_listening.take();
+                    let server = self.bind().await?;
+                    if let (Some(f), Role::Master) = (on_listening, role) {
+                        f(server.local_addr());
+                    }
+                    tracing::info!(addr = ?server.listener.local_addr_string(), %role, "sc listening");
+                    if role != Role::Master {
+                        let shared = server.shared.clone();
+                        tokio::spawn(master::report_to_master(role, move || shared.snapshot()));
+                    }
+                    if role == Role::Master {
+                        server.serve_until(shutdown_signal()).await
+                    } else {
+                        server.serve_until(master::child_shutdown_signal()).await
+                    }
+                })
+            }
+        }
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -338,9 +477,29 @@ async fn shutdown_signal() {
     }
 }
 
+/// Where a server accepts connections: its own TCP port, or a socket from a supervisor.
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    fn local_addr_string(&self) -> String {
+        match self {
+            Self::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Self::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// A bound server, ready to serve.
 pub struct Server {
-    listener: tokio::net::TcpListener,
+    listener: Listener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<ServerShared>,
     router: Router,
 }
@@ -348,17 +507,20 @@ pub struct Server {
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("addr", &self.listener.local_addr().ok())
+            .field("addr", &self.listener.local_addr_string())
             .finish_non_exhaustive()
     }
 }
 
 impl Server {
-    /// The bound address (useful with port 0).
+    /// The bound address (useful with port 0). Behind balancers (a Unix socket), the configured
+    /// address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::new(self.shared.config.host, self.shared.config.port))
+        match &self.listener {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix(_) => None,
+        }
+        .unwrap_or_else(|| SocketAddr::new(self.shared.config.host, self.shared.config.port))
     }
 
     /// A handle for server code outside handlers (clients, exchange).
@@ -373,16 +535,32 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let shared = self.shared.clone();
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
         let stop = async move {
             shutdown.await;
             shared.close_all(close::GOING_AWAY, "Server is shutting down");
         };
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(stop)
-            .await?;
+        match self.listener {
+            Listener::Tcp(l) if self.tls.is_some() => {
+                let acceptor = self.tls.unwrap_or_else(|| unreachable!());
+                let service = self
+                    .router
+                    .into_make_service_with_connect_info::<crate::tls::TlsPeer>();
+                axum::serve(crate::tls::TlsListener::new(l, acceptor)?, service)
+                    .with_graceful_shutdown(stop)
+                    .await?;
+            }
+            Listener::Tcp(l) => {
+                let service = self
+                    .router
+                    .into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(l, service).with_graceful_shutdown(stop).await?;
+            }
+            Listener::Unix(l) => {
+                axum::serve(l, self.router.into_make_service())
+                    .with_graceful_shutdown(stop)
+                    .await?;
+            }
+        }
         let deadline = tokio::time::Instant::now() + self.shared.config.shutdown_timeout;
         while !lock(&self.shared.clients).is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -405,6 +583,7 @@ pub(crate) struct ServerShared {
     pub(crate) exchange: Exchange,
     pub(crate) origins: Origins,
     clients: Mutex<HashMap<Arc<str>, Socket>>,
+    pub(crate) metrics: Arc<Metrics>,
     id_seq: AtomicU64,
     id_prefix: [u8; 12],
 }
@@ -426,7 +605,17 @@ impl ServerShared {
             .into()
     }
 
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let clients = lock(&self.clients);
+        let subscriptions = clients
+            .values()
+            .map(|s| lock(&s.0.subscriptions).len())
+            .sum();
+        self.metrics.snapshot(clients.len(), subscriptions)
+    }
+
     pub(crate) fn register(&self, socket: &Socket) {
+        Metrics::add(&self.metrics.handshakes, 1);
         lock(&self.clients).insert(socket.0.id.clone(), socket.clone());
     }
 
@@ -492,6 +681,8 @@ fn build_router(shared: Arc<ServerShared>, user: Router, serve_dir: Option<PathB
     let path = shared.config.path.clone();
     let realtime = Router::new()
         .route(&path, any(upgrade))
+        .route("/health", axum::routing::get(health))
+        .route("/metrics", axum::routing::get(metrics))
         .with_state(shared.clone());
     let mut router = user.merge(realtime);
     if let Some(dir) = serve_dir {
@@ -518,12 +709,49 @@ fn build_router(shared: Arc<ServerShared>, user: Router, serve_dir: Option<PathB
 
 const READ_BUFFER_SIZE: usize = 4 * 1024;
 
+/// `/health`: 200 with this process's role and connection count while it serves.
+async fn health(State(shared): State<Arc<ServerShared>>) -> Response {
+    let body = serde_json::json!({
+        "status": "ok",
+        "role": Role::current().to_string(),
+        "pid": std::process::id(),
+        "connections": shared.snapshot().connections,
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `/metrics`: Prometheus text; in a cluster, every process's counters (from the master).
+async fn metrics(State(shared): State<Arc<ServerShared>>) -> Response {
+    let text = match master::cluster_metrics().await {
+        Some(text) => text,
+        None => {
+            let mut processes = std::collections::BTreeMap::new();
+            processes.insert(("worker".to_string(), 0), shared.snapshot());
+            crate::metrics::render(&processes, &Default::default())
+        }
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
 async fn upgrade(
     State(shared): State<Arc<ServerShared>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     ws: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     req: HttpRequest,
 ) -> Response {
+    // Absent behind balancers (Unix socket): the peer is the balancer, not the client.
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| {
+            req.extensions()
+                .get::<ConnectInfo<crate::tls::TlsPeer>>()
+                .map(|c| c.0 .0)
+        });
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
@@ -545,7 +773,7 @@ async fn upgrade(
     let request = Arc::new(RequestInfo {
         uri: req.uri().clone(),
         headers: req.headers().clone(),
-        remote_addr: Some(remote),
+        remote_addr: remote,
     });
     if shared.app.middleware.has(MiddlewareKind::HandshakeWs) {
         let parts = Parts {

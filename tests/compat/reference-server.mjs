@@ -330,7 +330,8 @@ function setUpSocket(socket) {
     handshakes,
     connections: agServer.clientsCount,
     pongs: st.pongs,
-    lastHandshakeAuthToken
+    lastHandshakeAuthToken,
+    pid: process.pid
   }));
   serve(socket, 'lastSubscribe', () => st.lastSubscribe);
   serve(socket, 'setFlag', (data) => {

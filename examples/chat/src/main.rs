@@ -1,5 +1,6 @@
-//! `chat`: a small app showing the handler API without macros: two events, a login that issues a
-//! token, a typed channel and a subscribe middleware that keeps rooms for logged-in users.
+//! `chat`: a small app written with the macros: a login that issues a token, a `chat` event that
+//! publishes on a typed channel, a `history` procedure, and a subscribe middleware that keeps
+//! rooms for logged-in users. Set `SC_WORKERS=2` to run the same binary as a cluster.
 //!
 //! Run: `cargo run -p chat`, then connect any SocketCluster client to
 //! `ws://127.0.0.1:8000/socketcluster/`:
@@ -9,7 +10,6 @@
 //! 3. invoke `chat` with `{"room":1,"text":"hi"}` -> every subscriber of `rooms/1` receives
 //!    `{"from":"alice","text":"hi"}`; `history` answers with the room's last messages.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -22,15 +22,11 @@ struct ChatMsg {
     text: String,
 }
 
-/// A typed channel: `rooms/{id}` only accepts `ChatMsg` (the `#[channel]` macro writes this impl).
+/// A typed channel: `rooms/{id}` only carries `ChatMsg`; publishing anything else does not
+/// compile, and a client subscribing to `rooms/abc` is refused with `InvalidChannelError`.
+#[channel("rooms/{id}", message = ChatMsg)]
 struct Room {
     id: u64,
-}
-
-impl ChannelTarget<ChatMsg> for Room {
-    fn channel_name(&self) -> Cow<'_, str> {
-        Cow::Owned(format!("rooms/{}", self.id))
-    }
 }
 
 #[derive(Deserialize)]
@@ -49,10 +45,12 @@ struct Say {
     text: String,
 }
 
-/// Last messages per room, shared by every socket.
+/// Last messages per room, shared by the sockets of this process (in a cluster each worker keeps
+/// its own; `exchange.set`/`get` is the cluster-wide store).
 #[derive(Clone, Default)]
 struct History(Arc<Mutex<HashMap<u64, Vec<ChatMsg>>>>);
 
+#[event("login")]
 async fn login(socket: Socket, Json(login): Json<Login>) -> Result<(), ScError> {
     let name = login.name.trim();
     if name.is_empty() || name.len() > 32 {
@@ -67,6 +65,7 @@ async fn login(socket: Socket, Json(login): Json<Login>) -> Result<(), ScError> 
     Ok(())
 }
 
+#[event("chat")]
 async fn chat(
     exchange: Exchange,
     State(history): State<History>,
@@ -88,17 +87,24 @@ async fn chat(
     Ok(())
 }
 
+#[event("history")]
 async fn history(State(history): State<History>, Json(room): Json<u64>) -> Json<Vec<ChatMsg>> {
     let rooms = history.0.lock().unwrap_or_else(|p| p.into_inner());
     Json(rooms.get(&room).cloned().unwrap_or_default())
 }
 
 /// Rooms are for logged-in users; other channels are open.
+#[middleware(subscribe)]
 async fn members_only(
     Channel(channel): Channel<String>,
     MaybeAuth(claims): MaybeAuth<serde_json::Value>,
 ) -> Result<(), Block> {
-    if channel.starts_with("rooms/") && claims.is_none() {
+    if !channel.starts_with("rooms/") {
+        return Ok(());
+    }
+    // `rooms/abc` is refused with a clear InvalidChannelError naming the pattern.
+    Room::parse(&channel).map_err(Block::new)?;
+    if claims.is_none() {
         return Err(Block::new(ScError::new(
             "AuthRequired",
             "log in before joining a room",
@@ -113,14 +119,8 @@ fn main() -> sc_core::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let app = App::new()
-        .state(History::default())
-        .event("login", login)
-        .event("chat", chat)
-        .event("history", history)
-        .middleware(MiddlewareKind::Subscribe, members_only);
     SocketCluster::builder()
         .auth_key_from_env("SC_AUTH_KEY")
-        .app(app)
+        .handlers(handlers![Room, login, chat, history, members_only].state(History::default()))
         .run()
 }

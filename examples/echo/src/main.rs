@@ -6,15 +6,18 @@
 //! - invoke `echo`: answers with its data;
 //! - invoke `login`: sets an auth token whose claims are the data (an object), answers no data;
 //! - clients may subscribe and publish to any channel;
-//! - the auth key comes from `SC_AUTH_KEY` when set.
+//! - the auth key comes from `SC_AUTH_KEY` when set;
+//! - `SC_WORKERS`, `SC_BROKERS`, `SC_BALANCERS` turn the same binary into a cluster.
 
 use sc_core::prelude::*;
 use serde_json::{Map, Value};
 
+#[event("echo")]
 async fn echo(Raw(data): Raw) -> Option<Value> {
     data
 }
 
+#[event("login")]
 async fn login(socket: Socket, Json(claims): Json<Map<String, Value>>) -> Result<(), ScError> {
     socket.set_auth_token(&claims).await?;
     Ok(())
@@ -28,6 +31,6 @@ fn main() -> sc_core::Result<()> {
         .init();
     SocketCluster::builder()
         .auth_key_from_env("SC_AUTH_KEY")
-        .app(App::new().event("echo", echo).event("login", login))
+        .handlers(handlers![echo, login])
         .run()
 }

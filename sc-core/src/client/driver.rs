@@ -203,7 +203,12 @@ async fn session(
     // 1. Open the WebSocket within connect_timeout (else 4007, like the official client).
     let connect = time::timeout(
         opts.connect_timeout,
-        tokio_tungstenite::connect_async_with_config(opts.url.as_str(), None, true),
+        tokio_tungstenite::connect_async_tls_with_config(
+            opts.url.as_str(),
+            None,
+            true,
+            opts.tls.clone().map(tokio_tungstenite::Connector::Rustls),
+        ),
     );
     tokio::pin!(connect);
     let mut ws: Ws = loop {

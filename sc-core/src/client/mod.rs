@@ -39,9 +39,7 @@
 //! and reports its failure instead of retrying. There is no client-side batching, no
 //! `channelPrefix`, no query string option (put it in the URL).
 //!
-//! Only `ws://` is supported for now (no TLS dependency); `wss://` URLs fail to connect with a
-//! TLS-not-enabled error until a TLS feature of `tokio-tungstenite` is enabled, with no other
-//! change needed here.
+//! `wss://` uses rustls (ring): the Mozilla roots by default, or [`ClientOptions::tls`].
 
 mod backoff;
 mod codec;
@@ -64,9 +62,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 pub use backoff::Backoff;
 pub use errors::{ClientError, InvokeError};
-pub use subscription::{EventReceiver, Subscription};
+pub use subscription::{EventReceiver, Subscription, TypedSubscription};
 
+use crate::channel::TypedChannel;
 use crate::error::ScError;
+use crate::exchange::ChannelTarget;
 use driver::Control;
 use state::{ChannelOptions, Handler, Outbound, Poke, Shared, SubscribeStart, STALE_REASON};
 
@@ -98,6 +98,9 @@ pub struct ClientOptions {
     pub ping_watchdog: bool,
     /// Capacity of the [`Client::events`] broadcast (default 256); slower receivers lag.
     pub event_capacity: usize,
+    /// TLS settings for `wss://` URLs (default `None`: rustls with the Mozilla roots of
+    /// `webpki-roots`). Set it to trust a private CA.
+    pub tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 impl ClientOptions {
@@ -122,6 +125,7 @@ impl Default for ClientOptions {
             auth_token: None,
             ping_watchdog: true,
             event_capacity: 256,
+            tls: None,
         }
     }
 }
@@ -519,6 +523,30 @@ impl Client {
                 }),
             },
         }
+    }
+
+    /// Subscribes to a typed channel (`#[channel("rooms/{id}", message = T)]`): the stream
+    /// yields the channel's message type, decoded. See [`Client::subscribe_with`].
+    pub async fn subscribe_to<C>(
+        &self,
+        channel: &C,
+    ) -> Result<TypedSubscription<C::Message>, InvokeError>
+    where
+        C: TypedChannel + ChannelTarget<C::Message>,
+        C::Message: DeserializeOwned,
+    {
+        let name = channel.channel_name();
+        Ok(TypedSubscription::new(self.subscribe(&name).await?))
+    }
+
+    /// Publishes on a channel and waits for the ack, like [`Client::publish`]; on a typed channel
+    /// only its message type compiles (`client.publish_to(&Room { id: 1 }, &ChatMsg { .. })`).
+    pub async fn publish_to<C, M>(&self, channel: &C, message: &M) -> Result<(), InvokeError>
+    where
+        C: ChannelTarget<M> + ?Sized,
+        M: Serialize + ?Sized,
+    {
+        self.publish(&channel.channel_name(), message).await
     }
 
     /// Unsubscribes `channel` (every handle's stream ends); `#unsubscribe` is sent without cid.

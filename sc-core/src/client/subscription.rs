@@ -1,11 +1,13 @@
 //! Streams handed to the application: channel subscriptions and server-transmit receivers.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -75,6 +77,51 @@ impl fmt::Debug for Subscription {
         f.debug_struct("Subscription")
             .field("channel", &self.channel)
             .field("id", &self.id)
+            .finish()
+    }
+}
+
+/// A subscription to a typed channel ([`Client::subscribe_to`](super::Client::subscribe_to)):
+/// each publication decoded as `M`. A publication that is not an `M` (another publisher sent
+/// something else) is an `Err` item; the stream goes on.
+pub struct TypedSubscription<M> {
+    inner: Subscription,
+    _message: PhantomData<fn() -> M>,
+}
+
+impl<M: DeserializeOwned> TypedSubscription<M> {
+    pub(crate) fn new(inner: Subscription) -> Self {
+        Self {
+            inner,
+            _message: PhantomData,
+        }
+    }
+
+    /// The channel name.
+    pub fn channel(&self) -> &str {
+        self.inner.channel()
+    }
+
+    /// The next publication, decoded; `None` once the subscription has ended.
+    pub async fn recv(&mut self) -> Option<Result<M, serde_json::Error>> {
+        self.inner.recv().await.map(serde_json::from_value)
+    }
+
+    /// Unsubscribes now (see [`Subscription::unsubscribe`]).
+    pub fn unsubscribe(self) {
+        self.inner.unsubscribe()
+    }
+
+    /// The untyped subscription.
+    pub fn into_inner(self) -> Subscription {
+        self.inner
+    }
+}
+
+impl<M> fmt::Debug for TypedSubscription<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TypedSubscription")
+            .field(&self.inner)
             .finish()
     }
 }

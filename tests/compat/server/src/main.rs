@@ -1,6 +1,7 @@
-//! The compat server: the contract of `tests/compat/README.md` on sc-core, driven by the official
+//! The compat server: the contract of `tests/compat/README.md` on sc-core, written with the
+//! macros (`#[event]`, `#[middleware]`, `handlers![]`), driven by the official
 //! JavaScript client in `tests/compat/*.test.mjs`. Options come from `SC_*` variables; it prints
-//! `LISTENING <port>` once bound.
+//! `LISTENING <port>` once bound (in a cluster, the master does).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,16 +26,26 @@ fn store(s: &Store) -> std::sync::MutexGuard<'_, Shared> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+#[event("echo")]
 async fn echo(Raw(data): Raw) -> Option<Value> {
     data
 }
 
+/// `rewriteMe` answers what the invoke middleware left (always `"rewritten"`).
+#[event("rewriteMe")]
+async fn rewrite_me(Raw(data): Raw) -> Option<Value> {
+    data
+}
+
+#[event("empty")]
 async fn empty() {}
 
+#[event("fail")]
 async fn fail() -> Result<(), ScError> {
     Err(ScError::new("CustomError", "boom").with("code", "E_X"))
 }
 
+#[event("note")]
 async fn note(socket: Socket, State(s): State<Store>, Raw(data): Raw) {
     store(&s)
         .notes
@@ -43,6 +54,7 @@ async fn note(socket: Socket, State(s): State<Store>, Raw(data): Raw) {
         .push(data.unwrap_or(Value::Null));
 }
 
+#[event("getNotes")]
 async fn get_notes(socket: Socket, State(s): State<Store>) -> Json<Vec<Value>> {
     Json(
         store(&s)
@@ -59,6 +71,7 @@ struct Ask {
     data: Option<Value>,
 }
 
+#[event("askClient")]
 async fn ask_client(socket: Socket, Json(ask): Json<Ask>) -> Json<Value> {
     match socket
         .invoke::<_, Value>(&ask.procedure, &ask.data.unwrap_or(Value::Null))
@@ -72,6 +85,7 @@ async fn ask_client(socket: Socket, Json(ask): Json<Ask>) -> Json<Value> {
     }
 }
 
+#[event("login")]
 async fn login(
     socket: Socket,
     Json(claims): Json<serde_json::Map<String, Value>>,
@@ -89,6 +103,7 @@ struct LoginWith {
     confirm: bool,
 }
 
+#[event("loginWith")]
 async fn login_with(
     socket: Socket,
     Json(l): Json<LoginWith>,
@@ -105,6 +120,7 @@ async fn login_with(
     Ok(l.confirm.then(|| Json(json!({"confirmed": true}))))
 }
 
+#[event("whoami")]
 async fn whoami(socket: Socket) -> Json<Value> {
     let token = socket
         .auth_token()
@@ -113,6 +129,7 @@ async fn whoami(socket: Socket) -> Json<Value> {
     Json(json!({"id": socket.id(), "authToken": token}))
 }
 
+#[event("logout")]
 async fn logout(socket: Socket) {
     socket.deauthenticate();
 }
@@ -123,6 +140,7 @@ struct Kick {
     message: Option<String>,
 }
 
+#[event("kick")]
 async fn kick(socket: Socket, Json(k): Json<Kick>) {
     socket.kick_out(k.channel.as_deref(), k.message.as_deref());
 }
@@ -133,6 +151,7 @@ struct DisconnectMe {
     reason: Option<String>,
 }
 
+#[event("disconnectMe")]
 async fn disconnect_me(socket: Socket, Json(d): Json<DisconnectMe>) {
     // The reply is queued before the close, so the client gets both, in that order.
     let socket2 = socket.clone();
@@ -148,11 +167,13 @@ struct ChannelData {
     data: Option<Value>,
 }
 
+#[event("serverPublish")]
 async fn server_publish(exchange: Exchange, Json(p): Json<ChannelData>) -> Result<(), ScError> {
     exchange.publish_value(&p.channel, p.data).await?;
     Ok(())
 }
 
+#[event("serverSubscribe")]
 async fn server_subscribe(
     exchange: Exchange,
     State(s): State<Store>,
@@ -175,6 +196,7 @@ async fn server_subscribe(
     Ok(())
 }
 
+#[event("serverReceived")]
 async fn server_received(State(s): State<Store>, Json(p): Json<ChannelData>) -> Json<Vec<Value>> {
     Json(
         store(&s)
@@ -185,6 +207,7 @@ async fn server_received(State(s): State<Store>, Json(p): Json<ChannelData>) -> 
     )
 }
 
+#[event("stats")]
 async fn stats(socket: Socket, server: ServerHandle, State(s): State<Store>) -> Json<Value> {
     let s = store(&s);
     Json(json!({
@@ -192,9 +215,11 @@ async fn stats(socket: Socket, server: ServerHandle, State(s): State<Store>) -> 
         "connections": server.clients_count(),
         "pongs": socket.pongs_received(),
         "lastHandshakeAuthToken": s.last_handshake_token,
+        "pid": std::process::id(),
     }))
 }
 
+#[event("lastSubscribe")]
 async fn last_subscribe(socket: Socket, State(s): State<Store>) -> Json<Value> {
     Json(
         store(&s)
@@ -211,6 +236,7 @@ struct Flag {
     value: bool,
 }
 
+#[event("setFlag")]
 async fn set_flag(socket: Socket, State(s): State<Store>, Json(f): Json<Flag>) {
     store(&s)
         .flags
@@ -219,12 +245,28 @@ async fn set_flag(socket: Socket, State(s): State<Store>, Json(f): Json<Flag>) {
         .insert(f.flag, f.value);
 }
 
+/// The cluster's key-value store (`{"op":"set","key":"k","value":1}`, ...).
+#[event("kv")]
+async fn kv(
+    exchange: Exchange,
+    Json(op): Json<sc_core::broker::KvOp>,
+) -> Result<Json<Value>, ScError> {
+    Ok(Json(exchange.kv(op).await?))
+}
+
+#[event("boom")]
+async fn boom() {
+    panic!("deliberate panic in the boom handler");
+}
+
+#[event("stopPinging")]
 async fn stop_pinging(socket: Socket) {
     socket.__pause_pings();
 }
 
 // ---- middleware ----
 
+#[middleware(handshake_ws)]
 async fn handshake_ws(req: RequestInfo) -> Result<(), Block> {
     if req.query_param("rejectWs").as_deref() == Some("1") {
         return Err(Block::new(ScError::new("HandshakeWsDenied", "not here")));
@@ -232,6 +274,7 @@ async fn handshake_ws(req: RequestInfo) -> Result<(), Block> {
     Ok(())
 }
 
+#[middleware(handshake)]
 async fn handshake(socket: Socket, State(s): State<Store>, Raw(data): Raw) -> Result<(), Block> {
     if socket.request().query_param("rejectHandshake").as_deref() == Some("1") {
         return Err(Block::new(ScError::new("HandshakeDenied", "go away")).status_code(4501));
@@ -244,6 +287,7 @@ async fn handshake(socket: Socket, State(s): State<Store>, Raw(data): Raw) -> Re
     Ok(())
 }
 
+#[middleware(inbound_raw)]
 async fn inbound_raw(Raw(data): Raw) -> Result<(), Block> {
     match data {
         Some(Value::String(text)) if text.contains("dropme") => Err(Block::silent()),
@@ -251,6 +295,7 @@ async fn inbound_raw(Raw(data): Raw) -> Result<(), Block> {
     }
 }
 
+#[middleware(transmit)]
 async fn transmit_mw(EventName(event): EventName) -> Result<(), Block> {
     if event == "blockedTransmit" {
         return Err(Block::silent());
@@ -258,6 +303,7 @@ async fn transmit_mw(EventName(event): EventName) -> Result<(), Block> {
     Ok(())
 }
 
+#[middleware(invoke)]
 async fn invoke_mw(EventName(event): EventName) -> Result<Option<Json<Value>>, Block> {
     match event.as_str() {
         "blockedSilently" => Err(Block::silent()),
@@ -267,6 +313,7 @@ async fn invoke_mw(EventName(event): EventName) -> Result<Option<Json<Value>>, B
     }
 }
 
+#[middleware(subscribe)]
 async fn subscribe_mw(
     socket: Socket,
     parts_channel: Channel<String>,
@@ -289,6 +336,7 @@ async fn subscribe_mw(
     Ok(())
 }
 
+#[middleware(publish_in)]
 async fn publish_in_mw(Channel(channel): Channel<String>) -> Result<(), Block> {
     if channel.starts_with("nopub") {
         return Err(Block::new(ScError::new("PublishDenied", "nope")));
@@ -296,6 +344,7 @@ async fn publish_in_mw(Channel(channel): Channel<String>) -> Result<(), Block> {
     Ok(())
 }
 
+#[middleware(publish_out)]
 async fn publish_out_mw(
     socket: Socket,
     State(s): State<Store>,
@@ -312,6 +361,7 @@ async fn publish_out_mw(
     Ok(None)
 }
 
+#[middleware(authenticate)]
 async fn authenticate_mw(Auth(claims): Auth<Value>) -> Result<(), Block> {
     match claims.get("authBlock").and_then(Value::as_str) {
         Some("bad") => Err(Block::new(
@@ -325,48 +375,53 @@ async fn authenticate_mw(Auth(claims): Auth<Value>) -> Result<(), Block> {
 }
 
 fn app() -> App {
-    App::new()
-        .state(Store::default())
-        .event("echo", echo)
-        .event("empty", empty)
-        .event("fail", fail)
-        .event("note", note)
-        .event("getNotes", get_notes)
-        .event("askClient", ask_client)
-        .event("login", login)
-        .event("loginWith", login_with)
-        .event("whoami", whoami)
-        .event("logout", logout)
-        .event("kick", kick)
-        .event("disconnectMe", disconnect_me)
-        .event("serverPublish", server_publish)
-        .event("serverSubscribe", server_subscribe)
-        .event("serverReceived", server_received)
-        .event("stats", stats)
-        .event("lastSubscribe", last_subscribe)
-        .event("setFlag", set_flag)
-        .event("stopPinging", stop_pinging)
-        .event("rewriteMe", echo)
-        .middleware(MiddlewareKind::HandshakeWs, handshake_ws)
-        .middleware(MiddlewareKind::Handshake, handshake)
-        .middleware(MiddlewareKind::InboundRaw, inbound_raw)
-        .middleware(MiddlewareKind::Transmit, transmit_mw)
-        .middleware(MiddlewareKind::Invoke, invoke_mw)
-        .middleware(MiddlewareKind::Subscribe, subscribe_mw)
-        .middleware(MiddlewareKind::PublishIn, publish_in_mw)
-        .middleware(MiddlewareKind::PublishOut, publish_out_mw)
-        .middleware(MiddlewareKind::Authenticate, authenticate_mw)
+    handlers![
+        echo,
+        rewrite_me,
+        empty,
+        fail,
+        note,
+        get_notes,
+        ask_client,
+        login,
+        login_with,
+        whoami,
+        logout,
+        kick,
+        disconnect_me,
+        server_publish,
+        server_subscribe,
+        server_received,
+        stats,
+        last_subscribe,
+        set_flag,
+        stop_pinging,
+        kv,
+        boom,
+        handshake_ws,
+        handshake,
+        inbound_raw,
+        transmit_mw,
+        invoke_mw,
+        subscribe_mw,
+        publish_in_mw,
+        publish_out_mw,
+        authenticate_mw,
+    ]
+    .state(Store::default())
 }
 
-#[tokio::main]
-async fn main() -> sc_core::Result<()> {
+/// One binary for every role: single-process by default, a cluster when `SC_WORKERS`,
+/// `SC_BROKERS` or `SC_BALANCERS` say so (the master prints the port).
+fn main() -> sc_core::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let server = SocketCluster::builder().app(app()).bind().await?;
-    println!("LISTENING {}", server.local_addr().port());
-    server.serve().await
+    SocketCluster::builder()
+        .app(app())
+        .on_listening(|addr| println!("LISTENING {}", addr.port()))
+        .run()
 }

@@ -1,0 +1,230 @@
+//! The broker engine: where pub/sub between workers happens. A worker keeps its own channel
+//! registry (`pubsub`) and tells the engine only which channels it needs (once per channel, not
+//! per socket) and what to publish; the engine hands every publication on a needed channel back
+//! through the [`DeliverySink`] given at start. The engine also fronts the cluster-wide
+//! key-value store ([`kv`]).
+//!
+//! - [`LocalBroker`] (the default) is the in-process engine: one process, publications delivered
+//!   directly, an in-process [`KvStore`](kv::KvStore).
+//! - [`ClusterBroker`](cluster::ClusterBroker) is the engine of a worker in a multi-process
+//!   cluster: it talks to broker processes ([`server::serve`]) over Unix sockets with the
+//!   framed protocol of [`wire`]. Channels and keys are sharded over the brokers by
+//!   [`cluster::broker_index`].
+//! - Redis would implement the same trait.
+
+pub mod cluster;
+pub mod kv;
+pub mod server;
+pub mod wire;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::handler::BoxFuture;
+
+pub use cluster::ClusterBroker;
+pub use kv::{KvOp, KvStore};
+
+/// One message published on a channel. The `#publish` frame is encoded once, when the message is
+/// published, and shared (reference-counted bytes) by every socket it is delivered to.
+///
+/// A publication that came from a broker process carries only the channel and the frame; its
+/// data is parsed from the frame the first time [`Publication::data`] is called (only server-side
+/// subscriptions and publish-out middleware need it), so a worker forwards broker traffic to its
+/// sockets without touching the JSON.
+#[derive(Debug)]
+pub struct Publication {
+    /// The channel.
+    pub channel: Arc<str>,
+    /// `{"event":"#publish","data":{"channel":..,"data":..}}`, ready to write.
+    pub frame: Utf8Bytes,
+    data: OnceLock<Option<Value>>,
+}
+
+impl Publication {
+    /// Encodes a publication.
+    pub fn new(channel: impl Into<Arc<str>>, data: Option<Value>) -> Result<Self, BrokerError> {
+        let channel = channel.into();
+        let frame = crate::protocol::encode_publish(&channel, data.as_ref())
+            .map_err(|e| BrokerError::Encode(e.to_string()))?;
+        Ok(Self {
+            channel,
+            frame: frame.into(),
+            data: OnceLock::from(data),
+        })
+    }
+
+    /// A publication from an already-encoded `#publish` frame (as received from a broker). The
+    /// frame is trusted: it is forwarded to sockets as is, and parsed only if [`data`] is asked
+    /// for.
+    ///
+    /// [`data`]: Publication::data
+    pub fn from_frame(channel: impl Into<Arc<str>>, frame: Utf8Bytes) -> Self {
+        Self {
+            channel: channel.into(),
+            frame,
+            data: OnceLock::new(),
+        }
+    }
+
+    /// The published data (`None`: published without data). Parsed from the frame on first use
+    /// for publications received from a broker; a frame that does not parse gives `None` (and a
+    /// warning in the log).
+    pub fn data(&self) -> Option<&Value> {
+        self.data
+            .get_or_init(|| parse_publish_data(&self.channel, self.frame.as_str()))
+            .as_ref()
+    }
+}
+
+/// The `data` of a `#publish` frame: absent -> `None`, `null` -> `Some(Value::Null)` (as
+/// [`Publication::new`] was given).
+fn parse_publish_data(channel: &str, frame: &str) -> Option<Value> {
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        Value::deserialize(d).map(Some)
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        #[serde(default, deserialize_with = "present")]
+        data: Option<Value>,
+    }
+    #[derive(Deserialize)]
+    struct Outer {
+        data: Inner,
+    }
+    match serde_json::from_str::<Outer>(frame) {
+        Ok(outer) => outer.data.data,
+        Err(e) => {
+            tracing::warn!(%channel, error = %e, "a #publish frame from the broker does not parse");
+            None
+        }
+    }
+}
+
+/// A failure of the broker engine.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BrokerError {
+    /// The engine is not reachable right now (it reconnects by itself).
+    #[error("the broker is unavailable: {0}")]
+    Unavailable(String),
+    /// The message could not be encoded.
+    #[error("the message could not be encoded: {0}")]
+    Encode(String),
+    /// The engine does not support this operation.
+    #[error("the broker engine does not support {0}")]
+    Unsupported(&'static str),
+    /// The broker answered the request with an error.
+    #[error("the broker refused the request: {0}")]
+    Refused(String),
+    /// A stored value does not have the type the caller asked for (key-value store).
+    #[error("the stored value could not be decoded: {0}")]
+    Decode(String),
+}
+
+impl From<BrokerError> for crate::error::ScError {
+    fn from(e: BrokerError) -> Self {
+        crate::error::ScError::broker(e.to_string())
+    }
+}
+
+/// Where the engine delivers publications for the channels the worker subscribed to.
+pub trait DeliverySink: Send + Sync + 'static {
+    /// Delivers to every local subscriber of the publication's channel. The future completes when
+    /// the message has been handed to every local socket queue.
+    fn deliver(&self, publication: Arc<Publication>) -> BoxFuture<'_, ()>;
+}
+
+/// A pub/sub engine shared by the workers of a cluster (or of many clusters).
+pub trait BrokerEngine: Send + Sync + 'static {
+    /// Called once, before any other method, with the worker's sink.
+    fn start(&self, sink: Arc<dyn DeliverySink>) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// The worker now has at least one subscriber on `channel`.
+    fn subscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// The worker's last subscriber of `channel` left.
+    fn unsubscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Publishes to every worker subscribed to the channel (this one included). Completes when the
+    /// engine accepted the message; the in-process engine also completes local delivery first.
+    fn publish(&self, publication: Arc<Publication>) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Runs one operation on the cluster-wide key-value store (see [`KvOp`] for each operation's
+    /// result). Engines without a store answer [`BrokerError::Unsupported`].
+    fn kv(&self, op: KvOp) -> BoxFuture<'_, Result<Value, BrokerError>> {
+        let _ = op;
+        Box::pin(async { Err(BrokerError::Unsupported("key-value store")) })
+    }
+}
+
+/// How often an engine's key-value store drops expired keys nobody asked for again.
+pub(crate) const KV_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The in-process engine: the default when the cluster has no broker processes.
+#[derive(Default)]
+pub struct LocalBroker {
+    sink: OnceLock<Arc<dyn DeliverySink>>,
+    kv: Arc<KvStore>,
+}
+
+impl LocalBroker {
+    /// A new in-process engine.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl BrokerEngine for LocalBroker {
+    fn start(&self, sink: Arc<dyn DeliverySink>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        if self.sink.set(sink).is_ok() {
+            kv::spawn_sweeper(&self.kv, KV_SWEEP_INTERVAL);
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn subscribe(&self, _channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        // The local registry already knows every subscriber; nothing to tell anyone.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn unsubscribe(&self, _channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn publish(&self, publication: Arc<Publication>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            match self.sink.get() {
+                Some(sink) => {
+                    sink.deliver(publication).await;
+                    Ok(())
+                }
+                None => Err(BrokerError::Unavailable(
+                    "the local broker was not started".into(),
+                )),
+            }
+        })
+    }
+
+    fn kv(&self, op: KvOp) -> BoxFuture<'_, Result<Value, BrokerError>> {
+        let result = self.kv.apply(op);
+        Box::pin(async move { Ok(result) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn data_is_parsed_lazily_from_the_frame_and_keeps_null_apart_from_absent() {
+        for data in [None, Some(Value::Null), Some(json!({"a": [1, "é"]}))] {
+            let encoded = Publication::new("ch", data.clone()).expect("encodes");
+            let received = Publication::from_frame("ch", encoded.frame.clone());
+            assert_eq!(received.data(), data.as_ref());
+            assert_eq!(encoded.data(), data.as_ref());
+        }
+        let broken = Publication::from_frame("ch", Utf8Bytes::from("not json"));
+        assert_eq!(broken.data(), None);
+    }
+}

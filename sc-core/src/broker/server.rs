@@ -1,0 +1,322 @@
+//! The broker process's main loop: accepts worker connections on a Unix socket, keeps for each
+//! channel the set of worker connections subscribed to it, forwards every publication once to
+//! each of them (the publisher's own worker included), and answers key-value operations from
+//! its own [`KvStore`].
+//!
+//! The master runs one of these per broker process:
+//!
+//! ```no_run
+//! # async fn broker() -> std::io::Result<()> {
+//! sc_core::broker::server::serve_path("/tmp/my-app/b0.sock").await
+//! # }
+//! ```
+//!
+//! Everything the broker holds (subscriptions, key-value data, connections) lives inside the
+//! `serve` future: dropping it (or aborting its task) closes every worker connection, and the
+//! workers reconnect to whatever serves the path next.
+//!
+//! A worker whose connection misbehaves (an unknown or malformed frame, no hello within
+//! [`HELLO_TIMEOUT`], a wrong protocol version) is dropped with a log line; so is a worker that
+//! reads so slowly that [`PEER_QUEUE`] frames wait for it (it reconnects and resubscribes; the
+//! messages in between are lost for its sockets).
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::sync::CancellationToken;
+
+use super::kv::{self, KvStore};
+use super::wire::{BrokerCodec, Frame, WireError, VERSION};
+
+/// How long a new connection has to send its hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Frames waiting to be written to one worker before the broker gives up on it.
+pub const PEER_QUEUE: usize = 65_536;
+
+/// One connected worker, as the channel lists hold it.
+#[derive(Clone)]
+struct Peer {
+    id: u64,
+    tx: mpsc::Sender<Frame>,
+    /// Cancelled to drop the connection (from another connection's task, for a slow reader).
+    kill: CancellationToken,
+}
+
+impl Peer {
+    /// Queues a frame; a peer whose queue is full is dropped.
+    fn send(&self, frame: Frame) {
+        match self.tx.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.kill.is_cancelled() {
+                    tracing::warn!(
+                        peer = self.id,
+                        "worker reads too slowly ({PEER_QUEUE} frames queued); dropping its connection"
+                    );
+                    self.kill.cancel();
+                }
+            }
+            // The connection is closing.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+#[derive(Default)]
+struct Broker {
+    /// Copy-on-write subscriber lists: a publish clones one `Arc` under the lock.
+    channels: Mutex<HashMap<Arc<str>, Arc<[Peer]>>>,
+    kv: Arc<KvStore>,
+}
+
+impl Broker {
+    fn channels(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<[Peer]>>> {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn subscribe(&self, channel: &Arc<str>, peer: &Peer) {
+        let mut channels = self.channels();
+        let list = match channels.get(channel) {
+            Some(list) => {
+                let mut v = list.to_vec();
+                v.push(peer.clone());
+                v
+            }
+            None => vec![peer.clone()],
+        };
+        channels.insert(channel.clone(), list.into());
+    }
+
+    fn unsubscribe(&self, channel: &str, peer: u64) {
+        let mut channels = self.channels();
+        let Some(list) = channels.get_mut(channel) else {
+            return;
+        };
+        let v: Vec<Peer> = list.iter().filter(|p| p.id != peer).cloned().collect();
+        if v.is_empty() {
+            channels.remove(channel);
+        } else {
+            *list = v.into();
+        }
+    }
+
+    fn subscribers(&self, channel: &str) -> Option<Arc<[Peer]>> {
+        self.channels().get(channel).cloned()
+    }
+}
+
+/// Binds `path` and serves it (see [`serve`]). A socket file left behind by a broker that died
+/// is replaced; one that still accepts connections is an `AddrInUse` error.
+pub async fn serve_path(path: impl AsRef<Path>) -> io::Result<()> {
+    serve(bind(path.as_ref()).await?).await
+}
+
+/// Binds a Unix listener at `path`, replacing a stale socket file (one nobody listens on).
+pub async fn bind(path: &Path) -> io::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            use std::os::unix::fs::FileTypeExt;
+            let is_socket = std::fs::symlink_metadata(path)?.file_type().is_socket();
+            if !is_socket || UnixStream::connect(path).await.is_ok() {
+                return Err(e);
+            }
+            tracing::debug!(path = %path.display(), "replacing a stale broker socket file");
+            std::fs::remove_file(path)?;
+            UnixListener::bind(path)
+        }
+        other => other,
+    }
+}
+
+/// Runs a broker on `listener` until the future is dropped. Accept errors (out of file
+/// descriptors, ...) are logged and retried, so this does not return in practice.
+pub async fn serve(listener: UnixListener) -> io::Result<()> {
+    let broker = Arc::new(Broker::default());
+    // Owned tasks: dropping this future aborts every connection and the sweeper.
+    let mut tasks = JoinSet::new();
+    tasks.spawn(kv::sweep_every(
+        Arc::downgrade(&broker.kv),
+        super::KV_SWEEP_INTERVAL,
+    ));
+    let mut next_peer = 0u64;
+    tracing::debug!(addr = ?listener.local_addr().ok(), "broker listening");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    next_peer += 1;
+                    tasks.spawn(connection(broker.clone(), next_peer, stream));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "broker accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            // Reap finished connections (the sweeper never finishes while `broker` lives).
+            Some(joined) = tasks.join_next() => {
+                if let Err(e) = joined {
+                    if e.is_panic() {
+                        tracing::error!(error = %e, "a broker connection task panicked");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn connection(broker: Arc<Broker>, id: u64, stream: UnixStream) {
+    let (read, write) = stream.into_split();
+    let mut frames = FramedRead::new(read, BrokerCodec::new());
+    match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
+        Ok(Some(Ok(Frame::Hello { version }))) if version == VERSION => {}
+        Ok(Some(Ok(Frame::Hello { version }))) => {
+            tracing::warn!(peer = id, version, "worker speaks broker protocol version {version}, this broker {VERSION}; dropping it");
+            return;
+        }
+        Ok(None) => return,
+        Ok(Some(Ok(_))) => {
+            tracing::warn!(peer = id, "worker did not start with a hello; dropping it");
+            return;
+        }
+        Ok(Some(Err(e))) => {
+            tracing::warn!(peer = id, error = %e, "bad first frame from a worker; dropping it");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                peer = id,
+                "no hello from a worker within {HELLO_TIMEOUT:?}; dropping it"
+            );
+            return;
+        }
+    }
+    tracing::debug!(peer = id, "worker connected");
+    let (tx, rx) = mpsc::channel(PEER_QUEUE);
+    let peer = Peer {
+        id,
+        tx,
+        kill: CancellationToken::new(),
+    };
+    let mut subscribed = HashSet::new();
+    let outcome = tokio::select! {
+        r = read_loop(&broker, &peer, &mut frames, &mut subscribed) => r,
+        r = write_loop(write, rx) => r.map_err(|e| e.to_string()),
+        _ = peer.kill.cancelled() => Err("too slow".into()),
+    };
+    for channel in &subscribed {
+        broker.unsubscribe(channel, id);
+    }
+    match outcome {
+        Ok(()) => tracing::debug!(peer = id, "worker disconnected"),
+        Err(reason) => tracing::warn!(peer = id, %reason, "dropped a worker connection"),
+    }
+}
+
+/// Handles a connection's frames in order; `Ok` when the worker closed the connection.
+async fn read_loop(
+    broker: &Broker,
+    peer: &Peer,
+    frames: &mut FramedRead<tokio::net::unix::OwnedReadHalf, BrokerCodec>,
+    subscribed: &mut HashSet<Arc<str>>,
+) -> Result<(), String> {
+    while let Some(frame) = frames.next().await {
+        match frame.map_err(|e| e.to_string())? {
+            Frame::Subscribe { id, channel } => {
+                if subscribed.insert(channel.clone()) {
+                    broker.subscribe(&channel, peer);
+                }
+                if id != 0 {
+                    peer.send(Frame::Ack { id });
+                }
+            }
+            Frame::Unsubscribe { channel } => {
+                if subscribed.remove(&channel) {
+                    broker.unsubscribe(&channel, peer.id);
+                }
+            }
+            Frame::Publish { id, channel, frame } => {
+                if let Some(subscribers) = broker.subscribers(&channel) {
+                    for sub in subscribers.iter() {
+                        sub.send(Frame::Deliver {
+                            channel: channel.clone(),
+                            frame: frame.clone(),
+                        });
+                    }
+                }
+                peer.send(Frame::Ack { id });
+            }
+            Frame::KvRequest { id, op } => {
+                let result = broker.kv.apply(op);
+                peer.send(Frame::KvResponse { id, result });
+            }
+            Frame::Ping { id } => peer.send(Frame::Ack { id }),
+            Frame::Hello { .. }
+            | Frame::Deliver { .. }
+            | Frame::KvResponse { .. }
+            | Frame::Ack { .. }
+            | Frame::Error { .. } => {
+                return Err("a worker sent a frame only brokers send".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes queued frames, batching whatever is queued into one write. A frame that cannot be
+/// encoded (a key-value result over the frame limit) is answered with [`Frame::Error`].
+async fn write_loop(
+    mut write: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Frame>,
+) -> Result<(), WireError> {
+    let mut codec = BrokerCodec::new();
+    let mut buf = BytesMut::new();
+    while let Some(frame) = rx.recv().await {
+        let mut next = Some(frame);
+        while let Some(frame) = next.take() {
+            encode_or_refuse(&mut codec, frame, &mut buf)?;
+            if buf.len() >= 64 * 1024 {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        write.write_all_buf(&mut buf).await?;
+    }
+    Ok(())
+}
+
+fn encode_or_refuse(
+    codec: &mut BrokerCodec,
+    frame: Frame,
+    buf: &mut BytesMut,
+) -> Result<(), WireError> {
+    let id = match &frame {
+        Frame::KvResponse { id, .. } => Some(*id),
+        _ => None,
+    };
+    match (codec.encode(frame, buf), id) {
+        (Ok(()), _) => Ok(()),
+        (Err(e), Some(id)) => {
+            tracing::warn!(request = id, error = %e, "key-value result not sent");
+            codec.encode(
+                Frame::Error {
+                    id,
+                    message: format!("the result could not be sent: {e}"),
+                },
+                buf,
+            )
+        }
+        (Err(e), None) => Err(e),
+    }
+}

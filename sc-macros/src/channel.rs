@@ -1,0 +1,515 @@
+//! `#[channel("rooms/{id}", message = ChatMsg)]` on a struct with named fields: a typed channel.
+//!
+//! The pattern is checked here (segments, braces, captures) and its captures must be exactly the
+//! struct's fields. Generated, all through sc-core's public API:
+//! `TypedChannel` (`PATTERN`, `Message`), `ChannelTarget<Message>` (so publishing another type
+//! does not compile), `FromChannelName` (the `Channel<Room>` extractor; a name that does not match
+//! is an `InvalidChannelError`), `Display` (the name), inherent `PATTERN`, `name()` and `parse()`,
+//! and `Register` (`App::channel_at`, for overlap checks at startup).
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, Fields, Ident, Item, ItemStruct, Lit, LitStr, Type};
+
+use crate::attr::{compact, Args, Errors, Spec, Value};
+use crate::handler_fn::source;
+
+const SPEC: Spec = Spec {
+    macro_name: "channel",
+    options: &["message"],
+    example: "#[channel(\"rooms/{id}\", message = ChatMsg)]",
+};
+
+/// One segment of a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Segment {
+    /// Text that must appear as is.
+    Literal(String),
+    /// `{name}`: fills the field `name`.
+    Capture(String),
+}
+
+/// The attribute's model.
+struct ChannelAttr {
+    /// The pattern literal (errors about captures and fields point here).
+    pattern: LitStr,
+    /// Its segments.
+    segments: Vec<Segment>,
+    /// `message = T`: the one type published on the channel.
+    message: Type,
+}
+
+impl ChannelAttr {
+    /// The capture names, in pattern order.
+    fn captures(&self) -> Vec<&str> {
+        self.segments
+            .iter()
+            .filter_map(|s| match s {
+                Segment::Capture(c) => Some(c.as_str()),
+                Segment::Literal(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// The struct's model.
+struct ChannelStruct {
+    /// The struct, emitted unchanged.
+    item: ItemStruct,
+    /// Named fields (none for a unit struct), in declaration order.
+    fields: Vec<(Ident, Type)>,
+}
+
+fn is_capture_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
+        && name != "_"
+        && chars.all(|c| c == '_' || c.is_alphanumeric())
+}
+
+/// Parses a pattern (the same rules as `sc_core::channel::ChannelPattern`), with one message per
+/// mistake.
+pub(crate) fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, Vec<String>> {
+    if pattern.is_empty() {
+        return Err(vec![format!(
+            "the channel pattern must not be empty: write e.g. `{}`",
+            SPEC.example
+        )]);
+    }
+    let mut problems = Vec::new();
+    let mut segments = Vec::new();
+    let mut empty_reported = false;
+    for segment in pattern.split('/') {
+        if segment.is_empty() {
+            if !empty_reported {
+                problems.push(format!(
+                    "empty segment in \"{pattern}\": separate segments with a single `/`, with none at the start or the end"
+                ));
+                empty_reported = true;
+            }
+            continue;
+        }
+        if !segment.contains(['{', '}']) {
+            segments.push(Segment::Literal(segment.to_owned()));
+            continue;
+        }
+        let mut depth = 0i32;
+        for c in segment.chars() {
+            depth += match c {
+                '{' => 1,
+                '}' => -1,
+                _ => 0,
+            };
+            if !(0..=1).contains(&depth) {
+                break;
+            }
+        }
+        if depth != 0 {
+            problems.push(format!(
+                "unmatched brace in segment \"{segment}\" of \"{pattern}\": write a capture as `{{name}}`"
+            ));
+            continue;
+        }
+        match segment
+            .strip_prefix('{')
+            .and_then(|s| s.strip_suffix('}'))
+        {
+            Some(inner) if !inner.contains(['{', '}']) => {
+                if !is_capture_name(inner) {
+                    problems.push(format!(
+                        "`{{{inner}}}` in \"{pattern}\" is not a valid capture: name it like the field it fills, e.g. `{{id}}`"
+                    ));
+                } else if segments.contains(&Segment::Capture(inner.to_owned())) {
+                    problems.push(format!(
+                        "duplicate capture `{{{inner}}}` in \"{pattern}\": each capture fills its own field; rename one"
+                    ));
+                } else {
+                    segments.push(Segment::Capture(inner.to_owned()));
+                }
+            }
+            _ => problems.push(format!(
+                "segment \"{segment}\" of \"{pattern}\" mixes a capture with other text: a capture is a whole segment, like \"rooms/{{id}}\""
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(segments)
+    } else {
+        Err(problems)
+    }
+}
+
+fn parse_attr(attr: TokenStream, errors: &mut Errors) -> Option<ChannelAttr> {
+    let mut args = errors.ok(Args::parse(attr))?;
+    let message = args.take("message", errors);
+    let mut positional = args.positional.drain(..);
+    let mut pattern = None;
+    match positional.next() {
+        None => errors.push(syn::Error::new(
+            Span::call_site(),
+            format!("missing channel pattern: write `{}`", SPEC.example),
+        )),
+        Some(Expr::Lit(ExprLit {
+            lit: Lit::Str(lit), ..
+        })) => match parse_pattern(&lit.value()) {
+            Ok(segments) => pattern = Some((lit, segments)),
+            Err(problems) => {
+                for p in problems {
+                    errors.push(syn::Error::new(lit.span(), p));
+                }
+            }
+        },
+        Some(other) => errors.push(syn::Error::new(
+            other.span(),
+            format!(
+                "the channel pattern must be a string literal, like `{}`, not `{}`",
+                SPEC.example,
+                compact(&other)
+            ),
+        )),
+    }
+    for extra in positional {
+        errors.push(syn::Error::new(
+            extra.span(),
+            format!(
+                "unexpected `{}`: `#[channel]` takes one pattern and `message = T`, e.g. `{}`",
+                compact(&extra),
+                SPEC.example
+            ),
+        ));
+    }
+    let unknown_options = args.finish(&SPEC, errors);
+    let message = match message {
+        None if unknown_options => None,
+        None => {
+            errors.push(syn::Error::new(
+                Span::call_site(),
+                format!(
+                    "missing `message = T`: a typed channel carries one message type, e.g. `{}`",
+                    SPEC.example
+                ),
+            ));
+            None
+        }
+        Some(arg) => match arg.value {
+            Value::Type(ty) => Some(ty),
+            Value::Expr(e) => {
+                errors.push(syn::Error::new(
+                    e.span(),
+                    format!(
+                        "`message` takes the message type, like `message = ChatMsg`, not `{}`",
+                        compact(&e)
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    let (pattern, segments) = pattern?;
+    Some(ChannelAttr {
+        pattern,
+        segments,
+        message: message?,
+    })
+}
+
+fn parse_struct(item: TokenStream, errors: &mut Errors) -> Option<ChannelStruct> {
+    let item = match errors.ok(syn::parse2::<Item>(item))? {
+        Item::Struct(s) => s,
+        other => {
+            let span = match &other {
+                Item::Enum(e) => e.enum_token.span,
+                Item::Union(u) => u.union_token.span,
+                Item::Fn(f) => f.sig.fn_token.span,
+                _ => other.span(),
+            };
+            errors.push(syn::Error::new(
+                span,
+                format!(
+                    "`#[channel]` goes on a struct whose named fields are the pattern's captures, e.g. `{} struct Room {{ id: u64 }}`",
+                    SPEC.example
+                ),
+            ));
+            return None;
+        }
+    };
+    let mut ok = true;
+    if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
+        errors.push(syn::Error::new(
+            item.generics.span(),
+            "a `#[channel]` struct cannot be generic: its fields are parsed from and written into channel names",
+        ));
+        ok = false;
+    }
+    let fields = match &item.fields {
+        Fields::Named(named) => named
+            .named
+            .iter()
+            .filter_map(|f| Some((f.ident.clone()?, f.ty.clone())))
+            .collect(),
+        Fields::Unit => Vec::new(),
+        Fields::Unnamed(u) => {
+            errors.push(syn::Error::new(
+                u.span(),
+                "a `#[channel]` struct has named fields, one per capture: `struct Room { id: u64 }`",
+            ));
+            ok = false;
+            Vec::new()
+        }
+    };
+    ok.then_some(ChannelStruct { item, fields })
+}
+
+fn unraw(ident: &Ident) -> String {
+    let s = ident.to_string();
+    s.strip_prefix("r#").map(str::to_owned).unwrap_or(s)
+}
+
+/// Captures and fields must be the same names.
+fn check_fields(attr: &ChannelAttr, strukt: &ChannelStruct, errors: &mut Errors) {
+    let captures = attr.captures();
+    let fields: Vec<String> = strukt.fields.iter().map(|(i, _)| unraw(i)).collect();
+    let lonely_captures: Vec<&str> = captures
+        .iter()
+        .copied()
+        .filter(|c| !fields.iter().any(|f| f == c))
+        .collect();
+    let lonely_fields: Vec<&String> = fields
+        .iter()
+        .filter(|f| !captures.contains(&f.as_str()))
+        .collect();
+    let name = &strukt.item.ident;
+    let pattern = attr.pattern.value();
+    let span = attr.pattern.span();
+    if let ([capture], [field]) = (lonely_captures.as_slice(), lonely_fields.as_slice()) {
+        errors.push(syn::Error::new(
+            span,
+            format!(
+                "capture `{{{capture}}}` has no field and field `{field}` of `{name}` is not in \"{pattern}\": rename one so they match, e.g. `{{{field}}}`"
+            ),
+        ));
+        return;
+    }
+    for capture in lonely_captures {
+        errors.push(syn::Error::new(
+            span,
+            format!(
+                "capture `{{{capture}}}` has no field: add `{capture}: T` to `{name}` (`T`: `FromStr + Display`, e.g. `String` or `u64`)"
+            ),
+        ));
+    }
+    for field in lonely_fields {
+        errors.push(syn::Error::new(
+            span,
+            format!(
+                "field `{field}` of `{name}` is not in the pattern: add `{{{field}}}` to \"{pattern}\", or remove the field"
+            ),
+        ));
+    }
+}
+
+/// `#[channel(..)]` on `item`.
+pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let mut errors = Errors::default();
+    let attr = parse_attr(attr, &mut errors);
+    let strukt = parse_struct(item, &mut errors);
+    if let (Some(attr), Some(strukt)) = (&attr, &strukt) {
+        check_fields(attr, strukt, &mut errors);
+    }
+    errors.finish()?;
+    let (Some(attr), Some(strukt)) = (attr, strukt) else {
+        return Err(syn::Error::new(Span::call_site(), "invalid `#[channel]`"));
+    };
+    Ok(generate(&attr, &strukt))
+}
+
+fn generate(attr: &ChannelAttr, strukt: &ChannelStruct) -> TokenStream {
+    let item = &strukt.item;
+    let ident = &item.ident;
+    let vis = &item.vis;
+    let pattern = &attr.pattern;
+    let message = &attr.message;
+    let private = quote!(::sc_core::__private);
+    let field_of = |capture: &str| {
+        strukt
+            .fields
+            .iter()
+            .find(|(f, _)| unraw(f) == capture)
+            .map(|(f, ty)| (f.clone(), ty.clone()))
+    };
+
+    // Display: literal text, and each capture's field written by `CaptureValue`.
+    let mut writes = Vec::new();
+    for (i, segment) in attr.segments.iter().enumerate() {
+        let slash = if i == 0 { "" } else { "/" };
+        match segment {
+            Segment::Literal(text) => {
+                let text = format!("{slash}{text}");
+                writes.push(quote!(__sc_f.write_str(#text)?;));
+            }
+            Segment::Capture(capture) => {
+                if !slash.is_empty() {
+                    writes.push(quote!(__sc_f.write_str(#slash)?;));
+                }
+                if let Some((field, ty)) = field_of(capture) {
+                    writes.push(quote_spanned!(ty.span()=>
+                        <#ty as ::sc_core::__private::CaptureValue>::write_capture(&self.#field, __sc_f)?;
+                    ));
+                }
+            }
+        }
+    }
+
+    // FromChannelName: match, then parse each capture into its field.
+    let captures = attr.captures();
+    let count = captures.len();
+    let values: Vec<Ident> = (0..count)
+        .map(|i| format_ident!("__sc_capture{}", i))
+        .collect();
+    let inits = captures.iter().zip(&values).filter_map(|(capture, value)| {
+        let (field, ty) = field_of(capture)?;
+        let parsed = quote_spanned!(ty.span()=>
+            <#ty as ::sc_core::__private::CaptureValue>::parse_capture(
+                <Self as ::sc_core::__private::TypedChannel>::PATTERN,
+                __sc_name,
+                #capture,
+                #value,
+            )?
+        );
+        Some(quote!(#field: #parsed))
+    });
+    let message_type = quote_spanned!(message.span()=> type Message = #message;);
+    let source = source(ident);
+    let doc_name = format!(
+        "This channel's name: `{}` with the fields filled in.",
+        pattern.value()
+    );
+
+    quote! {
+        #item
+
+        const _: () = {
+            impl #private::TypedChannel for #ident {
+                const PATTERN: &'static ::core::primitive::str = #pattern;
+                #message_type
+            }
+
+            impl #private::ChannelTarget<#message> for #ident {
+                fn channel_name(&self) -> ::std::borrow::Cow<'_, ::core::primitive::str> {
+                    ::std::borrow::Cow::Owned(::std::string::ToString::to_string(self))
+                }
+            }
+
+            impl ::core::fmt::Display for #ident {
+                fn fmt(&self, __sc_f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                    #(#writes)*
+                    ::core::result::Result::Ok(())
+                }
+            }
+
+            impl #private::FromChannelName for #ident {
+                fn from_channel_name(
+                    __sc_name: &::core::primitive::str,
+                ) -> ::core::result::Result<Self, #private::ScError> {
+                    let [#(#values),*] = #private::captures::<#count>(
+                        <Self as #private::TypedChannel>::PATTERN,
+                        __sc_name,
+                    )?;
+                    ::core::result::Result::Ok(#ident { #(#inits,)* })
+                }
+            }
+
+            impl #ident {
+                /// The channel-name pattern.
+                #[allow(dead_code)]
+                #vis const PATTERN: &'static ::core::primitive::str = #pattern;
+
+                #[doc = #doc_name]
+                #[allow(dead_code)]
+                #vis fn name(&self) -> ::std::string::String {
+                    ::std::string::ToString::to_string(self)
+                }
+
+                /// Parses a channel name; a name that does not match the pattern is an
+                /// `InvalidChannelError`.
+                #[allow(dead_code)]
+                #vis fn parse(name: &::core::primitive::str) -> ::core::result::Result<Self, #private::ScError> {
+                    <Self as #private::FromChannelName>::from_channel_name(name)
+                }
+            }
+
+            impl #private::Register for #ident {
+                fn register(__sc_app: #private::App) -> #private::App {
+                    #private::App::channel_at(
+                        __sc_app,
+                        <#ident as #private::TypedChannel>::PATTERN,
+                        #source,
+                    )
+                }
+            }
+        };
+    }
+}
+
+/// On error: the struct as written, plus a `Register` impl that does nothing, so that
+/// `handlers![Room]` does not add a second error.
+pub(crate) fn fallback(item: TokenStream) -> TokenStream {
+    let Ok(strukt) = syn::parse2::<ItemStruct>(item.clone()) else {
+        return item;
+    };
+    if !strukt.generics.params.is_empty() {
+        return item;
+    }
+    let ident = &strukt.ident;
+    quote! {
+        #item
+
+        const _: () = {
+            impl ::sc_core::__private::Register for #ident {
+                fn register(__sc_app: ::sc_core::__private::App) -> ::sc_core::__private::App {
+                    __sc_app
+                }
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_valid_patterns() {
+        assert_eq!(
+            parse_pattern("rooms/{id}/log"),
+            Ok(vec![
+                Segment::Literal("rooms".into()),
+                Segment::Capture("id".into()),
+                Segment::Literal("log".into()),
+            ])
+        );
+        assert_eq!(
+            parse_pattern("lobby"),
+            Ok(vec![Segment::Literal("lobby".into())])
+        );
+    }
+
+    #[test]
+    fn explains_each_malformed_pattern() {
+        let first = |p: &str| parse_pattern(p).expect_err(p).remove(0);
+        assert!(first("").starts_with("the channel pattern must not be empty"));
+        assert!(first("a//b").starts_with("empty segment in \"a//b\""));
+        assert!(first("/a").starts_with("empty segment"));
+        assert!(first("a/").starts_with("empty segment"));
+        assert!(first("a/{id").starts_with("unmatched brace in segment \"{id\""));
+        assert!(first("a/id}").starts_with("unmatched brace"));
+        assert!(first("a/{{id}}").starts_with("unmatched brace"));
+        assert!(first("a/x{id}").contains("mixes a capture with other text"));
+        assert!(first("a/{a}{b}").contains("mixes a capture with other text"));
+        assert!(first("a/{}").contains("is not a valid capture"));
+        assert!(first("a/{1}").contains("is not a valid capture"));
+        assert!(first("{id}/{id}").starts_with("duplicate capture `{id}`"));
+        assert_eq!(parse_pattern("a//{b/{c}{d}").expect_err("two").len(), 3);
+    }
+}

@@ -1,0 +1,14 @@
+use sc_core::prelude::*;
+
+#[derive(Serialize)]
+struct ChatMsg {
+    text: String,
+}
+
+#[channel("rooms/{id}", message = ChatMsg)]
+struct Room {
+    id: u64,
+    lang: String,
+}
+
+fn main() {}

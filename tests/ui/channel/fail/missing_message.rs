@@ -1,0 +1,8 @@
+use sc_core::prelude::*;
+
+#[channel("rooms/{id}")]
+struct Room {
+    id: u64,
+}
+
+fn main() {}

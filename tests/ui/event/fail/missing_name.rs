@@ -1,0 +1,6 @@
+use sc_core::prelude::*;
+
+#[event]
+async fn chat() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use sc_core::prelude::*;
+
+#[event("chat")]
+struct Chat;
+
+fn main() {}

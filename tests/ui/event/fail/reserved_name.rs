@@ -1,0 +1,6 @@
+use sc_core::prelude::*;
+
+#[event("#publish")]
+async fn publish() {}
+
+fn main() {}

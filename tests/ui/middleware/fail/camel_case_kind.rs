@@ -1,0 +1,6 @@
+use sc_core::prelude::*;
+
+#[middleware(PublishIn)]
+async fn check() {}
+
+fn main() {}

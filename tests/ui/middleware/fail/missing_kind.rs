@@ -1,0 +1,6 @@
+use sc_core::prelude::*;
+
+#[middleware]
+async fn check() {}
+
+fn main() {}
