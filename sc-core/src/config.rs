@@ -71,6 +71,12 @@ pub struct Config {
     pub tls_cert: Option<std::path::PathBuf>,
     /// TLS private key, PEM (`SC_TLS_KEY`).
     pub tls_key: Option<std::path::PathBuf>,
+    /// Redis URLs, comma-separated (`SC_REDIS_URL`): when set, and no engine is given in code,
+    /// pub/sub and the key-value store go through Redis (feature `redis`), shared by every node
+    /// that uses the same Redis and prefix. Broker processes are then not needed.
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis channels and keys (`SC_REDIS_PREFIX`, default `sc:`).
+    pub redis_prefix: String,
 }
 
 impl Default for Config {
@@ -100,6 +106,8 @@ impl Default for Config {
             crash_worker_on_error: false,
             tls_cert: None,
             tls_key: None,
+            redis_url: None,
+            redis_prefix: "sc:".to_owned(),
         }
     }
 }
@@ -190,6 +198,12 @@ impl Config {
         let path = |_: &str, r: &str| Ok::<_, ConfigError>(Some(std::path::PathBuf::from(r)));
         env!("SC_TLS_CERT", path, self.tls_cert);
         env!("SC_TLS_KEY", path, self.tls_key);
+        let text = |_: &str, r: &str| Ok::<_, ConfigError>(r.to_owned());
+        let optional = |_: &str, r: &str| {
+            Ok::<_, ConfigError>(Some(r.to_owned()).filter(|r| !r.trim().is_empty()))
+        };
+        env!("SC_REDIS_URL", optional, self.redis_url);
+        env!("SC_REDIS_PREFIX", text, self.redis_prefix);
         Ok(())
     }
 
@@ -237,9 +251,9 @@ impl Config {
         self.workers > 1 || self.brokers > 0 || self.balancers > 0
     }
 
-    /// Brokers actually started: several workers need at least one.
+    /// Brokers actually started: several workers need at least one (unless they use Redis).
     pub fn effective_brokers(&self) -> usize {
-        if self.workers > 1 {
+        if self.workers > 1 && self.redis_url.is_none() {
             self.brokers.max(1)
         } else {
             self.brokers

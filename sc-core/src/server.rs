@@ -180,6 +180,17 @@ impl Builder {
         /// A handler panic makes its worker exit (after answering) so the master replaces it
         /// (default false). `SC_CRASH_WORKER_ON_ERROR` overrides.
         crash_worker_on_error: bool => crash_worker_on_error;
+        /// Prefix of Redis channels and keys for the `SC_REDIS_URL` engine (default `sc:`).
+        /// `SC_REDIS_PREFIX` overrides.
+        redis_prefix: &str => redis_prefix;
+    }
+
+    /// Pub/sub and the key-value store through Redis (comma-separated URLs; feature `redis`).
+    /// `SC_REDIS_URL` overrides. For more control, pass a [`Redis`](crate::broker::Redis) engine
+    /// to [`broker_engine`](Self::broker_engine).
+    pub fn redis_url(mut self, urls: &str) -> Self {
+        self.config.redis_url = Some(urls.to_owned());
+        self
     }
 
     /// TLS: certificate chain and private key, PEM files. Balancers terminate TLS when there are
@@ -303,6 +314,7 @@ impl Builder {
         let role = Role::current();
         let engine: Arc<dyn BrokerEngine> = match (self.engine, role, RunDir::from_env()) {
             (Some(engine), _, _) => engine,
+            (None, _, _) if config.redis_url.is_some() => redis_engine(&config)?,
             (None, Role::Worker(_), Some(dir)) if config.effective_brokers() > 0 => {
                 Arc::new(crate::broker::cluster::ClusterBroker::new(
                     dir.broker_sockets(config.effective_brokers()),
@@ -454,6 +466,27 @@ impl Builder {
             }
         }
     }
+}
+
+/// The engine `SC_REDIS_URL` asks for.
+#[cfg(feature = "redis")]
+fn redis_engine(config: &Config) -> Result<Arc<dyn BrokerEngine>> {
+    let urls = config.redis_url.as_deref().unwrap_or_default();
+    let urls: Vec<&str> = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    Ok(Arc::new(
+        crate::broker::Redis::with_urls(urls).prefix(config.redis_prefix.clone()),
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_engine(_config: &Config) -> Result<Arc<dyn BrokerEngine>> {
+    Err(Error::App(
+        "redis_url (SC_REDIS_URL) is set, but sc-core was built without its `redis` feature".into(),
+    ))
 }
 
 pub(crate) async fn shutdown_signal() {

@@ -10,10 +10,13 @@
 //!   cluster: it talks to broker processes ([`server::serve`]) over Unix sockets with the
 //!   framed protocol of [`wire`]. Channels and keys are sharded over the brokers by
 //!   [`cluster::broker_index`].
-//! - Redis would implement the same trait.
+//! - [`Redis`](redis::Redis) (feature `redis`) joins many nodes through Redis pub/sub, with the
+//!   key-value store on Redis.
 
 pub mod cluster;
 pub mod kv;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod server;
 pub mod wire;
 
@@ -28,6 +31,8 @@ use crate::handler::BoxFuture;
 
 pub use cluster::ClusterBroker;
 pub use kv::{KvOp, KvStore};
+#[cfg(feature = "redis")]
+pub use redis::Redis;
 
 /// One message published on a channel. The `#publish` frame is encoded once, when the message is
 /// published, and shared (reference-counted bytes) by every socket it is delivered to.

@@ -8,8 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod support;
+
 use sc_core::client::{Backoff, Client, ClientEvent, ClientOptions, Subscription};
 use serde_json::{json, Value};
+use support::{kv, take_exactly};
 
 /// A running cluster: the master process, its output (collected), its port. Killed on drop.
 struct Cluster {
@@ -146,25 +149,6 @@ async fn client(url: &str) -> Client {
 async fn worker_pid(c: &Client) -> i64 {
     let stats: Value = c.invoke("stats", &()).await.expect("stats");
     stats["pid"].as_i64().expect("pid")
-}
-
-/// Reads exactly `n` messages (5 s budget), then checks that nothing more arrives.
-async fn take_exactly(sub: &mut Subscription, n: usize) -> Vec<Value> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        match tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
-            Ok(Some(v)) => got.push(v),
-            _ => panic!(
-                "only {} of {n} messages arrived on {}",
-                got.len(),
-                sub.channel()
-            ),
-        }
-    }
-    if let Ok(Some(v)) = tokio::time::timeout(Duration::from_millis(300), sub.recv()).await {
-        panic!("an extra message arrived on {}: {v}", sub.channel());
-    }
-    got
 }
 
 /// Connects clients until they cover `workers` distinct worker processes.
@@ -304,10 +288,6 @@ async fn publishes_cross_workers_exactly_once_and_survive_worker_and_broker_kill
         let got = take_exactly(sub, 1).await;
         assert_eq!(got[0], json!({"after": "broker kill"}));
     }
-}
-
-async fn kv(c: &Client, op: Value) -> Value {
-    c.invoke("kv", &op).await.expect("kv operation")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,614 @@
+//! The Redis broker engine: many sc nodes (single processes or clusters, on any number of
+//! machines) that point at the same Redis share channels and the key-value store.
+//!
+//! - Each node holds one multiplexed RESP3 connection per Redis instance (redis-rs
+//!   `ConnectionManager`: pipelining, reconnect with backoff, automatic resubscription). Channels
+//!   and keys are spread over the instances by [`broker_index`](super::cluster::broker_index).
+//! - A node subscribes to a Redis channel once, when its first local subscriber arrives (the
+//!   worker's registry counts sockets), and publishes a message once: `PUBLISH prefix+channel
+//!   node-id + frame`, where frame is the `#publish` frame every socket receives, so receiving
+//!   nodes forward it without JSON work. The publishing node delivers to its own sockets at once
+//!   and drops its own message when Redis echoes it back: local delivery keeps working while Redis
+//!   is down, and nothing is delivered twice.
+//! - Redis down: publishes (after local delivery) and subscribes fail at once with
+//!   [`BrokerError::Unavailable`]; a watchdog pings every second, which keeps reconnection going,
+//!   and logs the loss and the recovery. Subscriptions are restored by the connection manager.
+//! - The key-value store keeps [`KvOp`]'s semantics with one Redis command or Lua script per
+//!   operation (atomic per key): scalars as JSON strings, lists as Redis lists of JSON elements.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{PushInfo, PushKind, Value as RedisValue};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::cluster::broker_index;
+use super::{BrokerEngine, BrokerError, DeliverySink, KvOp, Publication};
+use crate::handler::BoxFuture;
+
+/// What a `#publish` frame starts with: anything else on our Redis channels is not ours.
+const FRAME_START: &str = "{\"event\":\"#publish\"";
+/// Length of the node id that prefixes every message (hex).
+const NODE_ID_LEN: usize = 16;
+
+/// The Redis engine. `Redis::new("redis://127.0.0.1:6379")`, or several URLs with
+/// [`Redis::with_urls`]; pass it to [`Builder::broker_engine`](crate::server::Builder::broker_engine)
+/// or set `SC_REDIS_URL` (comma-separated URLs).
+pub struct Redis {
+    urls: Vec<String>,
+    prefix: String,
+    timeout: Duration,
+    state: OnceLock<Arc<State>>,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact(u)).collect::<Vec<_>>(),
+            )
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+struct State {
+    node: String,
+    shards: Vec<Shard>,
+    sink: Arc<dyn DeliverySink>,
+}
+
+struct Shard {
+    /// The URL without its password, for the log.
+    name: String,
+    conn: ConnectionManager,
+    up: Arc<AtomicBool>,
+}
+
+impl Redis {
+    /// One Redis instance.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self::with_urls([url])
+    }
+
+    /// Several Redis instances; channels and keys are spread over them by hash. Every node must
+    /// list the same URLs in the same order.
+    pub fn with_urls<I, S>(urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            urls: urls.into_iter().map(Into::into).collect(),
+            prefix: "sc:".to_owned(),
+            timeout: Duration::from_secs(1),
+            state: OnceLock::new(),
+        }
+    }
+
+    /// Prefix of every Redis channel and key this engine uses (default `sc:`), so several apps
+    /// can share one Redis. `SC_REDIS_PREFIX` sets it for the env-configured engine.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long a Redis command may take, and how long connecting may take, before it fails
+    /// (default 1 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    fn state(&self) -> Result<&Arc<State>, BrokerError> {
+        self.state
+            .get()
+            .ok_or_else(|| BrokerError::Unavailable("the Redis engine is not started".into()))
+    }
+
+    fn channel_key(&self, channel: &str) -> String {
+        format!("{}{channel}", self.prefix)
+    }
+
+    fn kv_key(&self, key: &str) -> String {
+        format!("{}kv:{key}", self.prefix)
+    }
+
+    async fn connect(
+        &self,
+        url: &str,
+        pushes: mpsc::UnboundedSender<PushInfo>,
+    ) -> Result<ConnectionManager, BrokerError> {
+        let unreachable = |e: redis::RedisError| {
+            BrokerError::Unavailable(format!("Redis at {}: {e}", redact(url)))
+        };
+        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(unreachable)?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings)).map_err(unreachable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_push_sender(pushes)
+            .set_automatic_resubscription()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unreachable)
+    }
+
+    fn shard_for(&self, name: &str) -> Result<&Shard, BrokerError> {
+        let state = self.state()?;
+        let shard = &state.shards[broker_index(name, state.shards.len())];
+        if !shard.up.load(Ordering::Relaxed) {
+            return Err(BrokerError::Unavailable(format!(
+                "Redis at {} is unreachable (reconnecting)",
+                shard.name
+            )));
+        }
+        Ok(shard)
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        shard: &Shard,
+        cmd: &redis::Cmd,
+    ) -> Result<T, BrokerError> {
+        let mut conn = shard.conn.clone();
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|e| command_error(shard, e))
+    }
+
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        shard: &Shard,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, BrokerError> {
+        let mut conn = shard.conn.clone();
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| command_error(shard, e))
+    }
+
+    /// One key-value operation on Redis (see [`KvOp`] for the results).
+    async fn run_kv(&self, op: KvOp) -> Result<Value, BrokerError> {
+        match op {
+            KvOp::Set { key, value } => {
+                let shard = self.shard_for(&key)?;
+                let redis_key = self.kv_key(&key);
+                match value {
+                    Value::Array(items) if !items.is_empty() => {
+                        let script = redis::Script::new(SET_LIST);
+                        let mut invocation = script.key(&redis_key);
+                        for item in &items {
+                            invocation.arg(item.to_string());
+                        }
+                        let () = self.script(shard, invocation).await?;
+                    }
+                    other => {
+                        let () = self
+                            .query(
+                                shard,
+                                redis::cmd("SET").arg(&redis_key).arg(other.to_string()),
+                            )
+                            .await?;
+                    }
+                }
+                Ok(Value::Null)
+            }
+            KvOp::Get { key } => {
+                let shard = self.shard_for(&key)?;
+                let script = redis::Script::new(GET);
+                let raw: Vec<String> = self.script(shard, script.key(self.kv_key(&key))).await?;
+                decode_stored(&raw)
+            }
+            KvOp::Remove { key } => {
+                let shard = self.shard_for(&key)?;
+                let script = redis::Script::new(REMOVE);
+                let raw: Vec<String> = self.script(shard, script.key(self.kv_key(&key))).await?;
+                decode_stored(&raw)
+            }
+            KvOp::Add { key, value } => {
+                let shard = self.shard_for(&key)?;
+                let script = redis::Script::new(ADD);
+                let mut invocation = script.key(self.kv_key(&key));
+                invocation.arg(value.to_string());
+                let index: i64 = self.script(shard, invocation).await?;
+                Ok(Value::from(index))
+            }
+            KvOp::Expire { keys, ms } => self.per_shard(keys, EXPIRE, Some(ms)).await,
+            KvOp::Unexpire { keys } => self.per_shard(keys, UNEXPIRE, None).await,
+            KvOp::HasKey { key } => {
+                let shard = self.shard_for(&key)?;
+                let n: i64 = self
+                    .query(shard, redis::cmd("EXISTS").arg(self.kv_key(&key)))
+                    .await?;
+                Ok(Value::Bool(n > 0))
+            }
+            KvOp::Count => {
+                let pattern = format!("{}*", glob_escape(&self.kv_key("")));
+                let mut total = 0u64;
+                for shard in &self.state()?.shards {
+                    if !shard.up.load(Ordering::Relaxed) {
+                        return Err(BrokerError::Unavailable(format!(
+                            "Redis at {} is unreachable (reconnecting)",
+                            shard.name
+                        )));
+                    }
+                    let mut cursor = 0u64;
+                    loop {
+                        let (next, keys): (u64, Vec<String>) = self
+                            .query(
+                                shard,
+                                redis::cmd("SCAN")
+                                    .arg(cursor)
+                                    .arg("MATCH")
+                                    .arg(&pattern)
+                                    .arg("COUNT")
+                                    .arg(1000),
+                            )
+                            .await?;
+                        total += keys.len() as u64;
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+                Ok(Value::from(total))
+            }
+        }
+    }
+
+    /// Runs a multi-key script once per instance with that instance's keys; sums the counts.
+    async fn per_shard(
+        &self,
+        keys: Vec<String>,
+        source: &str,
+        ms: Option<u64>,
+    ) -> Result<Value, BrokerError> {
+        let state = self.state()?;
+        let mut groups: Vec<Vec<String>> = vec![Vec::new(); state.shards.len()];
+        for key in keys {
+            groups[broker_index(&key, state.shards.len())].push(self.kv_key(&key));
+        }
+        let mut total = 0i64;
+        for (i, group) in groups.iter().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            let shard = &state.shards[i];
+            if !shard.up.load(Ordering::Relaxed) {
+                return Err(BrokerError::Unavailable(format!(
+                    "Redis at {} is unreachable (reconnecting)",
+                    shard.name
+                )));
+            }
+            let script = redis::Script::new(source);
+            let mut invocation = script.prepare_invoke();
+            for key in group {
+                invocation.key(key);
+            }
+            if let Some(ms) = ms {
+                invocation.arg(ms);
+            }
+            let n: i64 = self.script(shard, invocation).await?;
+            total += n;
+        }
+        Ok(Value::from(total))
+    }
+}
+
+/// `SET` of a non-empty array: a Redis list of JSON elements (replacing the key and its expiry).
+const SET_LIST: &str = r"
+redis.call('DEL', KEYS[1])
+for i = 1, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+";
+
+/// `{'s', json}` for a scalar, `{'l', json...}` for a list, `{'n'}` for no key.
+const GET: &str = r"
+local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'string' then return {'s', redis.call('GET', KEYS[1])} end
+if t == 'list' then
+  local r = redis.call('LRANGE', KEYS[1], 0, -1)
+  table.insert(r, 1, 'l')
+  return r
+end
+return {'n'}
+";
+
+/// `GET`, then delete.
+const REMOVE: &str = r"
+local t = redis.call('TYPE', KEYS[1]).ok
+local r = {'n'}
+if t == 'string' then r = {'s', redis.call('GET', KEYS[1])} end
+if t == 'list' then
+  r = redis.call('LRANGE', KEYS[1], 0, -1)
+  table.insert(r, 1, 'l')
+end
+redis.call('DEL', KEYS[1])
+return r
+";
+
+/// Append; a scalar `x` becomes `[x, value]` (an empty-array scalar becomes `[value]`); the
+/// expiry is kept. Answers the new element's index.
+const ADD: &str = r"
+local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'string' then
+  local cur = redis.call('GET', KEYS[1])
+  local ttl = redis.call('PTTL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  if cur ~= '[]' then redis.call('RPUSH', KEYS[1], cur) end
+  local n = redis.call('RPUSH', KEYS[1], ARGV[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+  return n - 1
+end
+return redis.call('RPUSH', KEYS[1], ARGV[1]) - 1
+";
+
+/// Expire each existing key in `ARGV[1]` ms (0: now); answers how many exist.
+const EXPIRE: &str = r"
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    n = n + 1
+    if tonumber(ARGV[1]) == 0 then redis.call('DEL', KEYS[i]) else redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+  end
+end
+return n
+";
+
+/// Remove the expiry of each existing key; answers how many exist.
+const UNEXPIRE: &str = r"
+local n = 0
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    n = n + 1
+    redis.call('PERSIST', KEYS[i])
+  end
+end
+return n
+";
+
+/// The JSON value of a `GET`/`REMOVE` script answer.
+fn decode_stored(raw: &[String]) -> Result<Value, BrokerError> {
+    let parse = |s: &str| {
+        serde_json::from_str::<Value>(s)
+            .map_err(|e| BrokerError::Decode(format!("a value stored in Redis is not JSON: {e}")))
+    };
+    match raw.split_first() {
+        Some((kind, rest)) if kind == "s" && rest.len() == 1 => parse(&rest[0]),
+        Some((kind, rest)) if kind == "l" => rest
+            .iter()
+            .map(|s| parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        _ => Ok(Value::Null),
+    }
+}
+
+fn command_error(shard: &Shard, e: redis::RedisError) -> BrokerError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        BrokerError::Unavailable(format!("Redis at {}: {e}", shard.name))
+    } else {
+        BrokerError::Refused(format!("Redis at {}: {e}", shard.name))
+    }
+}
+
+/// `redis://user:secret@host` -> `redis://user:***@host`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let auth = &url[scheme + 3..at];
+            match auth.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Hands every Redis message on our channels to the worker; logs disconnections.
+async fn read_pushes(
+    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+    sink: Arc<dyn DeliverySink>,
+    prefix: String,
+    node: String,
+    shard: String,
+    up: Arc<AtomicBool>,
+) {
+    while let Some(push) = pushes.recv().await {
+        match push.kind {
+            PushKind::Message => {
+                let [RedisValue::BulkString(channel), RedisValue::BulkString(payload)] =
+                    push.data.as_slice()
+                else {
+                    continue;
+                };
+                let Some(channel) = std::str::from_utf8(channel)
+                    .ok()
+                    .and_then(|c| c.strip_prefix(prefix.as_str()))
+                else {
+                    continue;
+                };
+                let Ok(payload) = std::str::from_utf8(payload) else {
+                    continue;
+                };
+                if payload.len() < NODE_ID_LEN || !payload.is_char_boundary(NODE_ID_LEN) {
+                    continue;
+                }
+                let (from, frame) = payload.split_at(NODE_ID_LEN);
+                if from == node {
+                    // Delivered locally when it was published.
+                    continue;
+                }
+                if !frame.starts_with(FRAME_START) {
+                    tracing::warn!(%channel, "ignoring a Redis message that is not an sc publication");
+                    continue;
+                }
+                let publication = Publication::from_frame(channel, Utf8Bytes::from(frame));
+                sink.deliver(Arc::new(publication)).await;
+            }
+            PushKind::Disconnection if up.swap(false, Ordering::Relaxed) => {
+                tracing::warn!(redis = %shard, "lost the connection to Redis; reconnecting (publishes fail until it is back)");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Pings every second: keeps the manager reconnecting while Redis is away, and logs recovery.
+async fn watch(conn: ConnectionManager, shard: String, up: Arc<AtomicBool>) {
+    let mut conn = conn;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let ping: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
+        match ping {
+            Ok(_) => {
+                if !up.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(redis = %shard, "reconnected to Redis; channel subscriptions restored");
+                }
+            }
+            Err(e) => {
+                if up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(redis = %shard, error = %e, "Redis does not answer; reconnecting (publishes fail until it is back)");
+                }
+            }
+        }
+    }
+}
+
+impl BrokerEngine for Redis {
+    fn start(&self, sink: Arc<dyn DeliverySink>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            if self.urls.is_empty() {
+                return Err(BrokerError::Unavailable("no Redis URL given".into()));
+            }
+            let node = format!("{:016x}", rand::random::<u64>());
+            let mut shards = Vec::with_capacity(self.urls.len());
+            for url in &self.urls {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let conn = self.connect(url, tx).await?;
+                let up = Arc::new(AtomicBool::new(true));
+                let name = redact(url);
+                tokio::spawn(read_pushes(
+                    rx,
+                    sink.clone(),
+                    self.prefix.clone(),
+                    node.clone(),
+                    name.clone(),
+                    up.clone(),
+                ));
+                tokio::spawn(watch(conn.clone(), name.clone(), up.clone()));
+                shards.push(Shard { name, conn, up });
+            }
+            self.state
+                .set(Arc::new(State { node, shards, sink }))
+                .map_err(|_| BrokerError::Refused("the Redis engine was started twice".into()))
+        })
+    }
+
+    fn subscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let key = self.channel_key(channel);
+        let shard = self.shard_for(channel);
+        Box::pin(async move {
+            let shard = shard?;
+            let mut conn = shard.conn.clone();
+            conn.subscribe(&key)
+                .await
+                .map_err(|e| command_error(shard, e))
+        })
+    }
+
+    fn unsubscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let key = self.channel_key(channel);
+        let shard = self.shard_for(channel);
+        Box::pin(async move {
+            let shard = shard?;
+            let mut conn = shard.conn.clone();
+            conn.unsubscribe(&key)
+                .await
+                .map_err(|e| command_error(shard, e))
+        })
+    }
+
+    fn publish(&self, publication: Arc<Publication>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let state = self.state()?;
+            // Local sockets first: they get the message even while Redis is away, and Redis's
+            // echo of it is dropped (it carries this node's id).
+            state.sink.deliver(publication.clone()).await;
+            let shard = self.shard_for(&publication.channel)?;
+            let mut payload = String::with_capacity(NODE_ID_LEN + publication.frame.len());
+            payload.push_str(&state.node);
+            payload.push_str(publication.frame.as_str());
+            let _receivers: i64 = self
+                .query(
+                    shard,
+                    redis::cmd("PUBLISH")
+                        .arg(self.channel_key(&publication.channel))
+                        .arg(payload),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn kv(&self, op: KvOp) -> BoxFuture<'_, Result<Value, BrokerError>> {
+        Box::pin(self.run_kv(op))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_in_logs() {
+        assert_eq!(redact("redis://u:pw@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
+    }
+
+    #[test]
+    fn stored_values_decode_by_kind() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            decode_stored(&s(&["s", "{\"a\":1}"])).ok(),
+            Some(serde_json::json!({"a": 1}))
+        );
+        assert_eq!(
+            decode_stored(&s(&["l", "1", "\"x\""])).ok(),
+            Some(serde_json::json!([1, "x"]))
+        );
+        assert_eq!(decode_stored(&s(&["n"])).ok(), Some(Value::Null));
+        assert!(decode_stored(&s(&["s", "not json"])).is_err());
+    }
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}
