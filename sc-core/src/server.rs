@@ -413,9 +413,7 @@ impl Builder {
                             .into(),
                     )),
                 };
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()?;
+                let runtime = runtime_for(role, &config)?;
                 runtime.block_on(async move {
                     listener.set_nonblocking(true)?;
                     let listener = tokio::net::UnixListener::from_std(listener)?;
@@ -437,15 +435,11 @@ impl Builder {
                 let dir = RunDir::from_env()
                     .ok_or_else(|| Error::App("a balancer needs SC_RUN_DIR".into()))?;
                 let workers = (0..config.workers).map(|i| dir.worker_socket(i)).collect();
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()?;
+                let runtime = runtime_for(role, &config)?;
                 runtime.block_on(crate::balancer::run(listener, workers, config))
             }
             Role::Master | Role::Worker(_) => {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .enable_all()
-                    .build()?;
+                let runtime = runtime_for(role, &config)?;
                 runtime.block_on(async move {
                     let on_listening = self.on_listening.take();
                     let server = self.bind().await?;
@@ -466,6 +460,25 @@ impl Builder {
             }
         }
     }
+}
+
+/// A runtime sized for the role: the processes of one cluster share the machine's cores, so each
+/// worker gets its share (at least one thread) instead of one thread per core each, which on a
+/// small machine only adds context switches; brokers and balancers, which only move bytes, get
+/// their share too.
+fn runtime_for(role: Role, config: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let share = |n: usize| (cores / n.max(1)).max(1);
+    let threads = match role {
+        Role::Master => cores,
+        Role::Worker(_) => share(config.workers),
+        Role::Broker(_) => share(config.effective_brokers()),
+        Role::Balancer(_) => share(config.balancers),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
 }
 
 /// The engine `SC_REDIS_URL` asks for.
@@ -716,6 +729,7 @@ fn build_router(shared: Arc<ServerShared>, user: Router, serve_dir: Option<PathB
         .route(&path, any(upgrade))
         .route("/health", axum::routing::get(health))
         .route("/metrics", axum::routing::get(metrics))
+        .route("/socketcluster.js", axum::routing::get(browser_client))
         .with_state(shared.clone());
     let mut router = user.merge(realtime);
     if let Some(dir) = serve_dir {
@@ -741,6 +755,21 @@ fn build_router(shared: Arc<ServerShared>, user: Router, serve_dir: Option<PathB
 }
 
 const READ_BUFFER_SIZE: usize = 4 * 1024;
+
+/// The browser client (`sc-core/assets/socketcluster.js`), compiled into the binary.
+pub const BROWSER_CLIENT: &str = include_str!("../assets/socketcluster.js");
+
+/// `/socketcluster.js`: the browser client, an ES module.
+async fn browser_client() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        BROWSER_CLIENT,
+    )
+        .into_response()
+}
 
 /// `/health`: 200 with this process's role and connection count while it serves.
 async fn health(State(shared): State<Arc<ServerShared>>) -> Response {

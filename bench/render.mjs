@@ -1,0 +1,63 @@
+// Renders bench/results/latest.jsonl (written by bench/run.sh) as bench/RESULTS.md: sc and the
+// Node reference side by side with the ratio and the target of each scenario.
+import fs from 'node:fs';
+import os from 'node:os';
+
+const [file, command] = process.argv.slice(2);
+const rows = fs.readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const get = (name, label) => rows.find((r) => r.name === name && r.result.label === label)?.result;
+
+const fmt = (v, digits = 0) =>
+  v == null || Number.isNaN(v) ? 'n/a' : Number(v).toLocaleString('en-US', { maximumFractionDigits: digits });
+
+// [scenario, metric, pick, higher is better, target ratio, unit]
+const specs = [
+  ['fanout-max', 'deliveries/s (1000 subscribers, 64 B, max rate)', (r) => r.deliveries_per_s, true, 15],
+  ['fanout-max', 'server CPU µs per delivery', (r) => r.server_cpu_us_per_delivery, false, null],
+  ['fanout-20', 'p99 latency ms (20 publishes/s to 1000 subscribers)', (r) => r.latency_ms?.p99, false, 10],
+  ['rpc', 'acks/s (100 sockets x 10 in flight, 64 B)', (r) => r.acks_per_s, true, 10],
+  ['connect', 'handshakes/s (5000 sockets)', (r) => r.handshakes_per_s, true, 10],
+  ['idle-memory', 'server RSS bytes per idle socket', (r) => r.server_rss_bytes_per_socket, false, 4],
+];
+
+const lines = [];
+lines.push('# Benchmark results', '');
+lines.push(`Machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}; Node ${process.version}.`);
+lines.push(`Date: ${new Date().toISOString()}. Command: \`${command}\`.`, '');
+lines.push('Server and load generator share the machine; each scenario runs on a freshly started server.', '');
+lines.push('| scenario | sc | Node reference | sc vs Node | target | met |', '|---|---|---|---|---|---|');
+for (const [name, metric, pick, higher, target] of specs) {
+  const sc = get(name, 'sc');
+  const node = get(name, 'node');
+  const a = sc ? pick(sc) : null;
+  const b = node ? pick(node) : null;
+  let ratio = null;
+  if (a != null && b != null && a > 0 && b > 0) ratio = higher ? a / b : b / a;
+  let ratioText = 'n/a';
+  if (ratio != null && ratio >= 1) ratioText = `${fmt(ratio, 2)}× ${higher ? 'more' : 'less'} (better)`;
+  if (ratio != null && ratio < 1) ratioText = `${fmt(1 / ratio, 2)}× ${higher ? 'fewer' : 'more'} (worse)`;
+  const targetText = target == null ? '-' : `≥ ${target}×`;
+  const met = target == null || ratio == null ? '-' : ratio >= target ? 'yes' : 'no';
+  lines.push(`| ${metric} | ${fmt(a, 2)} | ${fmt(b, 2)} | ${ratioText} | ${targetText} | ${met} |`);
+}
+const lost = rows.filter((r) => (r.result.lost ?? 0) > 0).map((r) => `${r.name} (${r.result.label}): ${r.result.lost}`);
+lines.push('', `Loss: ${lost.length ? lost.join(', ') : 'none in any run'}.`, '');
+
+const single = get('fanout-max', 'sc');
+const cluster = get('fanout-max-cluster', 'sc');
+const redis = get('fanout-max-redis-2-nodes', 'sc');
+lines.push('## sc deployments (fan-out, 1000 subscribers, max rate)', '');
+lines.push('| deployment | deliveries/s | vs single process | p99 ms |', '|---|---|---|---|');
+const dep = (label, r) => {
+  if (!r) return;
+  const ratio = single && r.deliveries_per_s ? r.deliveries_per_s / single.deliveries_per_s : null;
+  lines.push(`| ${label} | ${fmt(r.deliveries_per_s)} | ${ratio == null ? 'n/a' : `${fmt(ratio * 100, 0)}%`} | ${fmt(r.latency_ms?.p99, 1)} |`);
+};
+dep('single process (in-process broker)', single);
+dep('2 workers + 1 broker process', cluster);
+dep('2 nodes through Redis (subscribers split)', redis);
+lines.push('');
+for (const r of rows) {
+  lines.push(`<details><summary>${r.name} (${r.result.label})</summary>\n\n\`\`\`json\n${JSON.stringify(r.result)}\n\`\`\`\n</details>`);
+}
+console.log(lines.join('\n'));

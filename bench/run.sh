@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: examples/echo (release) and the Node reference (bench/peers/node-sc),
+# the same `sc bench` scenarios against each, one after the other, each on a freshly started
+# server; then sc as a cluster (2 workers + 1 broker) and two sc nodes through Redis against one
+# node. Writes bench/results/latest.jsonl and bench/RESULTS.md.
+#
+#   bash bench/run.sh                 # DURATION=10 IDLE_SOCKETS=19000 by default
+#   DURATION=5 IDLE_SOCKETS=5000 bash bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+IDLE_SOCKETS=${IDLE_SOCKETS:-19000}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+PORT=${PORT:-8700}
+OUT=bench/results/latest.jsonl
+mkdir -p bench/results
+: > "$OUT"
+
+echo "== building (release)" >&2
+cargo build --release -q -p echo -p sc-cli
+(cd bench/peers/node-sc && { [ -d node_modules ] || npm ci --silent --no-audit --no-fund; })
+
+SC=target/release/sc
+URL="ws://127.0.0.1:$PORT/socketcluster/"
+SERVER_PID=""
+
+wait_port() {
+  for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
+  echo "server on port $1 did not start" >&2; return 1
+}
+
+start() { # start PEER [ENV...]: PEER is sc or node
+  local peer=$1; shift
+  if [ "$peer" = sc ]; then
+    env SC_PORT="$PORT" SC_HOST=127.0.0.1 RUST_LOG=warn "$@" target/release/echo >/dev/null 2>&1 &
+  else
+    env SC_PORT="$PORT" "$@" node bench/peers/node-sc/server.mjs >/dev/null 2>&1 &
+  fi
+  SERVER_PID=$!
+  wait_port "$PORT"
+}
+
+stop() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  # Let the port and the kernel's socket buffers settle between runs.
+  sleep 1
+}
+
+bench() { # bench NAME PEER PID_FLAG ARGS...
+  local name=$1 peer=$2 pidflag=$3; shift 3
+  echo "== $name ($peer)" >&2
+  local line
+  if line=$("$SC" bench --url "$URL" --duration "$DURATION" --label "$peer" $pidflag "$@"); then :; else
+    echo "   (the run reported a failure; recorded as is)" >&2
+  fi
+  echo "{\"name\":\"$name\",\"result\":$line}" >> "$OUT"
+}
+
+for peer in sc node; do
+  start "$peer"; bench fanout-max "$peer" "--pid $SERVER_PID" fanout --subscribers 1000; stop
+  start "$peer"; bench fanout-20 "$peer" "--pid $SERVER_PID" fanout --subscribers 1000 --rate 20; stop
+  start "$peer"; bench rpc "$peer" "--pid $SERVER_PID" rpc --sockets 100 --inflight 10; stop
+  start "$peer"; bench connect "$peer" "--pid $SERVER_PID" connect --sockets 5000; stop
+  start "$peer"; bench idle-memory "$peer" "--pid $SERVER_PID" connect --sockets "$IDLE_SOCKETS" --hold 3; stop
+done
+
+# The process model: the same fan-out with 2 workers and 1 broker.
+start sc SC_WORKERS=2 SC_BROKERS=1
+bench fanout-max-cluster sc "" fanout --subscribers 1000
+stop
+
+# Redis: one node alone vs two nodes sharing the channel (subscribers split over both).
+if (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  PREFIX="bench:$RANDOM:"
+  start sc SC_REDIS_URL="$REDIS_URL" SC_REDIS_PREFIX="$PREFIX"
+  FIRST=$SERVER_PID
+  PORT0=$PORT; PORT=$((PORT + 1))
+  start sc SC_REDIS_URL="$REDIS_URL" SC_REDIS_PREFIX="$PREFIX"
+  SECOND=$SERVER_PID
+  PORT=$PORT0
+  bench fanout-max-redis-2-nodes sc "" fanout --subscribers 1000 --also "ws://127.0.0.1:$((PORT + 1))/socketcluster/"
+  SERVER_PID=$SECOND; stop; SERVER_PID=$FIRST; stop
+else
+  echo "== Redis is not running on 127.0.0.1:6379: the Redis comparison is skipped" >&2
+fi
+
+node bench/render.mjs "$OUT" "DURATION=$DURATION IDLE_SOCKETS=$IDLE_SOCKETS bash bench/run.sh" > bench/RESULTS.md
+cat bench/RESULTS.md

@@ -1,0 +1,573 @@
+//! `sc bench`: load scenarios against any SocketCluster-protocol URL, built on the Rust client.
+//! Each prints a human summary and one JSON line (`{"scenario":..}`) for scripts.
+//!
+//! - `connect`: N sockets opened at a rate, held; handshake latency; server RSS per socket.
+//! - `fanout`: N subscribers on one channel, a publisher at max rate (W publishes in flight) or
+//!   at a fixed rate; deliveries/s, end-to-end latency, loss.
+//! - `channels`: many channels with subscribers, many publishers.
+//! - `rpc`: S sockets x W invokes in flight of `echo`; acks/s and latency.
+//!
+//! Messages carry their send time (`{"t":µs since the epoch,"p":padding}`), so latency is measured
+//! by the receiver on the same clock. The instrument reports its own CPU use; with `--pid` it also
+//! reports the server's CPU time per message and memory per socket.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand};
+use hdrhistogram::Histogram;
+use sc_core::client::{Client, ClientOptions, Subscription};
+use serde_json::{json, Value};
+
+/// Arguments of `sc bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Server URL.
+    #[arg(
+        long,
+        global = true,
+        default_value = "ws://127.0.0.1:8000/socketcluster/"
+    )]
+    url: String,
+    /// Extra URLs: clients are spread over `--url` and these (e.g. several nodes sharing
+    /// channels through Redis). The publisher always uses `--url`.
+    #[arg(long = "also", global = true)]
+    also: Vec<String>,
+    /// Server process id: adds its CPU time per message and RSS per socket to the report.
+    #[arg(long, global = true)]
+    pid: Option<u32>,
+    /// Measured seconds (after connecting and subscribing).
+    #[arg(long, global = true, default_value_t = 10.0)]
+    duration: f64,
+    /// Payload size in bytes (the JSON message, padded).
+    #[arg(long, global = true, default_value_t = 64)]
+    size: usize,
+    /// A label copied into the JSON line (e.g. "sc" or "node").
+    #[arg(long, global = true, default_value = "")]
+    label: String,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Open sockets at a rate and hold them.
+    Connect {
+        /// Sockets to open.
+        #[arg(long, default_value_t = 1000)]
+        sockets: usize,
+        /// Connection attempts per second (0: as fast as possible, 64 at a time).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Seconds to hold the sockets open before measuring memory.
+        #[arg(long, default_value_t = 2.0)]
+        hold: f64,
+    },
+    /// One channel, many subscribers, one publisher.
+    Fanout {
+        /// Subscriber sockets.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Publishes per second (0: as fast as the server acknowledges).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Publishes in flight at max rate.
+        #[arg(long, default_value_t = 16)]
+        inflight: usize,
+    },
+    /// Many channels, each with subscribers, and many publishers.
+    Channels {
+        /// Channels.
+        #[arg(long, default_value_t = 100)]
+        channels: usize,
+        /// Subscribers per channel (each its own socket).
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+        /// Publisher sockets (each publishes round-robin over the channels).
+        #[arg(long, default_value_t = 10)]
+        publishers: usize,
+        /// Publishes in flight per publisher.
+        #[arg(long, default_value_t = 4)]
+        inflight: usize,
+    },
+    /// Invoke `echo` round trips.
+    Rpc {
+        /// Sockets.
+        #[arg(long, default_value_t = 100)]
+        sockets: usize,
+        /// Invokes in flight per socket.
+        #[arg(long, default_value_t = 10)]
+        inflight: usize,
+    },
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs the chosen scenario and prints its report.
+pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
+    let urls: Vec<String> = std::iter::once(args.url.clone())
+        .chain(args.also.iter().cloned())
+        .collect();
+    let ctx = Ctx {
+        urls,
+        pid: args.pid,
+        duration: Duration::from_secs_f64(args.duration.max(0.1)),
+        size: args.size,
+    };
+    let mut report = match args.scenario {
+        Scenario::Connect {
+            sockets,
+            rate,
+            hold,
+        } => connect(&ctx, sockets, rate, Duration::from_secs_f64(hold.max(0.0))).await?,
+        Scenario::Fanout {
+            subscribers,
+            rate,
+            inflight,
+        } => fanout(&ctx, 1, subscribers, 1, rate, inflight.max(1)).await?,
+        Scenario::Channels {
+            channels,
+            subscribers,
+            publishers,
+            inflight,
+        } => {
+            fanout(
+                &ctx,
+                channels.max(1),
+                subscribers,
+                publishers.max(1),
+                0.0,
+                inflight.max(1),
+            )
+            .await?
+        }
+        Scenario::Rpc { sockets, inflight } => rpc(&ctx, sockets, inflight.max(1)).await?,
+    };
+    if let Value::Object(map) = &mut report {
+        map.insert("label".into(), json!(args.label));
+        map.insert("url".into(), json!(args.url));
+    }
+    println!("{report}");
+    if report["lost"].as_u64().unwrap_or(0) > 0 {
+        return Err(format!("{} messages were lost", report["lost"]).into());
+    }
+    Ok(())
+}
+
+struct Ctx {
+    urls: Vec<String>,
+    pid: Option<u32>,
+    duration: Duration,
+    size: usize,
+}
+
+impl Ctx {
+    fn url(&self, i: usize) -> &str {
+        &self.urls[i % self.urls.len()]
+    }
+}
+
+fn options(url: &str) -> ClientOptions {
+    let mut o = ClientOptions::new(url);
+    o.connect_timeout = Duration::from_secs(20);
+    o.ack_timeout = Duration::from_secs(20);
+    o.auto_reconnect = false;
+    o
+}
+
+/// Opens `n` clients, 64 at a time, spread over the URLs.
+async fn open_clients(ctx: &Ctx, n: usize) -> Result<Vec<Client>, BoxError> {
+    let mut clients = Vec::with_capacity(n);
+    let mut pending = futures_util::stream::FuturesOrdered::new();
+    for i in 0..n {
+        pending.push_back(Client::connect_with(options(ctx.url(i))));
+        if pending.len() >= 64 {
+            if let Some(c) = futures_util::StreamExt::next(&mut pending).await {
+                clients.push(c?);
+            }
+        }
+    }
+    while let Some(c) = futures_util::StreamExt::next(&mut pending).await {
+        clients.push(c?);
+    }
+    Ok(clients)
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// `{"t":..,"p":"xxx"}` of about `size` bytes.
+fn message(size: usize) -> Value {
+    let base = json!({"t": now_micros(), "p": ""}).to_string().len();
+    json!({"t": now_micros(), "p": "x".repeat(size.saturating_sub(base))})
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 100 s, 3 significant digits; the bounds are constants, so this cannot fail.
+    Histogram::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| unreachable!())
+}
+
+fn latency_ms(h: &Histogram<u64>) -> Value {
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    json!({
+        "p50": ms(0.5),
+        "p90": ms(0.9),
+        "p99": ms(0.99),
+        "max": h.max() as f64 / 1000.0,
+    })
+}
+
+/// CPU time of this process.
+fn own_cpu() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let tv = |t: nix::sys::time::TimeVal| {
+                Duration::from_secs(t.tv_sec().max(0) as u64)
+                    + Duration::from_micros(t.tv_usec().max(0) as u64)
+            };
+            tv(u.user_time()) + tv(u.system_time())
+        }
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// CPU time of a process (and its reaped children: a cluster master counts its workers only
+/// once they exit, so pass a worker's pid for clusters) from /proc.
+fn proc_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(") ").next()?.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports in USER_HZ, 100 on every mainstream configuration.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Resident memory of a process and its descendants, in KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let own = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse::<u64>()
+        .ok()?;
+    let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .filter_map(rss_kib)
+        .sum();
+    Some(own + children)
+}
+
+/// Measures this process's and the server's CPU over a phase.
+struct CpuMeter {
+    wall: Instant,
+    own: Duration,
+    server: Option<(u32, Duration)>,
+}
+
+impl CpuMeter {
+    fn start(pid: Option<u32>) -> Self {
+        Self {
+            wall: Instant::now(),
+            own: own_cpu(),
+            server: pid.and_then(|p| proc_cpu(p).map(|c| (p, c))),
+        }
+    }
+
+    /// (own CPU %, server CPU seconds) since start.
+    fn stop(&self) -> (f64, Option<f64>) {
+        let wall = self.wall.elapsed().as_secs_f64().max(1e-9);
+        let own = (own_cpu().saturating_sub(self.own)).as_secs_f64() / wall * 100.0;
+        let server = self
+            .server
+            .and_then(|(p, c0)| proc_cpu(p).map(|c| c.saturating_sub(c0).as_secs_f64()));
+        (own, server)
+    }
+}
+
+async fn connect(ctx: &Ctx, n: usize, rate: f64, hold: Duration) -> Result<Value, BoxError> {
+    let rss_before = ctx.pid.and_then(rss_kib);
+    let meter = CpuMeter::start(ctx.pid);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    for i in 0..n {
+        if rate > 0.0 {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let opts = options(ctx.url(i));
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = if rate > 0.0 {
+                None
+            } else {
+                gate.acquire_owned().await.ok()
+            };
+            let t0 = Instant::now();
+            let client = Client::connect_with(opts).await;
+            (client, t0.elapsed())
+        }));
+    }
+    let mut clients = Vec::with_capacity(n);
+    let mut hist = histogram();
+    let mut failed = 0u64;
+    for t in tasks {
+        match t.await {
+            Ok((Ok(c), took)) => {
+                let _ = hist.record(took.as_micros().max(1) as u64);
+                clients.push(c);
+            }
+            _ => failed += 1,
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (own_cpu, server_cpu) = meter.stop();
+    tokio::time::sleep(hold).await;
+    let rss_after = ctx.pid.and_then(rss_kib);
+    let per_socket = match (rss_before, rss_after) {
+        (Some(b), Some(a)) if !clients.is_empty() => {
+            Some(((a.saturating_sub(b)) as f64 * 1024.0 / clients.len() as f64).round())
+        }
+        _ => None,
+    };
+    let rate_achieved = clients.len() as f64 / elapsed;
+    eprintln!(
+        "connect: {} sockets in {:.2} s ({:.0}/s), {} failed; handshake p50 {:.2} ms, p99 {:.2} ms{}",
+        clients.len(),
+        elapsed,
+        rate_achieved,
+        failed,
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        per_socket
+            .map(|b| format!("; server RSS {:.1} KB per socket", b / 1000.0))
+            .unwrap_or_default()
+    );
+    Ok(json!({
+        "scenario": "connect",
+        "sockets": clients.len(),
+        "failed": failed,
+        "lost": failed,
+        "handshakes_per_s": rate_achieved.round(),
+        "handshake_ms": latency_ms(&hist),
+        "server_rss_bytes_per_socket": per_socket,
+        "bench_cpu_percent": own_cpu.round(),
+        "server_cpu_s": server_cpu,
+    }))
+}
+
+/// Fan-out over `channels` channels with `subscribers` sockets each and `publishers` sockets
+/// publishing round-robin (the `fanout` and `channels` scenarios).
+async fn fanout(
+    ctx: &Ctx,
+    channels: usize,
+    subscribers: usize,
+    publishers: usize,
+    rate: f64,
+    inflight: usize,
+) -> Result<Value, BoxError> {
+    let names: Vec<String> = (0..channels)
+        .map(|i| format!("bench/{}/{i}", now_micros()))
+        .collect();
+    let subs_clients = open_clients(ctx, channels * subscribers).await?;
+    let mut subscriptions: Vec<Subscription> = Vec::with_capacity(subs_clients.len());
+    for (i, c) in subs_clients.iter().enumerate() {
+        subscriptions.push(c.subscribe(&names[i % channels]).await?);
+    }
+    let mut pubs = Vec::with_capacity(publishers);
+    for _ in 0..publishers {
+        pubs.push(Client::connect_with(options(ctx.url(0))).await?);
+    }
+    // Let subscriptions settle across nodes (Redis, broker processes).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let receivers: Vec<_> = subscriptions
+        .into_iter()
+        .map(|mut sub| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut hist = histogram();
+                let mut count = 0u64;
+                loop {
+                    let next = if stop.load(Ordering::Relaxed) {
+                        // Draining: stop once the stream is quiet.
+                        match tokio::time::timeout(Duration::from_secs(2), sub.recv()).await {
+                            Ok(v) => v,
+                            Err(_) => break,
+                        }
+                    } else {
+                        tokio::select! {
+                            v = sub.recv() => v,
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        }
+                    };
+                    let Some(v) = next else { break };
+                    count += 1;
+                    if let Some(t) = v.get("t").and_then(Value::as_u64) {
+                        let _ = hist.record(now_micros().saturating_sub(t).max(1));
+                    }
+                }
+                (count, hist)
+            })
+        })
+        .collect();
+
+    let published = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let meter = CpuMeter::start(ctx.pid);
+    let started = Instant::now();
+    let deadline = started + ctx.duration;
+    let mut senders = Vec::new();
+    let size = ctx.size;
+    for (p, client) in pubs.iter().enumerate() {
+        let lanes = if rate > 0.0 { 1 } else { inflight };
+        for lane in 0..lanes {
+            let client = client.clone();
+            let names = names.clone();
+            let published = published.clone();
+            let failures = failures.clone();
+            senders.push(tokio::spawn(async move {
+                let mut i = p * lanes + lane;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    if rate > 0.0 {
+                        let due = started + Duration::from_secs_f64(n as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                    }
+                    let channel = &names[i % names.len()];
+                    match client.publish(channel, &message(size)).await {
+                        Ok(()) => {
+                            published.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    i += 1;
+                    n += 1;
+                }
+            }));
+        }
+    }
+    for s in senders {
+        let _ = s.await;
+    }
+    let publish_secs = started.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut hist = histogram();
+    let mut delivered = 0u64;
+    for r in receivers {
+        if let Ok((count, h)) = r.await {
+            delivered += count;
+            let _ = hist.add(h);
+        }
+    }
+    let (own_cpu, server_cpu) = meter.stop();
+    let published = published.load(Ordering::Relaxed);
+    let expected = published * subscribers as u64;
+    let lost = expected.saturating_sub(delivered);
+    let per_s = delivered as f64 / publish_secs;
+    let scenario = if channels == 1 && publishers == 1 {
+        "fanout"
+    } else {
+        "channels"
+    };
+    eprintln!(
+        "{scenario}: {published} publishes to {channels} channel(s) x {subscribers} subscribers in {publish_secs:.2} s: {delivered} deliveries ({per_s:.0}/s), lost {lost}; latency p50 {:.2} ms p90 {:.2} ms p99 {:.2} ms max {:.2} ms; bench CPU {own_cpu:.0}%{}",
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.9) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0,
+        server_cpu
+            .filter(|_| delivered > 0)
+            .map(|s| format!("; server {:.2} µs CPU per delivery", s * 1e6 / delivered as f64))
+            .unwrap_or_default()
+    );
+    Ok(json!({
+        "scenario": scenario,
+        "channels": channels,
+        "subscribers": subscribers,
+        "publishers": publishers,
+        "rate": rate,
+        "size": size,
+        "published": published,
+        "publish_failures": failures.load(Ordering::Relaxed),
+        "delivered": delivered,
+        "lost": lost,
+        "deliveries_per_s": per_s.round(),
+        "latency_ms": latency_ms(&hist),
+        "bench_cpu_percent": own_cpu.round(),
+        "server_cpu_us_per_delivery": server_cpu.filter(|_| delivered > 0).map(|s| (s * 1e6 / delivered as f64 * 100.0).round() / 100.0),
+    }))
+}
+
+async fn rpc(ctx: &Ctx, sockets: usize, inflight: usize) -> Result<Value, BoxError> {
+    let clients = open_clients(ctx, sockets).await?;
+    let meter = CpuMeter::start(ctx.pid);
+    let started = Instant::now();
+    let deadline = started + ctx.duration;
+    let mut tasks = Vec::new();
+    for c in &clients {
+        for _ in 0..inflight {
+            let c = c.clone();
+            let size = ctx.size;
+            tasks.push(tokio::spawn(async move {
+                let mut hist = histogram();
+                let mut failed = 0u64;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    match c.invoke::<_, Value>("echo", &message(size)).await {
+                        Ok(_) => {
+                            let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
+                        }
+                        Err(_) => failed += 1,
+                    }
+                }
+                (hist, failed)
+            }));
+        }
+    }
+    let mut hist = histogram();
+    let mut failed = 0u64;
+    for t in tasks {
+        if let Ok((h, f)) = t.await {
+            let _ = hist.add(h);
+            failed += f;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (own_cpu, server_cpu) = meter.stop();
+    let acks = hist.len();
+    let per_s = acks as f64 / secs;
+    eprintln!(
+        "rpc: {sockets} sockets x {inflight} in flight: {acks} acks in {secs:.2} s ({per_s:.0}/s), {failed} failed; latency p50 {:.2} ms p99 {:.2} ms; bench CPU {own_cpu:.0}%",
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+    );
+    Ok(json!({
+        "scenario": "rpc",
+        "sockets": sockets,
+        "inflight": inflight,
+        "size": ctx.size,
+        "acks": acks,
+        "failed": failed,
+        "lost": failed,
+        "acks_per_s": per_s.round(),
+        "latency_ms": latency_ms(&hist),
+        "bench_cpu_percent": own_cpu.round(),
+        "server_cpu_us_per_ack": server_cpu.filter(|_| acks > 0).map(|s| (s * 1e6 / acks as f64 * 100.0).round() / 100.0),
+    }))
+}

@@ -1,0 +1,172 @@
+//! `sc new NAME`: a ready app from `templates/app`, embedded in the binary (works offline).
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+/// Arguments of `sc new`.
+#[derive(Args, Debug)]
+pub struct NewArgs {
+    /// The app's directory; its last component is the crate name (letters, digits, `-`, `_`).
+    path: PathBuf,
+    /// Use this sc-core checkout as a path dependency (default: the checkout `sc` was built
+    /// from, when it still exists; otherwise the published crate).
+    #[arg(long)]
+    sc_core_path: Option<PathBuf>,
+}
+
+/// The template, file by file: (path in the new app, contents).
+const FILES: &[(&str, &str)] = &[
+    (
+        "Cargo.toml",
+        include_str!("../../templates/app/Cargo.toml.tmpl"),
+    ),
+    ("README.md", include_str!("../../templates/app/README.md")),
+    (".gitignore", include_str!("../../templates/app/gitignore")),
+    ("src/lib.rs", include_str!("../../templates/app/src/lib.rs")),
+    (
+        "src/main.rs",
+        include_str!("../../templates/app/src/main.rs"),
+    ),
+    (
+        "tests/chat.rs",
+        include_str!("../../templates/app/tests/chat.rs"),
+    ),
+    (
+        "public/index.html",
+        include_str!("../../templates/app/public/index.html"),
+    ),
+];
+
+/// Why an app could not be created: one sentence each.
+#[derive(Debug)]
+pub enum NewError {
+    BadName(String),
+    Exists(PathBuf),
+    Io(PathBuf, std::io::Error),
+}
+
+impl std::fmt::Display for NewError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BadName(why) => f.write_str(why),
+            Self::Exists(p) => write!(
+                f,
+                "{} already exists; choose another name or remove it first",
+                p.display()
+            ),
+            Self::Io(p, e) => write!(f, "cannot write {}: {e}", p.display()),
+        }
+    }
+}
+
+/// Checks a crate name: what Cargo accepts, minus the surprises.
+fn check_name(name: &str) -> Result<(), NewError> {
+    let bad = |why: String| Err(NewError::BadName(why));
+    if name.is_empty() {
+        return bad("the app needs a name, e.g. `sc new chat`".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return bad(format!(
+            "{name:?} is not a valid app name: use ASCII letters, digits, `-` and `_`"
+        ));
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        return bad(format!(
+            "{name:?} is not a valid app name: it must start with a letter or `_`"
+        ));
+    }
+    const RESERVED: &[&str] = &[
+        "test", "self", "super", "crate", "std", "core", "sc_core", "sc-core",
+    ];
+    if RESERVED.contains(&name) {
+        return bad(format!(
+            "{name:?} is reserved (it would clash with a crate or keyword); choose another name"
+        ));
+    }
+    Ok(())
+}
+
+/// The sc-core dependency line (normal and with the `client` feature for tests).
+fn sc_core_dependency(path: Option<&Path>) -> (String, String) {
+    match path {
+        Some(p) => {
+            let p = p.display().to_string().replace('\\', "/");
+            (
+                format!("{{ path = {p:?} }}"),
+                format!("{{ path = {p:?}, features = [\"client\"] }}"),
+            )
+        }
+        None => (
+            "\"0.1\"".to_owned(),
+            "{ version = \"0.1\", features = [\"client\"] }".to_owned(),
+        ),
+    }
+}
+
+/// Creates the app; returns its directory.
+pub fn run(args: NewArgs) -> Result<PathBuf, NewError> {
+    let dir = args.path;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
+    check_name(&name)?;
+    if dir.exists() {
+        return Err(NewError::Exists(dir));
+    }
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sc-core");
+    let sc_core = match args.sc_core_path {
+        Some(p) => Some(std::fs::canonicalize(&p).map_err(|e| NewError::Io(p, e))?),
+        None => std::fs::canonicalize(&built_from).ok(),
+    };
+    let (dep, dep_client) = sc_core_dependency(sc_core.as_deref());
+    let crate_name = name.replace('-', "_");
+    for (path, template) in FILES {
+        let text = template
+            .replace("{{name}}", &name)
+            .replace("{{crate}}", &crate_name)
+            .replace("{{sc_core}}", &dep)
+            .replace("{{sc_core_client}}", &dep_client);
+        let target = dir.join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| NewError::Io(parent.to_owned(), e))?;
+        }
+        std::fs::write(&target, text).map_err(|e| NewError::Io(target.clone(), e))?;
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_with_one_sentence() {
+        assert!(check_name("chat").is_ok());
+        assert!(check_name("my-app_2").is_ok());
+        for bad in ["", "9lives", "-x", "a b", "héllo", "test", "sc-core"] {
+            let err = check_name(bad).expect_err(bad).to_string();
+            assert!(
+                err.ends_with(|c: char| c.is_alphanumeric() || c == '`'),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn templates_have_no_unfilled_placeholders_after_substitution() {
+        for (path, t) in FILES {
+            let text = t
+                .replace("{{name}}", "x")
+                .replace("{{crate}}", "x")
+                .replace("{{sc_core}}", "\"0.1\"")
+                .replace("{{sc_core_client}}", "\"0.1\"");
+            assert!(!text.contains("{{"), "{path} has an unknown placeholder");
+        }
+    }
+}

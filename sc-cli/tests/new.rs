@@ -1,0 +1,74 @@
+//! `sc new` end to end: the generated app builds and passes its own test (with a path dependency
+//! on this checkout's sc-core); bad names and existing directories get one sentence and exit 2.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn sc() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sc"))
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn sc_new_creates_an_app_that_builds_and_passes_its_test() {
+    let root = std::env::temp_dir().join(format!("sc-new-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("temp dir");
+    let app = root.join("demo-chat");
+
+    let out = sc().arg("new").arg(&app).output().expect("run sc new");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "src/main.rs",
+        "tests/chat.rs",
+        "public/index.html",
+    ] {
+        assert!(app.join(file).is_file(), "{file} was not created");
+    }
+    let manifest = std::fs::read_to_string(app.join("Cargo.toml")).expect("manifest");
+    assert!(manifest.contains("name = \"demo-chat\""), "{manifest}");
+    assert!(
+        manifest.contains("path = "),
+        "a path dependency on this checkout: {manifest}"
+    );
+
+    // Refuses to overwrite.
+    let again = sc().arg("new").arg(&app).output().expect("run sc new");
+    assert_eq!(again.status.code(), Some(2));
+    let msg = String::from_utf8_lossy(&again.stderr);
+    assert!(msg.contains("already exists"), "{msg}");
+
+    // A bad name: one sentence, exit 2, nothing created.
+    let bad = sc()
+        .arg("new")
+        .arg(root.join("9lives"))
+        .output()
+        .expect("run sc new");
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);
+    assert!(!root.join("9lives").exists());
+
+    // The app's own test, with the workspace's lock file (same versions, no surprises) and a
+    // target directory of its own (the outer cargo holds the workspace's).
+    std::fs::copy(workspace().join("Cargo.lock"), app.join("Cargo.lock")).expect("lock file");
+    let status = Command::new(env!("CARGO"))
+        .args(["test", "--quiet"])
+        .current_dir(&app)
+        .env(
+            "CARGO_TARGET_DIR",
+            workspace().join("target").join("sc-new-test"),
+        )
+        .status()
+        .expect("run cargo test in the new app");
+    assert!(status.success(), "the generated app's tests failed");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -1,0 +1,103 @@
+//! {{name}}: a chat written with sc. Handlers are async functions annotated with what they
+//! handle; `app()` lists them. `src/main.rs` serves it, `tests/chat.rs` tests it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sc_core::prelude::*;
+
+/// What every member of a room receives.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ChatMsg {
+    pub from: String,
+    pub text: String,
+}
+
+/// `rooms/{id}` carries only `ChatMsg`: publishing anything else does not compile, and a client
+/// subscribing to `rooms/abc` is refused with `InvalidChannelError`.
+#[channel("rooms/{id}", message = ChatMsg)]
+pub struct Room {
+    pub id: u64,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Say {
+    room: u64,
+    text: String,
+}
+
+/// The last messages of each room (per process).
+#[derive(Clone, Default)]
+struct History(Arc<Mutex<HashMap<u64, Vec<ChatMsg>>>>);
+
+/// `login {"name": "ann"}`: issues a token (the browser client keeps it in localStorage).
+#[event("login")]
+async fn login(socket: Socket, Json(name): Json<String>) -> Result<(), ScError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 32 {
+        return Err(ScError::new("LoginError", "a name has 1 to 32 characters"));
+    }
+    socket
+        .set_auth_token(&serde_json::json!({ "name": name }))
+        .await?;
+    Ok(())
+}
+
+/// `chat {"room": 1, "text": "hi"}`: publishes to the room (logged-in users only).
+#[event("chat")]
+async fn chat(
+    exchange: Exchange,
+    State(history): State<History>,
+    Auth(me): Auth<Claims>,
+    Json(say): Json<Say>,
+) -> Result<(), ScError> {
+    let text = say.text.trim();
+    if text.is_empty() || text.len() > 2000 {
+        return Err(ScError::new("ChatError", "a message has 1 to 2000 bytes"));
+    }
+    let msg = ChatMsg {
+        from: me.name,
+        text: text.to_owned(),
+    };
+    {
+        let mut rooms = history.0.lock().unwrap_or_else(|p| p.into_inner());
+        let room = rooms.entry(say.room).or_default();
+        room.push(msg.clone());
+        let excess = room.len().saturating_sub(50);
+        room.drain(..excess);
+    }
+    exchange.publish(&Room { id: say.room }, &msg).await?;
+    Ok(())
+}
+
+/// `history 1`: the room's last messages.
+#[event("history")]
+async fn history(State(history): State<History>, Json(room): Json<u64>) -> Json<Vec<ChatMsg>> {
+    let rooms = history.0.lock().unwrap_or_else(|p| p.into_inner());
+    Json(rooms.get(&room).cloned().unwrap_or_default())
+}
+
+/// Only rooms can be subscribed to, and only by logged-in users.
+#[middleware(subscribe)]
+async fn members_only(
+    Channel(_room): Channel<Room>,
+    MaybeAuth(me): MaybeAuth<serde_json::Value>,
+) -> Result<(), Block> {
+    match me {
+        Some(_) => Ok(()),
+        None => Err(Block::new(ScError::new(
+            "AuthRequired",
+            "log in before joining a room",
+        ))),
+    }
+}
+
+/// The whole app.
+pub fn app() -> App {
+    handlers![Room, login, chat, history, members_only].state(History::default())
+}
