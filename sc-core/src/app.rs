@@ -75,6 +75,8 @@ pub struct App {
     /// Typed channels' patterns, checked for overlaps at startup.
     pub(crate) channels: Vec<(ChannelPattern, Source)>,
     pub(crate) invalid_patterns: Vec<(String, PatternError, Source)>,
+    /// Per-socket limits of single events.
+    pub(crate) event_limits: HashMap<String, crate::limit::RateLimit>,
 }
 
 impl App {
@@ -164,6 +166,14 @@ impl App {
         self
     }
 
+    /// Limits how often each socket may send `event` (invoke or transmit), on top of the
+    /// socket-wide [`Config::message_rate_limit`](crate::Config::message_rate_limit):
+    /// `App::new().rate_limit("chat", RateLimit::per_second(5.0).burst(10.0))`.
+    pub fn rate_limit(mut self, event: &str, limit: crate::limit::RateLimit) -> Self {
+        self.event_limits.insert(event.to_owned(), limit);
+        self
+    }
+
     /// Adds shared state, available to handlers as [`State<T>`](crate::extract::State). One value
     /// per type; a second value of the same type replaces the first.
     pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
@@ -185,6 +195,7 @@ impl App {
         self.invalid_names.extend(other.invalid_names);
         self.channels.extend(other.channels);
         self.invalid_patterns.extend(other.invalid_patterns);
+        self.event_limits.extend(other.event_limits);
         self.middleware.extend(other.middleware);
         self.state.extend(other.state);
         self

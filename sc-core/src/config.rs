@@ -77,6 +77,10 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of the Redis channels and keys (`SC_REDIS_PREFIX`, default `sc:`).
     pub redis_prefix: String,
+    /// Every socket's inbound message limit: each packet of a batch and each raw message counts
+    /// (default 5000/s, bursts of 10000, then disconnect with 4429; `None`: no limit).
+    /// `SC_MESSAGE_RATE_LIMIT=N` sets N/s with bursts of 2N (0 turns it off).
+    pub message_rate_limit: Option<crate::limit::RateLimit>,
 }
 
 impl Default for Config {
@@ -108,6 +112,11 @@ impl Default for Config {
             tls_key: None,
             redis_url: None,
             redis_prefix: "sc:".to_owned(),
+            message_rate_limit: Some(
+                crate::limit::RateLimit::per_second(5000.0)
+                    .burst(10000.0)
+                    .action(crate::limit::LimitAction::Disconnect),
+            ),
         }
     }
 }
@@ -204,6 +213,23 @@ impl Config {
         };
         env!("SC_REDIS_URL", optional, self.redis_url);
         env!("SC_REDIS_PREFIX", text, self.redis_prefix);
+        env!(
+            "SC_MESSAGE_RATE_LIMIT",
+            |n: &str, r: &str| {
+                match r.trim().parse::<f64>() {
+                Ok(0.0) => Ok(None),
+                Ok(v) if v.is_finite() && v > 0.0 => Ok(Some(
+                    crate::limit::RateLimit::per_second(v)
+                        .burst(2.0 * v)
+                        .action(crate::limit::LimitAction::Disconnect),
+                )),
+                _ => Err(ConfigError(format!(
+                    "environment variable {n}={r:?} must be a number of messages per second (0: no limit)"
+                ))),
+            }
+            },
+            self.message_rate_limit
+        );
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 //! reference. Every close code and error reply of `shared/protocol.md` sections 3 and 4 is
 //! produced here.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::error::ScError;
 use crate::handler::{ActionKind, Parts, Reply, Request};
+use crate::limit::{Bucket, LimitAction};
 use crate::metrics::Metrics;
 use crate::middleware::MiddlewareKind;
 use crate::protocol::{self, close, Inbound, Packet};
@@ -301,6 +303,7 @@ async fn read_loop(
 
     let pong = config.protocol_version.pong();
     let ping_timeout = config.ping_timeout;
+    let mut limits = Limits::new(&server, std::time::Instant::now());
     let mut last_reset = Instant::now();
     let mut watchdog = last_reset + ping_timeout;
     let far = || Instant::now() + Duration::from_secs(86_400 * 365);
@@ -359,6 +362,10 @@ async fn read_loop(
                     _ => true,
                 })
                 .collect(),
+        };
+        let packets = match limits.apply(socket, packets, now.into_std()) {
+            Ok(packets) => packets,
+            Err(Closed) => break,
         };
         if packets.is_empty() && !raw_middleware {
             continue;
@@ -841,4 +848,91 @@ fn crash_worker_soon() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         std::process::exit(70);
     });
+}
+
+/// The socket went over a limit whose action is to disconnect it.
+struct Closed;
+
+/// This socket's rate-limit buckets (see [`crate::limit`]).
+struct Limits {
+    socket: Option<Bucket>,
+    events: HashMap<String, Bucket>,
+    server: Arc<ServerShared>,
+}
+
+impl Limits {
+    fn new(server: &Arc<ServerShared>, now: std::time::Instant) -> Self {
+        Self {
+            socket: server
+                .config
+                .message_rate_limit
+                .map(|l| Bucket::new(l, now)),
+            events: HashMap::new(),
+            server: server.clone(),
+        }
+    }
+
+    /// Charges one message (a raw one, when `packets` is empty) or each packet; returns what may
+    /// go on. Refused invokes are answered here; a disconnecting limit closes the socket.
+    fn apply(
+        &mut self,
+        socket: &Socket,
+        packets: Vec<Packet>,
+        now: std::time::Instant,
+    ) -> Result<Vec<Packet>, Closed> {
+        if packets.is_empty() {
+            let over = match &mut self.socket {
+                Some(bucket) => !bucket.take(now) && bucket.limit.action == LimitAction::Disconnect,
+                None => false,
+            };
+            return if over {
+                Err(self.close(socket))
+            } else {
+                Ok(packets)
+            };
+        }
+        let mut allowed = Vec::with_capacity(packets.len());
+        for packet in packets {
+            let Packet::Event { event, cid, .. } = &packet else {
+                allowed.push(packet);
+                continue;
+            };
+            let mut refused = None;
+            if let Some(bucket) = &mut self.socket {
+                if !bucket.take(now) {
+                    refused = Some((bucket.limit, ""));
+                }
+            }
+            if refused.is_none() {
+                if let Some(limit) = self.server.app.event_limits.get(event.as_str()) {
+                    let bucket = self
+                        .events
+                        .entry(event.clone())
+                        .or_insert_with(|| Bucket::new(*limit, now));
+                    if !bucket.take(now) {
+                        refused = Some((*limit, " for this event"));
+                    }
+                }
+            }
+            match refused {
+                None => allowed.push(packet),
+                Some((limit, _)) if limit.action == LimitAction::Disconnect => {
+                    return Err(self.close(socket));
+                }
+                Some((limit, what)) => {
+                    if let Some(cid) = cid {
+                        let error = limit.error(what);
+                        let _ = socket.push(protocol::encode_error_response(*cid, &error).into());
+                    }
+                }
+            }
+        }
+        Ok(allowed)
+    }
+
+    fn close(&self, socket: &Socket) -> Closed {
+        tracing::warn!(socket = %socket.id(), "message rate limit exceeded: disconnecting");
+        socket.close_now(close::RATE_LIMITED, "Rate limit exceeded");
+        Closed
+    }
 }

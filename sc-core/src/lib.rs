@@ -38,6 +38,8 @@ pub mod error;
 pub mod exchange;
 pub mod extract;
 pub mod handler;
+mod http;
+pub mod limit;
 pub mod master;
 mod metrics;
 pub mod middleware;
@@ -63,6 +65,7 @@ pub use config::Config;
 pub use error::{IntoReplyError, ScError};
 pub use exchange::Exchange;
 pub use handler::IntoReply;
+pub use limit::{LimitAction, RateLimit};
 pub use middleware::{Block, MiddlewareKind};
 pub use server::{Error, Result, Server, ServerHandle, SocketCluster};
 pub use socket::Socket;
@@ -75,6 +78,7 @@ pub mod prelude {
     pub use crate::extract::{
         Auth, Channel, EventName, Json, MaybeAuth, Raw, State, TryJson, WaitForAuth,
     };
+    pub use crate::limit::{LimitAction, RateLimit};
     pub use crate::middleware::{Block, Decision, MiddlewareKind};
     pub use crate::server::{ServerHandle, SocketCluster};
     pub use crate::socket::{AuthTokenOptions, RequestInfo, Socket};

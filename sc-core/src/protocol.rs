@@ -270,6 +270,8 @@ pub mod close {
     pub const MESSAGE_BEFORE_HANDSHAKE: u16 = 4009;
     /// The socket's outbound queue overflowed (slow consumer); sc-specific, temporary (reconnects).
     pub const SLOW_CONSUMER: u16 = 4100;
+    /// sc: the socket went over its message rate limit with `LimitAction::Disconnect`.
+    pub const RATE_LIMITED: u16 = 4429;
 }
 
 #[cfg(test)]

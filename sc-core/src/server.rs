@@ -180,6 +180,9 @@ impl Builder {
         /// A handler panic makes its worker exit (after answering) so the master replaces it
         /// (default false). `SC_CRASH_WORKER_ON_ERROR` overrides.
         crash_worker_on_error: bool => crash_worker_on_error;
+        /// Every socket's inbound message limit (default 5000/s, bursts of 10000, then close
+        /// 4429; `None`: no limit). `SC_MESSAGE_RATE_LIMIT` overrides.
+        message_rate_limit: Option<crate::limit::RateLimit> => message_rate_limit;
         /// Prefix of Redis channels and keys for the `SC_REDIS_URL` engine (default `sc:`).
         /// `SC_REDIS_PREFIX` overrides.
         redis_prefix: &str => redis_prefix;
@@ -585,26 +588,18 @@ impl Server {
             shutdown.await;
             shared.close_all(close::GOING_AWAY, "Server is shutting down");
         };
-        match self.listener {
-            Listener::Tcp(l) if self.tls.is_some() => {
-                let acceptor = self.tls.unwrap_or_else(|| unreachable!());
-                let service = self
-                    .router
-                    .into_make_service_with_connect_info::<crate::tls::TlsPeer>();
-                axum::serve(crate::tls::TlsListener::new(l, acceptor)?, service)
-                    .with_graceful_shutdown(stop)
-                    .await?;
+        let header_timeout = self.shared.config.handshake_timeout;
+        let drain = self.shared.config.shutdown_timeout;
+        match (self.listener, self.tls) {
+            (Listener::Tcp(l), Some(acceptor)) => {
+                let l = crate::tls::TlsListener::new(l, acceptor)?;
+                crate::http::serve(l, self.router, header_timeout, drain, stop).await;
             }
-            Listener::Tcp(l) => {
-                let service = self
-                    .router
-                    .into_make_service_with_connect_info::<SocketAddr>();
-                axum::serve(l, service).with_graceful_shutdown(stop).await?;
+            (Listener::Tcp(l), None) => {
+                crate::http::serve(l, self.router, header_timeout, drain, stop).await;
             }
-            Listener::Unix(l) => {
-                axum::serve(l, self.router.into_make_service())
-                    .with_graceful_shutdown(stop)
-                    .await?;
+            (Listener::Unix(l), _) => {
+                crate::http::serve(l, self.router, header_timeout, drain, stop).await;
             }
         }
         let deadline = tokio::time::Instant::now() + self.shared.config.shutdown_timeout;
@@ -808,12 +803,7 @@ async fn upgrade(
     let remote = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .or_else(|| {
-            req.extensions()
-                .get::<ConnectInfo<crate::tls::TlsPeer>>()
-                .map(|c| c.0 .0)
-        });
+        .map(|c| c.0);
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),

@@ -124,3 +124,9 @@ impl Listener for TlsListener {
         Ok(TlsPeer(self.local))
     }
 }
+
+impl crate::http::PeerAddr for TlsPeer {
+    fn peer(&self) -> Option<SocketAddr> {
+        Some(self.0)
+    }
+}

@@ -199,3 +199,40 @@ async fn reserved_event_names_and_bad_options_fail_at_startup() {
         .expect_err("ping timeout shorter than interval must fail");
     assert!(err.to_string().contains("ping_timeout"), "{err}");
 }
+
+/// Slowloris: connections that never finish their HTTP request are closed after the handshake
+/// timeout, and while they hang a real request is still served at once.
+#[tokio::test]
+async fn connections_that_never_finish_their_request_are_dropped_and_do_not_starve_others() {
+    let (addr, _task) = start(
+        SocketCluster::builder()
+            .router(axum::Router::new().route("/ping", get(|| async { "pong" }))),
+    )
+    .await;
+    let mut idle = Vec::new();
+    for i in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        if i % 2 == 1 {
+            // Half send a partial request head, half send nothing.
+            s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n")
+                .await
+                .expect("write");
+        }
+        idle.push(s);
+    }
+    let (status, body) = http(
+        addr,
+        "GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "pong"));
+    // Every idle connection is closed by the server after the 300 ms handshake timeout.
+    for mut s in idle {
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the server closes the idle connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "closed without a response");
+    }
+}
