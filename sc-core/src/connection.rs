@@ -192,7 +192,9 @@ fn text_of(msg: Message) -> Option<Result<Utf8Bytes, ()>> {
 enum ReadEvent {
     Message(Message),
     Closed,
-    TooBig,
+    /// The peer broke the WebSocket rules: close with this code (1009 too big, 1007 invalid
+    /// UTF-8 in a text frame, 1002 other protocol errors).
+    Violation(u16),
 }
 
 async fn next_event(stream: &mut SplitStream<WebSocket>) -> ReadEvent {
@@ -200,27 +202,33 @@ async fn next_event(stream: &mut SplitStream<WebSocket>) -> ReadEvent {
         None => ReadEvent::Closed,
         Some(Ok(Message::Close(_))) => ReadEvent::Closed,
         Some(Ok(m)) => ReadEvent::Message(m),
-        Some(Err(e)) => {
-            if is_capacity_error(&e) {
-                ReadEvent::TooBig
-            } else {
+        Some(Err(e)) => match violation_code(&e) {
+            Some(code) => ReadEvent::Violation(code),
+            None => {
                 tracing::debug!(error = %e, "websocket read error");
                 ReadEvent::Closed
             }
-        }
+        },
     }
 }
 
-fn is_capacity_error(e: &axum::Error) -> bool {
+/// The close code for a read error that is the peer's fault (not a dropped connection).
+fn violation_code(e: &axum::Error) -> Option<u16> {
     use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error as WsError;
     let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
     while let Some(err) = source {
-        if let Some(t) = err.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
-            return matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_));
+        if let Some(t) = err.downcast_ref::<WsError>() {
+            return match t {
+                WsError::Capacity(_) => Some(close::MESSAGE_TOO_BIG),
+                WsError::Utf8(_) => Some(close::INVALID_PAYLOAD),
+                WsError::Protocol(_) => Some(close::PROTOCOL_ERROR),
+                _ => None,
+            };
         }
         source = err.source();
     }
-    false
+    None
 }
 
 /// Reads until the connection ends. Returns whether the socket completed its handshake (and so
@@ -248,8 +256,8 @@ async fn read_loop(
         };
         let msg = match event {
             ReadEvent::Closed => return false,
-            ReadEvent::TooBig => {
-                socket.close_now(close::MESSAGE_TOO_BIG, "");
+            ReadEvent::Violation(code) => {
+                socket.close_now(code, "");
                 return false;
             }
             ReadEvent::Message(m) => m,
@@ -322,8 +330,8 @@ async fn read_loop(
         };
         let msg = match event {
             ReadEvent::Closed => break,
-            ReadEvent::TooBig => {
-                socket.close_now(close::MESSAGE_TOO_BIG, "");
+            ReadEvent::Violation(code) => {
+                socket.close_now(code, "");
                 break;
             }
             ReadEvent::Message(m) => m,
@@ -380,8 +388,21 @@ async fn read_loop(
         }
     }
     drop(in_tx);
-    // Let the dispatcher finish what it is doing (it may be writing a reply), bounded.
-    let _ = tokio::time::timeout(Duration::from_secs(1), dispatcher).await;
+    // Let the dispatcher finish what it is doing (it may be writing a reply), bounded. Meanwhile
+    // read and discard until the peer answers our close frame: closing with its data unread
+    // would make the kernel reset the connection, and a flooding client would then never see
+    // the close code it was given.
+    let drain = async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(1), dispatcher),
+        tokio::time::timeout(Duration::from_secs(1), drain),
+    );
     true
 }
 

@@ -1,0 +1,177 @@
+//! Hostile frames over a raw WebSocket, one test per row of the hardening table: invalid UTF-8,
+//! a reused cid, unknown `#` events, an invoke flood. Each gets its documented answer or close
+//! code, and a bystander socket on the same server is untouched.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use sc_core::prelude::*;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn echo(Raw(data): Raw) -> Option<Value> {
+    data
+}
+
+async fn start() -> SocketAddr {
+    let server = SocketCluster::builder()
+        .ignore_env()
+        .port(0)
+        .host([127, 0, 0, 1].into())
+        .app(App::new().event("echo", echo))
+        .bind()
+        .await
+        .expect("server binds");
+    let addr = server.local_addr();
+    tokio::spawn(server.serve());
+    addr
+}
+
+/// A raw socket that completed `#handshake`.
+async fn handshaken(addr: SocketAddr) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/socketcluster/"))
+        .await
+        .expect("WebSocket connects");
+    send(
+        &mut ws,
+        json!({"event": "#handshake", "data": {}, "cid": 1}),
+    )
+    .await;
+    let reply = next_json(&mut ws).await.expect("handshake reply");
+    assert_eq!(reply["rid"], 1);
+    ws
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).await.expect("send");
+}
+
+/// The next JSON frame within 2 s (server pings are answered and skipped); `None` on close.
+async fn next_json(ws: &mut Ws) -> Option<Value> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(2), ws.next())
+            .await
+            .ok()??
+            .ok()?;
+        match msg {
+            Message::Text(t) if t.is_empty() => {
+                let _ = ws.send(Message::text("")).await;
+            }
+            Message::Text(t) => return serde_json::from_str(&t).ok(),
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Waits for the close frame; its code.
+async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .ok()??;
+        match msg {
+            Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+async fn bystander_still_served(bystander: &mut Ws) {
+    send(
+        bystander,
+        json!({"event": "echo", "data": "ok?", "cid": 99}),
+    )
+    .await;
+    assert_eq!(
+        next_json(bystander).await,
+        Some(json!({"rid": 99, "data": "ok?"}))
+    );
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_text_frame_closes_1007() {
+    let addr = start().await;
+    let mut bystander = handshaken(addr).await;
+    let mut ws = handshaken(addr).await;
+    let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(frame)).await.expect("send");
+    assert_eq!(close_code(&mut ws).await, Some(1007));
+    bystander_still_served(&mut bystander).await;
+}
+
+#[tokio::test]
+async fn a_reused_cid_is_answered_once_per_invoke() {
+    let addr = start().await;
+    let mut ws = handshaken(addr).await;
+    send(&mut ws, json!({"event": "echo", "data": "a", "cid": 5})).await;
+    send(&mut ws, json!({"event": "echo", "data": "b", "cid": 5})).await;
+    // Replies keep the order of the invokes (one socket's messages are handled in order).
+    assert_eq!(
+        next_json(&mut ws).await,
+        Some(json!({"rid": 5, "data": "a"}))
+    );
+    assert_eq!(
+        next_json(&mut ws).await,
+        Some(json!({"rid": 5, "data": "b"}))
+    );
+}
+
+#[tokio::test]
+async fn unknown_hash_events_are_refused_with_an_error_and_the_socket_stays_open() {
+    let addr = start().await;
+    let mut ws = handshaken(addr).await;
+    send(&mut ws, json!({"event": "#nope", "data": 1, "cid": 7})).await;
+    let reply = next_json(&mut ws).await.expect("a reply");
+    assert_eq!(reply["rid"], 7);
+    assert!(reply["error"]["name"].is_string(), "{reply}");
+    // A transmit of an unknown # event is ignored.
+    send(&mut ws, json!({"event": "#nope", "data": 1})).await;
+    send(&mut ws, json!({"event": "echo", "data": "alive", "cid": 8})).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        Some(json!({"rid": 8, "data": "alive"}))
+    );
+}
+
+#[tokio::test]
+async fn an_invoke_flood_over_the_default_limit_is_disconnected_with_4429() {
+    let addr = start().await;
+    let mut bystander = handshaken(addr).await;
+    let ws = handshaken(addr).await;
+    let (mut sink, mut stream) = ws.split();
+    // Far more than the default burst of 10000, as fast as the socket takes them (batched).
+    let flood = async move {
+        for chunk in 0..300 {
+            let batch: Vec<Value> = (0..100)
+                .map(|i| json!({"event": "echo", "data": i, "cid": 2 + chunk * 100 + i}))
+                .collect();
+            if sink
+                .send(Message::text(Value::Array(batch).to_string()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    };
+    let watch = async move {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    };
+    let ((), code) = tokio::join!(flood, watch);
+    assert_eq!(code, Some(4429));
+    bystander_still_served(&mut bystander).await;
+}
