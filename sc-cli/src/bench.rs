@@ -201,10 +201,15 @@ fn now_micros() -> u64 {
         .unwrap_or(0)
 }
 
-/// `{"t":..,"p":"xxx"}` of about `size` bytes.
-fn message(size: usize) -> Value {
+/// The padding that makes `{"t":<µs>,"p":"xxx"}` about `size` bytes (computed once).
+fn padding(size: usize) -> Arc<str> {
     let base = json!({"t": now_micros(), "p": ""}).to_string().len();
-    json!({"t": now_micros(), "p": "x".repeat(size.saturating_sub(base))})
+    "x".repeat(size.saturating_sub(base)).into()
+}
+
+/// One message: the send time and the padding.
+fn message(padding: &str) -> Value {
+    json!({"t": now_micros(), "p": padding})
 }
 
 fn histogram() -> Histogram<u64> {
@@ -429,11 +434,13 @@ async fn fanout(
     let deadline = started + ctx.duration;
     let mut senders = Vec::new();
     let size = ctx.size;
+    let pad = padding(size);
     for (p, client) in pubs.iter().enumerate() {
         let lanes = if rate > 0.0 { 1 } else { inflight };
         for lane in 0..lanes {
             let client = client.clone();
             let names = names.clone();
+            let pad = pad.clone();
             let published = published.clone();
             let failures = failures.clone();
             senders.push(tokio::spawn(async move {
@@ -448,7 +455,7 @@ async fn fanout(
                         }
                     }
                     let channel = &names[i % names.len()];
-                    match client.publish(channel, &message(size)).await {
+                    match client.publish(channel, &message(&pad)).await {
                         Ok(()) => {
                             published.fetch_add(1, Ordering::Relaxed);
                         }
@@ -516,6 +523,7 @@ async fn fanout(
 
 async fn rpc(ctx: &Ctx, sockets: usize, inflight: usize) -> Result<Value, BoxError> {
     let clients = open_clients(ctx, sockets).await?;
+    let pad = padding(ctx.size);
     let meter = CpuMeter::start(ctx.pid);
     let started = Instant::now();
     let deadline = started + ctx.duration;
@@ -523,13 +531,13 @@ async fn rpc(ctx: &Ctx, sockets: usize, inflight: usize) -> Result<Value, BoxErr
     for c in &clients {
         for _ in 0..inflight {
             let c = c.clone();
-            let size = ctx.size;
+            let pad = pad.clone();
             tasks.push(tokio::spawn(async move {
                 let mut hist = histogram();
                 let mut failed = 0u64;
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
-                    match c.invoke::<_, Value>("echo", &message(size)).await {
+                    match c.invoke::<_, Value>("echo", &message(&pad)).await {
                         Ok(_) => {
                             let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
                         }

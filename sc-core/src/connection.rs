@@ -924,7 +924,7 @@ impl Limits {
                     refused = Some((bucket.limit, ""));
                 }
             }
-            if refused.is_none() {
+            if refused.is_none() && !self.server.app.event_limits.is_empty() {
                 if let Some(limit) = self.server.app.event_limits.get(event.as_str()) {
                     let bucket = self
                         .events

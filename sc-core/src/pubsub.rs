@@ -195,16 +195,14 @@ impl PubSub {
         channels.get(channel).cloned()
     }
 
+    /// Queues the publication for one socket; whether a frame was queued.
     async fn deliver_to_socket(
         server: &Arc<ServerShared>,
         socket: &Socket,
         publication: &Publication,
-    ) {
+    ) -> bool {
         if !server.app.middleware.has(MiddlewareKind::PublishOut) {
-            if socket.push(publication.frame.clone()).is_ok() {
-                Metrics::add(&server.metrics.publish_deliveries, 1);
-            }
-            return;
+            return socket.push(publication.frame.clone()).is_ok();
         }
         let req = Request {
             parts: Parts {
@@ -227,20 +225,18 @@ impl PubSub {
             .await
         {
             Ok(data) if data.as_ref() == publication.data() => {
-                if socket.push(publication.frame.clone()).is_ok() {
-                    Metrics::add(&server.metrics.publish_deliveries, 1);
-                }
+                socket.push(publication.frame.clone()).is_ok()
             }
             Ok(data) => match protocol::encode_publish(&publication.channel, data.as_ref()) {
-                Ok(frame) => {
-                    if socket.push(frame.into()).is_ok() {
-                        Metrics::add(&server.metrics.publish_deliveries, 1);
-                    }
+                Ok(frame) => socket.push(frame.into()).is_ok(),
+                Err(e) => {
+                    tracing::error!(error = %e, "publish-out data is not JSON");
+                    false
                 }
-                Err(e) => tracing::error!(error = %e, "publish-out data is not JSON"),
             },
             Err(block) => {
                 tracing::debug!(socket = %socket.id(), channel = %publication.channel, %block, "publishOut blocked");
+                false
             }
         }
     }
@@ -255,17 +251,23 @@ impl DeliverySink for PubSub {
             let Some(server) = self.server.upgrade() else {
                 return;
             };
-            Metrics::add(&server.metrics.publications, 1);
+            // Counted once per publication: a shared atomic per delivery would be contended on
+            // the hottest path.
+            let mut queued = 0;
             for sub in subs.iter() {
                 match sub {
                     Subscriber::Socket(socket) => {
-                        Self::deliver_to_socket(&server, socket, &publication).await
+                        if Self::deliver_to_socket(&server, socket, &publication).await {
+                            queued += 1;
+                        }
                     }
                     Subscriber::Server { tx, .. } => {
                         let _ = tx.send(publication.clone());
                     }
                 }
             }
+            Metrics::add(&server.metrics.publications, 1);
+            Metrics::add(&server.metrics.publish_deliveries, queued);
         })
     }
 }

@@ -371,7 +371,7 @@ async fn a_panicking_handler_answers_with_an_error_and_the_worker_goes_on() {
         .invoke::<_, Value>("boom", &())
         .await
         .expect_err("boom fails");
-    assert!(err.to_string().contains("Error"), "{err}");
+    assert!(err.to_string().contains("ServerError"), "{err}");
     // The same socket and process go on; so does every other socket.
     assert_eq!(worker_pid(&c).await, pid);
     let echoed: Value = other.invoke("echo", &json!(5)).await.expect("echo");
