@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -57,16 +57,6 @@ pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ConfigErr
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The peer address of a TLS connection (axum connect info).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct TlsPeer(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<IncomingStream<'_, TlsListener>> for TlsPeer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        *stream.remote_addr()
-    }
-}
-
 /// Accepts TCP connections and completes TLS handshakes concurrently (one slow handshake never
 /// delays the next connection); yields only established TLS streams.
 pub(crate) struct TlsListener {
@@ -110,23 +100,17 @@ impl TlsListener {
 
 impl Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
-    type Addr = TlsPeer;
+    type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.ready.recv().await {
-            Some((io, peer)) => (io, TlsPeer(peer)),
+            Some((io, peer)) => (io, peer),
             // The accept task only ends when this listener is dropped.
             None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(TlsPeer(self.local))
-    }
-}
-
-impl crate::http::PeerAddr for TlsPeer {
-    fn peer(&self) -> Option<SocketAddr> {
-        Some(self.0)
+        Ok(self.local)
     }
 }
