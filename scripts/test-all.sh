@@ -2,7 +2,7 @@
 # The whole test suite: formatting, lints, Rust unit + integration tests (cluster and Redis tests
 # with real processes, `sc new`, `sc bench`), the compatibility suite (the official
 # socketcluster-client from npm against our compat server, and our browser client), and the page
-# test in headless Chromium.
+# test in headless Chromium; then the fuzzers, 60 s per target (scripts/fuzz.sh).
 # Needs: a Rust toolchain, Node.js >= 20 with npm, Redis on 127.0.0.1:6379 and redis-server,
 # Chromium (/usr/bin/chromium or $CHROMIUM). `.ci/run` installs what is missing.
 set -euo pipefail
@@ -31,3 +31,6 @@ if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt 
   (cd tests/browser && npm ci --no-audit --no-fund)
 fi
 (cd tests/browser && CHAT_BIN="$PWD/../../target/debug/chat" npm test)
+
+echo "== fuzz (the frame decoder and the channel-pattern parser, FUZZ_SECONDS per target)"
+bash scripts/fuzz.sh

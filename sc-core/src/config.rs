@@ -43,9 +43,13 @@ pub struct Config {
     pub socket_channel_limit: usize,
     /// Whether clients may publish (`SC_ALLOW_CLIENT_PUBLISH`, default true).
     pub allow_client_publish: bool,
-    /// Most outbound messages queued for one socket before it is treated as a slow consumer and
-    /// closed with 4100 (`SC_OUTBOUND_QUEUE_LIMIT`, default 4096).
-    pub outbound_queue_limit: usize,
+    /// Most bytes waiting to be written to one socket (frames queued plus the batch being
+    /// written; each frame counts its length plus 64) before the socket is a slow consumer
+    /// (`SC_OUTBOUND_QUEUE_BYTES`, default 4 MiB). A frame always fits into an empty queue.
+    pub outbound_queue_bytes: usize,
+    /// What a slow consumer gets (`SC_SLOW_CONSUMER`: `disconnect`, the default, closes it with
+    /// 4100; `drop` keeps it and drops what does not fit).
+    pub slow_consumer: crate::limit::SlowConsumer,
     /// Most inbound messages of one socket waiting for its handlers; when full the server stops
     /// reading that socket, so a flood slows only its sender (`SC_INBOUND_QUEUE_LIMIT`, default 256).
     pub inbound_queue_limit: usize,
@@ -99,7 +103,8 @@ impl Default for Config {
             max_payload: 1024 * 1024,
             socket_channel_limit: 1000,
             allow_client_publish: true,
-            outbound_queue_limit: 4096,
+            outbound_queue_bytes: 4 * 1024 * 1024,
+            slow_consumer: crate::limit::SlowConsumer::Disconnect,
             inbound_queue_limit: 256,
             auth_default_expiry: 86_400,
             shutdown_timeout: Duration::from_millis(5_000),
@@ -191,7 +196,8 @@ impl Config {
         env!("SC_MAX_PAYLOAD", parse, self.max_payload);
         env!("SC_SOCKET_CHANNEL_LIMIT", parse, self.socket_channel_limit);
         env!("SC_ALLOW_CLIENT_PUBLISH", flag, self.allow_client_publish);
-        env!("SC_OUTBOUND_QUEUE_LIMIT", parse, self.outbound_queue_limit);
+        env!("SC_OUTBOUND_QUEUE_BYTES", parse, self.outbound_queue_bytes);
+        env!("SC_SLOW_CONSUMER", parse, self.slow_consumer);
         env!("SC_INBOUND_QUEUE_LIMIT", parse, self.inbound_queue_limit);
         env!("SC_AUTH_DEFAULT_EXPIRY", parse, self.auth_default_expiry);
         env!("SC_SHUTDOWN_TIMEOUT", ms, self.shutdown_timeout);
@@ -256,9 +262,10 @@ impl Config {
                 "max_payload must be at least 64 bytes, or no handshake fits".into(),
             ));
         }
-        if self.outbound_queue_limit == 0 || self.inbound_queue_limit == 0 {
+        if self.outbound_queue_bytes < 1024 || self.inbound_queue_limit == 0 {
             return Err(ConfigError(
-                "outbound_queue_limit and inbound_queue_limit must be at least 1".into(),
+                "outbound_queue_bytes must be at least 1024 and inbound_queue_limit at least 1"
+                    .into(),
             ));
         }
         if self.workers == 0 {

@@ -26,9 +26,9 @@ use crate::protocol::{self, close, Inbound, Packet};
 use crate::server::ServerShared;
 use crate::socket::{lock, AuthState, CloseRequest, Outbound, RequestInfo, Socket};
 
-/// Most frames written before one flush: batches socket writes under load without delaying a
-/// lone frame.
-const WRITE_BATCH: usize = 64;
+/// A writer's spare batch buffer larger than this is freed after use, so a burst does not pin
+/// its memory to an idle socket.
+const BATCH_KEEP: usize = 64;
 
 /// One decoded inbound message waiting for the dispatcher.
 struct InboundMessage {
@@ -40,10 +40,9 @@ struct InboundMessage {
 /// Serves one upgraded WebSocket until it closes.
 pub(crate) async fn run(ws: WebSocket, server: Arc<ServerShared>, request: Arc<RequestInfo>) {
     let (sink, stream) = ws.split();
-    let (out_tx, out_rx) = mpsc::channel(server.config.outbound_queue_limit);
     let (close_tx, close_rx) = watch::channel(None);
-    let socket = Socket::new(server.clone(), request, out_tx, close_tx);
-    let writer = tokio::spawn(write_loop(sink, out_rx, close_rx.clone(), socket.clone()));
+    let socket = Socket::new(server.clone(), request, close_tx);
+    let mut writer = tokio::spawn(write_loop(sink, close_rx.clone(), socket.clone()));
 
     let registered = read_loop(stream, &socket, close_rx).await;
 
@@ -54,35 +53,35 @@ pub(crate) async fn run(ws: WebSocket, server: Arc<ServerShared>, request: Arc<R
     }
     server.pubsub.remove_socket(&socket);
     socket.abort_pending();
-    if tokio::time::timeout(Duration::from_secs(5), writer)
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer)
         .await
         .is_err()
     {
-        tracing::debug!(socket = %socket.id(), "writer did not finish in time");
+        // A peer that stopped reading leaves the writer blocked on a full TCP buffer forever:
+        // abort it, which drops the connection.
+        tracing::debug!(socket = %socket.id(), "writer did not finish in time; dropping the connection");
+        writer.abort();
     }
+    socket.0.out.close();
 }
 
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
-    mut out: mpsc::Receiver<Outbound>,
     mut close_rx: watch::Receiver<Option<CloseRequest>>,
     socket: Socket,
 ) {
     let config = &socket.0.server.config;
     let ping = Utf8Bytes::from_static(config.protocol_version.ping());
-    let v1 = config.protocol_version == crate::protocol::ProtocolVersion::V1;
-    let mut pinging = false;
-    let mut next_ping = Instant::now();
-
-    let send_close = |code: u16, reason: String| {
-        Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
+    let mut writer = BatchWriter {
+        v1: config.protocol_version == crate::protocol::ProtocolVersion::V1,
+        pinging: false,
+        batch: std::collections::VecDeque::new(),
     };
+    let mut next_ping = Instant::now();
+    let outbox = &socket.0.out;
 
     loop {
-        let ping_due = pinging && !config.ping_timeout_disabled && !socket.pings_paused();
+        let ping_due = writer.pinging && !config.ping_timeout_disabled && !socket.pings_paused();
         tokio::select! {
             biased;
             changed = close_rx.changed() => {
@@ -92,82 +91,112 @@ async fn write_loop(
                 }
                 match request {
                     Some(CloseRequest { code: Some(code), reason }) => {
-                        let _ = sink.send(send_close(code, reason)).await;
+                        let _ = sink.send(close_frame(code, reason)).await;
                         break;
                     }
                     Some(_) => {
                         // The reader is done (the peer left, or we rejected it): write what is
                         // still queued, such as a rejection reply and its close frame.
-                        while let Ok(item) = out.try_recv() {
-                            let msg = match item {
-                                Outbound::Frame(frame) => Message::Text(frame),
-                                Outbound::Close(code, reason) => {
-                                    if v1 {
-                                        let _ = sink.feed(v1_disconnect(code, &reason)).await;
-                                    }
-                                    send_close(code, reason)
-                                }
-                                Outbound::StartPing => continue,
-                            };
-                            let last = matches!(msg, Message::Close(_));
-                            if sink.feed(msg).await.is_err() || last {
-                                break;
-                            }
+                        if outbox.try_take(&mut writer.batch) {
+                            let _ = writer.write(&mut sink, &socket).await;
                         }
-                        let _ = sink.flush().await;
                         break;
                     }
                     None => {}
                 }
             }
-            item = out.recv() => {
-                let Some(item) = item else { break };
-                let mut next = Some(item);
-                let mut written = 0;
-                let mut closing = None;
-                while let Some(item) = next.take() {
-                    match item {
-                        Outbound::Frame(frame) => {
-                            if sink.feed(Message::Text(frame)).await.is_err() {
-                                return;
-                            }
-                            written += 1;
-                            Metrics::add(&socket.0.server.metrics.messages_out, 1);
-                        }
-                        Outbound::StartPing => {
-                            pinging = true;
+            more = outbox.take(&mut writer.batch) => {
+                if !more {
+                    break;
+                }
+                let was_pinging = writer.pinging;
+                match writer.write(&mut sink, &socket).await {
+                    Ok(false) => {
+                        if writer.pinging && !was_pinging {
                             next_ping = Instant::now() + config.ping_interval;
                         }
-                        Outbound::Close(code, reason) => {
-                            closing = Some((code, reason));
-                            break;
-                        }
                     }
-                    if written < WRITE_BATCH {
-                        next = out.try_recv().ok();
-                    }
-                }
-                if sink.flush().await.is_err() {
-                    return;
-                }
-                if let Some((code, reason)) = closing {
-                    if v1 {
-                        let _ = sink.feed(v1_disconnect(code, &reason)).await;
-                    }
-                    let _ = sink.send(send_close(code, reason.clone())).await;
-                    socket.close_now(code, reason);
-                    break;
+                    Ok(true) | Err(()) => break,
                 }
             }
             _ = tokio::time::sleep_until(next_ping), if ping_due => {
                 if sink.send(Message::Text(ping.clone())).await.is_err() {
-                    return;
+                    break;
                 }
                 next_ping = Instant::now() + config.ping_interval;
             }
         }
     }
+    outbox.close();
     let _ = sink.close().await;
+}
+
+/// Writes batches taken from the outbox.
+struct BatchWriter {
+    v1: bool,
+    pinging: bool,
+    batch: std::collections::VecDeque<Outbound>,
+}
+
+impl BatchWriter {
+    /// Writes the batch and flushes once; `Ok(true)` when it ended with a close (sent, and the
+    /// socket marked closed), `Err` when the connection failed. Releases the batch's bytes.
+    async fn write(
+        &mut self,
+        sink: &mut SplitSink<WebSocket, Message>,
+        socket: &Socket,
+    ) -> Result<bool, ()> {
+        let mut written = 0u64;
+        let mut bytes = 0;
+        let mut closing = None;
+        let mut failed = false;
+        for item in self.batch.drain(..) {
+            match item {
+                Outbound::Frame(frame) => {
+                    bytes += crate::outbox::cost(&frame);
+                    if failed {
+                        continue;
+                    }
+                    if sink.feed(Message::Text(frame)).await.is_err() {
+                        failed = true;
+                    }
+                    written += 1;
+                }
+                Outbound::StartPing => self.pinging = true,
+                Outbound::Close(code, reason) => {
+                    // Anything queued after a close is never written.
+                    closing = Some((code, reason));
+                    break;
+                }
+            }
+        }
+        self.batch.clear();
+        if self.batch.capacity() > BATCH_KEEP {
+            self.batch = std::collections::VecDeque::new();
+        }
+        Metrics::add(&socket.0.server.metrics.messages_out, written);
+        let flushed = !failed && sink.flush().await.is_ok();
+        socket.0.out.release(bytes);
+        if !flushed {
+            return Err(());
+        }
+        let Some((code, reason)) = closing else {
+            return Ok(false);
+        };
+        if self.v1 {
+            let _ = sink.feed(v1_disconnect(code, &reason)).await;
+        }
+        let _ = sink.send(close_frame(code, reason.clone())).await;
+        socket.close_now(code, reason);
+        Ok(true)
+    }
+}
+
+fn close_frame(code: u16, reason: String) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
 }
 
 /// v14 clients (protocol v1) learn the code and reason of a server disconnect from this event; the
@@ -585,7 +614,9 @@ async fn handle_event(socket: &Socket, event: String, data: Option<Value>, cid: 
                     "The socket has already completed its handshake",
                 )),
             ),
-            None => socket.close_now(close::HANDSHAKE_REJECTED, ""),
+            None => {
+                socket.close_now(close::HANDSHAKE_REJECTED, "");
+            }
         },
         "#authenticate" => {
             let Some(cid) = cid else {

@@ -43,6 +43,7 @@ pub mod limit;
 pub mod master;
 mod metrics;
 pub mod middleware;
+mod outbox;
 pub mod protocol;
 mod pubsub;
 pub mod server;
@@ -65,7 +66,7 @@ pub use config::Config;
 pub use error::{IntoReplyError, ScError};
 pub use exchange::Exchange;
 pub use handler::IntoReply;
-pub use limit::{LimitAction, RateLimit};
+pub use limit::{LimitAction, RateLimit, SlowConsumer};
 pub use middleware::{Block, MiddlewareKind};
 pub use server::{Error, Result, Server, ServerHandle, SocketCluster};
 pub use socket::Socket;
@@ -78,7 +79,7 @@ pub mod prelude {
     pub use crate::extract::{
         Auth, Channel, EventName, Json, MaybeAuth, Raw, State, TryJson, WaitForAuth,
     };
-    pub use crate::limit::{LimitAction, RateLimit};
+    pub use crate::limit::{LimitAction, RateLimit, SlowConsumer};
     pub use crate::middleware::{Block, Decision, MiddlewareKind};
     pub use crate::server::{ServerHandle, SocketCluster};
     pub use crate::socket::{AuthTokenOptions, RequestInfo, Socket};

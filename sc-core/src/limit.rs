@@ -62,6 +62,33 @@ impl RateLimit {
     }
 }
 
+/// What happens when a socket's outbound queue is full: the client reads slower than the server
+/// sends to it (see [`Config::outbound_queue_bytes`](crate::Config::outbound_queue_bytes)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Close the socket with [`close::SLOW_CONSUMER`](crate::protocol::close::SLOW_CONSUMER)
+    /// (4100); the official client reconnects and resubscribes. Counted in
+    /// `sc_slow_consumer_disconnects_total`.
+    #[default]
+    Disconnect,
+    /// Keep the socket and drop each message that does not fit (publications, replies and events
+    /// alike: a dropped reply makes the client's call time out). Counted in
+    /// `sc_outbound_dropped_total`.
+    Drop,
+}
+
+impl std::str::FromStr for SlowConsumer {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "disconnect" => Ok(Self::Disconnect),
+            "drop" => Ok(Self::Drop),
+            other => Err(format!("{other:?} is not disconnect or drop")),
+        }
+    }
+}
+
 /// The state of one bucket.
 #[derive(Debug)]
 pub(crate) struct Bucket {

@@ -18,6 +18,8 @@ pub(crate) struct Metrics {
     pub publish_deliveries: AtomicU64,
     pub publications: AtomicU64,
     pub handshakes: AtomicU64,
+    pub slow_consumer_disconnects: AtomicU64,
+    pub outbound_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -36,6 +38,8 @@ impl Metrics {
             publications: get(&self.publications),
             publish_deliveries: get(&self.publish_deliveries),
             handshakes: get(&self.handshakes),
+            slow_consumer_disconnects: get(&self.slow_consumer_disconnects),
+            outbound_dropped: get(&self.outbound_dropped),
         }
     }
 }
@@ -57,6 +61,12 @@ pub struct Snapshot {
     pub publish_deliveries: u64,
     /// Completed handshakes since start.
     pub handshakes: u64,
+    /// Sockets closed with 4100 because their outbound queue was full.
+    #[serde(default)]
+    pub slow_consumer_disconnects: u64,
+    /// Frames dropped because a socket's outbound queue was full (`SlowConsumer::Drop`).
+    #[serde(default)]
+    pub outbound_dropped: u64,
 }
 
 /// Renders Prometheus text: one sample per process (`role`, `id` labels) and restarts per role.
@@ -65,7 +75,7 @@ pub(crate) fn render(
     restarts: &BTreeMap<String, u64>,
 ) -> String {
     type Field = fn(&Snapshot) -> u64;
-    let series: [(&str, &str, &str, Field); 7] = [
+    let series: [(&str, &str, &str, Field); 9] = [
         ("sc_connections", "gauge", "Sockets connected now.", |s| {
             s.connections
         }),
@@ -104,6 +114,18 @@ pub(crate) fn render(
             "counter",
             "Completed handshakes.",
             |s| s.handshakes,
+        ),
+        (
+            "sc_slow_consumer_disconnects_total",
+            "counter",
+            "Sockets closed with 4100: their outbound queue was full.",
+            |s| s.slow_consumer_disconnects,
+        ),
+        (
+            "sc_outbound_dropped_total",
+            "counter",
+            "Frames dropped: the socket's outbound queue was full (slow_consumer = drop).",
+            |s| s.outbound_dropped,
         ),
     ];
     let mut out = String::new();

@@ -159,8 +159,12 @@ impl Builder {
         socket_channel_limit: usize => socket_channel_limit;
         /// Whether clients may publish (default true). `SC_ALLOW_CLIENT_PUBLISH` overrides.
         allow_client_publish: bool => allow_client_publish;
-        /// Outbound queue bound per socket, in messages (default 4096).
-        outbound_queue_limit: usize => outbound_queue_limit;
+        /// Outbound queue bound per socket, in bytes (default 4 MiB). `SC_OUTBOUND_QUEUE_BYTES`
+        /// overrides.
+        outbound_queue_bytes: usize => outbound_queue_bytes;
+        /// What a socket over its outbound bound gets (default: closed with 4100).
+        /// `SC_SLOW_CONSUMER` (`disconnect` or `drop`) overrides.
+        slow_consumer: crate::limit::SlowConsumer => slow_consumer;
         /// Inbound queue bound per socket, in messages (default 256).
         inbound_queue_limit: usize => inbound_queue_limit;
         /// Default token lifetime in seconds (default 86400). `SC_AUTH_DEFAULT_EXPIRY` overrides.

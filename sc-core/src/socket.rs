@@ -1,6 +1,6 @@
 //! [`Socket`]: the server's handle on one connected client. Cheap to clone; every method works
-//! from any task. Sending never blocks: frames go into the socket's bounded outbound queue, which a
-//! writer task drains (a full queue closes the socket with 4100, see `outbound_queue_limit`).
+//! from any task. Sending never blocks: frames go into the socket's outbound queue ([`Outbox`]),
+//! bounded in bytes, which a writer task drains (see `outbound_queue_bytes` and `slow_consumer`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -12,10 +12,12 @@ use axum::http::{HeaderMap, Uri};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::auth::SignError;
 use crate::error::ScError;
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, PushError};
 use crate::protocol::{self, close};
 use crate::server::ServerShared;
 
@@ -68,7 +70,7 @@ pub(crate) struct SocketInner {
     pub id: Arc<str>,
     pub server: Arc<ServerShared>,
     pub request: Arc<RequestInfo>,
-    out: mpsc::Sender<Outbound>,
+    pub(crate) out: Outbox,
     close: watch::Sender<Option<CloseRequest>>,
     auth: RwLock<Option<AuthState>>,
     pub subscriptions: Mutex<HashSet<Arc<str>>>,
@@ -97,6 +99,10 @@ pub enum SendError {
     /// The outbound queue was full: the socket was closed as a slow consumer (4100).
     #[error("the socket's outbound queue is full; it was disconnected as a slow consumer")]
     SlowConsumer,
+    /// The outbound queue was full and the server drops what does not fit
+    /// ([`SlowConsumer::Drop`](crate::limit::SlowConsumer::Drop)): this message was discarded.
+    #[error("the socket's outbound queue is full; the message was dropped")]
+    Dropped,
     /// The data could not be serialised to JSON.
     #[error("data is not serialisable to JSON: {0}")]
     Encode(#[from] serde_json::Error),
@@ -177,10 +183,13 @@ impl Socket {
     pub(crate) fn new(
         server: Arc<ServerShared>,
         request: Arc<RequestInfo>,
-        out: mpsc::Sender<Outbound>,
         close: watch::Sender<Option<CloseRequest>>,
     ) -> Self {
         let id = server.next_socket_id();
+        let out = Outbox::new(
+            server.config.outbound_queue_bytes,
+            server.config.slow_consumer,
+        );
         Self(Arc::new(SocketInner {
             id,
             server,
@@ -393,18 +402,17 @@ impl Socket {
     /// 4000..4499 make it come back.
     pub fn disconnect(&self, code: u16, reason: impl Into<String>) {
         let reason = reason.into();
-        if self
+        if !self
             .0
             .out
-            .try_send(Outbound::Close(code, reason.clone()))
-            .is_err()
+            .push_control(Outbound::Close(code, reason.clone()))
         {
             self.close_now(code, reason);
         }
     }
 
-    /// Closes without waiting for the queue.
-    pub(crate) fn close_now(&self, code: u16, reason: impl Into<String>) {
+    /// Closes without waiting for the queue; whether this call started the close.
+    pub(crate) fn close_now(&self, code: u16, reason: impl Into<String>) -> bool {
         let reason = reason.into();
         self.0.close.send_if_modified(|c| {
             if c.is_none() {
@@ -416,7 +424,7 @@ impl Socket {
             } else {
                 false
             }
-        });
+        })
     }
 
     /// Marks the connection as ending without a close code of ours (the peer closed, or the
@@ -435,21 +443,28 @@ impl Socket {
         });
     }
 
-    /// Queues an encoded frame. Never blocks; a full queue disconnects the socket (4100).
+    /// Queues an encoded frame. Never blocks; a full queue disconnects the socket (4100) or drops
+    /// the frame, as `slow_consumer` says.
     pub(crate) fn push(&self, frame: Utf8Bytes) -> Result<(), SendError> {
-        match self.0.out.try_send(Outbound::Frame(frame)) {
+        match self.0.out.push_frame(frame) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(socket = %self.id(), "outbound queue full: disconnecting slow consumer");
-                self.close_now(close::SLOW_CONSUMER, "");
+            Err(PushError::Full) => {
+                if self.close_now(close::SLOW_CONSUMER, "") {
+                    tracing::warn!(socket = %self.id(), "outbound queue full: disconnecting slow consumer");
+                    Metrics::add(&self.0.server.metrics.slow_consumer_disconnects, 1);
+                }
                 Err(SendError::SlowConsumer)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+            Err(PushError::Dropped) => {
+                Metrics::add(&self.0.server.metrics.outbound_dropped, 1);
+                Err(SendError::Dropped)
+            }
+            Err(PushError::Closed) => Err(SendError::Closed),
         }
     }
 
     pub(crate) fn start_ping(&self) {
-        let _ = self.0.out.try_send(Outbound::StartPing);
+        self.0.out.push_control(Outbound::StartPing);
     }
 
     pub(crate) fn count_pong(&self) {

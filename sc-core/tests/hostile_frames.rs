@@ -108,6 +108,19 @@ async fn invalid_utf8_in_a_text_frame_closes_1007() {
 }
 
 #[tokio::test]
+async fn a_frame_breaking_the_websocket_rules_closes_1002() {
+    let addr = start().await;
+    let mut bystander = handshaken(addr).await;
+    let mut ws = handshaken(addr).await;
+    // RSV1 set without a negotiated extension (RFC 6455 section 5.2).
+    let mut frame = Frame::message(b"{}".to_vec(), OpCode::Data(Data::Text), true);
+    frame.header_mut().rsv1 = true;
+    ws.send(Message::Frame(frame)).await.expect("send");
+    assert_eq!(close_code(&mut ws).await, Some(1002));
+    bystander_still_served(&mut bystander).await;
+}
+
+#[tokio::test]
 async fn a_reused_cid_is_answered_once_per_invoke() {
     let addr = start().await;
     let mut ws = handshaken(addr).await;

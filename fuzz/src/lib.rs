@@ -1,0 +1,73 @@
+//! The properties the fuzzer checks, one function per target. Each must hold for any input; a
+//! violation panics. Shared with `sc-core/tests/fuzz_regressions.rs` (included by path there), so
+//! a crash the fuzzer finds is replayed on stable by the normal test run once its input is saved
+//! under `fuzz/regressions/<target>/`.
+
+use sc_core::channel::ChannelPattern;
+use sc_core::protocol::{self, Inbound, Packet};
+
+/// The inbound frame decoder never panics on any text, and every packet it yields survives a
+/// round trip through the encoders unchanged.
+pub fn decode(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Inbound::Packets(packets) = protocol::decode(text) else {
+        return;
+    };
+    for packet in packets {
+        let encoded = match &packet {
+            Packet::Event { event, data, cid } => {
+                protocol::encode_client_event(event, data.as_ref(), *cid)
+            }
+            Packet::Response {
+                rid,
+                data,
+                error: None,
+            } => protocol::encode_response(*rid, data.as_ref()),
+            Packet::Response { .. } | Packet::Other => continue,
+        };
+        let encoded = encoded.expect("a decoded packet re-encodes");
+        assert_eq!(
+            protocol::decode(&encoded),
+            Inbound::Packets(vec![packet.clone()]),
+            "round trip of {encoded}"
+        );
+    }
+}
+
+/// The channel-pattern parser never panics; a parsed pattern re-parses from its own text to the
+/// same pattern, `matches` agrees with `match_name`, and any name `overlap` offers matches both
+/// patterns. Input: `pattern\nname-or-second-pattern`.
+pub fn channel_pattern(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (first, second) = text.split_once('\n').unwrap_or((text, ""));
+    let Ok(pattern) = ChannelPattern::parse(first) else {
+        return;
+    };
+    assert_eq!(
+        ChannelPattern::parse(pattern.as_str()).as_ref(),
+        Ok(&pattern)
+    );
+    let captures = pattern.match_name(second);
+    assert_eq!(captures.is_some(), pattern.matches(second));
+    if let Some(captures) = captures {
+        assert_eq!(captures.len(), pattern.captures().count());
+    }
+    let own = pattern
+        .overlap(&pattern)
+        .expect("a pattern overlaps itself");
+    assert!(pattern.matches(&own), "{own} does not match {pattern:?}");
+    if let Ok(other) = ChannelPattern::parse(second) {
+        if let Some(name) = pattern.overlap(&other) {
+            assert!(pattern.matches(&name) && other.matches(&name), "{name}");
+        }
+        assert_eq!(
+            pattern.overlap(&other).is_some(),
+            other.overlap(&pattern).is_some(),
+            "overlap is symmetric"
+        );
+    }
+}

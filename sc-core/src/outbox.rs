@@ -1,0 +1,215 @@
+//! A socket's outbound queue: frames in order, bounded in bytes, holding no allocation while the
+//! socket is idle. Anyone pushes without waiting; the socket's writer task takes everything queued
+//! in one swap, writes it as one batch, and releases its bytes only once the batch is flushed, so
+//! the queue plus the batch in flight stay within the limit.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::Notify;
+
+use crate::limit::SlowConsumer;
+use crate::socket::{lock, Outbound};
+
+/// What a queued frame costs beyond its text (the queue slot, the shared buffer's header), so that
+/// a flood of tiny frames is bounded too.
+pub(crate) const ENTRY_OVERHEAD: usize = 64;
+
+/// Why a frame was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// The writer is gone.
+    Closed,
+    /// Over the limit with [`SlowConsumer::Disconnect`]: the caller closes the socket.
+    Full,
+    /// Over the limit with [`SlowConsumer::Drop`]: this frame was discarded.
+    Dropped,
+}
+
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    ready: Notify,
+    limit: usize,
+    policy: SlowConsumer,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Outbound>,
+    /// Bytes queued plus bytes the writer took and has not flushed yet.
+    bytes: usize,
+    closed: bool,
+}
+
+/// The bytes a frame counts for against the limit.
+pub(crate) fn cost(frame: &Utf8Bytes) -> usize {
+    frame.len() + ENTRY_OVERHEAD
+}
+
+impl Outbox {
+    pub(crate) fn new(limit: usize, policy: SlowConsumer) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            limit,
+            policy,
+        }
+    }
+
+    /// Queues a frame, or refuses it when the queue is over its limit. A frame always fits into
+    /// an empty queue, however large: the application made it, and refusing it could never succeed.
+    pub(crate) fn push_frame(&self, frame: Utf8Bytes) -> Result<(), PushError> {
+        let size = cost(&frame);
+        {
+            let mut state = lock(&self.state);
+            if state.closed {
+                return Err(PushError::Closed);
+            }
+            if state.bytes > 0 && state.bytes + size > self.limit {
+                return Err(match self.policy {
+                    SlowConsumer::Disconnect => PushError::Full,
+                    SlowConsumer::Drop => PushError::Dropped,
+                });
+            }
+            state.bytes += size;
+            state.queue.push_back(Outbound::Frame(frame));
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Queues a control item (start pinging, close after the queue); never refused while open.
+    pub(crate) fn push_control(&self, item: Outbound) -> bool {
+        {
+            let mut state = lock(&self.state);
+            if state.closed {
+                return false;
+            }
+            state.queue.push_back(item);
+        }
+        self.ready.notify_one();
+        true
+    }
+
+    /// Waits until something is queued and moves all of it into `batch` (empty on entry; its
+    /// capacity becomes the queue's). `false` once the outbox is closed and empty.
+    /// Cancel-safe: items move only in the same poll that returns.
+    pub(crate) async fn take(&self, batch: &mut VecDeque<Outbound>) -> bool {
+        loop {
+            if self.try_take(batch) {
+                return true;
+            }
+            if lock(&self.state).closed {
+                return false;
+            }
+            // notify_one stores a permit when nobody waits, so a push between the check above
+            // and this await is not missed.
+            self.ready.notified().await;
+        }
+    }
+
+    /// Moves whatever is queued into `batch`; whether there was anything.
+    pub(crate) fn try_take(&self, batch: &mut VecDeque<Outbound>) -> bool {
+        let mut state = lock(&self.state);
+        if state.queue.is_empty() {
+            return false;
+        }
+        std::mem::swap(&mut state.queue, batch);
+        true
+    }
+
+    /// The writer flushed frames worth `bytes` (as counted by [`cost`]).
+    pub(crate) fn release(&self, bytes: usize) {
+        let mut state = lock(&self.state);
+        state.bytes = state.bytes.saturating_sub(bytes);
+    }
+
+    /// The writer is done: later pushes fail with [`PushError::Closed`] and queued items are freed.
+    pub(crate) fn close(&self) {
+        let queue = {
+            let mut state = lock(&self.state);
+            state.closed = true;
+            state.bytes = 0;
+            std::mem::take(&mut state.queue)
+        };
+        drop(queue);
+        self.ready.notify_one();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> Utf8Bytes {
+        "x".repeat(n).into()
+    }
+
+    #[test]
+    fn the_queue_stays_within_its_byte_limit_until_the_writer_releases() {
+        let outbox = Outbox::new(10_000, SlowConsumer::Disconnect);
+        let mut accepted = 0;
+        let mut refused = 0;
+        for _ in 0..100 {
+            match outbox.push_frame(frame(1000)) {
+                Ok(()) => accepted += 1,
+                Err(e) => {
+                    assert_eq!(e, PushError::Full);
+                    refused += 1;
+                }
+            }
+        }
+        // 1064 bytes each: 9 fit into 10 000.
+        assert_eq!(accepted, 9);
+        assert_eq!(refused, 91);
+        assert!(lock(&outbox.state).bytes <= 10_000);
+
+        // Taking is not enough: the bytes are in flight until the writer flushed them.
+        let mut batch = VecDeque::new();
+        assert!(outbox.try_take(&mut batch));
+        assert_eq!(batch.len(), 9);
+        assert_eq!(outbox.push_frame(frame(1000)), Err(PushError::Full));
+        outbox.release(9 * cost(&frame(1000)));
+        assert_eq!(outbox.push_frame(frame(1000)), Ok(()));
+    }
+
+    #[test]
+    fn drop_policy_discards_and_an_empty_queue_takes_any_frame() {
+        let outbox = Outbox::new(100, SlowConsumer::Drop);
+        assert_eq!(outbox.push_frame(frame(5000)), Ok(()), "empty: always fits");
+        assert_eq!(outbox.push_frame(frame(1)), Err(PushError::Dropped));
+        // Control items are never refused while open, so a close still gets through.
+        assert!(outbox.push_control(Outbound::StartPing));
+        outbox.close();
+        assert_eq!(outbox.push_frame(frame(1)), Err(PushError::Closed));
+        assert!(!outbox.push_control(Outbound::StartPing));
+        assert!(outbox.is_closed());
+    }
+
+    #[tokio::test]
+    async fn take_wakes_on_a_push_and_ends_after_close() {
+        let outbox = std::sync::Arc::new(Outbox::new(1000, SlowConsumer::Disconnect));
+        let o = outbox.clone();
+        let taker = tokio::spawn(async move {
+            let mut batch = VecDeque::new();
+            let mut seen = 0;
+            while o.take(&mut batch).await {
+                seen += batch.len();
+                batch.clear();
+            }
+            seen
+        });
+        tokio::task::yield_now().await;
+        outbox.push_frame(frame(1)).expect("queued");
+        outbox.push_frame(frame(1)).expect("queued");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        outbox.close();
+        let seen = taker.await.expect("taker");
+        assert_eq!(seen, 2);
+    }
+}
