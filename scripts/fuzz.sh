@@ -24,5 +24,5 @@ for target in decode channel_pattern; do
   mkdir -p "$corpus/$target"
   echo "== fuzz $target (${SECONDS_PER_TARGET} s)"
   (cd fuzz && cargo +nightly fuzz run "$target" "$corpus/$target" "seeds/$target" "regressions/$target" \
-    -- -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 2>&1 | grep -Ev '^(#[0-9]+|"|###### |INFO: )')
+    -- -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 2>&1 | grep -Ev '^(#[0-9]+|"|###### |INFO: |\s+NEW_FUNC)')
 done

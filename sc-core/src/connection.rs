@@ -14,7 +14,6 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::error::ScError;
@@ -38,13 +37,29 @@ struct InboundMessage {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub(crate) async fn run(ws: WebSocket, server: Arc<ServerShared>, request: Arc<RequestInfo>) {
+pub(crate) fn run(
+    ws: WebSocket,
+    server: Arc<ServerShared>,
+    request: Arc<RequestInfo>,
+) -> impl std::future::Future<Output = ()> + Send {
+    // Split before the future starts: an async fn would keep room for the unsplit WebSocket in
+    // its state for the socket's whole life.
     let (sink, stream) = ws.split();
-    let (close_tx, close_rx) = watch::channel(None);
-    let socket = Socket::new(server.clone(), request, close_tx);
-    let mut writer = tokio::spawn(write_loop(sink, close_rx.clone(), socket.clone()));
+    serve(sink, stream, server, request)
+}
 
-    let registered = read_loop(stream, &socket, close_rx).await;
+async fn serve(
+    sink: SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+    server: Arc<ServerShared>,
+    request: Arc<RequestInfo>,
+) {
+    let socket = Socket::new(server.clone(), request);
+    let mut writer = tokio::spawn(write_loop(sink, socket.clone()));
+
+    // Boxed: only the reader's own state then lives as long as the socket, not room for every
+    // later step of this function as well.
+    let registered = Box::pin(read_loop(stream, &socket)).await;
 
     // The peer is gone or we are closing: stop the writer (a pending close frame is still sent).
     socket.close_stop();
@@ -65,11 +80,7 @@ pub(crate) async fn run(ws: WebSocket, server: Arc<ServerShared>, request: Arc<R
     socket.0.out.close();
 }
 
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut close_rx: watch::Receiver<Option<CloseRequest>>,
-    socket: Socket,
-) {
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, socket: Socket) {
     let config = &socket.0.server.config;
     let ping = Utf8Bytes::from_static(config.protocol_version.ping());
     let mut writer = BatchWriter {
@@ -77,32 +88,29 @@ async fn write_loop(
         pinging: false,
         batch: std::collections::VecDeque::new(),
     };
-    let mut next_ping = Instant::now();
+    // One timer for the socket's life, moved when pinging starts and after each ping.
+    let ping_timer = tokio::time::sleep(config.ping_interval);
+    tokio::pin!(ping_timer);
     let outbox = &socket.0.out;
 
     loop {
         let ping_due = writer.pinging && !config.ping_timeout_disabled && !socket.pings_paused();
         tokio::select! {
             biased;
-            changed = close_rx.changed() => {
-                let request = close_rx.borrow().clone();
-                if changed.is_err() {
-                    break;
-                }
+            request = socket.0.close.wait() => {
                 match request {
-                    Some(CloseRequest { code: Some(code), reason }) => {
-                        let _ = sink.send(close_frame(code, reason)).await;
+                    CloseRequest { code: Some(code), reason } => {
+                        let _ = Box::pin(sink.send(close_frame(code, reason))).await;
                         break;
                     }
-                    Some(_) => {
+                    CloseRequest { code: None, .. } => {
                         // The reader is done (the peer left, or we rejected it): write what is
                         // still queued, such as a rejection reply and its close frame.
                         if outbox.try_take(&mut writer.batch) {
-                            let _ = writer.write(&mut sink, &socket).await;
+                            let _ = Box::pin(writer.write(&mut sink, &socket)).await;
                         }
                         break;
                     }
-                    None => {}
                 }
             }
             more = outbox.take(&mut writer.batch) => {
@@ -110,20 +118,21 @@ async fn write_loop(
                     break;
                 }
                 let was_pinging = writer.pinging;
-                match writer.write(&mut sink, &socket).await {
+                // Boxed: the write's state exists only while writing, not in every idle socket.
+                match Box::pin(writer.write(&mut sink, &socket)).await {
                     Ok(false) => {
                         if writer.pinging && !was_pinging {
-                            next_ping = Instant::now() + config.ping_interval;
+                            ping_timer.as_mut().reset(Instant::now() + config.ping_interval);
                         }
                     }
                     Ok(true) | Err(()) => break,
                 }
             }
-            _ = tokio::time::sleep_until(next_ping), if ping_due => {
-                if sink.send(Message::Text(ping.clone())).await.is_err() {
+            _ = &mut ping_timer, if ping_due => {
+                if Box::pin(sink.send(Message::Text(ping.clone()))).await.is_err() {
                     break;
                 }
-                next_ping = Instant::now() + config.ping_interval;
+                ping_timer.as_mut().reset(Instant::now() + config.ping_interval);
             }
         }
     }
@@ -262,11 +271,7 @@ fn violation_code(e: &axum::Error) -> Option<u16> {
 
 /// Reads until the connection ends. Returns whether the socket completed its handshake (and so
 /// was registered with the server).
-async fn read_loop(
-    mut stream: SplitStream<WebSocket>,
-    socket: &Socket,
-    mut close_rx: watch::Receiver<Option<CloseRequest>>,
-) -> bool {
+async fn read_loop(mut stream: SplitStream<WebSocket>, socket: &Socket) -> bool {
     let server = socket.0.server.clone();
     let config = &server.config;
 
@@ -274,7 +279,7 @@ async fn read_loop(
     let deadline = Instant::now() + config.handshake_timeout;
     let rest = loop {
         let event = tokio::select! {
-            _ = close_rx.changed() => return false,
+            _ = socket.0.close.wait() => return false,
             r = tokio::time::timeout_at(deadline, next_event(&mut stream)) => match r {
                 Ok(e) => e,
                 Err(_) => {
@@ -311,7 +316,9 @@ async fn read_loop(
                     socket.close_now(close::HANDSHAKE_REJECTED, "");
                     return false;
                 };
-                if !handshake(socket, cid, data).await {
+                // Boxed: the handshake's state (auth, middleware) would otherwise stay part of
+                // every idle socket's reader for its whole life.
+                if !Box::pin(handshake(socket, cid, data)).await {
                     return false;
                 }
                 break packets;
@@ -323,39 +330,50 @@ async fn read_loop(
         }
     };
 
-    // Phase 2: the dispatcher runs handlers in order; the reader keeps answering pongs and
-    // resolving the client's responses to server invokes, so a handler awaiting one never
-    // deadlocks its own socket.
-    let (in_tx, in_rx) = mpsc::channel(config.inbound_queue_limit);
-    let dispatcher = tokio::spawn(dispatch_loop(socket.clone(), in_rx));
+    // Phase 2: messages run through middleware and handlers one at a time, in order, as a
+    // future polled beside the reads (no task or channel of their own: an idle socket holds
+    // neither). The reader keeps answering pongs and resolving the client's responses to server
+    // invokes while a handler runs, so a handler awaiting one never deadlocks its own socket.
     let raw_middleware = server.app.middleware.has(MiddlewareKind::InboundRaw);
-    if !rest.is_empty() {
-        let _ = in_tx
-            .send(InboundMessage {
+    let mut inbox = Inbox::default();
+    if rest.is_empty() {
+        // Not kept: an empty Vec with capacity would stay allocated for the socket's life.
+        drop(rest);
+    } else {
+        inbox.push(
+            socket,
+            InboundMessage {
                 raw: None,
                 packets: rest,
-            })
-            .await;
+            },
+        );
     }
 
     let pong = config.protocol_version.pong();
     let ping_timeout = config.ping_timeout;
     let mut limits = Limits::new(&server, std::time::Instant::now());
     let mut last_reset = Instant::now();
-    let mut watchdog = last_reset + ping_timeout;
-    let far = || Instant::now() + Duration::from_secs(86_400 * 365);
+    // One timer for the socket's life, moved only when a pong (or, at most every quarter of the
+    // timeout, any message) arrives.
+    let watchdog = tokio::time::sleep(ping_timeout);
+    tokio::pin!(watchdog);
     loop {
         let watching = !config.ping_timeout_disabled && !socket.pings_paused();
+        let reading = inbox.queued.len() < config.inbound_queue_limit;
         let event = tokio::select! {
-            _ = close_rx.changed() => break,
-            _ = tokio::time::sleep_until(if watching { watchdog } else { far() }) => {
+            _ = socket.0.close.wait() => break,
+            _ = &mut watchdog, if watching => {
                 if socket.pings_paused() {
                     continue;
                 }
                 socket.close_now(close::PONG_TIMEOUT, "");
                 break;
             }
-            e = next_event(&mut stream) => e,
+            () = inbox.run(), if inbox.running.is_some() => {
+                inbox.next(socket);
+                continue;
+            }
+            e = next_event(&mut stream), if reading => e,
         };
         let msg = match event {
             ReadEvent::Closed => break,
@@ -373,7 +391,7 @@ async fn read_loop(
         if text.as_str() == pong {
             socket.count_pong();
             last_reset = now;
-            watchdog = now + ping_timeout;
+            watchdog.as_mut().reset(now + ping_timeout);
             socket.check_expiry();
             continue;
         }
@@ -381,7 +399,7 @@ async fn read_loop(
         // work: the reference only does it when a quarter of the timeout has passed.
         if now.duration_since(last_reset) > ping_timeout / 4 {
             last_reset = now;
-            watchdog = now + ping_timeout;
+            watchdog.as_mut().reset(now + ping_timeout);
         }
         let packets = match protocol::decode(&text) {
             Inbound::Raw => Vec::new(),
@@ -407,20 +425,24 @@ async fn read_loop(
         if packets.is_empty() && !raw_middleware {
             continue;
         }
-        let message = InboundMessage {
-            raw: raw_middleware.then(|| text.to_string()),
-            packets,
-        };
-        tokio::select! {
-            r = in_tx.send(message) => if r.is_err() { break },
-            _ = close_rx.changed() => break,
-        }
+        inbox.push(
+            socket,
+            InboundMessage {
+                raw: raw_middleware.then(|| text.to_string()),
+                packets,
+            },
+        );
     }
-    drop(in_tx);
-    // Let the dispatcher finish what it is doing (it may be writing a reply), bounded. Meanwhile
-    // read and discard until the peer answers our close frame: closing with its data unread
-    // would make the kernel reset the connection, and a flooding client would then never see
-    // the close code it was given.
+    // Let the handlers finish what they are doing (one may be writing a reply), bounded.
+    // Meanwhile read and discard until the peer answers our close frame: closing with its data
+    // unread would make the kernel reset the connection, and a flooding client would then never
+    // see the close code it was given.
+    let finish = async {
+        while inbox.running.is_some() {
+            inbox.run().await;
+            inbox.next(socket);
+        }
+    };
     let drain = async {
         while let Some(Ok(msg)) = stream.next().await {
             if matches!(msg, Message::Close(_)) {
@@ -428,11 +450,54 @@ async fn read_loop(
             }
         }
     };
-    let _ = tokio::join!(
-        tokio::time::timeout(Duration::from_secs(1), dispatcher),
-        tokio::time::timeout(Duration::from_secs(1), drain),
-    );
+    // Both end by themselves or time out; either way the connection is over.
+    let _ = Box::pin(async {
+        tokio::join!(
+            tokio::time::timeout(Duration::from_secs(1), finish),
+            tokio::time::timeout(Duration::from_secs(1), drain),
+        )
+    })
+    .await;
     true
+}
+
+/// The socket's inbound messages: the one being handled, as a boxed future, and those waiting
+/// (at most `inbound_queue_limit`; past that the reader stops reading that socket).
+#[derive(Default)]
+struct Inbox {
+    running: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    queued: std::collections::VecDeque<InboundMessage>,
+}
+
+impl Inbox {
+    fn push(&mut self, socket: &Socket, message: InboundMessage) {
+        if self.running.is_none() {
+            self.running = Some(Box::pin(dispatch(socket.clone(), message)));
+        } else {
+            self.queued.push_back(message);
+        }
+    }
+
+    /// Polls the running message's handling to completion (cancel-safe: the future stays here).
+    async fn run(&mut self) {
+        if let Some(running) = self.running.as_mut() {
+            running.await;
+        }
+    }
+
+    /// The running message is done: start the next one, if any (and if the socket is open).
+    fn next(&mut self, socket: &Socket) {
+        self.running = None;
+        if !socket.is_open() {
+            self.queued.clear();
+        }
+        if let Some(message) = self.queued.pop_front() {
+            self.running = Some(Box::pin(dispatch(socket.clone(), message)));
+        }
+        if self.queued.capacity() > 64 && self.queued.is_empty() {
+            self.queued = std::collections::VecDeque::new();
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -566,31 +631,30 @@ fn parts(
     }
 }
 
-async fn dispatch_loop(socket: Socket, mut rx: mpsc::Receiver<InboundMessage>) {
+/// Runs one inbound message through inbound-raw middleware and its packets' handlers, in order.
+async fn dispatch(socket: Socket, message: InboundMessage) {
     let server = socket.0.server.clone();
-    while let Some(message) = rx.recv().await {
-        if let Some(raw) = message.raw {
-            let req = Request {
-                parts: parts(&socket, ActionKind::InboundRaw, None, None, None),
-                data: Some(Value::String(raw)),
-            };
-            if let Err(block) = server
-                .app
-                .middleware
-                .run(MiddlewareKind::InboundRaw, req)
-                .await
-            {
-                tracing::debug!(socket = %socket.id(), %block, "inbound message dropped by middleware");
-                continue;
-            }
+    if let Some(raw) = message.raw {
+        let req = Request {
+            parts: parts(&socket, ActionKind::InboundRaw, None, None, None),
+            data: Some(Value::String(raw)),
+        };
+        if let Err(block) = server
+            .app
+            .middleware
+            .run(MiddlewareKind::InboundRaw, req)
+            .await
+        {
+            tracing::debug!(socket = %socket.id(), %block, "inbound message dropped by middleware");
+            return;
         }
-        for packet in message.packets {
-            if let Packet::Event { event, data, cid } = packet {
-                handle_event(&socket, event, data, cid).await;
-            }
-            if !socket.is_open() {
-                return;
-            }
+    }
+    for packet in message.packets {
+        if let Packet::Event { event, data, cid } = packet {
+            handle_event(&socket, event, data, cid).await;
+        }
+        if !socket.is_open() {
+            return;
         }
     }
 }

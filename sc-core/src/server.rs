@@ -753,7 +753,44 @@ fn build_router(shared: Arc<ServerShared>, user: Router, serve_dir: Option<PathB
     ))
 }
 
-const READ_BUFFER_SIZE: usize = 4 * 1024;
+/// tungstenite's read buffer per socket. It preallocates this much (128 KiB by default) and keeps
+/// it for the socket's life; a frame larger than it still arrives whole (the buffer grows to fit),
+/// only more small frames per read syscall would need a larger one.
+const READ_BUFFER_SIZE: usize = 512;
+
+/// What a socket keeps of its upgrade request. Copied, not cloned: hyper's parsed header values
+/// and path share its 8 KiB read buffer, and holding any of them would pin all of it to the
+/// socket. The headers that only negotiated the upgrade itself are left out.
+fn request_info(req: &HttpRequest, remote_addr: Option<SocketAddr>) -> RequestInfo {
+    const UPGRADE_ONLY: [header::HeaderName; 5] = [
+        header::CONNECTION,
+        header::UPGRADE,
+        header::SEC_WEBSOCKET_KEY,
+        header::SEC_WEBSOCKET_VERSION,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+    ];
+    let kept = || {
+        req.headers()
+            .iter()
+            .filter(|(n, _)| !UPGRADE_ONLY.contains(n))
+    };
+    let mut headers = axum::http::HeaderMap::with_capacity(kept().count());
+    for (name, value) in kept() {
+        if let Ok(value) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
+            headers.append(name.clone(), value);
+        }
+    }
+    let uri = req
+        .uri()
+        .to_string()
+        .parse()
+        .unwrap_or_else(|_| req.uri().clone());
+    RequestInfo {
+        uri,
+        headers,
+        remote_addr,
+    }
+}
 
 /// The browser client (`sc-core/assets/socketcluster.js`), compiled into the binary.
 pub const BROWSER_CLIENT: &str = include_str!("../assets/socketcluster.js");
@@ -826,11 +863,7 @@ async fn upgrade(
         )
             .into_response();
     }
-    let request = Arc::new(RequestInfo {
-        uri: req.uri().clone(),
-        headers: req.headers().clone(),
-        remote_addr: remote,
-    });
+    let request = Arc::new(request_info(&req, remote));
     if shared.app.middleware.has(MiddlewareKind::HandshakeWs) {
         let parts = Parts {
             server: shared.clone(),
@@ -856,8 +889,10 @@ async fn upgrade(
     let max = shared.config.max_payload;
     ws.max_message_size(max)
         .max_frame_size(max)
-        // tungstenite preallocates its read buffer per connection (128 KiB by default); idle
-        // sockets must stay small, and the buffer grows for large messages anyway.
         .read_buffer_size(READ_BUFFER_SIZE)
-        .on_upgrade(move |socket| connection::run(socket, shared, request))
+        // A task of its own: axum's upgrade task (its upgrade and handshake state included) ends
+        // here instead of living, and holding memory, as long as the socket.
+        .on_upgrade(move |socket| async move {
+            tokio::spawn(connection::run(socket, shared, request));
+        })
 }

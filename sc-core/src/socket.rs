@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Uri};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, Notify};
 
 use crate::auth::SignError;
 use crate::error::ScError;
@@ -26,7 +26,8 @@ use crate::server::ServerShared;
 pub struct RequestInfo {
     /// Path and query, e.g. `/socketcluster/?foo=bar`.
     pub uri: Uri,
-    /// Request headers.
+    /// Request headers, without those that only negotiated the upgrade (`Connection`, `Upgrade`,
+    /// `Sec-WebSocket-Key`, `-Version`, `-Extensions`; `Sec-WebSocket-Protocol` stays).
     pub headers: HeaderMap,
     /// The peer's address.
     pub remote_addr: Option<SocketAddr>,
@@ -50,6 +51,52 @@ pub(crate) enum Outbound {
     Close(u16, String),
 }
 
+/// The one-way switch that ends a connection: set once (by whoever closes first), awaited by the
+/// socket's reader and writer. Lighter than a watch channel, whose eight-way notifier would be
+/// most of an idle socket's bookkeeping.
+#[derive(Default)]
+pub(crate) struct CloseSignal {
+    request: Mutex<Option<CloseRequest>>,
+    notify: Notify,
+}
+
+impl CloseSignal {
+    /// Sets the request unless one is set; whether this call set it.
+    fn set(&self, request: CloseRequest) -> bool {
+        {
+            let mut current = lock(&self.request);
+            if current.is_some() {
+                return false;
+            }
+            *current = Some(request);
+        }
+        self.notify.notify_waiters();
+        true
+    }
+
+    pub(crate) fn get(&self) -> Option<CloseRequest> {
+        lock(&self.request).clone()
+    }
+
+    fn is_set(&self) -> bool {
+        lock(&self.request).is_some()
+    }
+
+    /// Waits until a close is requested; the request.
+    pub(crate) async fn wait(&self) -> CloseRequest {
+        loop {
+            // Registered before the check, so a set() in between still wakes this waiter.
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(request) = self.get() {
+                return request;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// A request to stop a connection: `code: None` means the peer already closed.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct CloseRequest {
@@ -71,7 +118,7 @@ pub(crate) struct SocketInner {
     pub server: Arc<ServerShared>,
     pub request: Arc<RequestInfo>,
     pub(crate) out: Outbox,
-    close: watch::Sender<Option<CloseRequest>>,
+    pub(crate) close: CloseSignal,
     auth: RwLock<Option<AuthState>>,
     pub subscriptions: Mutex<HashSet<Arc<str>>>,
     pending: Mutex<HashMap<u64, PendingInvoke>>,
@@ -180,11 +227,7 @@ pub struct AuthTokenOptions {
 }
 
 impl Socket {
-    pub(crate) fn new(
-        server: Arc<ServerShared>,
-        request: Arc<RequestInfo>,
-        close: watch::Sender<Option<CloseRequest>>,
-    ) -> Self {
+    pub(crate) fn new(server: Arc<ServerShared>, request: Arc<RequestInfo>) -> Self {
         let id = server.next_socket_id();
         let out = Outbox::new(
             server.config.outbound_queue_bytes,
@@ -195,7 +238,7 @@ impl Socket {
             server,
             request,
             out,
-            close,
+            close: CloseSignal::default(),
             auth: RwLock::new(None),
             subscriptions: Mutex::new(HashSet::new()),
             pending: Mutex::new(HashMap::new()),
@@ -217,7 +260,7 @@ impl Socket {
 
     /// Whether the connection is still open.
     pub fn is_open(&self) -> bool {
-        self.0.close.borrow().is_none() && !self.0.out.is_closed()
+        !self.0.close.is_set() && !self.0.out.is_closed()
     }
 
     /// Sends an event the client receives with `socket.receiver(event)` (no answer).
@@ -413,33 +456,18 @@ impl Socket {
 
     /// Closes without waiting for the queue; whether this call started the close.
     pub(crate) fn close_now(&self, code: u16, reason: impl Into<String>) -> bool {
-        let reason = reason.into();
-        self.0.close.send_if_modified(|c| {
-            if c.is_none() {
-                *c = Some(CloseRequest {
-                    code: Some(code),
-                    reason,
-                });
-                true
-            } else {
-                false
-            }
+        self.0.close.set(CloseRequest {
+            code: Some(code),
+            reason: reason.into(),
         })
     }
 
     /// Marks the connection as ending without a close code of ours (the peer closed, or the
     /// reader finished); keeps a close already requested.
     pub(crate) fn close_stop(&self) {
-        self.0.close.send_if_modified(|c| {
-            if c.is_none() {
-                *c = Some(CloseRequest {
-                    code: None,
-                    reason: String::new(),
-                });
-                true
-            } else {
-                false
-            }
+        self.0.close.set(CloseRequest {
+            code: None,
+            reason: String::new(),
         });
     }
 

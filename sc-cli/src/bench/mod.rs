@@ -1,5 +1,6 @@
-//! `sc bench`: load scenarios against any SocketCluster-protocol URL, built on the Rust client.
-//! Each prints a human summary and one JSON line (`{"scenario":..}`) for scripts.
+//! `sc bench`: load scenarios against any SocketCluster-protocol URL. The load runs over raw
+//! protocol frames ([`wire`]: no JSON trees per message, so the instrument stays cheaper than the
+//! servers it measures); `soak` uses the full Rust client, whose behaviour it checks. Each prints a human summary and one JSON line (`{"scenario":..}`) for scripts.
 //!
 //! - `connect`: N sockets opened at a rate, held; handshake latency; server RSS per socket.
 //! - `fanout`: N subscribers on one channel, a publisher at max rate (W publishes in flight) or
@@ -14,14 +15,18 @@
 //! by the receiver on the same clock. The instrument reports its own CPU use; with `--pid` it also
 //! reports the server's CPU time per message and memory per socket.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
-use sc_core::client::{Client, ClientOptions, Subscription};
+use sc_core::client::ClientOptions;
 use serde_json::{json, Value};
+
+mod soak;
+mod wire;
+use wire::{Frame, Wire};
 
 /// Arguments of `sc bench`.
 #[derive(Args, Debug)]
@@ -171,7 +176,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             rss_growth_kib,
         } => {
             let limits = (rss_slack_kib, rss_growth_kib);
-            soak(&ctx, clients.max(1), channels.max(1), limits).await?
+            soak::soak(&ctx, clients.max(1), channels.max(1), limits).await?
         }
     };
     if let Value::Object(map) = &mut report {
@@ -209,22 +214,22 @@ fn options(url: &str) -> ClientOptions {
     o
 }
 
-/// Opens `n` clients, 64 at a time, spread over the URLs.
-async fn open_clients(ctx: &Ctx, n: usize) -> Result<Vec<Client>, BoxError> {
-    let mut clients = Vec::with_capacity(n);
+/// Opens `n` raw connections, 64 at a time, spread over the URLs.
+async fn open_wires(ctx: &Ctx, n: usize) -> Result<Vec<Wire>, BoxError> {
+    let mut wires = Vec::with_capacity(n);
     let mut pending = futures_util::stream::FuturesOrdered::new();
     for i in 0..n {
-        pending.push_back(Client::connect_with(options(ctx.url(i))));
+        pending.push_back(Wire::connect(ctx.url(i)));
         if pending.len() >= 64 {
-            if let Some(c) = futures_util::StreamExt::next(&mut pending).await {
-                clients.push(c?);
+            if let Some(w) = futures_util::StreamExt::next(&mut pending).await {
+                wires.push(w?);
             }
         }
     }
-    while let Some(c) = futures_util::StreamExt::next(&mut pending).await {
-        clients.push(c?);
+    while let Some(w) = futures_util::StreamExt::next(&mut pending).await {
+        wires.push(w?);
     }
-    Ok(clients)
+    Ok(wires)
 }
 
 fn now_micros() -> u64 {
@@ -240,14 +245,10 @@ fn padding(size: usize) -> Arc<str> {
     "x".repeat(size.saturating_sub(base)).into()
 }
 
-/// One message: the send time and the padding.
-fn message(padding: &str) -> Value {
-    json!({"t": now_micros(), "p": padding})
-}
-
 fn histogram() -> Histogram<u64> {
-    // 1 µs .. 100 s, 3 significant digits; the bounds are constants, so this cannot fail.
-    Histogram::new_with_bounds(1, 100_000_000, 3).unwrap_or_else(|_| unreachable!())
+    // 1 µs .. 100 s, 2 significant digits (1%: plenty for percentiles, and small enough to keep
+    // one per receiving socket); the bounds are constants, so this cannot fail.
+    Histogram::new_with_bounds(1, 100_000_000, 2).unwrap_or_else(|_| unreachable!())
 }
 
 fn latency_ms(h: &Histogram<u64>) -> Value {
@@ -342,7 +343,7 @@ async fn connect(ctx: &Ctx, n: usize, rate: f64, hold: Duration) -> Result<Value
             let due = started + Duration::from_secs_f64(i as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        let opts = options(ctx.url(i));
+        let url = ctx.url(i).to_owned();
         let gate = gate.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = if rate > 0.0 {
@@ -351,8 +352,8 @@ async fn connect(ctx: &Ctx, n: usize, rate: f64, hold: Duration) -> Result<Value
                 gate.acquire_owned().await.ok()
             };
             let t0 = Instant::now();
-            let client = Client::connect_with(opts).await;
-            (client, t0.elapsed())
+            let wire = Wire::connect(&url).await;
+            (wire, t0.elapsed())
         }));
     }
     let mut clients = Vec::with_capacity(n);
@@ -416,46 +417,47 @@ async fn fanout(
     let names: Vec<String> = (0..channels)
         .map(|i| format!("bench/{}/{i}", now_micros()))
         .collect();
-    let subs_clients = open_clients(ctx, channels * subscribers).await?;
-    let mut subscriptions: Vec<Subscription> = Vec::with_capacity(subs_clients.len());
-    for (i, c) in subs_clients.iter().enumerate() {
-        subscriptions.push(c.subscribe(&names[i % channels]).await?);
+    let mut wires = open_wires(ctx, channels * subscribers).await?;
+    for (i, w) in wires.iter_mut().enumerate() {
+        w.subscribe(&names[i % channels]).await?;
     }
     let mut pubs = Vec::with_capacity(publishers);
     for _ in 0..publishers {
-        pubs.push(Client::connect_with(options(ctx.url(0))).await?);
+        pubs.push(Wire::connect(ctx.url(0)).await?);
     }
     // Let subscriptions settle across nodes (Redis, broker processes).
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let receivers: Vec<_> = subscriptions
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let counts: Vec<Arc<AtomicU64>> = wires.iter().map(|_| Arc::default()).collect();
+    let receivers: Vec<_> = wires
         .into_iter()
-        .map(|mut sub| {
-            let stop = stop.clone();
+        .zip(&counts)
+        .map(|(mut wire, count)| {
+            let mut stop = stop_rx.clone();
+            let count = count.clone();
             tokio::spawn(async move {
                 let mut hist = histogram();
-                let mut count = 0u64;
+                let mut n = 0u64;
                 loop {
-                    let next = if stop.load(Ordering::Relaxed) {
-                        // Draining: stop once the stream is quiet.
-                        match tokio::time::timeout(Duration::from_secs(2), sub.recv()).await {
-                            Ok(v) => v,
-                            Err(_) => break,
-                        }
-                    } else {
-                        tokio::select! {
-                            v = sub.recv() => v,
-                            _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                        }
+                    let frame = tokio::select! {
+                        f = wire.next_frame() => f,
+                        _ = stop.changed() => break,
                     };
-                    let Some(v) = next else { break };
-                    count += 1;
-                    if let Some(t) = v.get("t").and_then(Value::as_u64) {
-                        let _ = hist.record(now_micros().saturating_sub(t).max(1));
+                    match frame {
+                        Some(Ok(Frame::Publish(t))) => {
+                            n += 1;
+                            count.store(n, Ordering::Relaxed);
+                            if let Some(t) = t {
+                                let _ = hist.record(now_micros().saturating_sub(t).max(1));
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => break,
                     }
                 }
-                (count, hist)
+                wire.close().await;
+                hist
             })
         })
         .collect();
@@ -468,18 +470,19 @@ async fn fanout(
     let mut senders = Vec::new();
     let size = ctx.size;
     let pad = padding(size);
-    for (p, client) in pubs.iter().enumerate() {
-        let lanes = if rate > 0.0 { 1 } else { inflight };
-        for lane in 0..lanes {
-            let client = client.clone();
-            let names = names.clone();
-            let pad = pad.clone();
-            let published = published.clone();
-            let failures = failures.clone();
-            senders.push(tokio::spawn(async move {
-                let mut i = p * lanes + lane;
-                let mut n = 0u64;
-                while Instant::now() < deadline {
+    let in_flight = if rate > 0.0 { 1 } else { inflight };
+    let names = Arc::new(names);
+    for (p, mut wire) in pubs.into_iter().enumerate() {
+        let names = names.clone();
+        let pad = pad.clone();
+        let published = published.clone();
+        let failures = failures.clone();
+        senders.push(tokio::spawn(async move {
+            let mut i = p;
+            let mut n = 0u64;
+            let mut outstanding = 0usize;
+            loop {
+                while outstanding < in_flight && Instant::now() < deadline {
                     if rate > 0.0 {
                         let due = started + Duration::from_secs_f64(n as f64 / rate);
                         tokio::time::sleep_until(due.into()).await;
@@ -488,36 +491,63 @@ async fn fanout(
                         }
                     }
                     let channel = &names[i % names.len()];
-                    match client.publish(channel, &message(&pad)).await {
-                        Ok(()) => {
-                            published.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        }
+                    let data = format!(
+                        "{{\"channel\":\"{channel}\",\"data\":{{\"t\":{},\"p\":\"{pad}\"}}}}",
+                        now_micros()
+                    );
+                    if wire.feed_invoke("#publish", &data).await.is_err() {
+                        return;
                     }
+                    outstanding += 1;
                     i += 1;
                     n += 1;
                 }
-            }));
-        }
+                if outstanding == 0 {
+                    break;
+                }
+                match wire.next_frame().await {
+                    Some(Ok(Frame::Response(_, error))) => {
+                        outstanding -= 1;
+                        let counter = if error { &failures } else { &published };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return,
+                }
+            }
+            wire.close().await;
+        }));
     }
     for s in senders {
         let _ = s.await;
     }
     let publish_secs = started.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
+    let published = published.load(Ordering::Relaxed);
+    let expected = published * subscribers as u64;
+    // Drain: wait until every delivery arrived, or nothing moved for 2 s.
+    let total = || {
+        counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let mut last = (total(), Instant::now());
+    while last.0 < expected && last.1.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = total();
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    let _ = stop_tx.send(true);
     let mut hist = histogram();
-    let mut delivered = 0u64;
     for r in receivers {
-        if let Ok((count, h)) = r.await {
-            delivered += count;
+        if let Ok(h) = r.await {
             let _ = hist.add(h);
         }
     }
+    let delivered = total();
     let (own_cpu, server_cpu) = meter.stop();
-    let published = published.load(Ordering::Relaxed);
-    let expected = published * subscribers as u64;
     let lost = expected.saturating_sub(delivered);
     let per_s = delivered as f64 / publish_secs;
     let scenario = if channels == 1 && publishers == 1 {
@@ -555,31 +585,53 @@ async fn fanout(
 }
 
 async fn rpc(ctx: &Ctx, sockets: usize, inflight: usize) -> Result<Value, BoxError> {
-    let clients = open_clients(ctx, sockets).await?;
+    let wires = open_wires(ctx, sockets).await?;
     let pad = padding(ctx.size);
     let meter = CpuMeter::start(ctx.pid);
     let started = Instant::now();
     let deadline = started + ctx.duration;
     let mut tasks = Vec::new();
-    for c in &clients {
-        for _ in 0..inflight {
-            let c = c.clone();
-            let pad = pad.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut hist = histogram();
-                let mut failed = 0u64;
-                while Instant::now() < deadline {
-                    let t0 = Instant::now();
-                    match c.invoke::<_, Value>("echo", &message(&pad)).await {
-                        Ok(_) => {
-                            let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
-                        }
-                        Err(_) => failed += 1,
+    for mut wire in wires {
+        let pad = pad.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut hist = histogram();
+            let mut failed = 0u64;
+            // Answers come in order (one socket's calls are handled in order), so the oldest
+            // outstanding call is nearly always the one answered.
+            let mut outstanding: std::collections::VecDeque<(u64, Instant)> =
+                std::collections::VecDeque::with_capacity(inflight);
+            loop {
+                while outstanding.len() < inflight && Instant::now() < deadline {
+                    let data = format!("{{\"t\":{},\"p\":\"{pad}\"}}", now_micros());
+                    match wire.feed_invoke("echo", &data).await {
+                        Ok(cid) => outstanding.push_back((cid, Instant::now())),
+                        Err(_) => return (hist, failed + outstanding.len() as u64),
                     }
                 }
-                (hist, failed)
-            }));
-        }
+                if outstanding.is_empty() {
+                    break;
+                }
+                match wire.next_frame().await {
+                    Some(Ok(Frame::Response(rid, error))) => {
+                        let Some(at) = outstanding.iter().position(|(cid, _)| *cid == rid) else {
+                            continue;
+                        };
+                        let Some((_, t0)) = outstanding.remove(at) else {
+                            continue;
+                        };
+                        if error {
+                            failed += 1;
+                        } else {
+                            let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return (hist, failed + outstanding.len() as u64),
+                }
+            }
+            wire.close().await;
+            (hist, failed)
+        }));
     }
     let mut hist = histogram();
     let mut failed = 0u64;
@@ -611,267 +663,4 @@ async fn rpc(ctx: &Ctx, sockets: usize, inflight: usize) -> Result<Value, BoxErr
         "bench_cpu_percent": own_cpu.round(),
         "server_cpu_us_per_ack": server_cpu.filter(|_| acks > 0).map(|s| (s * 1e6 / acks as f64 * 100.0).round() / 100.0),
     }))
-}
-
-/// Counters of the soak, shared by every churning client.
-#[derive(Default)]
-struct SoakStats {
-    cycles: AtomicU64,
-    publishes: AtomicU64,
-    invokes: AtomicU64,
-    errors: AtomicU64,
-    first_error: std::sync::Mutex<Option<String>>,
-}
-
-impl SoakStats {
-    fn fail(&self, error: String) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
-        first.get_or_insert(error);
-    }
-}
-
-/// A small deterministic generator (xorshift): the soak's choices, no crate needed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
-
-async fn soak(
-    ctx: &Ctx,
-    clients: usize,
-    channels: usize,
-    (slack, growth): (u64, u64),
-) -> Result<Value, BoxError> {
-    let rss_start = ctx.pid.and_then(rss_kib);
-    let warm_at = Instant::now() + ctx.duration / 4;
-    let warm = Arc::new(AtomicU64::new(0));
-    let meter = CpuMeter::start(ctx.pid);
-    let deadline = Instant::now() + ctx.duration;
-    let stats = Arc::new(SoakStats::default());
-    let pad: Arc<str> = padding(ctx.size);
-    let peak = Arc::new(AtomicU64::new(rss_start.unwrap_or(0)));
-    let sampling = ctx.pid.map(|pid| {
-        let peak = peak.clone();
-        let warm = warm.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Some(kib) = rss_kib(pid) {
-                    peak.fetch_max(kib, Ordering::Relaxed);
-                    if Instant::now() >= warm_at && warm.load(Ordering::Relaxed) == 0 {
-                        warm.store(kib, Ordering::Relaxed);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    });
-    let mut tasks = Vec::with_capacity(clients);
-    for i in 0..clients {
-        let url = ctx.url(i).to_owned();
-        let stats = stats.clone();
-        let pad = pad.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                n += 1;
-                let tag = format!("{i}-{n}");
-                match soak_cycle(&url, &mut rng, channels, &tag, &pad, &stats).await {
-                    Ok(()) => {
-                        stats.cycles.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => stats.fail(format!("client {i} cycle {n}: {e}")),
-                }
-                tokio::time::sleep(Duration::from_millis(rng.below(50))).await;
-            }
-        }));
-    }
-    for t in tasks {
-        if let Err(e) = t.await {
-            stats.fail(format!("a client task failed: {e}"));
-        }
-    }
-    let (own_cpu_pct, server_cpu) = meter.stop();
-    // Every socket the soak opened is closed: the server must get back to none.
-    let mut gauges = server_gauges(&ctx.urls[0]).await;
-    let settle = Instant::now() + Duration::from_secs(10);
-    while gauges.is_some_and(|(c, s)| c + s > 0) && Instant::now() < settle {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        gauges = server_gauges(&ctx.urls[0]).await;
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_end = ctx.pid.and_then(rss_kib);
-    if let Some(s) = sampling {
-        s.abort();
-    }
-
-    let errors = stats.errors.load(Ordering::Relaxed);
-    let first_error = stats
-        .first_error
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let mut failures = Vec::new();
-    if errors > 0 {
-        failures.push(format!(
-            "{errors} errors, the first: {}",
-            first_error.clone().unwrap_or_default()
-        ));
-    }
-    if let Some((c, s)) = gauges.filter(|(c, s)| c + s > 0) {
-        failures.push(format!(
-            "{c} connections and {s} subscriptions left after the soak"
-        ));
-    }
-    let rss_warm = Some(warm.load(Ordering::Relaxed)).filter(|w| *w > 0);
-    if let (Some(start), Some(end)) = (rss_start, rss_end) {
-        if end > start + slack {
-            failures.push(format!(
-                "server memory {end} KiB after the soak, {start} KiB before (slack {slack} KiB)"
-            ));
-        }
-        if let Some(w) = rss_warm.filter(|w| end > w + growth) {
-            failures.push(format!(
-                "server memory grew from {w} KiB (a quarter in) to {end} KiB (allowed {growth} KiB)"
-            ));
-        }
-    }
-    let cycles = stats.cycles.load(Ordering::Relaxed);
-    eprintln!(
-        "soak: {clients} clients, {cycles} cycles, {} publishes read back, {} invokes, {errors} errors; server RSS start {:?} KiB, a quarter in {:?} KiB, peak {} KiB, end {:?} KiB; sc bench CPU {own_cpu_pct:.0}%",
-        stats.publishes.load(Ordering::Relaxed),
-        stats.invokes.load(Ordering::Relaxed),
-        rss_start,
-        rss_warm,
-        peak.load(Ordering::Relaxed),
-        rss_end,
-    );
-    Ok(json!({
-        "scenario": "soak",
-        "clients": clients,
-        "channels": channels,
-        "seconds": ctx.duration.as_secs_f64(),
-        "cycles": cycles,
-        "publishes": stats.publishes.load(Ordering::Relaxed),
-        "invokes": stats.invokes.load(Ordering::Relaxed),
-        "errors": errors,
-        "first_error": first_error,
-        "connections_after": gauges.map(|g| g.0),
-        "subscriptions_after": gauges.map(|g| g.1),
-        "rss_start_kib": rss_start,
-        "rss_warm_kib": rss_warm,
-        "rss_peak_kib": ctx.pid.map(|_| peak.load(Ordering::Relaxed)),
-        "rss_end_kib": rss_end,
-        "server_cpu_s": server_cpu,
-        "own_cpu_pct": own_cpu_pct,
-        "ok": failures.is_empty(),
-        "failure": failures.join("; "),
-    }))
-}
-
-/// One client's life: connect, subscribe to 1 to 3 channels, publish to each and read its own
-/// message back (others publish there too), invoke `echo` and check the answer, unsubscribe from
-/// one channel while still connected, disconnect.
-async fn soak_cycle(
-    url: &str,
-    rng: &mut Rng,
-    channels: usize,
-    tag: &str,
-    pad: &str,
-    stats: &SoakStats,
-) -> Result<(), String> {
-    let client = Client::connect_with(options(url))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut subs: Vec<(String, Subscription)> = Vec::new();
-    for _ in 0..=rng.below(3) {
-        let channel = format!("soak/{}", rng.below(channels as u64));
-        if subs.iter().any(|(c, _)| *c == channel) {
-            continue;
-        }
-        let sub = client
-            .subscribe(&channel)
-            .await
-            .map_err(|e| format!("subscribe {channel}: {e}"))?;
-        subs.push((channel, sub));
-    }
-    for round in 0..3 {
-        for (channel, sub) in subs.iter_mut() {
-            let from = format!("{tag}/{round}");
-            client
-                .publish(channel, &json!({"from": from, "p": pad}))
-                .await
-                .map_err(|e| format!("publish {channel}: {e}"))?;
-            let wait = async {
-                while let Some(msg) = sub.recv().await {
-                    if msg["from"] == json!(from) {
-                        return true;
-                    }
-                }
-                false
-            };
-            match tokio::time::timeout(Duration::from_secs(10), wait).await {
-                Ok(true) => stats.publishes.fetch_add(1, Ordering::Relaxed),
-                Ok(false) => return Err(format!("subscription to {channel} ended")),
-                Err(_) => return Err(format!("own publication on {channel} not received in 10 s")),
-            };
-        }
-        let sent = json!([tag, round]);
-        let echoed: Value = client
-            .invoke("echo", &sent)
-            .await
-            .map_err(|e| format!("invoke echo: {e}"))?;
-        if echoed != sent {
-            return Err(format!("echo answered {echoed} to {sent}"));
-        }
-        stats.invokes.fetch_add(1, Ordering::Relaxed);
-    }
-    if let Some((channel, _)) = subs.first() {
-        client.unsubscribe(channel);
-    }
-    drop(subs);
-    client.disconnect().await;
-    Ok(())
-}
-
-/// `sc_connections` and `sc_subscriptions` from the server's `/metrics` (sc servers only; `None`
-/// for other servers and for TLS URLs).
-async fn server_gauges(url: &str) -> Option<(u64, u64)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let authority = url.strip_prefix("ws://")?.split('/').next()?;
-    let mut stream = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::TcpStream::connect(authority),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    let request =
-        format!("GET /metrics HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut text))
-        .await
-        .ok()?
-        .ok()?;
-    if !text.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let sum = |name: &str| -> Option<u64> {
-        let prefix = format!("{name}{{");
-        let values: Vec<u64> = text
-            .lines()
-            .filter(|l| l.starts_with(&prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-            .collect();
-        (!values.is_empty()).then(|| values.iter().sum())
-    };
-    Some((sum("sc_connections")?, sum("sc_subscriptions")?))
 }
