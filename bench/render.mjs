@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 
+// RUN_DATE: when the runs were made (default: now).
 const [file, command] = process.argv.slice(2);
 const rows = fs.readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
 const get = (name, label) => rows.find((r) => r.name === name && r.result.label === label)?.result;
@@ -10,23 +11,25 @@ const get = (name, label) => rows.find((r) => r.name === name && r.result.label 
 const fmt = (v, digits = 0) =>
   v == null || Number.isNaN(v) ? 'n/a' : Number(v).toLocaleString('en-US', { maximumFractionDigits: digits });
 
-// [scenario, metric, pick, higher is better, target ratio, unit]
+// [scenario, metric, pick, higher is better, target ratio vs Node, absolute bound for sc]
 const specs = [
   ['fanout-max', 'deliveries/s (1000 subscribers, 64 B, max rate)', (r) => r.deliveries_per_s, true, 15],
   ['fanout-max', 'server CPU µs per delivery', (r) => r.server_cpu_us_per_delivery, false, null],
   ['fanout-20', 'p99 latency ms (20 publishes/s to 1000 subscribers)', (r) => r.latency_ms?.p99, false, 10],
   ['rpc', 'acks/s (100 sockets x 10 in flight, 64 B)', (r) => r.acks_per_s, true, 10],
+  ['rpc', 'server CPU µs per ack', (r) => r.server_cpu_us_per_ack, false, null],
   ['connect', 'handshakes/s (5000 sockets)', (r) => r.handshakes_per_s, true, 10],
-  ['idle-memory', 'server RSS bytes per idle socket', (r) => r.server_rss_bytes_per_socket, false, 4],
+  ['connect', 'server CPU µs per handshake', (r) => (r.server_cpu_s != null && r.sockets ? (r.server_cpu_s * 1e6) / r.sockets : null), false, null],
+  ['idle-memory', 'server RSS bytes per idle socket (19,000 sockets)', (r) => r.server_rss_bytes_per_socket, false, null, 5000],
 ];
 
 const lines = [];
 lines.push('# Benchmark results', '');
 lines.push(`Machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}; Node ${process.version}.`);
-lines.push(`Date: ${new Date().toISOString()}. Command: \`${command}\`.`, '');
+lines.push(`Date: ${process.env.RUN_DATE ?? new Date().toISOString()}. Command: \`${command}\`.`, '');
 lines.push('Server and load generator share the machine; each scenario runs on a freshly started server.', '');
 lines.push('| scenario | sc | Node reference | sc vs Node | target | met |', '|---|---|---|---|---|---|');
-for (const [name, metric, pick, higher, target] of specs) {
+for (const [name, metric, pick, higher, target, bound] of specs) {
   const sc = get(name, 'sc');
   const node = get(name, 'node');
   const a = sc ? pick(sc) : null;
@@ -36,8 +39,12 @@ for (const [name, metric, pick, higher, target] of specs) {
   let ratioText = 'n/a';
   if (ratio != null && ratio >= 1) ratioText = `${fmt(ratio, 2)}× ${higher ? 'more' : 'less'} (better)`;
   if (ratio != null && ratio < 1) ratioText = `${fmt(1 / ratio, 2)}× ${higher ? 'fewer' : 'more'} (worse)`;
-  const targetText = target == null ? '-' : `≥ ${target}×`;
-  const met = target == null || ratio == null ? '-' : ratio >= target ? 'yes' : 'no';
+  let targetText = target == null ? '-' : `≥ ${target}×`;
+  let met = target == null || ratio == null ? '-' : ratio >= target ? 'yes' : 'no';
+  if (bound != null) {
+    targetText = `≤ ${fmt(bound)}`;
+    met = a == null ? '-' : a <= bound ? 'yes' : 'no';
+  }
   lines.push(`| ${metric} | ${fmt(a, 2)} | ${fmt(b, 2)} | ${ratioText} | ${targetText} | ${met} |`);
 }
 const lost = rows.filter((r) => (r.result.lost ?? 0) > 0).map((r) => `${r.name} (${r.result.label}): ${r.result.lost}`);
