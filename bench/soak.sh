@@ -3,8 +3,8 @@
 # publish and read their own messages back, invoke echo, unsubscribe and disconnect, over and
 # over (`sc bench soak`). Fails on any error, on sockets or subscriptions left on the server
 # afterwards (its /metrics), when the server's memory after the soak is more than RSS_SLACK_KIB
-# above its memory before, or grew by more than RSS_GROWTH_KIB from a quarter in to the end (a
-# leak under churn). Appends the JSON line to bench/results/soak.jsonl.
+# above its memory before, or grew under load by more than RSS_GROWTH_KIB from a quarter in to
+# the last sample before the end (a leak under churn). Appends the JSON line to bench/results/soak.jsonl.
 #
 #   bash bench/soak.sh                       # CLIENTS=500 MINUTES=5
 #   CLIENTS=1000 MINUTES=30 bash bench/soak.sh

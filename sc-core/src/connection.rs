@@ -58,8 +58,16 @@ async fn serve(
     let mut writer = tokio::spawn(write_loop(sink, socket.clone()));
 
     // Boxed: only the reader's own state then lives as long as the socket, not room for every
-    // later step of this function as well.
-    let registered = Box::pin(read_loop(stream, &socket)).await;
+    // later step of this function as well. Route handlers catch their own panics; one from
+    // middleware (run here, in the reader) closes this socket with 1011 and still cleans up.
+    let registered = AssertUnwindSafe(Box::pin(read_loop(stream, &socket)))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(socket = %socket.id(), "middleware panicked; closing the socket with 1011");
+            socket.close_now(close::INTERNAL_ERROR, "");
+            true
+        });
 
     // The peer is gone or we are closing: stop the writer (a pending close frame is still sent).
     socket.close_stop();
@@ -137,6 +145,8 @@ async fn write_loop(mut sink: SplitSink<WebSocket, Message>, socket: Socket) {
         }
     }
     outbox.close();
+    // A failed write ends the connection for the reader too.
+    socket.close_stop();
     let _ = sink.close().await;
 }
 
@@ -156,13 +166,20 @@ impl BatchWriter {
         socket: &Socket,
     ) -> Result<bool, ()> {
         let mut written = 0u64;
-        let mut bytes = 0;
+        // Every frame taken is released, also those after a close, which are never written.
+        let bytes: usize = self
+            .batch
+            .iter()
+            .map(|item| match item {
+                Outbound::Frame(frame) => crate::outbox::cost(frame),
+                _ => 0,
+            })
+            .sum();
         let mut closing = None;
         let mut failed = false;
         for item in self.batch.drain(..) {
             match item {
                 Outbound::Frame(frame) => {
-                    bytes += crate::outbox::cost(&frame);
                     if failed {
                         continue;
                     }
@@ -458,6 +475,11 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, socket: &Socket) -> bool 
         )
     })
     .await;
+    // A handler still running is not cut off halfway (it may be writing to a database): it
+    // finishes on its own task. Messages not started yet are dropped with the socket.
+    if let Some(running) = inbox.running.take() {
+        tokio::spawn(running);
+    }
     true
 }
 

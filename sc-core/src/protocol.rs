@@ -258,6 +258,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// Message larger than `max_payload`.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The server hit an unexpected condition (a middleware panicked) handling this socket.
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// The peer broke the WebSocket protocol (RFC 6455).
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text frame that is not UTF-8 (RFC 6455).

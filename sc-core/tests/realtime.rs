@@ -112,6 +112,38 @@ async fn a_panicking_handler_answers_one_error_and_the_socket_goes_on() {
 }
 
 #[tokio::test]
+async fn a_panicking_middleware_closes_its_socket_with_1011_and_nothing_is_left_behind() {
+    async fn gate(Channel(ch): Channel<String>) -> Result<(), Block> {
+        if ch == "trap" {
+            panic!("deliberate test panic in middleware");
+        }
+        Ok(())
+    }
+    let app = base_app().middleware(MiddlewareKind::Subscribe, gate);
+    let server = start(builder().app(app)).await;
+    let c = client(&server).await;
+    let other = client(&server).await;
+    let id = c.id().expect("connected");
+    let mut events = c.events();
+    // The subscribe never completes: the client resubscribes after each reconnect.
+    let attempt = tokio::spawn({
+        let c = c.clone();
+        async move { c.subscribe("trap").await }
+    });
+    let closed = wait_for(&mut events, |e| matches!(e, ClientEvent::Disconnect { .. })).await;
+    attempt.abort();
+    c.disconnect().await;
+    match closed {
+        ClientEvent::Disconnect { code, .. } => assert_eq!(code, 1011),
+        other => panic!("{other:?}"),
+    }
+    // The socket was cleaned up (not leaked with a stuck writer), others go on.
+    let v: Value = other.invoke("echo", &1).await.expect("other socket works");
+    assert_eq!(v, json!(1));
+    eventually(|| server.handle.client(&id).is_none()).await;
+}
+
+#[tokio::test]
 async fn transmits_are_handled_once_each_in_order() {
     #[derive(Clone, Default)]
     struct Seen(Arc<std::sync::Mutex<Vec<Value>>>);

@@ -112,8 +112,8 @@ enum Scenario {
         /// (with `--pid`; the allocator keeps some of the peak).
         #[arg(long, default_value_t = 16384)]
         rss_slack_kib: u64,
-        /// Growth allowed from a quarter into the soak (load steady by then) to its end, in KiB
-        /// (with `--pid`): more means memory leaks under churn.
+        /// Growth allowed under load, from a quarter into the soak (load steady by then) to its last
+        /// sample before the deadline, in KiB (with `--pid`): more means memory leaks under churn.
         #[arg(long, default_value_t = 2048)]
         rss_growth_kib: u64,
     },
@@ -462,7 +462,8 @@ async fn fanout(
         })
         .collect();
 
-    let published = Arc::new(AtomicU64::new(0));
+    // Acknowledged publishes per channel: each receiver must get exactly its channel's count.
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..channels).map(|_| AtomicU64::new(0)).collect());
     let failures = Arc::new(AtomicU64::new(0));
     let meter = CpuMeter::start(ctx.pid);
     let started = Instant::now();
@@ -475,14 +476,18 @@ async fn fanout(
     for (p, mut wire) in pubs.into_iter().enumerate() {
         let names = names.clone();
         let pad = pad.clone();
-        let published = published.clone();
+        let acked = acked.clone();
         let failures = failures.clone();
         senders.push(tokio::spawn(async move {
             let mut i = p;
             let mut n = 0u64;
-            let mut outstanding = 0usize;
+            // Channel index of each publish awaiting its ack (one socket's acks come in order).
+            let mut outstanding = std::collections::VecDeque::with_capacity(in_flight);
+            let give_up = |outstanding: &std::collections::VecDeque<usize>| {
+                failures.fetch_add(outstanding.len() as u64, Ordering::Relaxed);
+            };
             loop {
-                while outstanding < in_flight && Instant::now() < deadline {
+                while outstanding.len() < in_flight && Instant::now() < deadline {
                     if rate > 0.0 {
                         let due = started + Duration::from_secs_f64(n as f64 / rate);
                         tokio::time::sleep_until(due.into()).await;
@@ -496,23 +501,34 @@ async fn fanout(
                         now_micros()
                     );
                     if wire.feed_invoke("#publish", &data).await.is_err() {
+                        give_up(&outstanding);
                         return;
                     }
-                    outstanding += 1;
+                    outstanding.push_back(i % names.len());
                     i += 1;
                     n += 1;
                 }
-                if outstanding == 0 {
+                if outstanding.is_empty() {
                     break;
                 }
-                match wire.next_frame().await {
-                    Some(Ok(Frame::Response(_, error))) => {
-                        outstanding -= 1;
-                        let counter = if error { &failures } else { &published };
-                        counter.fetch_add(1, Ordering::Relaxed);
+                // A server that never acknowledges must not hang the run.
+                let frame = tokio::time::timeout(Duration::from_secs(10), wire.next_frame()).await;
+                match frame {
+                    Ok(Some(Ok(Frame::Response(_, error)))) => {
+                        let Some(channel) = outstanding.pop_front() else {
+                            continue;
+                        };
+                        if error {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            acked[channel].fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => return,
+                    Ok(Some(Ok(_))) => {}
+                    Ok(Some(Err(_)) | None) | Err(_) => {
+                        give_up(&outstanding);
+                        return;
+                    }
                 }
             }
             wire.close().await;
@@ -522,7 +538,7 @@ async fn fanout(
         let _ = s.await;
     }
     let publish_secs = started.elapsed().as_secs_f64();
-    let published = published.load(Ordering::Relaxed);
+    let published: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
     let expected = published * subscribers as u64;
     // Drain: wait until every delivery arrived, or nothing moved for 2 s.
     let total = || {
@@ -548,7 +564,15 @@ async fn fanout(
     }
     let delivered = total();
     let (own_cpu, server_cpu) = meter.stop();
-    let lost = expected.saturating_sub(delivered);
+    // Per receiver: fewer than its channel's acknowledged publishes is loss; more (duplicates,
+    // or unacknowledged publishes that still arrived) is reported apart, never netted against it.
+    let (mut lost, mut unexpected) = (0u64, 0u64);
+    for (r, count) in counts.iter().enumerate() {
+        let want = acked[r % channels].load(Ordering::Relaxed);
+        let got = count.load(Ordering::Relaxed);
+        lost += want.saturating_sub(got);
+        unexpected += got.saturating_sub(want);
+    }
     let per_s = delivered as f64 / publish_secs;
     let scenario = if channels == 1 && publishers == 1 {
         "fanout"
@@ -577,6 +601,7 @@ async fn fanout(
         "publish_failures": failures.load(Ordering::Relaxed),
         "delivered": delivered,
         "lost": lost,
+        "unexpected": unexpected,
         "deliveries_per_s": per_s.round(),
         "latency_ms": latency_ms(&hist),
         "bench_cpu_percent": own_cpu.round(),
