@@ -336,8 +336,13 @@ async fn connect(ctx: &Ctx, n: usize, rate: f64, hold: Duration) -> Result<Value
     let rss_before = ctx.pid.and_then(rss_kib);
     let meter = CpuMeter::start(ctx.pid);
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(n);
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    // Each socket, once connected, keeps answering pings until the end, so that however long
+    // connecting and holding take, no server drops it for a missed pong before it is measured.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let mut holders = Vec::with_capacity(n);
     for i in 0..n {
         if rate > 0.0 {
             let due = started + Duration::from_secs_f64(i as f64 / rate);
@@ -345,43 +350,71 @@ async fn connect(ctx: &Ctx, n: usize, rate: f64, hold: Duration) -> Result<Value
         }
         let url = ctx.url(i).to_owned();
         let gate = gate.clone();
-        tasks.push(tokio::spawn(async move {
-            let _permit = if rate > 0.0 {
+        let done = done_tx.clone();
+        let mut stop = stop_rx.clone();
+        let dropped = dropped.clone();
+        holders.push(tokio::spawn(async move {
+            let permit = if rate > 0.0 {
                 None
             } else {
                 gate.acquire_owned().await.ok()
             };
             let t0 = Instant::now();
             let wire = Wire::connect(&url).await;
-            (wire, t0.elapsed())
+            drop(permit);
+            let _ = done.send(wire.as_ref().map(|_| t0.elapsed()).map_err(|_| ()));
+            // The collector stops once every sender is gone: not held while the socket is.
+            drop(done);
+            let Ok(mut wire) = wire else { return };
+            let stopped = stop.changed();
+            tokio::pin!(stopped);
+            loop {
+                tokio::select! {
+                    f = wire.next_frame() => match f {
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    },
+                    _ = &mut stopped => return,
+                }
+            }
         }));
     }
-    let mut clients = Vec::with_capacity(n);
+    drop(done_tx);
+    let mut connected = 0usize;
     let mut hist = histogram();
     let mut failed = 0u64;
-    for t in tasks {
-        match t.await {
-            Ok((Ok(c), took)) => {
+    while let Some(result) = done_rx.recv().await {
+        match result {
+            Ok(took) => {
                 let _ = hist.record(took.as_micros().max(1) as u64);
-                clients.push(c);
+                connected += 1;
             }
-            _ => failed += 1,
+            Err(()) => failed += 1,
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
     let (own_cpu, server_cpu) = meter.stop();
     tokio::time::sleep(hold).await;
     let rss_after = ctx.pid.and_then(rss_kib);
+    let dropped = dropped.load(Ordering::Relaxed);
+    let held = connected.saturating_sub(dropped as usize);
     let per_socket = match (rss_before, rss_after) {
-        (Some(b), Some(a)) if !clients.is_empty() => {
-            Some(((a.saturating_sub(b)) as f64 * 1024.0 / clients.len() as f64).round())
+        (Some(b), Some(a)) if held > 0 => {
+            Some(((a.saturating_sub(b)) as f64 * 1024.0 / held as f64).round())
         }
         _ => None,
     };
-    let rate_achieved = clients.len() as f64 / elapsed;
+    let _ = stop_tx.send(true);
+    for h in holders {
+        let _ = h.await;
+    }
+    let rate_achieved = connected as f64 / elapsed;
     eprintln!(
-        "connect: {} sockets in {:.2} s ({:.0}/s), {} failed; handshake p50 {:.2} ms, p99 {:.2} ms{}",
-        clients.len(),
+        "connect: {} sockets in {:.2} s ({:.0}/s), {} failed, {dropped} dropped while held; handshake p50 {:.2} ms, p99 {:.2} ms{}",
+        connected,
         elapsed,
         rate_achieved,
         failed,
@@ -393,9 +426,10 @@ async fn connect(ctx: &Ctx, n: usize, rate: f64, hold: Duration) -> Result<Value
     );
     Ok(json!({
         "scenario": "connect",
-        "sockets": clients.len(),
+        "sockets": connected,
         "failed": failed,
-        "lost": failed,
+        "dropped_during_hold": dropped,
+        "lost": failed + dropped,
         "handshakes_per_s": rate_achieved.round(),
         "handshake_ms": latency_ms(&hist),
         "server_rss_bytes_per_socket": per_socket,
