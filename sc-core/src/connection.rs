@@ -100,12 +100,15 @@ async fn write_loop(mut sink: SplitSink<WebSocket, Message>, socket: Socket) {
     let ping_timer = tokio::time::sleep(config.ping_interval);
     tokio::pin!(ping_timer);
     let outbox = &socket.0.out;
+    // One close waiter for the writer's life, not one registration per batch.
+    let closed = socket.0.close.wait();
+    tokio::pin!(closed);
 
     loop {
         let ping_due = writer.pinging && !config.ping_timeout_disabled && !socket.pings_paused();
         tokio::select! {
             biased;
-            request = socket.0.close.wait() => {
+            request = &mut closed => {
                 match request {
                     CloseRequest { code: Some(code), reason } => {
                         let _ = Box::pin(sink.send(close_frame(code, reason))).await;
@@ -374,11 +377,14 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, socket: &Socket) -> bool 
     // timeout, any message) arrives.
     let watchdog = tokio::time::sleep(ping_timeout);
     tokio::pin!(watchdog);
+    // One close waiter for the reader's life, not one registration per message.
+    let closed = socket.0.close.wait();
+    tokio::pin!(closed);
     loop {
         let watching = !config.ping_timeout_disabled && !socket.pings_paused();
         let reading = inbox.queued.len() < config.inbound_queue_limit;
         let event = tokio::select! {
-            _ = socket.0.close.wait() => break,
+            _ = &mut closed => break,
             _ = &mut watchdog, if watching => {
                 if socket.pings_paused() {
                     continue;
