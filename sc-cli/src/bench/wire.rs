@@ -4,13 +4,22 @@
 //! message than the servers it measures. Setup steps (handshake, subscribe) parse JSON; they are
 //! not measured.
 
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use nix::sys::socket::{setsockopt, sockopt};
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::BoxError;
+
+/// Bytes read per read call: enough for dozens of frames at full rate.
+const READ_BUFFER_SIZE: usize = 8 * 1024;
 
 /// One raw connection that completed `#handshake`.
 pub(crate) struct Wire {
@@ -32,7 +41,12 @@ pub(crate) enum Frame {
 impl Wire {
     /// Connects and completes the handshake.
     pub(crate) async fn connect(url: &str) -> Result<Self, BoxError> {
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+        // tungstenite zero-fills its whole read buffer before every read (EAGAIN ones included):
+        // its 128 KiB default made that memset most of the generator's CPU per message.
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_SIZE);
+        let tcp = tcp_connect(url).await?;
+        let (ws, _) =
+            tokio_tungstenite::client_async_tls_with_config(url, tcp, Some(config), None).await?;
         let mut wire = Self {
             ws,
             next_cid: 1,
@@ -139,6 +153,36 @@ impl Wire {
     pub(crate) async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
+}
+
+/// Opens the TCP connection for `url`. To a loopback IPv4 server, connections come from
+/// 127.0.0.1 to 127.0.0.64 in turn with the port left to `connect` (`IP_BIND_ADDRESS_NO_PORT`),
+/// as a real fleet of clients would come from many addresses: from one source address, the
+/// kernel's search for a free ephemeral port grows with every open connection (and TIME_WAIT
+/// ones of earlier runs) and took a third of the generator's CPU in the connect scenario.
+async fn tcp_connect(url: &str) -> Result<TcpStream, BoxError> {
+    static NEXT_SOURCE: AtomicU8 = AtomicU8::new(0);
+    let uri: Uri = url.parse()?;
+    let host = uri.host().ok_or("the URL has no host")?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
+    let stream = match host.parse::<Ipv4Addr>() {
+        Ok(ip) if ip.is_loopback() => {
+            let socket = TcpSocket::new_v4()?;
+            setsockopt(&socket, sockopt::IpBindAddressNoPort, &true)?;
+            let source = 1 + NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % 64;
+            socket.bind(SocketAddr::from(([127, 0, 0, source], 0)))?;
+            socket.connect(SocketAddr::from((ip, port))).await?
+        }
+        _ => TcpStream::connect((host, port)).await?,
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// Classifies a frame by its text, without parsing JSON.

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{self, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -23,6 +23,9 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long closing a WebSocket may take before it is simply dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Bytes per read call (larger messages take several reads).
+const READ_BUFFER_SIZE: usize = 16 * 1024;
 
 /// Requests from the API to the connection task. Whoever tears a connection down from the API
 /// side (see [`super::state::State::destroy`]) sends one of these afterwards.
@@ -205,7 +208,9 @@ async fn session(
         opts.connect_timeout,
         tokio_tungstenite::connect_async_tls_with_config(
             opts.url.as_str(),
-            None,
+            // tungstenite zero-fills its whole read buffer before every read, so its 128 KiB
+            // default costs a 128 KiB memset per received message at low rates.
+            Some(WebSocketConfig::default().read_buffer_size(READ_BUFFER_SIZE)),
             true,
             opts.tls.clone().map(tokio_tungstenite::Connector::Rustls),
         ),
