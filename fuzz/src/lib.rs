@@ -12,7 +12,9 @@ pub fn decode(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Inbound::Packets(packets) = protocol::decode(text) else {
+    let decoded = protocol::decode(text);
+    assert_eq!(decoded, decode_via_value(text), "decode of {text:?}");
+    let Inbound::Packets(packets) = decoded else {
         return;
     };
     for packet in packets {
@@ -33,6 +35,43 @@ pub fn decode(data: &[u8]) {
             Inbound::Packets(vec![packet.clone()]),
             "round trip of {encoded}"
         );
+    }
+}
+
+/// The decoder's specification, written the obvious way: parse the text into a `Value` and pick
+/// the packet fields out of it. `protocol::decode` reads the envelope without building that tree
+/// and must give the same result for every input.
+pub fn decode_via_value(text: &str) -> Inbound {
+    use serde_json::Value;
+    fn packet_of(value: Value) -> Packet {
+        let Value::Object(mut map) = value else {
+            return Packet::Other;
+        };
+        match map.remove("event") {
+            Some(Value::String(event)) => Packet::Event {
+                event,
+                cid: map.get("cid").and_then(Value::as_u64),
+                data: map.remove("data"),
+            },
+            Some(_) => Packet::Other,
+            None => match map.get("rid").and_then(Value::as_u64) {
+                Some(rid) => Packet::Response {
+                    rid,
+                    data: map.remove("data"),
+                    error: map.remove("error").filter(|e| !e.is_null()),
+                },
+                None => Packet::Other,
+            },
+        }
+    }
+    let trimmed = text.trim_start();
+    if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
+        return Inbound::Raw;
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(items)) => Inbound::Packets(items.into_iter().map(packet_of).collect()),
+        Ok(value @ Value::Object(_)) => Inbound::Packets(vec![packet_of(value)]),
+        _ => Inbound::Raw,
     }
 }
 

@@ -380,6 +380,7 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, socket: &Socket) -> bool 
     // One close waiter for the reader's life, not one registration per message.
     let closed = socket.0.close.wait();
     tokio::pin!(closed);
+    let mut unreported_in = 0;
     loop {
         let watching = !config.ping_timeout_disabled && !socket.pings_paused();
         let reading = inbox.queued.len() < config.inbound_queue_limit;
@@ -409,9 +410,17 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, socket: &Socket) -> bool 
         let Some(Ok(text)) = text_of(msg) else {
             continue;
         };
-        Metrics::add(&server.metrics.messages_in, 1);
+        // Counted here and added to the shared counter in batches (every socket's reader bumping
+        // one atomic per message contends on it): at 64, at each pong, and when the reader ends.
+        unreported_in += 1;
+        if unreported_in == 64 {
+            Metrics::add(&server.metrics.messages_in, unreported_in);
+            unreported_in = 0;
+        }
         let now = Instant::now();
         if text.as_str() == pong {
+            Metrics::add(&server.metrics.messages_in, unreported_in);
+            unreported_in = 0;
             socket.count_pong();
             last_reset = now;
             watchdog.as_mut().reset(now + ping_timeout);
@@ -456,6 +465,7 @@ async fn read_loop(mut stream: SplitStream<WebSocket>, socket: &Socket) -> bool 
             },
         );
     }
+    Metrics::add(&server.metrics.messages_in, unreported_in);
     // Let the handlers finish what they are doing (one may be writing a reply), bounded.
     // Meanwhile read and discard until the peer answers our close frame: closing with its data
     // unread would make the kernel reset the connection, and a flooding client would then never
@@ -661,17 +671,14 @@ fn parts(
 
 /// Runs one inbound message through inbound-raw middleware and its packets' handlers, in order.
 async fn dispatch(socket: Socket, message: InboundMessage) {
-    let server = socket.0.server.clone();
+    let server = &socket.0.server;
     if let Some(raw) = message.raw {
         let req = Request {
             parts: parts(&socket, ActionKind::InboundRaw, None, None, None),
             data: Some(Value::String(raw)),
         };
-        if let Err(block) = server
-            .app
-            .middleware
-            .run(MiddlewareKind::InboundRaw, req)
-            .await
+        if let Err(block) =
+            Box::pin(server.app.middleware.run(MiddlewareKind::InboundRaw, req)).await
         {
             tracing::debug!(socket = %socket.id(), %block, "inbound message dropped by middleware");
             return;
@@ -716,7 +723,7 @@ async fn handle_event(socket: &Socket, event: String, data: Option<Value>, cid: 
                 return;
             };
             let token = data.unwrap_or(Value::Null);
-            let frame = match authenticate(socket, &token).await {
+            let frame = match Box::pin(authenticate(socket, &token)).await {
                 Ok(()) => protocol::encode_raw_response(
                     cid,
                     serde_json::value::RawValue::from_string(
@@ -741,9 +748,11 @@ async fn handle_event(socket: &Socket, event: String, data: Option<Value>, cid: 
             let _ = socket.push(frame.into());
         }
         "#removeAuthToken" => socket.forget_auth(),
-        "#subscribe" => subscribe(socket, data, cid).await,
+        // Boxed, like authentication above: their state would otherwise make every message's
+        // dispatch future (allocated and moved per message) as large as the largest of them.
+        "#subscribe" => Box::pin(subscribe(socket, data, cid)).await,
         "#unsubscribe" => unsubscribe(socket, data, cid),
-        "#publish" => publish(socket, data, cid).await,
+        "#publish" => Box::pin(publish(socket, data, cid)).await,
         _ => call_handler(socket, event, data, cid).await,
     }
 }
@@ -908,7 +917,7 @@ async fn publish(socket: &Socket, data: Option<Value>, cid: Option<u64>) {
 }
 
 async fn call_handler(socket: &Socket, event: String, data: Option<Value>, cid: Option<u64>) {
-    let server = socket.0.server.clone();
+    let server = &socket.0.server;
     let expired = socket.check_expiry();
     let (kind, mw_kind) = match cid {
         Some(_) => (ActionKind::Invoke, MiddlewareKind::Invoke),
@@ -916,23 +925,22 @@ async fn call_handler(socket: &Socket, event: String, data: Option<Value>, cid: 
     };
     let event: Arc<str> = event.into();
     let p = parts(socket, kind, Some(event.clone()), None, expired);
-    let data = match server
-        .app
-        .middleware
-        .run(
-            mw_kind,
-            Request {
-                parts: p.clone(),
-                data,
-            },
-        )
-        .await
-    {
-        Ok(d) => d,
-        Err(block) => {
-            reply(socket, cid, Err(block.client_error(kind)));
-            return;
+    // No middleware of this kind (the common case): no copy of the request, no middleware
+    // future in every message's dispatch state.
+    let data = if server.app.middleware.has(mw_kind) {
+        let request = Request {
+            parts: p.clone(),
+            data,
+        };
+        match Box::pin(server.app.middleware.run(mw_kind, request)).await {
+            Ok(d) => d,
+            Err(block) => {
+                reply(socket, cid, Err(block.client_error(kind)));
+                return;
+            }
         }
+    } else {
+        data
     };
     let Some(route) = server.app.route(&event) else {
         match cid {
@@ -1021,7 +1029,7 @@ impl Limits {
     fn apply(
         &mut self,
         socket: &Socket,
-        packets: Vec<Packet>,
+        mut packets: Vec<Packet>,
         now: std::time::Instant,
     ) -> Result<Vec<Packet>, Closed> {
         if packets.is_empty() {
@@ -1035,12 +1043,15 @@ impl Limits {
                 Ok(packets)
             };
         }
-        let mut allowed = Vec::with_capacity(packets.len());
-        for packet in packets {
-            let Packet::Event { event, cid, .. } = &packet else {
-                allowed.push(packet);
-                continue;
+        // Filtered in place: no second Vec per message.
+        let mut disconnect = false;
+        packets.retain(|packet| {
+            let Packet::Event { event, cid, .. } = packet else {
+                return true;
             };
+            if disconnect {
+                return false;
+            }
             let mut refused = None;
             if let Some(bucket) = &mut self.socket {
                 if !bucket.take(now) {
@@ -1059,19 +1070,24 @@ impl Limits {
                 }
             }
             match refused {
-                None => allowed.push(packet),
+                None => true,
                 Some((limit, _)) if limit.action == LimitAction::Disconnect => {
-                    return Err(self.close(socket));
+                    disconnect = true;
+                    false
                 }
                 Some((limit, what)) => {
                     if let Some(cid) = cid {
                         let error = limit.error(what);
                         let _ = socket.push(protocol::encode_error_response(*cid, &error).into());
                     }
+                    false
                 }
             }
+        });
+        if disconnect {
+            return Err(self.close(socket));
         }
-        Ok(allowed)
+        Ok(packets)
     }
 
     fn close(&self, socket: &Socket) -> Closed {

@@ -4,6 +4,7 @@
 //! the queue plus the batch in flight stay within the limit.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use axum::extract::ws::Utf8Bytes;
@@ -29,6 +30,8 @@ pub(crate) enum PushError {
 
 pub(crate) struct Outbox {
     state: Mutex<State>,
+    /// `state.closed`, readable without the lock the writer holds while it takes a batch.
+    closed: AtomicBool,
     ready: Notify,
     limit: usize,
     policy: SlowConsumer,
@@ -51,6 +54,7 @@ impl Outbox {
     pub(crate) fn new(limit: usize, policy: SlowConsumer) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            closed: AtomicBool::new(false),
             ready: Notify::new(),
             limit,
             policy,
@@ -130,6 +134,7 @@ impl Outbox {
         let queue = {
             let mut state = lock(&self.state);
             state.closed = true;
+            self.closed.store(true, Ordering::Release);
             state.bytes = 0;
             std::mem::take(&mut state.queue)
         };
@@ -138,7 +143,7 @@ impl Outbox {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        lock(&self.state).closed
+        self.closed.load(Ordering::Acquire)
     }
 }
 

@@ -4,6 +4,9 @@
 //! Both the server and the client use this module. It never panics on input: anything that is not a
 //! packet is reported as [`Inbound::Raw`].
 
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -74,47 +77,156 @@ pub enum Inbound {
 
 /// Decodes one WebSocket message like `sc-formatter` does: text that starts (after whitespace)
 /// with `{` or `[` and parses as JSON is a packet or a batch; anything else is raw.
+///
+/// The envelope is read field by field (no JSON tree of its own, no key strings or hash map):
+/// only `data`, `error` and unknown keys' values become [`Value`]s. The result is the same as
+/// parsing the text into a `Value` and picking the fields out (later duplicate keys win, nesting
+/// deeper than serde_json's limit is raw); `fuzz/src/lib.rs` checks exactly that.
 pub fn decode(text: &str) -> Inbound {
     let trimmed = text.trim_start();
     if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
         return Inbound::Raw;
     }
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Array(items)) => Inbound::Packets(items.into_iter().map(packet_of).collect()),
-        Ok(value @ Value::Object(_)) => Inbound::Packets(vec![packet_of(value)]),
-        _ => Inbound::Raw,
+    match serde_json::from_str::<Decoded>(text) {
+        Ok(Decoded(packets)) => Inbound::Packets(packets),
+        Err(_) => Inbound::Raw,
     }
 }
 
-fn packet_of(value: Value) -> Packet {
-    let Value::Object(mut map) = value else {
-        return Packet::Other;
-    };
-    if let Some(Value::String(_)) = map.get("event") {
-        let Some(Value::String(event)) = map.remove("event") else {
-            return Packet::Other;
-        };
+/// A whole message: one packet (an object) or a batch (an array).
+struct Decoded(Vec<Packet>);
+
+impl<'de> Deserialize<'de> for Decoded {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MessageVisitor;
+        impl<'de> Visitor<'de> for MessageVisitor {
+            type Value = Decoded;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a packet or an array of packets")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Decoded, A::Error> {
+                Ok(Decoded(vec![packet_of_map(map)?]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Decoded, A::Error> {
+                let mut packets = Vec::new();
+                while let Some(AnyPacket(packet)) = seq.next_element()? {
+                    packets.push(packet);
+                }
+                Ok(Decoded(packets))
+            }
+        }
+        deserializer.deserialize_any(MessageVisitor)
+    }
+}
+
+/// One element of a batch: an object is a packet, any other JSON value is [`Packet::Other`].
+struct AnyPacket(Packet);
+
+impl<'de> Deserialize<'de> for AnyPacket {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ElementVisitor;
+        impl<'de> Visitor<'de> for ElementVisitor {
+            type Value = AnyPacket;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AnyPacket, A::Error> {
+                packet_of_map(map).map(AnyPacket)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AnyPacket, A::Error> {
+                // Consumed as values (not IgnoredAny) so serde_json's nesting limit still applies.
+                while seq.next_element::<Value>()?.is_some() {}
+                Ok(AnyPacket(Packet::Other))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<AnyPacket, E> {
+                Ok(AnyPacket(Packet::Other))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<AnyPacket, E> {
+                Ok(AnyPacket(Packet::Other))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<AnyPacket, E> {
+                Ok(AnyPacket(Packet::Other))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<AnyPacket, E> {
+                Ok(AnyPacket(Packet::Other))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<AnyPacket, E> {
+                Ok(AnyPacket(Packet::Other))
+            }
+            fn visit_unit<E>(self) -> Result<AnyPacket, E> {
+                Ok(AnyPacket(Packet::Other))
+            }
+        }
+        deserializer.deserialize_any(ElementVisitor)
+    }
+}
+
+/// The envelope keys the protocol reads.
+enum Key {
+    Event,
+    Data,
+    Cid,
+    Rid,
+    Error,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "event" => Key::Event,
+                    "data" => Key::Data,
+                    "cid" => Key::Cid,
+                    "rid" => Key::Rid,
+                    "error" => Key::Error,
+                    _ => Key::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// An object as a packet. Like `JSON.parse`, a repeated key keeps its last value.
+fn packet_of_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Packet, A::Error> {
+    let (mut event, mut data, mut cid, mut rid, mut error) = (None, None, None, None, None);
+    while let Some(key) = map.next_key()? {
+        match key {
+            Key::Event => event = Some(map.next_value::<Value>()?),
+            Key::Data => data = Some(map.next_value::<Value>()?),
+            Key::Cid => cid = Some(map.next_value::<Value>()?),
+            Key::Rid => rid = Some(map.next_value::<Value>()?),
+            Key::Error => error = Some(map.next_value::<Value>()?),
+            // Parsed, not skipped with IgnoredAny: serde_json's nesting limit applies to them too.
+            Key::Other => drop(map.next_value::<Value>()?),
+        }
+    }
+    Ok(match event {
         // Only a number is a call id (the JS `typeof cid === 'number'`); anything else makes a
         // transmit. Non-integral or negative numbers cannot be answered meaningfully: transmit.
-        let cid = map.get("cid").and_then(Value::as_u64);
-        return Packet::Event {
+        Some(Value::String(event)) => Packet::Event {
             event,
-            data: map.remove("data"),
-            cid,
-        };
-    }
-    if map.contains_key("event") {
-        return Packet::Other;
-    }
-    match map.get("rid").and_then(Value::as_u64) {
-        Some(rid) => Packet::Response {
-            rid,
-            data: map.remove("data"),
-            // `error: null` is no error (sc-errors hydrates null to null).
-            error: map.remove("error").filter(|e| !e.is_null()),
+            data,
+            cid: cid.as_ref().and_then(Value::as_u64),
         },
-        None => Packet::Other,
-    }
+        Some(_) => Packet::Other,
+        None => match rid.as_ref().and_then(Value::as_u64) {
+            Some(rid) => Packet::Response {
+                rid,
+                data,
+                // `error: null` is no error (sc-errors hydrates null to null).
+                error: error.filter(|e| !e.is_null()),
+            },
+            None => Packet::Other,
+        },
+    })
 }
 
 #[derive(Serialize)]

@@ -57,6 +57,8 @@ pub(crate) enum Outbound {
 #[derive(Default)]
 pub(crate) struct CloseSignal {
     request: Mutex<Option<CloseRequest>>,
+    /// `request.is_some()`, readable without the lock (checked after every handled packet).
+    is_set: AtomicBool,
     notify: Notify,
 }
 
@@ -69,6 +71,7 @@ impl CloseSignal {
                 return false;
             }
             *current = Some(request);
+            self.is_set.store(true, Ordering::Release);
         }
         self.notify.notify_waiters();
         true
@@ -79,7 +82,7 @@ impl CloseSignal {
     }
 
     fn is_set(&self) -> bool {
-        lock(&self.request).is_some()
+        self.is_set.load(Ordering::Acquire)
     }
 
     /// Waits until a close is requested; the request.
