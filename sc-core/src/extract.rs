@@ -28,7 +28,7 @@ use crate::socket::{RequestInfo, Socket};
 
 impl FromRequestParts for Socket {
     async fn from_request_parts(parts: &Parts) -> Result<Self, ScError> {
-        parts.socket.clone().ok_or_else(|| {
+        parts.socket().cloned().ok_or_else(|| {
             ScError::new(
                 "ServerError",
                 "No socket exists yet in HandshakeWs middleware",
@@ -39,13 +39,13 @@ impl FromRequestParts for Socket {
 
 impl FromRequestParts for Exchange {
     async fn from_request_parts(parts: &Parts) -> Result<Self, ScError> {
-        Ok(parts.server.exchange.clone())
+        Ok(parts.server().exchange.clone())
     }
 }
 
 impl FromRequestParts for RequestInfo {
     async fn from_request_parts(parts: &Parts) -> Result<Self, ScError> {
-        Ok((*parts.request).clone())
+        Ok(parts.request().clone())
     }
 }
 
@@ -95,7 +95,7 @@ pub struct State<T>(pub T);
 
 impl<T: Clone + Send + Sync + 'static> FromRequestParts for State<T> {
     async fn from_request_parts(parts: &Parts) -> Result<Self, ScError> {
-        match parts.server.app.state.get::<T>() {
+        match parts.server().app.state.get::<T>() {
             Some(v) => Ok(State(v.clone())),
             None => {
                 tracing::error!(

@@ -75,10 +75,8 @@ impl ActionKind {
 /// Everything about an action except its payload: what parts extractors read.
 #[derive(Clone)]
 pub struct Parts {
-    pub(crate) server: Arc<ServerShared>,
+    pub(crate) origin: Origin,
     pub(crate) kind: ActionKind,
-    pub(crate) socket: Option<Socket>,
-    pub(crate) request: Arc<RequestInfo>,
     pub(crate) event: Option<Arc<str>>,
     pub(crate) channel: Option<Arc<str>>,
     /// Token payload the action runs under: the socket's token, or for `Authenticate` the token
@@ -91,7 +89,27 @@ pub struct Parts {
     pub(crate) wait_for_auth: bool,
 }
 
+/// Where an action comes from. Server and request are the socket's once there is one: no
+/// clones of their `Arc`s per action (the server's is shared by every socket and contended).
+#[derive(Clone)]
+pub(crate) enum Origin {
+    /// Every action of a connected socket.
+    Socket(Socket),
+    /// The HTTP upgrade request ([`ActionKind::HandshakeWs`]): no socket yet.
+    Upgrade {
+        server: Arc<ServerShared>,
+        request: Arc<RequestInfo>,
+    },
+}
+
 impl Parts {
+    pub(crate) fn server(&self) -> &Arc<ServerShared> {
+        match &self.origin {
+            Origin::Socket(socket) => &socket.0.server,
+            Origin::Upgrade { server, .. } => server,
+        }
+    }
+
     /// The kind of action.
     pub fn kind(&self) -> ActionKind {
         self.kind
@@ -99,12 +117,18 @@ impl Parts {
 
     /// The socket, absent only for [`ActionKind::HandshakeWs`].
     pub fn socket(&self) -> Option<&Socket> {
-        self.socket.as_ref()
+        match &self.origin {
+            Origin::Socket(socket) => Some(socket),
+            Origin::Upgrade { .. } => None,
+        }
     }
 
     /// The HTTP upgrade request the socket came from.
     pub fn request(&self) -> &RequestInfo {
-        &self.request
+        match &self.origin {
+            Origin::Socket(socket) => &socket.0.request,
+            Origin::Upgrade { request, .. } => request,
+        }
     }
 
     /// The event name of a transmit or invoke.

@@ -4,7 +4,7 @@
 //! Both the server and the client use this module. It never panics on input: anything that is not a
 //! packet is reported as [`Inbound::Raw`].
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
@@ -299,10 +299,21 @@ pub fn encode_response<D: Serialize + ?Sized>(
 
 /// A success response whose data is already JSON text (no re-serialisation).
 pub fn encode_raw_response(rid: u64, data: Option<&RawValue>) -> String {
-    match data {
-        None => format!("{{\"rid\":{rid}}}"),
-        Some(raw) => format!("{{\"rid\":{rid},\"data\":{}}}", raw.get()),
+    // Exactly sized: one allocation, and a frame whose capacity is its length becomes `Bytes`
+    // without a second allocation for a shared header.
+    let data = data.map(RawValue::get);
+    let digits = rid.checked_ilog10().unwrap_or(0) as usize + 1;
+    let len = r#"{"rid":}"#.len() + digits + data.map_or(0, |d| r#","data":"#.len() + d.len());
+    let mut frame = String::with_capacity(len);
+    // Writing into a String cannot fail.
+    let _ = write!(frame, "{{\"rid\":{rid}");
+    if let Some(data) = data {
+        frame.push_str(",\"data\":");
+        frame.push_str(data);
     }
+    frame.push('}');
+    debug_assert_eq!(frame.len(), frame.capacity());
+    frame
 }
 
 /// An error response `{"rid":N,"error":{"message","name",...}}`.
@@ -488,5 +499,14 @@ mod tests {
             encode_raw_response(7, Some(&raw)),
             r#"{"rid":7,"data":[1,2]}"#
         );
+        // Sized exactly for every number of digits (the debug assertion checks the capacity).
+        for rid in [0, 9, 10, 99, 100, 123_456_789, u64::MAX] {
+            let frame = encode_raw_response(rid, None);
+            assert_eq!(frame, format!(r#"{{"rid":{rid}}}"#));
+            assert_eq!(frame.len(), frame.capacity());
+            let frame = encode_raw_response(rid, Some(&raw));
+            assert_eq!(frame, format!(r#"{{"rid":{rid},"data":[1,2]}}"#));
+            assert_eq!(frame.len(), frame.capacity());
+        }
     }
 }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::broker::{BrokerEngine, BrokerError, DeliverySink, Publication};
-use crate::handler::{ActionKind, BoxFuture, Parts, Request};
+use crate::handler::{ActionKind, BoxFuture, Origin, Parts, Request};
 use crate::metrics::Metrics;
 use crate::middleware::MiddlewareKind;
 use crate::protocol;
@@ -206,10 +206,8 @@ impl PubSub {
         }
         let req = Request {
             parts: Parts {
-                server: server.clone(),
+                origin: Origin::Socket(socket.clone()),
                 kind: ActionKind::PublishOut,
-                socket: Some(socket.clone()),
-                request: socket.0.request.clone(),
                 event: None,
                 channel: Some(publication.channel.clone()),
                 auth: socket.auth_token(),

@@ -27,7 +27,7 @@ use crate::broker::{BrokerEngine, BrokerError, LocalBroker};
 use crate::config::{Config, ConfigError, Origins};
 use crate::connection;
 use crate::exchange::Exchange;
-use crate::handler::{ActionKind, FromRequestParts, Parts, Request};
+use crate::handler::{ActionKind, FromRequestParts, Origin, Parts, Request};
 use crate::master::{self, Inherited, Role, RunDir};
 use crate::metrics::{Metrics, Snapshot};
 use crate::middleware::MiddlewareKind;
@@ -718,7 +718,7 @@ impl ServerHandle {
 
 impl FromRequestParts for ServerHandle {
     async fn from_request_parts(parts: &Parts) -> std::result::Result<Self, crate::ScError> {
-        Ok(ServerHandle(parts.server.clone()))
+        Ok(ServerHandle(parts.server().clone()))
     }
 }
 
@@ -866,10 +866,11 @@ async fn upgrade(
     let request = Arc::new(request_info(&req, remote));
     if shared.app.middleware.has(MiddlewareKind::HandshakeWs) {
         let parts = Parts {
-            server: shared.clone(),
+            origin: Origin::Upgrade {
+                server: shared.clone(),
+                request: request.clone(),
+            },
             kind: ActionKind::HandshakeWs,
-            socket: None,
-            request: request.clone(),
             event: None,
             channel: None,
             auth: None,

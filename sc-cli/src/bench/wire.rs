@@ -4,6 +4,7 @@
 //! message than the servers it measures. Setup steps (handshake, subscribe) parse JSON; they are
 //! not measured.
 
+use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::http::Uri;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::BoxError;
@@ -82,12 +83,30 @@ impl Wire {
             .map(|_| ())
     }
 
-    /// Queues an invoke of `event` with `data` (already JSON text); returns its cid. Written at
-    /// the next [`flush`](Self::flush) or when the next read would wait.
-    pub(crate) async fn feed_invoke(&mut self, event: &str, data: &str) -> Result<u64, BoxError> {
+    /// Queues an invoke of `event` whose data is the JSON object `{"t":t,"p":"pad"}`; returns
+    /// its cid. Written at the next [`flush`](Self::flush) or when the next read would wait.
+    /// The frame is built in one allocation of the right size.
+    pub(crate) async fn feed_invoke(
+        &mut self,
+        event: &str,
+        t: u64,
+        pad: &str,
+        channel: Option<&str>,
+    ) -> Result<u64, BoxError> {
         let cid = self.next_cid;
         self.next_cid += 1;
-        let text = format!("{{\"event\":\"{event}\",\"data\":{data},\"cid\":{cid}}}");
+        let mut text =
+            String::with_capacity(80 + event.len() + pad.len() + channel.map_or(0, str::len));
+        let _ = match channel {
+            Some(channel) => write!(
+                text,
+                "{{\"event\":\"{event}\",\"data\":{{\"channel\":\"{channel}\",\"data\":{{\"t\":{t},\"p\":\"{pad}\"}}}},\"cid\":{cid}}}"
+            ),
+            None => write!(
+                text,
+                "{{\"event\":\"{event}\",\"data\":{{\"t\":{t},\"p\":\"{pad}\"}},\"cid\":{cid}}}"
+            ),
+        };
         self.ws.feed(Message::text(text)).await?;
         self.unflushed = true;
         Ok(cid)
@@ -112,7 +131,7 @@ impl Wire {
 
     /// The next non-ping text frame. Pings are answered here; queued writes are flushed before
     /// the read would wait.
-    async fn next_text(&mut self) -> Option<Result<String, BoxError>> {
+    async fn next_text(&mut self) -> Option<Result<Utf8Bytes, BoxError>> {
         loop {
             let msg = match self.ws.next().now_or_never() {
                 Some(m) => m,
@@ -146,7 +165,7 @@ impl Wire {
                 self.unflushed = true;
                 continue;
             }
-            return Some(Ok(text.as_str().to_owned()));
+            return Some(Ok(text));
         }
     }
 
