@@ -27,8 +27,13 @@ const lines = [];
 lines.push('# Benchmark results', '');
 lines.push(`Machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}; Node ${process.version}.`);
 lines.push(`Date: ${process.env.RUN_DATE ?? new Date().toISOString()}. Command: \`${command}\`.`, '');
+const { SERVER_CPUS, BENCH_CPUS } = process.env;
+const placement =
+  SERVER_CPUS || BENCH_CPUS
+    ? `Server pinned to CPUs ${SERVER_CPUS || 'any'}, load generator to CPUs ${BENCH_CPUS || 'any'}`
+    : 'Server and load generator share the machine';
 lines.push(
-  'Server and load generator share the machine; each scenario runs on a freshly started server. ' +
+  `${placement}; each scenario runs on a freshly started server. ` +
     'sc runs with its per-socket message rate limit off (`SC_MESSAGE_RATE_LIMIT=0`), as the Node reference has none.',
   '',
 );

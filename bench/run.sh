@@ -6,6 +6,12 @@
 #
 #   bash bench/run.sh                 # DURATION=10 IDLE_SOCKETS=19000 by default
 #   DURATION=5 IDLE_SOCKETS=5000 bash bench/run.sh
+#   SERVER_CPUS=0-1 BENCH_CPUS=2-3 bash bench/run.sh   # pin server and generator to their own cores
+#
+# SERVER_CPUS / BENCH_CPUS (taskset CPU lists, unset by default) keep the load generator off the
+# server's cores on a machine with enough of them; sc sizes its runtime to the cores it may use.
+# OUT and RESULTS name the JSON lines and the rendered table (default bench/results/latest.jsonl
+# and bench/RESULTS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +19,14 @@ DURATION=${DURATION:-10}
 IDLE_SOCKETS=${IDLE_SOCKETS:-19000}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 PORT=${PORT:-8700}
-OUT=bench/results/latest.jsonl
+SERVER_CPUS=${SERVER_CPUS:-}
+BENCH_CPUS=${BENCH_CPUS:-}
+SERVER_PIN=()
+BENCH_PIN=()
+if [ -n "$SERVER_CPUS" ]; then SERVER_PIN=(taskset -c "$SERVER_CPUS"); fi
+if [ -n "$BENCH_CPUS" ]; then BENCH_PIN=(taskset -c "$BENCH_CPUS"); fi
+OUT=${OUT:-bench/results/latest.jsonl}
+RESULTS=${RESULTS:-bench/RESULTS.md}
 mkdir -p bench/results
 : > "$OUT"
 
@@ -32,16 +45,21 @@ wait_port() {
 
 start() { # start PEER [ENV...]: PEER is sc or node
   local peer=$1; shift
+  # A server left over on the port would answer in place of the one started here.
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    echo "port $PORT is already in use" >&2; return 1
+  fi
   if [ "$peer" = sc ]; then
     # The per-socket message rate limit (default 5000/s, bursts of 10000) is off: the Node
     # reference has none, and in rpc each of the 100 sockets carries more than 5000 invokes/s.
     env SC_PORT="$PORT" SC_HOST=127.0.0.1 SC_MESSAGE_RATE_LIMIT=0 RUST_LOG=warn "$@" \
-      target/release/echo >/dev/null 2>&1 &
+      "${SERVER_PIN[@]}" target/release/echo >/dev/null 2>&1 &
   else
-    env SC_PORT="$PORT" "$@" node bench/peers/node-sc/server.mjs >/dev/null 2>&1 &
+    env SC_PORT="$PORT" "$@" "${SERVER_PIN[@]}" node bench/peers/node-sc/server.mjs >/dev/null 2>&1 &
   fi
   SERVER_PID=$!
   wait_port "$PORT"
+  kill -0 "$SERVER_PID" 2>/dev/null || { echo "the $peer server exited at start" >&2; return 1; }
 }
 
 stop() {
@@ -55,7 +73,7 @@ bench() { # bench NAME PEER PID_FLAG ARGS...
   local name=$1 peer=$2 pidflag=$3; shift 3
   echo "== $name ($peer)" >&2
   local line
-  if line=$("$SC" bench --url "$URL" --duration "$DURATION" --label "$peer" $pidflag "$@"); then :; else
+  if line=$("${BENCH_PIN[@]}" "$SC" bench --url "$URL" --duration "$DURATION" --label "$peer" $pidflag "$@"); then :; else
     echo "   (the run reported a failure; recorded as is)" >&2
   fi
   echo "{\"name\":\"$name\",\"result\":$line}" >> "$OUT"
@@ -89,5 +107,7 @@ else
   echo "== Redis is not running on 127.0.0.1:6379: the Redis comparison is skipped" >&2
 fi
 
-node bench/render.mjs "$OUT" "DURATION=$DURATION IDLE_SOCKETS=$IDLE_SOCKETS bash bench/run.sh" > bench/RESULTS.md
-cat bench/RESULTS.md
+PINNED=""
+if [ -n "$SERVER_CPUS$BENCH_CPUS" ]; then PINNED="SERVER_CPUS=$SERVER_CPUS BENCH_CPUS=$BENCH_CPUS "; fi
+SERVER_CPUS="$SERVER_CPUS" BENCH_CPUS="$BENCH_CPUS" node bench/render.mjs "$OUT" "${PINNED}DURATION=$DURATION IDLE_SOCKETS=$IDLE_SOCKETS bash bench/run.sh" > "$RESULTS"
+cat "$RESULTS"
