@@ -38,15 +38,32 @@ pub fn decode(data: &[u8]) {
     }
 }
 
-/// The decoder's specification, written the obvious way: parse the text into a `Value` and pick
-/// the packet fields out of it. `protocol::decode` reads the envelope without building that tree
-/// and must give the same result for every input.
+/// The decoder's specification, written the obvious way: parse the text into JSON values and
+/// pick the packet fields out of them. `protocol::decode` reads the envelope without building
+/// that tree and must give the same result for every input.
+///
+/// Packet objects are parsed as `Map`s, not `Value`s: a `Value` reads an object whose first key
+/// is serde_json's private raw-value marker (`$serde_json::private::RawValue`) as that marker and
+/// fails, while for `JSON.parse`, and for `protocol::decode`, it is an ordinary key (the fuzzer
+/// found the difference).
 pub fn decode_via_value(text: &str) -> Inbound {
-    use serde_json::Value;
-    fn packet_of(value: Value) -> Packet {
-        let Value::Object(mut map) = value else {
-            return Packet::Other;
-        };
+    use serde_json::{Map, Value};
+
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Element {
+        Object(Map<String, Value>),
+        // Parsed (not skipped) as decode does, so that the same nesting limit applies.
+        Other(#[allow(dead_code)] Value),
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Message {
+        Object(Map<String, Value>),
+        Batch(Vec<Element>),
+    }
+
+    fn packet_of(mut map: Map<String, Value>) -> Packet {
         match map.remove("event") {
             Some(Value::String(event)) => Packet::Event {
                 event,
@@ -68,10 +85,18 @@ pub fn decode_via_value(text: &str) -> Inbound {
     if !(trimmed.starts_with('{') || trimmed.starts_with('[')) {
         return Inbound::Raw;
     }
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Array(items)) => Inbound::Packets(items.into_iter().map(packet_of).collect()),
-        Ok(value @ Value::Object(_)) => Inbound::Packets(vec![packet_of(value)]),
-        _ => Inbound::Raw,
+    match serde_json::from_str::<Message>(text) {
+        Ok(Message::Batch(items)) => Inbound::Packets(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Element::Object(map) => packet_of(map),
+                    Element::Other(_) => Packet::Other,
+                })
+                .collect(),
+        ),
+        Ok(Message::Object(map)) => Inbound::Packets(vec![packet_of(map)]),
+        Err(_) => Inbound::Raw,
     }
 }
 
