@@ -1064,7 +1064,7 @@ impl Limits {
         }
     }
 
-    /// Charges one message (a raw one, when `packets` is empty) or each packet; returns what may
+    /// Charges each event packet, or one token for a message without events; returns what may
     /// go on. Refused invokes are answered here; a disconnecting limit closes the socket.
     fn apply(
         &mut self,
@@ -1072,7 +1072,9 @@ impl Limits {
         mut packets: Vec<Packet>,
         now: std::time::Instant,
     ) -> Result<Vec<Packet>, Closed> {
-        if packets.is_empty() {
+        // A message without events (raw text, responses, JSON that is no packet) still costs
+        // one token: otherwise such messages could be sent without bound.
+        if !packets.iter().any(|p| matches!(p, Packet::Event { .. })) {
             let over = match &mut self.socket {
                 Some(bucket) => !bucket.take(now) && bucket.limit.action == LimitAction::Disconnect,
                 None => false,

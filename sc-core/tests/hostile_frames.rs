@@ -84,6 +84,39 @@ async fn close_code(ws: &mut Ws) -> Option<u16> {
     }
 }
 
+/// Sends `rounds` rounds of the frames `frames(round)` makes, as fast as the socket takes them,
+/// while watching for the server's close frame; its code (`None` when none came within 10 s).
+async fn close_code_under_flood(
+    ws: Ws,
+    rounds: usize,
+    frames: impl Fn(usize) -> Vec<String>,
+) -> Option<u16> {
+    let (mut sink, mut stream) = ws.split();
+    let flood = async move {
+        for round in 0..rounds {
+            for frame in frames(round) {
+                if sink.feed(Message::text(frame)).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+    };
+    let watch = async move {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    };
+    let ((), code) = tokio::join!(flood, watch);
+    code
+}
+
 async fn bystander_still_served(bystander: &mut Ws) {
     send(
         bystander,
@@ -159,32 +192,26 @@ async fn an_invoke_flood_over_the_default_limit_is_disconnected_with_4429() {
     let addr = start().await;
     let mut bystander = handshaken(addr).await;
     let ws = handshaken(addr).await;
-    let (mut sink, mut stream) = ws.split();
     // Far more than the default burst of 10000, as fast as the socket takes them (batched).
-    let flood = async move {
-        for chunk in 0..300 {
-            let batch: Vec<Value> = (0..100)
-                .map(|i| json!({"event": "echo", "data": i, "cid": 2 + chunk * 100 + i}))
-                .collect();
-            if sink
-                .send(Message::text(Value::Array(batch).to_string()))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-    };
-    let watch = async move {
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
-                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
-                Ok(Some(Ok(_))) => continue,
-                _ => return None,
-            }
-        }
-    };
-    let ((), code) = tokio::join!(flood, watch);
+    let code = close_code_under_flood(ws, 300, |chunk| {
+        let batch: Vec<Value> = (0..100)
+            .map(|i| json!({"event": "echo", "data": i, "cid": 2 + chunk * 100 + i}))
+            .collect();
+        vec![Value::Array(batch).to_string()]
+    })
+    .await;
+    assert_eq!(code, Some(4429));
+    bystander_still_served(&mut bystander).await;
+}
+
+#[tokio::test]
+async fn a_flood_of_objects_that_are_not_packets_is_disconnected_with_4429() {
+    // `{}` is valid JSON but no packet: the protocol ignores it, and the socket-wide limit must
+    // still count it, or a client could send such messages without bound.
+    let addr = start().await;
+    let mut bystander = handshaken(addr).await;
+    let ws = handshaken(addr).await;
+    let code = close_code_under_flood(ws, 300, |_| vec!["{}".to_owned(); 100]).await;
     assert_eq!(code, Some(4429));
     bystander_still_served(&mut bystander).await;
 }
