@@ -459,8 +459,10 @@ fn read_messages(
             }
             let now = Instant::now();
             if text.as_str() == pong {
-                Metrics::add(&server.metrics.messages_in, unreported_in);
-                unreported_in = 0;
+                if unreported_in > 0 {
+                    Metrics::add(&server.metrics.messages_in, unreported_in);
+                    unreported_in = 0;
+                }
                 socket.count_pong();
                 last_reset = now;
                 watchdog.as_mut().reset(now + ping_timeout);
