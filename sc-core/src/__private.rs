@@ -3,18 +3,20 @@
 //! public API: it changes with the macros. Everything here only re-exports or checks types; the
 //! registrations themselves go through the public [`App`] API.
 
-pub use crate::app::{App, Source};
-pub use crate::channel::{captures, parse_capture, CaptureValue, TypedChannel};
-pub use crate::error::ScError;
-pub use crate::exchange::ChannelTarget;
-pub use crate::extract::FromChannelName;
-pub use crate::handler::{
+pub use crate::app::extract::FromChannelName;
+pub use crate::app::handler::{
     BoxFuture, FromRequest, FromRequestParts, Handler, IntoReply, Reply, Request,
 };
-pub use crate::middleware::{Decision, IntoDecision, MiddlewareKind};
+pub use crate::app::middleware::{Decision, IntoDecision, MiddlewareKind};
+pub use crate::app::{App, Source};
+pub use crate::channel::{captures, parse_capture, CaptureValue, TypedChannel};
+pub use crate::protocol::ScError;
+pub use crate::pubsub::exchange::ChannelTarget;
 pub use serde;
 
-use crate::extract::{Auth, Channel, EventName, Json, MaybeAuth, Raw, State, TryJson, WaitForAuth};
+use crate::app::extract::{
+    Auth, Channel, EventName, Json, MaybeAuth, Raw, State, TryJson, WaitForAuth,
+};
 use crate::server::ServerHandle;
 use crate::socket::{RequestInfo, Socket};
 use crate::Exchange;
@@ -35,59 +37,7 @@ pub trait Register {
 #[derive(Debug, Clone, Copy)]
 pub enum Generated {}
 
-macro_rules! kind_traits {
-    ($($trait:ident: $doc:literal, $message:literal, $label:literal, $note:literal;)*) => {$(
-        #[doc = $doc]
-        #[diagnostic::on_unimplemented(message = $message, label = $label, note = $note)]
-        pub trait $trait {
-            /// Named by the generated check.
-            const OK: () = ();
-        }
-    )*};
-}
-
-kind_traits! {
-    UsableInEvent: "Extractors usable in `#[event]` handlers.",
-        "`{Self}` is not available in an `#[event]` handler",
-        "not available in event handlers",
-        "events have no channel: `Channel<T>` is for `subscribe`, `publish_in` and `publish_out` middleware";
-    UsableInHandshakeWs: "Extractors usable in `handshake_ws` middleware.",
-        "`{Self}` is not available in `handshake_ws` middleware",
-        "not available before the WebSocket exists",
-        "`handshake_ws` middleware runs on the HTTP upgrade request: there is no socket, auth token, payload, event or channel yet; use `RequestInfo` (URL, headers, peer), `State<T>`, `Exchange` or `ServerHandle`, or move the check to `#[middleware(handshake)]`";
-    UsableInHandshake: "Extractors usable in `handshake` middleware.",
-        "`{Self}` is not available in `handshake` middleware",
-        "not available in `handshake` middleware",
-        "`EventName` exists only for events (`#[event]`, `transmit` and `invoke` middleware) and `Channel<T>` only for `subscribe`, `publish_in` and `publish_out` middleware";
-    UsableInInboundRaw: "Extractors usable in `inbound_raw` middleware.",
-        "`{Self}` is not available in `inbound_raw` middleware",
-        "not available in `inbound_raw` middleware",
-        "`EventName` exists only for events (`#[event]`, `transmit` and `invoke` middleware) and `Channel<T>` only for `subscribe`, `publish_in` and `publish_out` middleware";
-    UsableInTransmit: "Extractors usable in `transmit` middleware.",
-        "`{Self}` is not available in `transmit` middleware",
-        "not available in `transmit` middleware",
-        "`Channel<T>` exists only for `subscribe`, `publish_in` and `publish_out` middleware";
-    UsableInInvoke: "Extractors usable in `invoke` middleware.",
-        "`{Self}` is not available in `invoke` middleware",
-        "not available in `invoke` middleware",
-        "`Channel<T>` exists only for `subscribe`, `publish_in` and `publish_out` middleware";
-    UsableInSubscribe: "Extractors usable in `subscribe` middleware.",
-        "`{Self}` is not available in `subscribe` middleware",
-        "not available in `subscribe` middleware",
-        "`EventName` exists only for events (`#[event]`, `transmit` and `invoke` middleware)";
-    UsableInPublishIn: "Extractors usable in `publish_in` middleware.",
-        "`{Self}` is not available in `publish_in` middleware",
-        "not available in `publish_in` middleware",
-        "`EventName` exists only for events (`#[event]`, `transmit` and `invoke` middleware)";
-    UsableInPublishOut: "Extractors usable in `publish_out` middleware.",
-        "`{Self}` is not available in `publish_out` middleware",
-        "not available in `publish_out` middleware",
-        "`EventName` exists only for events (`#[event]`, `transmit` and `invoke` middleware)";
-    UsableInAuthenticate: "Extractors usable in `authenticate` middleware.",
-        "`{Self}` is not available in `authenticate` middleware",
-        "not available in `authenticate` middleware",
-        "`EventName` exists only for events (`#[event]`, `transmit` and `invoke` middleware) and `Channel<T>` only for `subscribe`, `publish_in` and `publish_out` middleware";
-}
+pub use crate::app::markers::*;
 
 /// `impl<..> Trait for Type {}` for every listed trait.
 macro_rules! usable {

@@ -9,7 +9,7 @@
 //! signature, `nbf`, `exp` in that order, with no leeway and `now >= exp` meaning expired, and
 //! each step has its own message. Only the cryptographic check is delegated to `jsonwebtoken`.
 
-use crate::error::ScError;
+use crate::protocol::ScError;
 use base64::engine::general_purpose::{GeneralPurpose, URL_SAFE_NO_PAD};
 use base64::engine::{DecodePaddingMode, GeneralPurposeConfig};
 use base64::{alphabet, Engine as _};

@@ -83,7 +83,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::error::ScError;
+use crate::protocol::ScError;
 
 /// A channel type with a fixed name pattern and message type (what `#[channel]` implements).
 pub trait TypedChannel {

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use crate::protocol::ProtocolVersion;
 
-/// Every option of the realtime server. Build it through [`crate::SocketCluster::builder`]; the
-/// fields are public so tests and embedders can also construct it directly.
+/// Every option of the realtime server. Build it through [`crate::SocketCluster::builder`], or
+/// start from `Config::default()` and set fields (embedders and tests); it is `#[non_exhaustive]`
+/// so that new options are not a breaking change.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// TCP port (`SC_PORT`, default 8000). `0` picks a free port.
     pub port: u16,

@@ -27,28 +27,33 @@
 
 #![warn(missing_docs)]
 
+// The layers, each importing only those below it (README "Layout"):
+//
+//   protocol, config, auth, metrics, limit    wire codec, close codes, wire errors; leaves
+//   broker                                     engine trait, in-process / broker-process / Redis engines
+//   socket                                     the socket handle and the state it shares with the server
+//   app, channel                               handlers, extractors, middleware, typed channels, App
+//   pubsub                                     channel registry, fan-out, Exchange
+//   session                                    one connection: transport, dispatch, `#` procedures, limits
+//   server                                     builder, routes, HTTP, TLS
+//   process                                    roles, master, balancer, control channel
 pub mod app;
 pub mod auth;
-mod balancer;
 pub mod broker;
 pub mod channel;
 pub mod config;
-mod connection;
-pub mod error;
-pub mod exchange;
-pub mod extract;
-pub mod handler;
-mod http;
 pub mod limit;
-pub mod master;
 mod metrics;
-pub mod middleware;
-mod outbox;
+pub(crate) mod process;
 pub mod protocol;
 mod pubsub;
 pub mod server;
+mod session;
 pub mod socket;
-mod tls;
+
+pub use app::{extract, handler, middleware};
+pub use protocol::error;
+pub use pubsub::exchange;
 
 #[cfg(feature = "client")]
 pub mod client;
@@ -68,19 +73,19 @@ pub use exchange::Exchange;
 pub use handler::IntoReply;
 pub use limit::{LimitAction, RateLimit, SlowConsumer};
 pub use middleware::{Block, MiddlewareKind};
-pub use server::{Error, Result, Server, ServerHandle, SocketCluster};
+pub use server::{Result, Server, ServerHandle, SocketCluster, StartupError};
 pub use socket::Socket;
 
 /// Everything an app usually needs: `use sc_core::prelude::*;`.
 pub mod prelude {
     pub use crate::app::App;
-    pub use crate::error::ScError;
     pub use crate::exchange::{ChannelTarget, Exchange};
     pub use crate::extract::{
         Auth, Channel, EventName, Json, MaybeAuth, Raw, State, TryJson, WaitForAuth,
     };
     pub use crate::limit::{LimitAction, RateLimit, SlowConsumer};
     pub use crate::middleware::{Block, Decision, MiddlewareKind};
+    pub use crate::protocol::ScError;
     pub use crate::server::{ServerHandle, SocketCluster};
     pub use crate::socket::{AuthTokenOptions, RequestInfo, Socket};
     #[cfg(feature = "macros")]

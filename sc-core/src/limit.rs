@@ -51,8 +51,8 @@ impl RateLimit {
     }
 
     /// The error a rejected invoke receives.
-    pub(crate) fn error(&self, what: &str) -> crate::error::ScError {
-        crate::error::ScError::new(
+    pub(crate) fn error(&self, what: &str) -> crate::protocol::ScError {
+        crate::protocol::ScError::new(
             "RateLimitError",
             format!(
                 "Too many messages{what}: the limit is {} per second (bursts of {})",

@@ -756,3 +756,72 @@ async fn many_concurrent_clients_each_get_their_own_answers() {
     assert_eq!(count.load(Ordering::Relaxed), 400);
     eventually(|| server.handle.clients_count() <= 20).await;
 }
+
+/// Publish-out middleware runs on each subscriber's own writer: one slow call delays that
+/// subscriber only (in order), never the publisher, the other subscribers of the channel, or other
+/// channels. Before, every subscriber's middleware ran one after another on the publisher's task.
+#[tokio::test]
+async fn a_slow_publish_out_middleware_delays_only_its_own_subscriber() {
+    async fn slow_for_some(socket: Socket) {
+        if socket.request().query_param("slow").is_some() {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+    }
+    let app = base_app().middleware(MiddlewareKind::PublishOut, slow_for_some);
+    let server = start(builder().app(app)).await;
+    let mut slow_options = options(&format!("{}?slow=1", server.url()));
+    slow_options.ack_timeout = Duration::from_secs(10);
+    let slow = sc_core::client::Client::connect_with(slow_options)
+        .await
+        .expect("slow client connects");
+    let fast = client(&server).await;
+    let other = client(&server).await;
+    // The slow subscriber first: the publisher's loop would reach it before the others.
+    let mut s = slow.subscribe("news").await.expect("subscribes");
+    let mut f = fast.subscribe("news").await.expect("subscribes");
+    let mut o = other.subscribe("sport").await.expect("subscribes");
+
+    let exchange = server.handle.exchange();
+    let started = tokio::time::Instant::now();
+    exchange.publish("news", &1).await.expect("publish");
+    exchange.publish("news", &2).await.expect("publish");
+    exchange.publish("sport", &3).await.expect("publish");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "publishing waited for the middleware: {:?}",
+        started.elapsed()
+    );
+    let quick = Duration::from_millis(700);
+    assert_eq!(
+        tokio::time::timeout(quick, f.recv())
+            .await
+            .expect("fast in time"),
+        Some(json!(1))
+    );
+    assert_eq!(
+        tokio::time::timeout(quick, f.recv())
+            .await
+            .expect("fast in time"),
+        Some(json!(2))
+    );
+    assert_eq!(
+        tokio::time::timeout(quick, o.recv())
+            .await
+            .expect("other channel in time"),
+        Some(json!(3))
+    );
+    // The slow one gets both, later, in order.
+    let late = Duration::from_secs(6);
+    assert_eq!(
+        tokio::time::timeout(late, s.recv()).await.expect("slow"),
+        Some(json!(1))
+    );
+    assert_eq!(
+        tokio::time::timeout(late, s.recv()).await.expect("slow"),
+        Some(json!(2))
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "the slow subscriber's middleware did run"
+    );
+}

@@ -57,8 +57,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::kv::KvOp;
 use super::wire::{BrokerCodec, Frame, VERSION};
-use super::{BrokerEngine, BrokerError, DeliverySink, Publication};
-use crate::handler::BoxFuture;
+use super::{BoxFuture, BrokerEngine, BrokerError, DeliverySink, Publication};
 
 /// The hash that shards names over brokers: Java's `String.hashCode` over the name's UTF-16 code
 /// units (`h = 31 * h + unit`, wrapping at 32 bits, from 0), the hash sc1's stores and
@@ -328,8 +327,7 @@ impl BrokerEngine for ClusterBroker {
     /// Starts one connection task per broker and waits (at most `request_timeout`) for each
     /// one's first attempt. Brokers that are not up yet are retried in the background: `start`
     /// never fails. The sink is held weakly (it owns this engine).
-    fn start(&self, sink: Arc<dyn DeliverySink>) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let sink = Arc::downgrade(&sink);
+    fn start(&self, sink: Weak<dyn DeliverySink>) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
             if self.inner.started.set(()).is_err() {
                 return Ok(());
@@ -380,6 +378,12 @@ impl BrokerEngine for ClusterBroker {
 
     fn kv(&self, op: KvOp) -> BoxFuture<'_, Result<Value, BrokerError>> {
         Box::pin(self.kv_at(op))
+    }
+
+    /// Ends every link's connection task (each closes its connection and its delivery task).
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        self.inner.shutdown.cancel();
+        Box::pin(async {})
     }
 }
 

@@ -281,8 +281,8 @@ pub(crate) async fn sweep_every(store: Weak<KvStore>, every: Duration) {
 }
 
 /// Spawns [`sweep_every`] for `store` (the task ends when the store is dropped).
-pub(crate) fn spawn_sweeper(store: &Arc<KvStore>, every: Duration) {
-    tokio::spawn(sweep_every(Arc::downgrade(store), every));
+pub(crate) fn spawn_sweeper(store: &Arc<KvStore>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(sweep_every(Arc::downgrade(store), every))
 }
 
 #[cfg(test)]

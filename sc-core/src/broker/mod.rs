@@ -17,17 +17,25 @@ pub mod cluster;
 pub mod kv;
 #[cfg(feature = "redis")]
 pub mod redis;
+// The broker process's side and the wire format between it and the workers: the process model's
+// business, public only to sc's own tests (feature `test-util`).
+#[cfg(feature = "test-util")]
 pub mod server;
+#[cfg(not(feature = "test-util"))]
+pub(crate) mod server;
+#[cfg(feature = "test-util")]
 pub mod wire;
+#[cfg(not(feature = "test-util"))]
+pub(crate) mod wire;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::handler::BoxFuture;
+pub use futures_util::future::BoxFuture;
 
 pub use cluster::ClusterBroker;
 pub use kv::{KvOp, KvStore};
@@ -130,9 +138,9 @@ pub enum BrokerError {
     Decode(String),
 }
 
-impl From<BrokerError> for crate::error::ScError {
+impl From<BrokerError> for crate::protocol::ScError {
     fn from(e: BrokerError) -> Self {
-        crate::error::ScError::broker(e.to_string())
+        crate::protocol::ScError::broker(e.to_string())
     }
 }
 
@@ -144,9 +152,15 @@ pub trait DeliverySink: Send + Sync + 'static {
 }
 
 /// A pub/sub engine shared by the workers of a cluster (or of many clusters).
+///
+/// Ownership: the server owns the engine (through its channel registry) and the registry is the
+/// engine's sink, so an engine holds its sink only weakly: a strong reference would be a cycle
+/// that keeps both, and every task the engine runs, alive forever. Every background task an
+/// engine starts ends at [`shutdown`](BrokerEngine::shutdown), which the server calls when it
+/// stops, or when the engine is dropped.
 pub trait BrokerEngine: Send + Sync + 'static {
-    /// Called once, before any other method, with the worker's sink.
-    fn start(&self, sink: Arc<dyn DeliverySink>) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Called once, before any other method, with the worker's sink (held weakly: see above).
+    fn start(&self, sink: Weak<dyn DeliverySink>) -> BoxFuture<'_, Result<(), BrokerError>>;
     /// The worker now has at least one subscriber on `channel`.
     fn subscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>>;
     /// The worker's last subscriber of `channel` left.
@@ -160,6 +174,34 @@ pub trait BrokerEngine: Send + Sync + 'static {
         let _ = op;
         Box::pin(async { Err(BrokerError::Unsupported("key-value store")) })
     }
+    /// Stops every background task and closes every connection the engine holds; later calls
+    /// fail with [`BrokerError::Unavailable`]. Called once when the server stops.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// An engine behind an `Arc` is an engine: the caller keeps a handle (or a `Weak`, to check that
+/// a stopped server let go of it).
+impl<T: BrokerEngine + ?Sized> BrokerEngine for Arc<T> {
+    fn start(&self, sink: Weak<dyn DeliverySink>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        (**self).start(sink)
+    }
+    fn subscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        (**self).subscribe(channel)
+    }
+    fn unsubscribe(&self, channel: &str) -> BoxFuture<'_, Result<(), BrokerError>> {
+        (**self).unsubscribe(channel)
+    }
+    fn publish(&self, publication: Arc<Publication>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        (**self).publish(publication)
+    }
+    fn kv(&self, op: KvOp) -> BoxFuture<'_, Result<Value, BrokerError>> {
+        (**self).kv(op)
+    }
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        (**self).shutdown()
+    }
 }
 
 /// How often an engine's key-value store drops expired keys nobody asked for again.
@@ -168,8 +210,9 @@ pub(crate) const KV_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// The in-process engine: the default when the cluster has no broker processes.
 #[derive(Default)]
 pub struct LocalBroker {
-    sink: OnceLock<Arc<dyn DeliverySink>>,
+    sink: OnceLock<Weak<dyn DeliverySink>>,
     kv: Arc<KvStore>,
+    sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl LocalBroker {
@@ -180,9 +223,9 @@ impl LocalBroker {
 }
 
 impl BrokerEngine for LocalBroker {
-    fn start(&self, sink: Arc<dyn DeliverySink>) -> BoxFuture<'_, Result<(), BrokerError>> {
+    fn start(&self, sink: Weak<dyn DeliverySink>) -> BoxFuture<'_, Result<(), BrokerError>> {
         if self.sink.set(sink).is_ok() {
-            kv::spawn_sweeper(&self.kv, KV_SWEEP_INTERVAL);
+            *lock(&self.sweeper) = Some(kv::spawn_sweeper(&self.kv, KV_SWEEP_INTERVAL));
         }
         Box::pin(async { Ok(()) })
     }
@@ -198,13 +241,13 @@ impl BrokerEngine for LocalBroker {
 
     fn publish(&self, publication: Arc<Publication>) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
-            match self.sink.get() {
+            match self.sink.get().and_then(Weak::upgrade) {
                 Some(sink) => {
                     sink.deliver(publication).await;
                     Ok(())
                 }
                 None => Err(BrokerError::Unavailable(
-                    "the local broker was not started".into(),
+                    "the local broker is not running".into(),
                 )),
             }
         })
@@ -214,6 +257,25 @@ impl BrokerEngine for LocalBroker {
         let result = self.kv.apply(op);
         Box::pin(async move { Ok(result) })
     }
+
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        if let Some(sweeper) = lock(&self.sweeper).take() {
+            sweeper.abort();
+        }
+        Box::pin(async {})
+    }
+}
+
+impl Drop for LocalBroker {
+    fn drop(&mut self) {
+        if let Some(sweeper) = lock(&self.sweeper).take() {
+            sweeper.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

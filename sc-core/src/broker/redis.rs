@@ -17,7 +17,7 @@
 //!   operation (atomic per key): scalars as JSON strings, lists as Redis lists of JSON elements.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
@@ -27,8 +27,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::cluster::broker_index;
-use super::{BrokerEngine, BrokerError, DeliverySink, KvOp, Publication};
-use crate::handler::BoxFuture;
+use super::{BoxFuture, BrokerEngine, BrokerError, DeliverySink, KvOp, Publication};
 
 /// What a `#publish` frame starts with: anything else on our Redis channels is not ours.
 const FRAME_START: &str = "{\"event\":\"#publish\"";
@@ -36,13 +35,17 @@ const FRAME_START: &str = "{\"event\":\"#publish\"";
 const NODE_ID_LEN: usize = 16;
 
 /// The Redis engine. `Redis::new("redis://127.0.0.1:6379")`, or several URLs with
-/// [`Redis::with_urls`]; pass it to [`Builder::broker_engine`](crate::server::Builder::broker_engine)
+/// [`Redis::with_urls`]; pass it to `SocketCluster::builder().broker_engine(..)`
 /// or set `SC_REDIS_URL` (comma-separated URLs).
 pub struct Redis {
     urls: Vec<String>,
     prefix: String,
     timeout: Duration,
     state: OnceLock<Arc<State>>,
+    /// The push readers and watchdogs: aborted at shutdown (or drop), which drops their
+    /// connection handles.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    stopped: AtomicBool,
 }
 
 impl std::fmt::Debug for Redis {
@@ -60,7 +63,7 @@ impl std::fmt::Debug for Redis {
 struct State {
     node: String,
     shards: Vec<Shard>,
-    sink: Arc<dyn DeliverySink>,
+    sink: Weak<dyn DeliverySink>,
 }
 
 struct Shard {
@@ -88,6 +91,8 @@ impl Redis {
             prefix: "sc:".to_owned(),
             timeout: Duration::from_secs(1),
             state: OnceLock::new(),
+            tasks: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
         }
     }
 
@@ -106,6 +111,11 @@ impl Redis {
     }
 
     fn state(&self) -> Result<&Arc<State>, BrokerError> {
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(BrokerError::Unavailable(
+                "the Redis engine was shut down".into(),
+            ));
+        }
         self.state
             .get()
             .ok_or_else(|| BrokerError::Unavailable("the Redis engine is not started".into()))
@@ -433,7 +443,7 @@ fn glob_escape(s: &str) -> String {
 /// Hands every Redis message on our channels to the worker; logs disconnections.
 async fn read_pushes(
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-    sink: Arc<dyn DeliverySink>,
+    sink: Weak<dyn DeliverySink>,
     prefix: String,
     node: String,
     shard: String,
@@ -469,6 +479,9 @@ async fn read_pushes(
                     continue;
                 }
                 let publication = Publication::from_frame(channel, Utf8Bytes::from(frame));
+                let Some(sink) = sink.upgrade() else {
+                    return;
+                };
                 sink.deliver(Arc::new(publication)).await;
             }
             PushKind::Disconnection if up.swap(false, Ordering::Relaxed) => {
@@ -501,7 +514,7 @@ async fn watch(conn: ConnectionManager, shard: String, up: Arc<AtomicBool>) {
 }
 
 impl BrokerEngine for Redis {
-    fn start(&self, sink: Arc<dyn DeliverySink>) -> BoxFuture<'_, Result<(), BrokerError>> {
+    fn start(&self, sink: Weak<dyn DeliverySink>) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
             if self.urls.is_empty() {
                 return Err(BrokerError::Unavailable("no Redis URL given".into()));
@@ -513,7 +526,7 @@ impl BrokerEngine for Redis {
                 let conn = self.connect(url, tx).await?;
                 let up = Arc::new(AtomicBool::new(true));
                 let name = redact(url);
-                tokio::spawn(read_pushes(
+                let reader = tokio::spawn(read_pushes(
                     rx,
                     sink.clone(),
                     self.prefix.clone(),
@@ -521,7 +534,8 @@ impl BrokerEngine for Redis {
                     name.clone(),
                     up.clone(),
                 ));
-                tokio::spawn(watch(conn.clone(), name.clone(), up.clone()));
+                let watchdog = tokio::spawn(watch(conn.clone(), name.clone(), up.clone()));
+                lock(&self.tasks).extend([reader, watchdog]);
                 shards.push(Shard { name, conn, up });
             }
             self.state
@@ -559,7 +573,9 @@ impl BrokerEngine for Redis {
             let state = self.state()?;
             // Local sockets first: they get the message even while Redis is away, and Redis's
             // echo of it is dropped (it carries this node's id).
-            state.sink.deliver(publication.clone()).await;
+            if let Some(sink) = state.sink.upgrade() {
+                sink.deliver(publication.clone()).await;
+            }
             let shard = self.shard_for(&publication.channel)?;
             let mut payload = String::with_capacity(NODE_ID_LEN + publication.frame.len());
             payload.push_str(&state.node);
@@ -579,6 +595,28 @@ impl BrokerEngine for Redis {
     fn kv(&self, op: KvOp) -> BoxFuture<'_, Result<Value, BrokerError>> {
         Box::pin(self.run_kv(op))
     }
+
+    /// Aborts the push readers and watchdogs; the connections close when the engine is dropped
+    /// (the server drops it when it stops), and every call fails from now on.
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        self.stopped.store(true, Ordering::Release);
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+        Box::pin(async {})
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

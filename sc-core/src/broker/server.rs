@@ -22,6 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
+#[cfg(feature = "test-util")]
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -118,12 +119,15 @@ impl Broker {
 }
 
 /// Binds `path` and serves it (see [`serve`]). A socket file left behind by a broker that died
-/// is replaced; one that still accepts connections is an `AddrInUse` error.
+/// is replaced; one that still accepts connections is an `AddrInUse` error. (The master binds
+/// the brokers' sockets itself; this is for tests that run a broker in process.)
+#[cfg(feature = "test-util")]
 pub async fn serve_path(path: impl AsRef<Path>) -> io::Result<()> {
     serve(bind(path.as_ref()).await?).await
 }
 
 /// Binds a Unix listener at `path`, replacing a stale socket file (one nobody listens on).
+#[cfg(feature = "test-util")]
 pub async fn bind(path: &Path) -> io::Result<UnixListener> {
     match UnixListener::bind(path) {
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {

@@ -261,7 +261,7 @@ async fn boom() {
 
 #[event("stopPinging")]
 async fn stop_pinging(socket: Socket) {
-    socket.__pause_pings();
+    socket.pause_pings();
 }
 
 // ---- middleware ----

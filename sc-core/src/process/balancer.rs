@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 
 use crate::config::Config;
-use crate::server::Error;
+use crate::server::StartupError as Error;
 
 /// Serves until the master goes away or SIGTERM.
 pub(crate) async fn run(
@@ -23,7 +23,7 @@ pub(crate) async fn run(
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        (Some(cert), Some(key)) => Some(crate::server::tls::acceptor(cert, key)?),
         _ => None,
     };
     let workers = Arc::new(workers);
@@ -47,7 +47,9 @@ pub(crate) async fn run(
                 match tls {
                     Some(acceptor) => {
                         let handshake = acceptor.accept(stream);
-                        match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, handshake).await {
+                        match tokio::time::timeout(crate::server::tls::HANDSHAKE_TIMEOUT, handshake)
+                            .await
+                        {
                             Ok(Ok(tls)) => relay(tls, &workers, &next, peer).await,
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "TLS handshake failed")
@@ -62,7 +64,7 @@ pub(crate) async fn run(
     };
     tokio::select! {
         _ = accept => Ok(()),
-        _ = crate::master::child_shutdown_signal() => Ok(()),
+        _ = super::child_shutdown_signal() => Ok(()),
     }
 }
 

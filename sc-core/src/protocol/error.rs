@@ -181,6 +181,111 @@ impl<E: Into<ScError>> IntoReplyError for E {
     }
 }
 
+/// Why an invoke failed, on either side: the Rust client invoking the server (`invoke`, and
+/// `publish`, `subscribe`, `authenticate`), or the server invoking a client procedure
+/// (`Socket::invoke`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvokeError {
+    /// No response within `ack_timeout` (counted from the call, including time spent in the
+    /// offline buffer). The official client's `TimeoutError`.
+    #[error("Event response for {event} event timed out")]
+    Timeout {
+        /// The event (procedure) name.
+        event: String,
+    },
+    /// The connection closed (or could not be established) before the response arrived, or the
+    /// client is closed. The official client's `BadConnectionError`.
+    #[error("Event {event} was aborted due to a bad connection (code {code}: {reason})")]
+    BadConnection {
+        /// The event (procedure) name.
+        event: String,
+        /// The close code of the connection that failed.
+        code: u16,
+        /// The close reason (the close frame's text, or the code's standard text).
+        reason: String,
+    },
+    /// The server answered with an error (`{"rid":N,"error":E}`).
+    #[error("{0}")]
+    Remote(ScError),
+    /// The request data could not be serialised to JSON.
+    #[error("failed to encode the data of {event}: {source}")]
+    Encode {
+        /// The event (procedure) name.
+        event: String,
+        /// The serialisation error.
+        source: serde_json::Error,
+    },
+    /// The response data did not deserialise into the requested type.
+    #[error("failed to decode the response to {event}: {source}")]
+    Decode {
+        /// The event (procedure) name.
+        event: String,
+        /// The deserialisation error.
+        source: serde_json::Error,
+    },
+    /// The server's outbound queue for the socket was full and its policy drops what does not fit
+    /// (`SlowConsumer::Drop`): the invoke was never sent.
+    #[error("Event {event} was dropped: the socket's outbound queue is full")]
+    Dropped {
+        /// The event (procedure) name.
+        event: String,
+    },
+    /// A subscription was dropped locally (unsubscribed, kicked out) before the server's ack.
+    #[error("subscription to channel {channel} was cancelled before it completed")]
+    Unsubscribed {
+        /// The channel name.
+        channel: String,
+    },
+}
+
+impl InvokeError {
+    /// The server's error, if the failure is one ([`InvokeError::Remote`]).
+    pub fn remote(&self) -> Option<&ScError> {
+        match self {
+            Self::Remote(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<InvokeError> for ScError {
+    /// The failure as the official client would surface it: `TimeoutError`,
+    /// `BadConnectionError` (with `type`, `code`, `reason`), the server's own error as is.
+    fn from(err: InvokeError) -> Self {
+        match err {
+            InvokeError::Timeout { event } => ScError::timeout(&event),
+            InvokeError::BadConnection {
+                event,
+                code,
+                reason,
+            } => ScError::new(
+                "BadConnectionError",
+                format!("Event {event} was aborted due to a bad connection"),
+            )
+            .with("type", "disconnect")
+            .with("code", code)
+            .with("reason", reason),
+            InvokeError::Remote(e) => e,
+            InvokeError::Encode { event, source } => ScError::invalid_arguments(format!(
+                "Failed to encode the data of {event}: {source}"
+            )),
+            InvokeError::Decode { event, source } => ScError::new(
+                "InvalidMessageError",
+                format!("Failed to decode the response to {event}: {source}"),
+            ),
+            InvokeError::Dropped { event } => ScError::new(
+                "BadConnectionError",
+                format!("Event {event} was dropped: the socket's outbound queue is full"),
+            ),
+            InvokeError::Unsubscribed { channel } => ScError::new(
+                "BrokerError",
+                format!("Subscription to the {channel} channel was cancelled"),
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,58 +11,11 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::app::Source;
-use crate::error::ScError;
-use crate::extract::Json;
-use crate::handler::{ActionKind, ErasedHandler, Request};
-
-/// Where a middleware runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MiddlewareKind {
-    /// The HTTP upgrade request, before any WebSocket exists. Block: HTTP 401 with the error's
-    /// message as the body; the JS client reports `connectAbort` 1006 and retries with backoff.
-    HandshakeWs,
-    /// The `#handshake` packet, before its reply. Block: `{"rid":N,"error":{..,"statusCode":S}}`,
-    /// then close with `S` (default 4008); set it with [`Block::status_code`].
-    Handshake,
-    /// Every inbound message as text, before decoding (responses to server invokes and pongs
-    /// excepted). Block: the message is dropped silently, even an invoke.
-    InboundRaw,
-    /// A client transmit. Block: dropped, nothing is sent.
-    Transmit,
-    /// A client invoke. Block: `{"rid":N,"error":E}`.
-    Invoke,
-    /// `#subscribe`. Block: error reply; the JS client emits `subscribeFail`.
-    Subscribe,
-    /// A client `#publish`. Block: error reply if the publish had a cid; not published.
-    PublishIn,
-    /// One delivery of a publication to one subscriber. Block: that subscriber misses it.
-    /// `Json(data)` changes what that subscriber receives.
-    PublishOut,
-    /// A token (from `#handshake` or `#authenticate`) that verified. Block: the socket stays
-    /// unauthenticated and the error becomes its `authError`; with `isBadToken: true` the client
-    /// is also told to drop the token (`#removeAuthToken`).
-    Authenticate,
-}
-
-impl MiddlewareKind {
-    /// Every kind, in the order the reference runs them for a connection.
-    pub const ALL: [MiddlewareKind; 9] = [
-        Self::HandshakeWs,
-        Self::Handshake,
-        Self::InboundRaw,
-        Self::Transmit,
-        Self::Invoke,
-        Self::Subscribe,
-        Self::PublishIn,
-        Self::PublishOut,
-        Self::Authenticate,
-    ];
-
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-}
+use super::extract::Json;
+use super::handler::{ErasedHandler, Request};
+pub use super::kind::MiddlewareKind;
+use super::Source;
+use crate::protocol::ScError;
 
 /// A middleware's refusal. `Block::silent()` (no error) sends the reference's
 /// `SilentMiddlewareBlockedError` where the kind sends anything at all.
@@ -103,7 +56,7 @@ impl Block {
     }
 
     /// The error the client receives for this block of `kind`, as the reference words it.
-    pub(crate) fn client_error(&self, kind: ActionKind) -> ScError {
+    pub(crate) fn client_error(&self, kind: MiddlewareKind) -> ScError {
         match &self.error {
             Some(e) => e.clone(),
             None => ScError::new(
@@ -198,7 +151,7 @@ impl<T: IntoDecision, E: Into<Block>> IntoDecision for Result<T, E> {
 /// The registered middleware, by kind, in order.
 #[derive(Clone, Default)]
 pub(crate) struct MiddlewareStack {
-    by_kind: [Vec<(ErasedHandler<Decision>, Source)>; 9],
+    by_kind: [Vec<(ErasedHandler<Decision>, Source)>; MiddlewareKind::ALL.len()],
 }
 
 impl MiddlewareStack {
@@ -256,7 +209,7 @@ mod tests {
 
     #[test]
     fn silent_block_uses_reference_wording() {
-        let e = Block::silent().client_error(ActionKind::Invoke);
+        let e = Block::silent().client_error(MiddlewareKind::Invoke);
         assert_eq!(
             serde_json::to_value(&e).expect("json"),
             serde_json::json!({
@@ -265,7 +218,7 @@ mod tests {
                 "type": "inbound"
             })
         );
-        let e = Block::silent().client_error(ActionKind::PublishOut);
+        let e = Block::silent().client_error(MiddlewareKind::PublishOut);
         assert_eq!(
             e.message(),
             "The publishOut AGAction was blocked by outbound middleware"

@@ -11,6 +11,9 @@
 //! - SIGTERM/SIGINT: children get SIGTERM (they close sockets with 1001), stragglers SIGKILL after
 //!   `shutdown_timeout`. SIGUSR2: workers are replaced one at a time (rolling restart).
 //! - A child whose master dies sees its stdin close and shuts down: no orphans.
+//!
+//! The children's side of it is in the module above ([`super::child_shutdown_signal`], the
+//! control channel's reports).
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
@@ -27,109 +30,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
-
+use super::control::{serve_control, Control};
+use super::role::{Role, RunDir, CLUSTER_SECRET};
 use crate::config::Config;
-use crate::metrics::{render, Snapshot};
-use crate::server::Error;
-
-/// What this process is, from `SC_ROLE` / `SC_CHILD_ID` (set by the master for its children).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Started by the user: a single-process server, or the master of a cluster.
-    Master,
-    /// A worker: WebSocket sessions and handlers.
-    Worker(usize),
-    /// A broker: pub/sub and the key-value store shared by the workers.
-    Broker(usize),
-    /// A balancer: accepts connections (and terminates TLS) in front of the workers.
-    Balancer(usize),
-}
-
-impl Role {
-    /// The role of this process.
-    pub fn current() -> Self {
-        let id = std::env::var("SC_CHILD_ID")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        match std::env::var("SC_ROLE").as_deref() {
-            Ok("worker") => Self::Worker(id),
-            Ok("broker") => Self::Broker(id),
-            Ok("balancer") => Self::Balancer(id),
-            _ => Self::Master,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::Master => "master",
-            Self::Worker(_) => "worker",
-            Self::Broker(_) => "broker",
-            Self::Balancer(_) => "balancer",
-        }
-    }
-
-    fn id(self) -> usize {
-        match self {
-            Self::Master => 0,
-            Self::Worker(i) | Self::Broker(i) | Self::Balancer(i) => i,
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Master => f.write_str("master"),
-            _ => write!(f, "{}#{}", self.name(), self.id()),
-        }
-    }
-}
-
-/// Where a cluster's Unix sockets live (`SC_RUN_DIR`, a fresh directory per master).
-#[derive(Clone, Debug)]
-pub struct RunDir(PathBuf);
-
-impl RunDir {
-    /// The run directory of this process's cluster, if it is a child.
-    pub fn from_env() -> Option<Self> {
-        std::env::var_os("SC_RUN_DIR").map(|p| Self(PathBuf::from(p)))
-    }
-
-    fn create() -> std::io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "sc-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self(dir))
-    }
-
-    /// The Unix socket of broker `id`.
-    pub fn broker_socket(&self, id: usize) -> PathBuf {
-        self.0.join(format!("broker-{id}.sock"))
-    }
-
-    /// The Unix socket of worker `id` (used behind balancers).
-    pub fn worker_socket(&self, id: usize) -> PathBuf {
-        self.0.join(format!("worker-{id}.sock"))
-    }
-
-    /// The master's control socket (metrics reports and queries).
-    pub fn control_socket(&self) -> PathBuf {
-        self.0.join("master.sock")
-    }
-
-    /// Every broker socket of a cluster with `n` brokers, in id order.
-    pub fn broker_sockets(&self, n: usize) -> Vec<PathBuf> {
-        (0..n).map(|i| self.broker_socket(i)).collect()
-    }
-}
+use crate::server::StartupError as Error;
 
 /// A socket the master keeps open and lends to children.
 enum Owned {
@@ -164,26 +68,6 @@ enum Event {
     Respawn { role: Role, generation: u64 },
 }
 
-/// What the master knows of its children's counters, for `/metrics`.
-#[derive(Default)]
-struct Control {
-    processes: BTreeMap<(String, usize), Snapshot>,
-    restarts: BTreeMap<String, u64>,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-enum ControlMessage {
-    /// A child's counters (sent every second on a kept-open connection).
-    Report {
-        role: String,
-        id: usize,
-        snapshot: Snapshot,
-    },
-    /// A worker asks for the cluster's Prometheus text (the answer is the rest of the stream).
-    Metrics,
-}
-
 struct Master {
     /// The auth secret every worker uses unless the app configures a key (`SC_CLUSTER_SECRET`).
     secret: String,
@@ -197,19 +81,6 @@ struct Master {
     slots: HashMap<Role, Slot>,
     events: mpsc::UnboundedSender<Event>,
     shutting_down: bool,
-}
-
-const CLUSTER_SECRET: &str = "SC_CLUSTER_SECRET";
-
-/// In a cluster child: the auth secret the master chose for all workers.
-pub(crate) fn cluster_secret() -> Option<crate::auth::AuthKey> {
-    if Role::current() == Role::Master {
-        return None;
-    }
-    std::env::var(CLUSTER_SECRET)
-        .ok()
-        .filter(|s| !s.is_empty())
-        .map(|s| crate::auth::AuthKey::Secret(s.into_bytes()))
 }
 
 fn hex_encode(bytes: &[u8]) -> String {
@@ -562,124 +433,4 @@ async fn pump(stream: impl AsyncRead + Unpin, role: Role, stderr: bool) {
             println!("[{role}] {line}");
         }
     }
-}
-
-/// In a child: completes when the master is gone (stdin closed) or SIGTERM/SIGINT arrives.
-pub(crate) async fn child_shutdown_signal() {
-    let master_gone = async {
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 64];
-        loop {
-            match tokio::io::AsyncReadExt::read(&mut stdin, &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::select! {
-        _ = master_gone => {}
-        _ = crate::server::shutdown_signal() => {}
-    }
-}
-
-/// Takes the listening socket handed over by a supervisor (`LISTEN_FDS`, fd 3), if any.
-pub(crate) fn inherited_listener() -> std::io::Result<Option<Inherited>> {
-    let mut fds = listenfd::ListenFd::from_env();
-    if fds.len() == 0 {
-        return Ok(None);
-    }
-    if let Ok(Some(l)) = fds.take_tcp_listener(0) {
-        return Ok(Some(Inherited::Tcp(l)));
-    }
-    match fds.take_unix_listener(0)? {
-        Some(l) => Ok(Some(Inherited::Unix(l))),
-        None => Ok(None),
-    }
-}
-
-/// A listening socket from the supervisor.
-pub(crate) enum Inherited {
-    Tcp(std::net::TcpListener),
-    Unix(std::os::unix::net::UnixListener),
-}
-
-async fn serve_control(
-    listener: tokio::net::UnixListener,
-    control: Arc<std::sync::Mutex<Control>>,
-) {
-    while let Ok((stream, _)) = listener.accept().await {
-        let control = control.clone();
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut lines = BufReader::new(read).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                match serde_json::from_str::<ControlMessage>(&line) {
-                    Ok(ControlMessage::Report { role, id, snapshot }) => {
-                        if let Ok(mut c) = control.lock() {
-                            c.processes.insert((role, id), snapshot);
-                        }
-                    }
-                    Ok(ControlMessage::Metrics) => {
-                        let text = match control.lock() {
-                            Ok(c) => render(&c.processes, &c.restarts),
-                            Err(_) => String::new(),
-                        };
-                        let _ = write.write_all(text.as_bytes()).await;
-                        let _ = write.shutdown().await;
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "bad control message");
-                        return;
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// In a child: reports this process's counters to the master every second, reconnecting if the
-/// connection drops (the master keeps the last report of each process).
-pub(crate) async fn report_to_master(role: Role, snapshot: impl Fn() -> Snapshot) {
-    let Some(dir) = RunDir::from_env() else {
-        return;
-    };
-    loop {
-        if let Ok(mut stream) = tokio::net::UnixStream::connect(dir.control_socket()).await {
-            loop {
-                let msg = ControlMessage::Report {
-                    role: role.name().to_string(),
-                    id: role.id(),
-                    snapshot: snapshot(),
-                };
-                let Ok(mut line) = serde_json::to_string(&msg) else {
-                    return;
-                };
-                line.push('\n');
-                if stream.write_all(line.as_bytes()).await.is_err() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// In a worker: the cluster-wide Prometheus text from the master, if this is a cluster child.
-pub(crate) async fn cluster_metrics() -> Option<String> {
-    let dir = RunDir::from_env()?;
-    let mut stream = tokio::net::UnixStream::connect(dir.control_socket())
-        .await
-        .ok()?;
-    let mut line = serde_json::to_string(&ControlMessage::Metrics).ok()?;
-    line.push('\n');
-    stream.write_all(line.as_bytes()).await.ok()?;
-    let mut text = String::new();
-    let read = tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut text);
-    tokio::time::timeout(Duration::from_secs(2), read)
-        .await
-        .ok()?
-        .ok()?;
-    Some(text)
 }

@@ -7,11 +7,10 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 
+use super::{lock, Outbound};
 use crate::limit::SlowConsumer;
-use crate::socket::{lock, Outbound};
 
 /// What a queued frame costs beyond its text (the queue slot, the shared buffer's header), so that
 /// a flood of tiny frames is bounded too.
@@ -45,9 +44,13 @@ struct State {
     closed: bool,
 }
 
-/// The bytes a frame counts for against the limit.
-pub(crate) fn cost(frame: &Utf8Bytes) -> usize {
-    frame.len() + ENTRY_OVERHEAD
+/// The bytes an item counts for against the limit (control items count nothing).
+pub(crate) fn cost(item: &Outbound) -> usize {
+    match item {
+        Outbound::Frame(frame) => frame.len() + ENTRY_OVERHEAD,
+        Outbound::Publish(publication) => publication.frame.len() + ENTRY_OVERHEAD,
+        Outbound::StartPing | Outbound::Close(..) => 0,
+    }
 }
 
 impl Outbox {
@@ -61,10 +64,11 @@ impl Outbox {
         }
     }
 
-    /// Queues a frame, or refuses it when the queue is over its limit. A frame always fits into
-    /// an empty queue, however large: the application made it, and refusing it could never succeed.
-    pub(crate) fn push_frame(&self, frame: Utf8Bytes) -> Result<(), PushError> {
-        let size = cost(&frame);
+    /// Queues a frame (or a publication), or refuses it when the queue is over its limit. A
+    /// frame always fits into an empty queue, however large: the application made it, and
+    /// refusing it could never succeed.
+    pub(crate) fn push(&self, item: Outbound) -> Result<(), PushError> {
+        let size = cost(&item);
         {
             let mut state = lock(&self.state);
             if state.closed {
@@ -77,7 +81,7 @@ impl Outbox {
                 });
             }
             state.bytes += size;
-            state.queue.push_back(Outbound::Frame(frame));
+            state.queue.push_back(item);
         }
         self.ready.notify_one();
         Ok(())
@@ -151,8 +155,8 @@ impl Outbox {
 mod tests {
     use super::*;
 
-    fn frame(n: usize) -> Utf8Bytes {
-        "x".repeat(n).into()
+    fn frame(n: usize) -> Outbound {
+        Outbound::Frame("x".repeat(n).into())
     }
 
     #[test]
@@ -161,7 +165,7 @@ mod tests {
         let mut accepted = 0;
         let mut refused = 0;
         for _ in 0..100 {
-            match outbox.push_frame(frame(1000)) {
+            match outbox.push(frame(1000)) {
                 Ok(()) => accepted += 1,
                 Err(e) => {
                     assert_eq!(e, PushError::Full);
@@ -178,20 +182,20 @@ mod tests {
         let mut batch = VecDeque::new();
         assert!(outbox.try_take(&mut batch));
         assert_eq!(batch.len(), 9);
-        assert_eq!(outbox.push_frame(frame(1000)), Err(PushError::Full));
+        assert_eq!(outbox.push(frame(1000)), Err(PushError::Full));
         outbox.release(9 * cost(&frame(1000)));
-        assert_eq!(outbox.push_frame(frame(1000)), Ok(()));
+        assert_eq!(outbox.push(frame(1000)), Ok(()));
     }
 
     #[test]
     fn drop_policy_discards_and_an_empty_queue_takes_any_frame() {
         let outbox = Outbox::new(100, SlowConsumer::Drop);
-        assert_eq!(outbox.push_frame(frame(5000)), Ok(()), "empty: always fits");
-        assert_eq!(outbox.push_frame(frame(1)), Err(PushError::Dropped));
+        assert_eq!(outbox.push(frame(5000)), Ok(()), "empty: always fits");
+        assert_eq!(outbox.push(frame(1)), Err(PushError::Dropped));
         // Control items are never refused while open, so a close still gets through.
         assert!(outbox.push_control(Outbound::StartPing));
         outbox.close();
-        assert_eq!(outbox.push_frame(frame(1)), Err(PushError::Closed));
+        assert_eq!(outbox.push(frame(1)), Err(PushError::Closed));
         assert!(!outbox.push_control(Outbound::StartPing));
         assert!(outbox.is_closed());
     }
@@ -210,8 +214,8 @@ mod tests {
             seen
         });
         tokio::task::yield_now().await;
-        outbox.push_frame(frame(1)).expect("queued");
-        outbox.push_frame(frame(1)).expect("queued");
+        outbox.push(frame(1)).expect("queued");
+        outbox.push(frame(1)).expect("queued");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         outbox.close();
         let seen = taker.await.expect("taker");

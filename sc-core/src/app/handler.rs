@@ -3,80 +3,27 @@
 //! A handler is any `async fn(A, B, ..., P) -> R` where every argument but the last implements
 //! [`FromRequestParts`] (it only looks at the request), the last implements [`FromRequest`] (it may
 //! consume the payload; every parts extractor is also a valid last argument), and `R` implements
-//! [`IntoReply`] (events) or [`IntoDecision`](crate::middleware::IntoDecision) (middleware).
+//! [`IntoReply`] (events) or [`IntoDecision`](super::middleware::IntoDecision) (middleware).
 //! A failed extraction answers the call with the extractor's error; it is never dropped silently.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::error::{IntoReplyError, ScError};
-use crate::server::ServerShared;
-use crate::socket::{RequestInfo, Socket};
+pub use futures_util::future::BoxFuture;
 
-/// A boxed, sendable future.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// What kind of action a [`Request`] describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ActionKind {
-    /// The HTTP upgrade request (no socket yet).
-    HandshakeWs,
-    /// The `#handshake` packet.
-    Handshake,
-    /// A raw inbound message, before decoding.
-    InboundRaw,
-    /// A client transmit (no reply).
-    Transmit,
-    /// A client invoke (exactly one reply).
-    Invoke,
-    /// `#subscribe`.
-    Subscribe,
-    /// `#publish` from a client.
-    PublishIn,
-    /// A publication about to be delivered to one subscriber.
-    PublishOut,
-    /// A token in `#handshake` or `#authenticate` that verified.
-    Authenticate,
-}
-
-impl ActionKind {
-    /// The reference's verb for the action, used in `SilentMiddlewareBlockedError` messages.
-    pub fn verb(self) -> &'static str {
-        match self {
-            Self::HandshakeWs => "handshakeWS",
-            Self::Handshake => "handshakeSC",
-            Self::InboundRaw => "message",
-            Self::Transmit => "transmit",
-            Self::Invoke => "invoke",
-            Self::Subscribe => "subscribe",
-            Self::PublishIn => "publishIn",
-            Self::PublishOut => "publishOut",
-            Self::Authenticate => "authenticate",
-        }
-    }
-
-    /// The middleware stream the reference runs the action in: `handshake`, `inbound` or `outbound`.
-    pub fn stream(self) -> &'static str {
-        match self {
-            Self::HandshakeWs | Self::Handshake => "handshake",
-            Self::InboundRaw => "inboundRaw",
-            Self::PublishOut => "outbound",
-            _ => "inbound",
-        }
-    }
-}
+use super::MiddlewareKind;
+use crate::protocol::{IntoReplyError, ScError};
+use crate::socket::{RequestInfo, Shared, Socket};
 
 /// Everything about an action except its payload: what parts extractors read.
 #[derive(Clone)]
 pub struct Parts {
     pub(crate) origin: Origin,
-    pub(crate) kind: ActionKind,
+    pub(crate) kind: MiddlewareKind,
     pub(crate) event: Option<Arc<str>>,
     pub(crate) channel: Option<Arc<str>>,
     /// Token payload the action runs under: the socket's token, or for `Authenticate` the token
@@ -95,27 +42,29 @@ pub struct Parts {
 pub(crate) enum Origin {
     /// Every action of a connected socket.
     Socket(Socket),
-    /// The HTTP upgrade request ([`ActionKind::HandshakeWs`]): no socket yet.
+    /// The HTTP upgrade request ([`MiddlewareKind::HandshakeWs`]): no socket yet.
     Upgrade {
-        server: Arc<ServerShared>,
+        shared: Arc<Shared>,
         request: Arc<RequestInfo>,
     },
 }
 
 impl Parts {
-    pub(crate) fn server(&self) -> &Arc<ServerShared> {
+    /// The server state the action runs in (through the socket once there is one: no clone of
+    /// the `Arc` every socket shares per action, it would be contended).
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         match &self.origin {
-            Origin::Socket(socket) => &socket.0.server,
-            Origin::Upgrade { server, .. } => server,
+            Origin::Socket(socket) => &socket.0.shared,
+            Origin::Upgrade { shared, .. } => shared,
         }
     }
 
     /// The kind of action.
-    pub fn kind(&self) -> ActionKind {
+    pub fn kind(&self) -> MiddlewareKind {
         self.kind
     }
 
-    /// The socket, absent only for [`ActionKind::HandshakeWs`].
+    /// The socket, absent only for [`MiddlewareKind::HandshakeWs`].
     pub fn socket(&self) -> Option<&Socket> {
         match &self.origin {
             Origin::Socket(socket) => Some(socket),

@@ -4,7 +4,7 @@
 //! | extractor | gives | fails when |
 //! |---|---|---|
 //! | [`Socket`] | the calling socket | never (except in `HandshakeWs` middleware: no socket yet) |
-//! | [`Exchange`] | server-side pub/sub | never |
+//! | [`Exchange`](crate::Exchange) | server-side pub/sub | never |
 //! | [`Auth<C>`] | the token payload as `C` | not authenticated (`AuthError`), or payload not a `C` |
 //! | [`MaybeAuth<C>`] | `Option<C>` | payload present but not a `C` |
 //! | [`State<T>`] | app state registered with `App::state` | no state of type `T` (`ServerError`) |
@@ -21,9 +21,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::error::ScError;
-use crate::exchange::Exchange;
-use crate::handler::{FromRequest, FromRequestParts, Parts, Request};
+use super::handler::{FromRequest, FromRequestParts, Parts, Request};
+use crate::protocol::ScError;
 use crate::socket::{RequestInfo, Socket};
 
 impl FromRequestParts for Socket {
@@ -34,12 +33,6 @@ impl FromRequestParts for Socket {
                 "No socket exists yet in HandshakeWs middleware",
             )
         })
-    }
-}
-
-impl FromRequestParts for Exchange {
-    async fn from_request_parts(parts: &Parts) -> Result<Self, ScError> {
-        Ok(parts.server().exchange.clone())
     }
 }
 
@@ -95,7 +88,7 @@ pub struct State<T>(pub T);
 
 impl<T: Clone + Send + Sync + 'static> FromRequestParts for State<T> {
     async fn from_request_parts(parts: &Parts) -> Result<Self, ScError> {
-        match parts.server().app.state.get::<T>() {
+        match parts.shared().state.get::<T>() {
             Some(v) => Ok(State(v.clone())),
             None => {
                 tracing::error!(
@@ -188,9 +181,9 @@ impl<T: DeserializeOwned + Send> FromRequest for Json<T> {
     }
 }
 
-impl<T: serde::Serialize> crate::handler::IntoReply for Json<T> {
-    fn into_reply(self) -> crate::handler::Reply {
-        crate::handler::Reply::json(&self.0)
+impl<T: serde::Serialize> super::handler::IntoReply for Json<T> {
+    fn into_reply(self) -> super::handler::Reply {
+        super::handler::Reply::json(&self.0)
     }
 }
 

@@ -2,16 +2,32 @@
 //! into packets, encoding outbound packets with the reference's key order, and the close-code table.
 //!
 //! Both the server and the client use this module. It never panics on input: anything that is not a
-//! packet is reported as [`Inbound::Raw`].
+//! packet is reported as [`Inbound::Raw`]. The bottom layer of sc-core: it imports nothing from the
+//! rest of the crate. [`error`] is the wire shape of errors.
 
-use std::fmt::{self, Write as _};
+mod encode;
+pub mod error;
+
+// The encoders are the server's and the client's own business; sc's tests and fuzzers reach them
+// through the `test-util` feature.
+#[cfg(feature = "test-util")]
+pub use encode::{
+    encode_client_event, encode_error_response, encode_event, encode_publish, encode_raw_response,
+    encode_response,
+};
+#[cfg(not(feature = "test-util"))]
+#[allow(unused_imports)]
+pub(crate) use encode::{
+    encode_client_event, encode_error_response, encode_event, encode_publish, encode_raw_response,
+    encode_response,
+};
+
+pub use error::{IntoReplyError, InvokeError, ScError};
+
+use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
-
-use crate::error::ScError;
 
 /// Which ping/pong tokens are on the wire. Server-wide; there is no negotiation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -229,112 +245,6 @@ fn packet_of_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Packet, A::Error>
     })
 }
 
-#[derive(Serialize)]
-struct EventOut<'a, D: Serialize + ?Sized> {
-    event: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cid: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a D>,
-}
-
-#[derive(Serialize)]
-struct ClientEventOut<'a, D: Serialize + ?Sized> {
-    event: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a D>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cid: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct ResponseOut<'a, D: Serialize + ?Sized> {
-    rid: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a D>,
-}
-
-#[derive(Serialize)]
-struct ErrorResponseOut<'a> {
-    rid: u64,
-    error: &'a ScError,
-}
-
-#[derive(Serialize)]
-struct PublishData<'a, D: Serialize + ?Sized> {
-    channel: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a D>,
-}
-
-fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
-    serde_json::to_string(value)
-}
-
-/// A server transmit or invoke: `{"event","cid","data"}` (the server's key order).
-pub fn encode_event<D: Serialize + ?Sized>(
-    event: &str,
-    cid: Option<u64>,
-    data: Option<&D>,
-) -> Result<String, serde_json::Error> {
-    to_json(&EventOut { event, cid, data })
-}
-
-/// A client transmit or invoke: `{"event","data","cid"}` (the client's key order).
-pub fn encode_client_event<D: Serialize + ?Sized>(
-    event: &str,
-    data: Option<&D>,
-    cid: Option<u64>,
-) -> Result<String, serde_json::Error> {
-    to_json(&ClientEventOut { event, data, cid })
-}
-
-/// A success response `{"rid":N}` or `{"rid":N,"data":D}`.
-pub fn encode_response<D: Serialize + ?Sized>(
-    rid: u64,
-    data: Option<&D>,
-) -> Result<String, serde_json::Error> {
-    to_json(&ResponseOut { rid, data })
-}
-
-/// A success response whose data is already JSON text (no re-serialisation).
-pub fn encode_raw_response(rid: u64, data: Option<&RawValue>) -> String {
-    // Exactly sized: one allocation, and a frame whose capacity is its length becomes `Bytes`
-    // without a second allocation for a shared header.
-    let data = data.map(RawValue::get);
-    let digits = rid.checked_ilog10().unwrap_or(0) as usize + 1;
-    let len = r#"{"rid":}"#.len() + digits + data.map_or(0, |d| r#","data":"#.len() + d.len());
-    let mut frame = String::with_capacity(len);
-    // Writing into a String cannot fail.
-    let _ = write!(frame, "{{\"rid\":{rid}");
-    if let Some(data) = data {
-        frame.push_str(",\"data\":");
-        frame.push_str(data);
-    }
-    frame.push('}');
-    debug_assert_eq!(frame.len(), frame.capacity());
-    frame
-}
-
-/// An error response `{"rid":N,"error":{"message","name",...}}`.
-pub fn encode_error_response(rid: u64, error: &ScError) -> String {
-    // Serialising an ScError cannot fail: it is strings and JSON values only.
-    to_json(&ErrorResponseOut { rid, error }).unwrap_or_else(|_| format!("{{\"rid\":{rid}}}"))
-}
-
-/// The `#publish` delivery `{"event":"#publish","data":{"channel":C,"data":D}}`, encoded once per
-/// publication and shared by every subscriber.
-pub fn encode_publish<D: Serialize + ?Sized>(
-    channel: &str,
-    data: Option<&D>,
-) -> Result<String, serde_json::Error> {
-    to_json(&EventOut {
-        event: "#publish",
-        cid: None,
-        data: Some(&PublishData { channel, data }),
-    })
-}
-
 /// The text sc-errors gives a close code (`socketProtocolErrorStatuses` plus RFC texts), used
 /// as the reason when a close frame carries none. 1000 has no entry there.
 pub fn close_status(code: u16) -> Option<&'static str> {
@@ -407,6 +317,7 @@ pub mod close {
 mod tests {
     use super::*;
     use serde_json::json;
+    use serde_json::value::RawValue;
 
     #[test]
     fn decodes_invoke_transmit_and_response() {

@@ -1,8 +1,16 @@
 //! [`Socket`]: the server's handle on one connected client. Cheap to clone; every method works
 //! from any task. Sending never blocks: frames go into the socket's outbound queue ([`Outbox`]),
 //! bounded in bytes, which a writer task drains (see `outbound_queue_bytes` and `slow_consumer`).
+//!
+//! This layer sits below the app model (extractors hand out sockets) and knows nothing of
+//! handlers, pub/sub or processes: what a socket needs of the server is in [`Shared`], which the
+//! server builds; the pub/sub registry answers for the socket's channels through
+//! [`SocketChannels`].
 
-use std::collections::{HashMap, HashSet};
+mod outbox;
+mod shared;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -14,12 +22,15 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::{oneshot, Notify};
 
+pub(crate) use outbox::cost;
+use outbox::{Outbox, PushError};
+pub(crate) use shared::{Shared, SocketChannels};
+
 use crate::auth::SignError;
-use crate::error::ScError;
+use crate::broker::Publication;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, PushError};
-use crate::protocol::{self, close};
-use crate::server::ServerShared;
+pub use crate::protocol::InvokeError;
+use crate::protocol::{self, close, ScError};
 
 /// The HTTP upgrade request a socket came from.
 #[derive(Clone, Debug, Default)]
@@ -45,6 +56,9 @@ impl RequestInfo {
 #[derive(Debug)]
 pub(crate) enum Outbound {
     Frame(Utf8Bytes),
+    /// A publication that publish-out middleware must pass before it is written: the writer runs
+    /// it, so a slow middleware delays this socket only, and in order.
+    Publish(Arc<Publication>),
     /// Start pinging (queued right after the handshake reply, so pings never precede it).
     StartPing,
     /// Close after everything queued before it has been written.
@@ -118,12 +132,11 @@ type PendingInvoke = oneshot::Sender<Result<Option<Value>, ScError>>;
 
 pub(crate) struct SocketInner {
     pub id: Arc<str>,
-    pub server: Arc<ServerShared>,
+    pub shared: Arc<Shared>,
     pub request: Arc<RequestInfo>,
     pub(crate) out: Outbox,
     pub(crate) close: CloseSignal,
     auth: RwLock<Option<AuthState>>,
-    pub subscriptions: Mutex<HashSet<Arc<str>>>,
     pending: Mutex<HashMap<u64, PendingInvoke>>,
     next_cid: AtomicU64,
     pongs: AtomicU64,
@@ -164,38 +177,6 @@ impl From<SendError> for ScError {
     }
 }
 
-/// Failure of a server-to-client invoke.
-#[derive(Debug, thiserror::Error)]
-pub enum InvokeError {
-    /// No answer within the server's `ack_timeout`.
-    #[error("Event response for {0} event timed out")]
-    Timeout(String),
-    /// The socket closed before answering.
-    #[error("Event {0} was aborted due to a bad connection")]
-    BadConnection(String),
-    /// The client answered with an error.
-    #[error("{0}")]
-    Remote(ScError),
-    /// Could not be sent.
-    #[error(transparent)]
-    Send(#[from] SendError),
-    /// The answer did not deserialise into the expected type.
-    #[error("the client's answer has an unexpected shape: {0}")]
-    Decode(serde_json::Error),
-}
-
-impl From<InvokeError> for ScError {
-    fn from(e: InvokeError) -> Self {
-        match e {
-            InvokeError::Timeout(event) => ScError::timeout(&event),
-            InvokeError::BadConnection(_) => ScError::new("BadConnectionError", e.to_string()),
-            InvokeError::Remote(err) => err,
-            InvokeError::Send(s) => s.into(),
-            InvokeError::Decode(_) => ScError::invalid_arguments(e.to_string()),
-        }
-    }
-}
-
 /// Failure of [`Socket::set_auth_token`].
 #[derive(Debug, thiserror::Error)]
 pub enum SetAuthTokenError {
@@ -230,20 +211,19 @@ pub struct AuthTokenOptions {
 }
 
 impl Socket {
-    pub(crate) fn new(server: Arc<ServerShared>, request: Arc<RequestInfo>) -> Self {
-        let id = server.next_socket_id();
+    pub(crate) fn new(shared: Arc<Shared>, request: Arc<RequestInfo>) -> Self {
+        let id = shared.next_socket_id();
         let out = Outbox::new(
-            server.config.outbound_queue_bytes,
-            server.config.slow_consumer,
+            shared.config.outbound_queue_bytes,
+            shared.config.slow_consumer,
         );
         Self(Arc::new(SocketInner {
             id,
-            server,
+            shared,
             request,
             out,
             close: CloseSignal::default(),
             auth: RwLock::new(None),
-            subscriptions: Mutex::new(HashSet::new()),
             pending: Mutex::new(HashMap::new()),
             next_cid: AtomicU64::new(1),
             pongs: AtomicU64::new(0),
@@ -280,7 +260,10 @@ impl Socket {
         data: &T,
     ) -> Result<R, InvokeError> {
         let value = self.invoke_raw(event, Some(&data)).await?;
-        R::deserialize(value.unwrap_or(Value::Null)).map_err(InvokeError::Decode)
+        R::deserialize(value.unwrap_or(Value::Null)).map_err(|source| InvokeError::Decode {
+            event: event.to_owned(),
+            source,
+        })
     }
 
     pub(crate) async fn invoke_raw<T: Serialize + ?Sized>(
@@ -289,21 +272,59 @@ impl Socket {
         data: Option<&T>,
     ) -> Result<Option<Value>, InvokeError> {
         let cid = self.0.next_cid.fetch_add(1, Ordering::Relaxed);
-        let frame = protocol::encode_event(event, Some(cid), data).map_err(SendError::from)?;
+        let frame = protocol::encode_event(event, Some(cid), data).map_err(|source| {
+            InvokeError::Encode {
+                event: event.to_owned(),
+                source,
+            }
+        })?;
         let (tx, rx) = oneshot::channel();
         lock(&self.0.pending).insert(cid, tx);
         if let Err(e) = self.push(frame.into()) {
             lock(&self.0.pending).remove(&cid);
-            return Err(e.into());
+            return Err(match e {
+                SendError::Dropped => InvokeError::Dropped {
+                    event: event.to_owned(),
+                },
+                SendError::Encode(source) => InvokeError::Encode {
+                    event: event.to_owned(),
+                    source,
+                },
+                SendError::Closed | SendError::SlowConsumer => self.bad_connection(event),
+            });
         }
-        match tokio::time::timeout(self.0.server.config.ack_timeout, rx).await {
+        match tokio::time::timeout(self.0.shared.config.ack_timeout, rx).await {
             Ok(Ok(Ok(v))) => Ok(v),
             Ok(Ok(Err(e))) => Err(InvokeError::Remote(e)),
-            Ok(Err(_)) => Err(InvokeError::BadConnection(event.to_owned())),
+            Ok(Err(_)) => Err(self.bad_connection(event)),
             Err(_) => {
                 lock(&self.0.pending).remove(&cid);
-                Err(InvokeError::Timeout(event.to_owned()))
+                Err(InvokeError::Timeout {
+                    event: event.to_owned(),
+                })
             }
+        }
+    }
+
+    /// The connection ended before `event` was answered: with the close code we sent, or 1006
+    /// (abnormal closure) when the peer went away.
+    fn bad_connection(&self, event: &str) -> InvokeError {
+        let (code, reason) = match self.0.close.get() {
+            Some(CloseRequest {
+                code: Some(code),
+                reason,
+            }) => (code, reason),
+            _ => (1006, String::new()),
+        };
+        let reason = if reason.is_empty() {
+            protocol::close_reason(code).to_owned()
+        } else {
+            reason
+        };
+        InvokeError::BadConnection {
+            event: event.to_owned(),
+            code,
+            reason,
         }
     }
 
@@ -339,7 +360,7 @@ impl Socket {
         let Ok(Value::Object(claims)) = serde_json::to_value(claims) else {
             return Err(SetAuthTokenError::NotAnObject);
         };
-        let (signed, payload) = match self.0.server.auth.sign(&claims, options.expires_in) {
+        let (signed, payload) = match self.0.shared.auth.sign(&claims, options.expires_in) {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(socket = %self.id(), error = %e, "failed to sign auth token");
@@ -412,13 +433,11 @@ impl Socket {
     /// Unsubscribes the socket from `channel` (or from every channel with `None`) and tells the
     /// client (`#kickOut`, one per channel) with an optional message.
     pub fn kick_out(&self, channel: Option<&str>, message: Option<&str>) {
+        let registry = &self.0.shared.channels;
         let channels: Vec<Arc<str>> = match channel {
-            Some(c) => lock(&self.0.subscriptions)
-                .get(c)
-                .cloned()
-                .into_iter()
-                .collect(),
-            None => lock(&self.0.subscriptions).iter().cloned().collect(),
+            Some(c) if registry.contains(self, c) => vec![c.into()],
+            Some(_) => Vec::new(),
+            None => registry.of(self),
         };
         for ch in channels {
             let data = match message {
@@ -426,13 +445,16 @@ impl Socket {
                 None => serde_json::json!({ "channel": &*ch }),
             };
             let _ = self.transmit("#kickOut", &data);
-            self.0.server.pubsub.unsubscribe_socket(self, &ch);
+            registry.unsubscribe(self, &ch);
         }
     }
 
     /// The channels the socket is subscribed to.
     pub fn subscriptions(&self) -> Vec<String> {
-        lock(&self.0.subscriptions)
+        self.0
+            .shared
+            .channels
+            .of(self)
             .iter()
             .map(|c| c.to_string())
             .collect()
@@ -440,7 +462,7 @@ impl Socket {
 
     /// Whether the socket is subscribed to `channel`.
     pub fn is_subscribed(&self, channel: &str) -> bool {
-        lock(&self.0.subscriptions).contains(channel)
+        self.0.shared.channels.contains(self, channel)
     }
 
     /// Closes the connection with `code` and `reason` once everything already queued for the client
@@ -477,17 +499,27 @@ impl Socket {
     /// Queues an encoded frame. Never blocks; a full queue disconnects the socket (4100) or drops
     /// the frame, as `slow_consumer` says.
     pub(crate) fn push(&self, frame: Utf8Bytes) -> Result<(), SendError> {
-        match self.0.out.push_frame(frame) {
+        self.push_item(Outbound::Frame(frame))
+    }
+
+    /// Queues a publication for publish-out middleware (run by the writer, see
+    /// [`Outbound::Publish`]); bounded like a frame.
+    pub(crate) fn push_publication(&self, publication: Arc<Publication>) -> Result<(), SendError> {
+        self.push_item(Outbound::Publish(publication))
+    }
+
+    fn push_item(&self, item: Outbound) -> Result<(), SendError> {
+        match self.0.out.push(item) {
             Ok(()) => Ok(()),
             Err(PushError::Full) => {
                 if self.close_now(close::SLOW_CONSUMER, "") {
                     tracing::warn!(socket = %self.id(), "outbound queue full: disconnecting slow consumer");
-                    Metrics::add(&self.0.server.metrics.slow_consumer_disconnects, 1);
+                    Metrics::add(&self.0.shared.metrics.slow_consumer_disconnects, 1);
                 }
                 Err(SendError::SlowConsumer)
             }
             Err(PushError::Dropped) => {
-                Metrics::add(&self.0.server.metrics.outbound_dropped, 1);
+                Metrics::add(&self.0.shared.metrics.outbound_dropped, 1);
                 Err(SendError::Dropped)
             }
             Err(PushError::Closed) => Err(SendError::Closed),
@@ -507,10 +539,10 @@ impl Socket {
         self.0.pongs.load(Ordering::Relaxed)
     }
 
-    /// Test hook: stop pinging this socket and watching its pongs (makes the client's own ping
-    /// watchdog fire). Not for applications.
-    #[doc(hidden)]
-    pub fn __pause_pings(&self) {
+    /// Test hook (feature `test-util`): stop pinging this socket and watching its pongs, which
+    /// makes the client's own ping watchdog fire. Not for applications.
+    #[cfg(feature = "test-util")]
+    pub fn pause_pings(&self) {
         self.0.pings_paused.store(true, Ordering::Relaxed);
     }
 

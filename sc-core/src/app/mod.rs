@@ -7,9 +7,26 @@ use std::panic::Location;
 
 use axum::http::Extensions;
 
+pub mod extract;
+pub mod handler;
+mod kind;
+pub mod middleware;
+
+#[doc(hidden)]
+pub use kind::markers;
+
+/// The protocol's own procedures, which [`App::rate_limit`] may name besides the app's events.
+const BUILT_IN: [&str; 5] = [
+    "#subscribe",
+    "#unsubscribe",
+    "#publish",
+    "#authenticate",
+    "#removeAuthToken",
+];
+
 use crate::channel::{ChannelPattern, PatternError};
-use crate::handler::{erase, ErasedHandler, Handler, IntoReply, Reply};
-use crate::middleware::{IntoDecision, MiddlewareKind, MiddlewareStack};
+use handler::{erase, ErasedHandler, Handler, IntoReply, Reply};
+use middleware::{IntoDecision, MiddlewareKind, MiddlewareStack};
 
 /// Where a handler was registered, for startup errors and logs. The macros fill in the annotated
 /// function; hand-written registrations use the caller's location.
@@ -174,7 +191,7 @@ impl App {
         self
     }
 
-    /// Adds shared state, available to handlers as [`State<T>`](crate::extract::State). One value
+    /// Adds shared state, available to handlers as [`State<T>`](extract::State). One value
     /// per type; a second value of the same type replaces the first.
     pub fn state<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
         self.state.insert(value);
@@ -212,6 +229,20 @@ impl App {
         if let Some((name, at)) = self.invalid_names.first() {
             return Err(format!(
                 "event name {name:?} at {at} is invalid: names must be non-empty and must not start with '#' (reserved by the protocol)"
+            ));
+        }
+        let mut unrouted: Vec<&String> = self
+            .event_limits
+            .keys()
+            .filter(|event| {
+                !self.events.contains_key(*event) && !BUILT_IN.contains(&event.as_str())
+            })
+            .collect();
+        unrouted.sort();
+        if let Some(event) = unrouted.first() {
+            return Err(format!(
+                "rate_limit names event '{event}', which no handler is registered for (a typo?); register the handler or remove the limit (built-in procedures that can be limited: {})",
+                BUILT_IN.join(", ")
             ));
         }
         if let Some((pattern, error, at)) = self.invalid_patterns.first() {
@@ -307,9 +338,30 @@ mod tests {
         let err = App::new().channel("a//b").validate().expect_err("invalid");
         assert!(err.starts_with("channel pattern 'a//b' at "), "{err}");
         assert!(
-            err.contains("app.rs:"),
+            err.contains("app/mod.rs:"),
             "hand-written registrations use the caller's location: {err}"
         );
         assert!(err.ends_with("segment 2 is empty: separate segments with a single '/', with none at the start or the end"), "{err}");
+    }
+
+    #[test]
+    fn a_rate_limit_for_an_event_no_handler_has_fails_validation() {
+        async fn chat() {}
+        let limit = crate::limit::RateLimit::per_second(1.0);
+        let ok = App::new()
+            .event("chat", chat)
+            .rate_limit("chat", limit)
+            .rate_limit("#publish", limit);
+        assert_eq!(ok.validate(), Ok(()));
+        let err = App::new()
+            .event("chat", chat)
+            .rate_limit("caht", limit)
+            .validate()
+            .expect_err("typo");
+        assert!(
+            err.starts_with("rate_limit names event 'caht', which no handler is registered for"),
+            "{err}"
+        );
+        assert!(err.contains("#publish"), "{err}");
     }
 }

@@ -22,8 +22,10 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::{data_of, PubSub};
+use crate::app::handler::{FromRequestParts, Parts};
 use crate::broker::{BrokerError, KvOp, Publication};
-use crate::pubsub::{data_of, PubSub};
+use crate::protocol::ScError;
 
 /// Something that names a channel that accepts messages of type `M`.
 ///
@@ -65,7 +67,26 @@ impl std::fmt::Debug for Exchange {
     }
 }
 
+/// Handlers get the server's exchange, which the server registers as a service when it starts.
+impl FromRequestParts for Exchange {
+    async fn from_request_parts(parts: &Parts) -> Result<Self, ScError> {
+        parts
+            .shared()
+            .services
+            .get::<Exchange>()
+            .cloned()
+            .ok_or_else(|| {
+                tracing::error!("no Exchange registered with the server state");
+                ScError::internal()
+            })
+    }
+}
+
 impl Exchange {
+    pub(crate) fn new(pubsub: Arc<PubSub>) -> Self {
+        Self { pubsub }
+    }
+
     /// Publishes `message` to `channel` (SocketCluster's `invokePublish`): every subscribed
     /// client receives `{"event":"#publish","data":{"channel":..,"data":message}}`. With the
     /// in-process broker, it returns once the message is in every local subscriber's queue.

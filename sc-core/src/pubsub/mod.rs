@@ -1,0 +1,323 @@
+//! The worker's channel registry and fan-out: which local sockets and server-side subscriptions
+//! listen to which channel, and delivery of a publication to all of them. The registry is the one
+//! owner of subscriptions: it keeps each channel's subscribers and each socket's channels (the
+//! socket asks through [`SocketChannels`]); nothing else mutates either.
+//!
+//! Each channel's subscriber list is an immutable `Arc<[Subscriber]>` swapped on (rare)
+//! subscribe/unsubscribe, so a delivery takes the read lock only long enough to clone one `Arc`,
+//! and every socket gets the same pre-encoded frame (no per-subscriber JSON work). With
+//! publish-out middleware each socket's writer runs it on its own copy of the publication, in
+//! order, so one slow middleware call delays only its own subscriber.
+//!
+//! [`Exchange`](exchange::Exchange) is the server-side API over it.
+
+pub mod exchange;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::broker::{BoxFuture, BrokerEngine, BrokerError, DeliverySink, Publication};
+use crate::metrics::Metrics;
+use crate::socket::{Socket, SocketChannels};
+
+#[derive(Clone)]
+pub(crate) enum Subscriber {
+    Socket(Socket),
+    Server {
+        id: u64,
+        tx: mpsc::UnboundedSender<Arc<Publication>>,
+    },
+}
+
+impl Subscriber {
+    fn is_socket(&self, socket: &Socket) -> bool {
+        matches!(self, Self::Socket(s) if s == socket)
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    channels: HashMap<Arc<str>, Arc<[Subscriber]>>,
+    /// Each socket's channels, by socket id: an entry only while the socket has any.
+    by_socket: HashMap<Arc<str>, HashSet<Arc<str>>>,
+}
+
+pub(crate) struct PubSub {
+    registry: RwLock<Registry>,
+    pub(crate) engine: Arc<dyn BrokerEngine>,
+    metrics: Arc<Metrics>,
+    /// Publish-out middleware is registered: sockets get the publication, not the frame.
+    filter_out: bool,
+    next_server_sub: AtomicU64,
+}
+
+/// Outcome of adding a subscriber.
+enum Added {
+    /// First subscriber of this channel in this worker: the engine must be told.
+    First,
+    Joined,
+    AlreadySubscribed,
+}
+
+impl PubSub {
+    pub(crate) fn new(
+        engine: Arc<dyn BrokerEngine>,
+        metrics: Arc<Metrics>,
+        filter_out: bool,
+    ) -> Self {
+        Self {
+            registry: RwLock::new(Registry::default()),
+            engine,
+            metrics,
+            filter_out,
+            next_server_sub: AtomicU64::new(1),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, channel: &Arc<str>, sub: Subscriber) -> Added {
+        let mut registry = self.write();
+        let Registry {
+            channels,
+            by_socket,
+        } = &mut *registry;
+        let added = match channels.get_mut(channel) {
+            Some(list) => {
+                if let Subscriber::Socket(s) = &sub {
+                    if list.iter().any(|x| x.is_socket(s)) {
+                        return Added::AlreadySubscribed;
+                    }
+                }
+                let mut v: Vec<Subscriber> = list.to_vec();
+                v.push(sub.clone());
+                *list = v.into();
+                Added::Joined
+            }
+            None => {
+                channels.insert(channel.clone(), Arc::from(vec![sub.clone()]));
+                Added::First
+            }
+        };
+        if let Subscriber::Socket(socket) = &sub {
+            by_socket
+                .entry(socket.0.id.clone())
+                .or_default()
+                .insert(channel.clone());
+        }
+        added
+    }
+
+    /// Removes matching subscribers; returns true when the channel has none left.
+    fn remove(
+        registry: &mut Registry,
+        channel: &str,
+        is_match: impl Fn(&Subscriber) -> bool,
+    ) -> bool {
+        let Some(list) = registry.channels.get_mut(channel) else {
+            return false;
+        };
+        let before = list.len();
+        let v: Vec<Subscriber> = list.iter().filter(|s| !is_match(s)).cloned().collect();
+        if v.len() == before {
+            return false;
+        }
+        if v.is_empty() {
+            registry.channels.remove(channel);
+            true
+        } else {
+            *list = v.into();
+            false
+        }
+    }
+
+    /// Removes `socket` from `channel` in both indexes; (was subscribed, channel emptied).
+    fn remove_socket_from(registry: &mut Registry, socket: &Socket, channel: &str) -> (bool, bool) {
+        let was = match registry.by_socket.get_mut(&socket.0.id) {
+            Some(set) => {
+                let was = set.remove(channel);
+                if set.is_empty() {
+                    registry.by_socket.remove(&socket.0.id);
+                }
+                was
+            }
+            None => false,
+        };
+        let emptied = Self::remove(registry, channel, |s| s.is_socket(socket));
+        (was, emptied)
+    }
+
+    fn release(&self, channel: &str) {
+        let engine = self.engine.clone();
+        let channel = channel.to_owned();
+        // Unsubscribing from the engine is best effort and must not delay the caller.
+        tokio::spawn(async move {
+            if let Err(e) = engine.unsubscribe(&channel).await {
+                tracing::warn!(%channel, error = %e, "broker unsubscribe failed");
+            }
+        });
+    }
+
+    /// Subscribes a socket. The caller has already checked limits and middleware.
+    pub(crate) async fn subscribe_socket(
+        &self,
+        socket: &Socket,
+        channel: Arc<str>,
+    ) -> Result<(), BrokerError> {
+        if let Added::First = self.add(&channel, Subscriber::Socket(socket.clone())) {
+            if let Err(e) = self.engine.subscribe(&channel).await {
+                Self::remove_socket_from(&mut self.write(), socket, &channel);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes a socket; returns false if it was not subscribed.
+    pub(crate) fn unsubscribe_socket(&self, socket: &Socket, channel: &str) -> bool {
+        let (was, emptied) = Self::remove_socket_from(&mut self.write(), socket, channel);
+        if emptied {
+            self.release(channel);
+        }
+        was
+    }
+
+    /// Removes a closed socket from every channel.
+    pub(crate) fn remove_socket(&self, socket: &Socket) {
+        let mut emptied = Vec::new();
+        {
+            let mut registry = self.write();
+            let channels = registry.by_socket.remove(&socket.0.id).unwrap_or_default();
+            for ch in channels {
+                if Self::remove(&mut registry, &ch, |s| s.is_socket(socket)) {
+                    emptied.push(ch);
+                }
+            }
+        }
+        for ch in emptied {
+            self.release(&ch);
+        }
+    }
+
+    /// Adds a server-side subscription; returns its id and receiver.
+    pub(crate) async fn subscribe_server(
+        &self,
+        channel: Arc<str>,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<Arc<Publication>>), BrokerError> {
+        let id = self.next_server_sub.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Added::First = self.add(&channel, Subscriber::Server { id, tx }) {
+            if let Err(e) = self.engine.subscribe(&channel).await {
+                Self::remove(
+                    &mut self.write(),
+                    &channel,
+                    |s| matches!(s, Subscriber::Server { id: i, .. } if *i == id),
+                );
+                return Err(e);
+            }
+        }
+        Ok((id, rx))
+    }
+
+    pub(crate) fn unsubscribe_server(&self, channel: &str, id: Option<u64>) {
+        let emptied = Self::remove(
+            &mut self.write(),
+            channel,
+            |s| matches!(s, Subscriber::Server { id: i, .. } if id.is_none_or(|id| *i == id)),
+        );
+        if emptied {
+            self.release(channel);
+        }
+    }
+
+    pub(crate) fn server_channels(&self) -> Vec<String> {
+        self.read()
+            .channels
+            .iter()
+            .filter(|(_, subs)| subs.iter().any(|s| matches!(s, Subscriber::Server { .. })))
+            .map(|(c, _)| c.to_string())
+            .collect()
+    }
+
+    fn subscribers(&self, channel: &str) -> Option<Arc<[Subscriber]>> {
+        self.read().channels.get(channel).cloned()
+    }
+}
+
+impl SocketChannels for PubSub {
+    fn of(&self, socket: &Socket) -> Vec<Arc<str>> {
+        self.read()
+            .by_socket
+            .get(&socket.0.id)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn contains(&self, socket: &Socket, channel: &str) -> bool {
+        self.read()
+            .by_socket
+            .get(&socket.0.id)
+            .is_some_and(|set| set.contains(channel))
+    }
+
+    fn count(&self, socket: &Socket) -> usize {
+        self.read()
+            .by_socket
+            .get(&socket.0.id)
+            .map_or(0, HashSet::len)
+    }
+
+    fn unsubscribe(&self, socket: &Socket, channel: &str) -> bool {
+        self.unsubscribe_socket(socket, channel)
+    }
+
+    fn total(&self) -> usize {
+        self.read().by_socket.values().map(HashSet::len).sum()
+    }
+}
+
+impl DeliverySink for PubSub {
+    fn deliver(&self, publication: Arc<Publication>) -> BoxFuture<'_, ()> {
+        let Some(subs) = self.subscribers(&publication.channel) else {
+            return Box::pin(async {});
+        };
+        // Counted once per publication: a shared atomic per delivery would be contended on the
+        // hottest path.
+        let mut queued = 0;
+        for sub in subs.iter() {
+            match sub {
+                Subscriber::Socket(socket) => {
+                    let pushed = if self.filter_out {
+                        socket.push_publication(publication.clone())
+                    } else {
+                        socket.push(publication.frame.clone())
+                    };
+                    if pushed.is_ok() {
+                        queued += 1;
+                    }
+                }
+                Subscriber::Server { tx, .. } => {
+                    let _ = tx.send(publication.clone());
+                }
+            }
+        }
+        Metrics::add(&self.metrics.publications, 1);
+        Metrics::add(&self.metrics.publish_deliveries, queued);
+        Box::pin(async {})
+    }
+}
+
+/// The data of a delivered publication (`null` when it had none).
+pub(crate) fn data_of(publication: &Publication) -> Value {
+    publication.data().cloned().unwrap_or(Value::Null)
+}

@@ -1,0 +1,58 @@
+//! The listening socket: the server's own TCP port, or one handed over by a supervisor (the
+//! master of a cluster, `sc dev`, systemd) as fd 3 with `LISTEN_FDS`.
+
+/// Where a server accepts connections: its own TCP port, or a socket from a supervisor.
+pub(crate) enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    pub(crate) fn local_addr_string(&self) -> String {
+        match self {
+            Self::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Self::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A listening socket from the supervisor, before any runtime exists.
+pub(crate) enum Inherited {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// Takes the listening socket handed over by a supervisor (`LISTEN_FDS`, fd 3), if any. Call it
+/// before starting threads: it edits the environment.
+pub(crate) fn take_inherited() -> std::io::Result<Option<Inherited>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    if let Ok(Some(l)) = fds.take_tcp_listener(0) {
+        return Ok(Some(Inherited::Tcp(l)));
+    }
+    match fds.take_unix_listener(0)? {
+        Some(l) => Ok(Some(Inherited::Unix(l))),
+        None => Ok(None),
+    }
+}
+
+/// [`take_inherited`] as a listener of the running runtime.
+pub(crate) fn inherited() -> std::io::Result<Option<Listener>> {
+    Ok(match take_inherited()? {
+        Some(Inherited::Tcp(l)) => {
+            l.set_nonblocking(true)?;
+            Some(Listener::Tcp(tokio::net::TcpListener::from_std(l)?))
+        }
+        Some(Inherited::Unix(l)) => {
+            l.set_nonblocking(true)?;
+            Some(Listener::Unix(tokio::net::UnixListener::from_std(l)?))
+        }
+        None => None,
+    })
+}

@@ -1,0 +1,204 @@
+//! The HTTP side of a server: the realtime endpoint (origin check, `handshake_ws` middleware, the
+//! WebSocket upgrade handed to the session), `/health`, `/metrics`, the browser client at
+//! `/socketcluster.js`, the app's own routes and static files.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Request as HttpRequest, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+
+use super::ServerState;
+use crate::app::handler::{Origin, Parts, Request};
+use crate::app::middleware::MiddlewareKind;
+use crate::session;
+use crate::socket::RequestInfo;
+
+/// The server's router: the app's routes, the realtime ones, static files.
+pub(super) fn build(state: Arc<ServerState>, user: Router, serve_dir: Option<PathBuf>) -> Router {
+    let path = state.ctx.shared.config.path.clone();
+    let realtime = Router::new()
+        .route(&path, any(upgrade))
+        .route("/health", axum::routing::get(health))
+        .route("/metrics", axum::routing::get(metrics))
+        .route("/socketcluster.js", axum::routing::get(browser_client))
+        .with_state(state);
+    let mut router = user.merge(realtime);
+    if let Some(dir) = serve_dir {
+        router = router.fallback_service(tower_http::services::ServeDir::new(dir));
+    }
+    // The reference's `ws` server answers an upgrade for any other path with 400.
+    router.layer(axum::middleware::from_fn(
+        move |req: HttpRequest, next: Next| {
+            let path = path.clone();
+            async move {
+                let is_upgrade = req
+                    .headers()
+                    .get(header::UPGRADE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+                if is_upgrade && req.uri().path() != path {
+                    return (StatusCode::BAD_REQUEST, "Bad Request").into_response();
+                }
+                next.run(req).await
+            }
+        },
+    ))
+}
+
+/// tungstenite's read buffer per socket. It preallocates this much (128 KiB by default) and keeps
+/// it for the socket's life; a frame larger than it still arrives whole (the buffer grows to fit),
+/// only more small frames per read syscall would need a larger one.
+const READ_BUFFER_SIZE: usize = 512;
+
+/// What a socket keeps of its upgrade request. Copied, not cloned: hyper's parsed header values
+/// and path share its 8 KiB read buffer, and holding any of them would pin all of it to the
+/// socket. The headers that only negotiated the upgrade itself are left out.
+fn request_info(req: &HttpRequest, remote_addr: Option<SocketAddr>) -> RequestInfo {
+    const UPGRADE_ONLY: [header::HeaderName; 5] = [
+        header::CONNECTION,
+        header::UPGRADE,
+        header::SEC_WEBSOCKET_KEY,
+        header::SEC_WEBSOCKET_VERSION,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+    ];
+    let kept = || {
+        req.headers()
+            .iter()
+            .filter(|(n, _)| !UPGRADE_ONLY.contains(n))
+    };
+    let mut headers = axum::http::HeaderMap::with_capacity(kept().count());
+    for (name, value) in kept() {
+        if let Ok(value) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
+            headers.append(name.clone(), value);
+        }
+    }
+    let uri = req
+        .uri()
+        .to_string()
+        .parse()
+        .unwrap_or_else(|_| req.uri().clone());
+    RequestInfo {
+        uri,
+        headers,
+        remote_addr,
+    }
+}
+
+/// The browser client (`sc-core/assets/socketcluster.js`), compiled into the binary.
+pub const BROWSER_CLIENT: &str = include_str!("../../assets/socketcluster.js");
+
+/// `/socketcluster.js`: the browser client, an ES module.
+async fn browser_client() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        BROWSER_CLIENT,
+    )
+        .into_response()
+}
+
+/// `/health`: 200 with this process's role and connection count while it serves.
+async fn health(State(state): State<Arc<ServerState>>) -> Response {
+    let body = serde_json::json!({
+        "status": "ok",
+        "role": state.role,
+        "pid": std::process::id(),
+        "connections": state.ctx.shared.clients_count(),
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `/metrics`: Prometheus text; in a cluster, every process's counters (from the master).
+async fn metrics(State(state): State<Arc<ServerState>>) -> Response {
+    let cluster = match &state.cluster_metrics {
+        Some(ask) => ask().await,
+        None => None,
+    };
+    let text = match cluster {
+        Some(text) => text,
+        None => {
+            let mut processes = std::collections::BTreeMap::new();
+            processes.insert(("worker".to_string(), 0), state.ctx.shared.snapshot());
+            crate::metrics::render(&processes, &Default::default())
+        }
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn upgrade(
+    State(state): State<Arc<ServerState>>,
+    ws: std::result::Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    req: HttpRequest,
+) -> Response {
+    // Absent behind balancers (Unix socket): the peer is the balancer, not the client.
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok());
+    if !state.origins.allows(origin) {
+        return (
+            StatusCode::FORBIDDEN,
+            format!(
+                "Failed to authorize socket handshake - Invalid origin: {}",
+                origin.unwrap_or("undefined")
+            ),
+        )
+            .into_response();
+    }
+    let request = Arc::new(request_info(&req, remote));
+    let ctx = state.ctx.clone();
+    if ctx.app.middleware.has(MiddlewareKind::HandshakeWs) {
+        let parts = Parts {
+            origin: Origin::Upgrade {
+                shared: ctx.shared.clone(),
+                request: request.clone(),
+            },
+            kind: MiddlewareKind::HandshakeWs,
+            event: None,
+            channel: None,
+            auth: None,
+            auth_token_expired: None,
+            wait_for_auth: false,
+        };
+        if let Err(block) = ctx
+            .app
+            .middleware
+            .run(MiddlewareKind::HandshakeWs, Request { parts, data: None })
+            .await
+        {
+            let error = block.client_error(MiddlewareKind::HandshakeWs);
+            return (StatusCode::UNAUTHORIZED, error.message().to_owned()).into_response();
+        }
+    }
+    let max = ctx.shared.config.max_payload;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER_SIZE)
+        // A task of its own: axum's upgrade task (its upgrade and handshake state included) ends
+        // here instead of living, and holding memory, as long as the socket.
+        .on_upgrade(move |socket| async move {
+            tokio::spawn(session::run(socket, ctx, request));
+        })
+}

@@ -1,0 +1,218 @@
+//! One inbound message: inbound-raw middleware, then each packet to its procedure (`#...`) or to
+//! the app's handler, in order; and the publish-out middleware the writer runs per delivery.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use futures_util::FutureExt;
+use serde_json::Value;
+
+use super::procedures::{authenticate_request, publish, subscribe, unsubscribe};
+use super::transport::InboundMessage;
+use super::Context;
+use crate::app::handler::{Origin, Parts, Reply, Request};
+use crate::app::middleware::MiddlewareKind;
+use crate::broker::Publication;
+use crate::protocol::{self, close, Packet, ScError};
+use crate::socket::Socket;
+
+/// The parts of an action of `socket`.
+pub(super) fn parts(
+    socket: &Socket,
+    kind: MiddlewareKind,
+    event: Option<Arc<str>>,
+    channel: Option<Arc<str>>,
+    expired: Option<ScError>,
+) -> Parts {
+    Parts {
+        origin: Origin::Socket(socket.clone()),
+        kind,
+        event,
+        channel,
+        auth: socket.auth_token(),
+        auth_token_expired: expired,
+        wait_for_auth: false,
+    }
+}
+
+/// Runs one inbound message through inbound-raw middleware and its packets' handlers, in order.
+pub(super) async fn dispatch(ctx: &Context, socket: &Socket, message: InboundMessage) {
+    if let Some(raw) = message.raw {
+        let req = Request {
+            parts: parts(socket, MiddlewareKind::InboundRaw, None, None, None),
+            data: Some(Value::String(raw)),
+        };
+        if let Err(block) = Box::pin(ctx.app.middleware.run(MiddlewareKind::InboundRaw, req)).await
+        {
+            tracing::debug!(socket = %socket.id(), %block, "inbound message dropped by middleware");
+            return;
+        }
+    }
+    for packet in message.packets {
+        if let Packet::Event { event, data, cid } = packet {
+            handle_event(ctx, socket, event, data, cid).await;
+        }
+        if !socket.is_open() {
+            return;
+        }
+    }
+}
+
+/// Answers a call (nothing without a cid) with success or an error.
+pub(super) fn reply(socket: &Socket, cid: Option<u64>, result: Result<(), ScError>) {
+    let Some(cid) = cid else { return };
+    let frame = match result {
+        Ok(()) => protocol::encode_raw_response(cid, None),
+        Err(e) => protocol::encode_error_response(cid, &e),
+    };
+    let _ = socket.push(frame.into());
+}
+
+async fn handle_event(
+    ctx: &Context,
+    socket: &Socket,
+    event: String,
+    data: Option<Value>,
+    cid: Option<u64>,
+) {
+    match event.as_str() {
+        "#handshake" => match cid {
+            Some(_) => reply(
+                socket,
+                cid,
+                Err(ScError::invalid_action(
+                    "The socket has already completed its handshake",
+                )),
+            ),
+            None => {
+                socket.close_now(close::HANDSHAKE_REJECTED, "");
+            }
+        },
+        "#authenticate" => Box::pin(authenticate_request(ctx, socket, data, cid)).await,
+        "#removeAuthToken" => socket.forget_auth(),
+        // Boxed, like authentication above: their state would otherwise make every message's
+        // dispatch future (allocated and moved per message) as large as the largest of them.
+        "#subscribe" => Box::pin(subscribe(ctx, socket, data, cid)).await,
+        "#unsubscribe" => unsubscribe(ctx, socket, data, cid),
+        "#publish" => Box::pin(publish(ctx, socket, data, cid)).await,
+        _ => call_handler(ctx, socket, event, data, cid).await,
+    }
+}
+
+async fn call_handler(
+    ctx: &Context,
+    socket: &Socket,
+    event: String,
+    data: Option<Value>,
+    cid: Option<u64>,
+) {
+    let expired = socket.check_expiry();
+    let kind = match cid {
+        Some(_) => MiddlewareKind::Invoke,
+        None => MiddlewareKind::Transmit,
+    };
+    let event: Arc<str> = event.into();
+    let p = parts(socket, kind, Some(event.clone()), None, expired);
+    // No middleware of this kind (the common case): no copy of the request, no middleware
+    // future in every message's dispatch state.
+    let data = if ctx.app.middleware.has(kind) {
+        let request = Request {
+            parts: p.clone(),
+            data,
+        };
+        match Box::pin(ctx.app.middleware.run(kind, request)).await {
+            Ok(d) => d,
+            Err(block) => {
+                reply(socket, cid, Err(block.client_error(kind)));
+                return;
+            }
+        }
+    } else {
+        data
+    };
+    let Some(route) = ctx.app.route(&event) else {
+        match cid {
+            Some(_) => reply(
+                socket,
+                cid,
+                Err(ScError::new(
+                    "UnhandledEventError",
+                    format!("No handler for event '{event}'"),
+                )),
+            ),
+            None => tracing::debug!(socket = %socket.id(), %event, "transmit with no handler"),
+        }
+        return;
+    };
+    let fut = (route.handler)(Request { parts: p, data });
+    let outcome = match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(extraction)) => Reply::Error(extraction),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(socket = %socket.id(), %event, source = %route.source, panic = %what, "handler panicked");
+            if ctx.shared.exit_on_panic {
+                tracing::error!(
+                    "crash_worker_on_error is set: this worker exits and the master replaces it"
+                );
+                ctx.shared.request_exit();
+            }
+            Reply::Error(ScError::internal())
+        }
+    };
+    match (cid, outcome) {
+        (Some(cid), Reply::Data(d)) => {
+            let _ = socket.push(protocol::encode_raw_response(cid, d.as_deref()).into());
+        }
+        (Some(cid), Reply::Error(e)) => {
+            let _ = socket.push(protocol::encode_error_response(cid, &e).into());
+        }
+        (None, Reply::Error(e)) => {
+            tracing::debug!(socket = %socket.id(), %event, error = %e, "transmit handler failed");
+        }
+        (None, Reply::Data(_)) => {}
+    }
+}
+
+/// Publish-out middleware for one delivery to `socket`, run by its writer: the frame to write,
+/// or `None` when the middleware blocked it.
+pub(super) async fn publish_out(
+    ctx: &Context,
+    socket: &Socket,
+    publication: &Publication,
+) -> Option<Utf8Bytes> {
+    let req = Request {
+        parts: parts(
+            socket,
+            MiddlewareKind::PublishOut,
+            None,
+            Some(publication.channel.clone()),
+            None,
+        ),
+        data: publication.data().cloned(),
+    };
+    match ctx
+        .app
+        .middleware
+        .run(MiddlewareKind::PublishOut, req)
+        .await
+    {
+        Ok(data) if data.as_ref() == publication.data() => Some(publication.frame.clone()),
+        Ok(data) => match protocol::encode_publish(&publication.channel, data.as_ref()) {
+            Ok(frame) => Some(frame.into()),
+            Err(e) => {
+                tracing::error!(error = %e, "publish-out data is not JSON");
+                None
+            }
+        },
+        Err(block) => {
+            tracing::debug!(socket = %socket.id(), channel = %publication.channel, %block, "publishOut blocked");
+            None
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! One WebSocket connection from upgrade to close, produced by [`run`]:
+//!
+//! - [`transport`]: the reader (handshake phase, pong watchdog, responses to server invokes,
+//!   decoding, the in-order inbox) and the writer (ordered queue, batched writes, pings,
+//!   publish-out middleware);
+//! - [`dispatch`]: one message through inbound-raw middleware and each packet to its handler;
+//! - [`procedures`]: the protocol's own `#` procedures (`#handshake`, `#authenticate`,
+//!   `#subscribe`, `#unsubscribe`, `#publish`);
+//! - [`limits`]: the per-socket rate limits.
+//!
+//! Every close code and error reply of `shared/protocol.md` sections 3 and 4 is produced here.
+//! The session never decides the process's fate: a handler panic with `crash_worker_on_error`
+//! only asks the process model to end the process ([`Shared::request_exit`]).
+
+mod dispatch;
+mod limits;
+mod procedures;
+mod transport;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocket;
+use futures_util::{FutureExt, StreamExt};
+
+use crate::app::App;
+use crate::protocol::close;
+use crate::pubsub::exchange::Exchange;
+use crate::pubsub::PubSub;
+use crate::socket::{RequestInfo, Shared, Socket};
+
+/// What every connection of one server runs with: the shared state, the app's handlers and
+/// middleware, and the channel registry. Built once by the server.
+pub(crate) struct Context {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) app: App,
+    pub(crate) pubsub: Arc<PubSub>,
+    pub(crate) exchange: Exchange,
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub(crate) fn run(
+    ws: WebSocket,
+    ctx: Arc<Context>,
+    request: Arc<RequestInfo>,
+) -> impl std::future::Future<Output = ()> + Send {
+    // Split and the writer started before the future exists: the future would otherwise keep
+    // room for the unsplit WebSocket, or the sink, in its state for the socket's whole life.
+    let (sink, stream) = ws.split();
+    let socket = Socket::new(ctx.shared.clone(), request);
+    let writer = tokio::spawn(transport::write_loop(sink, socket.clone(), ctx.clone()));
+    serve(stream, socket, ctx, writer)
+}
+
+// Not an `async fn` (see transport::write_loop).
+#[allow(clippy::manual_async_fn)]
+fn serve(
+    stream: futures_util::stream::SplitStream<WebSocket>,
+    socket: Socket,
+    ctx: Arc<Context>,
+    mut writer: tokio::task::JoinHandle<()>,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        // Boxed: only the reader's own state then lives as long as the socket, not room for every
+        // later step of this function as well. Route handlers catch their own panics; one from
+        // middleware (run here, in the reader) closes this socket with 1011 and still cleans up.
+        let ended = AssertUnwindSafe(Box::pin(transport::read_loop(stream, &ctx, &socket)))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                tracing::error!(socket = %socket.id(), "middleware panicked; closing the socket with 1011");
+                socket.close_now(close::INTERNAL_ERROR, "");
+                transport::ReadEnd {
+                    registered: true,
+                    unfinished: None,
+                }
+            });
+
+        // The peer is gone or we are closing: stop the writer (a pending close frame is still sent).
+        socket.close_stop();
+        if ended.registered {
+            ctx.shared.unregister(&socket);
+        }
+        ctx.pubsub.remove_socket(&socket);
+        socket.abort_pending();
+        if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+            .await
+            .is_err()
+        {
+            // A peer that stopped reading leaves the writer blocked on a full TCP buffer forever:
+            // abort it, which drops the connection.
+            tracing::debug!(socket = %socket.id(), "writer did not finish in time; dropping the connection");
+            writer.abort();
+        }
+        socket.0.out.close();
+        // A handler still running is not cut off halfway (it may be writing to a database): it
+        // finishes here, after the socket is gone. Messages not started yet were dropped.
+        if let Some(unfinished) = ended.unfinished {
+            if AssertUnwindSafe(unfinished).catch_unwind().await.is_err() {
+                tracing::error!(socket = %socket.id(), "middleware panicked after the socket closed");
+            }
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The protocol's own procedures: `#handshake`, `#authenticate`, `#subscribe`, `#unsubscribe` and
+//! `#publish` (`shared/protocol.md` section 4), with the reference's error replies.
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::dispatch::{parts, reply};
+use super::Context;
+use crate::app::handler::Request;
+use crate::app::middleware::MiddlewareKind;
+use crate::protocol::{self, close, ScError};
+use crate::socket::{AuthState, Socket};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HandshakeReply<'a> {
+    id: &'a str,
+    ping_timeout: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_error: Option<&'a ScError>,
+    is_authenticated: bool,
+}
+
+/// Processes `#handshake`; returns false when the socket was rejected (and is closing).
+pub(super) async fn handshake(
+    ctx: &Context,
+    socket: &Socket,
+    cid: u64,
+    data: Option<Value>,
+) -> bool {
+    let server = &ctx.shared;
+    let token = data
+        .as_ref()
+        .and_then(|d| d.get("authToken"))
+        .filter(|t| !t.is_null())
+        .cloned();
+    let auth_error = match token {
+        None => None,
+        Some(token) => authenticate(ctx, socket, &token).await.err(),
+    };
+
+    let req = Request {
+        parts: parts(socket, MiddlewareKind::Handshake, None, None, None),
+        data,
+    };
+    if ctx.app.middleware.has(MiddlewareKind::Handshake) {
+        if let Err(block) = ctx.app.middleware.run(MiddlewareKind::Handshake, req).await {
+            let code = block.code().unwrap_or(close::HANDSHAKE_REJECTED);
+            let error = block
+                .client_error(MiddlewareKind::Handshake)
+                .with("statusCode", code);
+            let _ = socket.push(protocol::encode_error_response(cid, &error).into());
+            socket.disconnect(code, "");
+            return false;
+        }
+    }
+
+    let reply = HandshakeReply {
+        id: socket.id(),
+        ping_timeout: server.config.ping_timeout.as_millis() as u64,
+        auth_error: auth_error.as_ref(),
+        is_authenticated: socket.is_authenticated(),
+    };
+    match protocol::encode_response(cid, Some(&reply)) {
+        Ok(frame) => {
+            let _ = socket.push(frame.into());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not encode the handshake reply");
+            socket.close_now(close::HANDSHAKE_REJECTED, "");
+            return false;
+        }
+    }
+    if auth_error.as_ref().is_some_and(is_bad_token) {
+        let _ = socket.push(Utf8Bytes::from_static(r##"{"event":"#removeAuthToken"}"##));
+    }
+    server.register(socket);
+    socket.start_ping();
+    true
+}
+
+fn is_bad_token(e: &ScError) -> bool {
+    e.get("isBadToken") == Some(&Value::Bool(true))
+}
+
+/// `#authenticate`: answers `{isAuthenticated, authError}`; a bad token is an error reply and
+/// `#removeAuthToken`.
+pub(super) async fn authenticate_request(
+    ctx: &Context,
+    socket: &Socket,
+    data: Option<Value>,
+    cid: Option<u64>,
+) {
+    let Some(cid) = cid else {
+        socket.close_now(close::HANDSHAKE_REJECTED, "");
+        return;
+    };
+    let token = data.unwrap_or(Value::Null);
+    let frame = match Box::pin(authenticate(ctx, socket, &token)).await {
+        Ok(()) => protocol::encode_raw_response(
+            cid,
+            serde_json::value::RawValue::from_string(
+                r#"{"isAuthenticated":true,"authError":null}"#.into(),
+            )
+            .ok()
+            .as_deref(),
+        ),
+        Err(e) if is_bad_token(&e) => {
+            let frame = protocol::encode_error_response(cid, &e);
+            let _ = socket.push(frame.into());
+            let _ = socket.push(Utf8Bytes::from_static(r##"{"event":"#removeAuthToken"}"##));
+            return;
+        }
+        Err(e) => protocol::encode_response(
+            cid,
+            Some(&serde_json::json!({"isAuthenticated": false, "authError": e})),
+        )
+        .unwrap_or_default(),
+    };
+    let _ = socket.push(frame.into());
+}
+
+/// Verifies a token and runs authenticate middleware. On success the socket is authenticated;
+/// on failure it is not, and the error is the `authError` the client receives.
+async fn authenticate(ctx: &Context, socket: &Socket, token: &Value) -> Result<(), ScError> {
+    let server = &ctx.shared;
+    let result = match token.as_str() {
+        Some(signed) => server.auth.verify(signed).map_err(ScError::from),
+        None => Err(
+            ScError::new("AuthTokenInvalidError", "jwt must be a string").with("isBadToken", true),
+        ),
+    };
+    let payload = match result {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            socket.forget_auth();
+            return Err(e);
+        }
+    };
+    if ctx.app.middleware.has(MiddlewareKind::Authenticate) {
+        let mut p = parts(socket, MiddlewareKind::Authenticate, None, None, None);
+        p.auth = Some(payload.clone());
+        let req = Request {
+            parts: p,
+            data: Some(token.clone()),
+        };
+        if let Err(block) = ctx
+            .app
+            .middleware
+            .run(MiddlewareKind::Authenticate, req)
+            .await
+        {
+            socket.forget_auth();
+            return Err(block.client_error(MiddlewareKind::Authenticate));
+        }
+    }
+    let signed: Arc<str> = token.as_str().unwrap_or_default().into();
+    socket.set_auth_state(Some(AuthState { signed, payload }));
+    Ok(())
+}
+
+fn channel_field(data: &Option<Value>) -> Option<(Arc<str>, &Map<String, Value>)> {
+    let obj = data.as_ref()?.as_object()?;
+    let channel = obj.get("channel")?.as_str()?;
+    Some((channel.into(), obj))
+}
+
+pub(super) async fn subscribe(
+    ctx: &Context,
+    socket: &Socket,
+    data: Option<Value>,
+    cid: Option<u64>,
+) {
+    let expired = socket.check_expiry();
+    let Some((channel, obj)) = channel_field(&data) else {
+        reply(
+            socket,
+            cid,
+            Err(ScError::invalid_action(
+                "Subscribe channel name was malformatted",
+            )),
+        );
+        return;
+    };
+    let sub_data = obj.get("data").cloned();
+    let wait_for_auth = obj.get("waitForAuth") == Some(&Value::Bool(true));
+
+    if cid.is_some() {
+        let limit = ctx.shared.config.socket_channel_limit;
+        // As in the reference, the limit is checked before the already-subscribed check.
+        if ctx.shared.channels.count(socket) >= limit {
+            reply(
+                socket,
+                cid,
+                Err(ScError::broker(format!(
+                    "Failed to subscribe socket to the {channel} channel - InvalidActionError: Socket {} tried to exceed the channel subscription limit of {limit}",
+                    socket.id()
+                ))),
+            );
+            return;
+        }
+    }
+
+    let mut p = parts(
+        socket,
+        MiddlewareKind::Subscribe,
+        None,
+        Some(channel.clone()),
+        expired,
+    );
+    p.wait_for_auth = wait_for_auth;
+    if let Err(block) = ctx
+        .app
+        .middleware
+        .run(
+            MiddlewareKind::Subscribe,
+            Request {
+                parts: p,
+                data: sub_data,
+            },
+        )
+        .await
+    {
+        reply(
+            socket,
+            cid,
+            Err(block.client_error(MiddlewareKind::Subscribe)),
+        );
+        return;
+    }
+    // A #subscribe without a cid passes middleware but subscribes nothing (v20 reference).
+    if cid.is_none() {
+        return;
+    }
+    let result = ctx
+        .pubsub
+        .subscribe_socket(socket, channel.clone())
+        .await
+        .map_err(|e| {
+            ScError::broker(format!(
+                "Failed to subscribe socket to the {channel} channel - {e}"
+            ))
+        });
+    reply(socket, cid, result);
+}
+
+pub(super) fn unsubscribe(ctx: &Context, socket: &Socket, data: Option<Value>, cid: Option<u64>) {
+    let Some(channel) = data.as_ref().and_then(Value::as_str) else {
+        reply(
+            socket,
+            cid,
+            Err(ScError::invalid_action(
+                "Unsubscribe channel name was malformatted",
+            )),
+        );
+        return;
+    };
+    if ctx.pubsub.unsubscribe_socket(socket, channel) {
+        reply(socket, cid, Ok(()));
+    } else {
+        let message = format!(
+            "Failed to unsubscribe socket from the {channel} channel - InvalidActionError: Socket {} tried to unsubscribe from a channel which it is not subscribed to",
+            socket.id()
+        );
+        if cid.is_none() {
+            tracing::debug!(socket = %socket.id(), "{message}");
+        }
+        reply(socket, cid, Err(ScError::broker(message)));
+    }
+}
+
+pub(super) async fn publish(ctx: &Context, socket: &Socket, data: Option<Value>, cid: Option<u64>) {
+    let expired = socket.check_expiry();
+    if !ctx.shared.config.allow_client_publish {
+        reply(
+            socket,
+            cid,
+            Err(ScError::invalid_action(
+                "Client publish feature is disabled",
+            )),
+        );
+        return;
+    }
+    let Some((channel, obj)) = channel_field(&data) else {
+        reply(
+            socket,
+            cid,
+            Err(ScError::invalid_action(
+                "Publish channel name was malformatted",
+            )),
+        );
+        return;
+    };
+    let pub_data = obj.get("data").cloned();
+    let req = Request {
+        parts: parts(
+            socket,
+            MiddlewareKind::PublishIn,
+            None,
+            Some(channel.clone()),
+            expired,
+        ),
+        data: pub_data,
+    };
+    let pub_data = match ctx.app.middleware.run(MiddlewareKind::PublishIn, req).await {
+        Ok(d) => d,
+        Err(block) => {
+            reply(
+                socket,
+                cid,
+                Err(block.client_error(MiddlewareKind::PublishIn)),
+            );
+            return;
+        }
+    };
+    let result = ctx
+        .exchange
+        .publish_value(&channel, pub_data)
+        .await
+        .map_err(ScError::from);
+    if let Err(e) = &result {
+        tracing::warn!(socket = %socket.id(), %channel, error = %e, "client publish failed");
+    }
+    reply(socket, cid, result);
+}

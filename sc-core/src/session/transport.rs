@@ -1,0 +1,546 @@
+//! The connection's two halves: the reader (the handshake phase, then messages in order through
+//! an inbox polled beside the reads, the pong watchdog, responses to server invokes) and the
+//! writer (the outbox drained in batches, pings, publish-out middleware, the close frame).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::Instant;
+
+use super::dispatch::{dispatch, publish_out};
+use super::limits::{Closed, Limits};
+use super::procedures::handshake;
+use super::Context;
+use crate::app::middleware::MiddlewareKind;
+use crate::metrics::Metrics;
+use crate::protocol::{self, close, Inbound, Packet, ScError};
+use crate::socket::{cost, CloseRequest, Outbound, Socket};
+
+/// A writer's spare batch buffer larger than this is freed after use, so a burst does not pin
+/// its memory to an idle socket.
+const BATCH_KEEP: usize = 64;
+
+/// One decoded inbound message waiting for the dispatcher.
+pub(super) struct InboundMessage {
+    /// The message text, kept only when inbound-raw middleware needs it.
+    pub(super) raw: Option<String>,
+    pub(super) packets: Vec<Packet>,
+}
+
+// Not an `async fn`: those copy their arguments into the future's locals while keeping their
+// original slots, and the writer lives as long as the socket; an async block uses the captures
+// in place (64 bytes less per socket).
+#[allow(clippy::manual_async_fn)]
+pub(super) fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    socket: Socket,
+    ctx: Arc<Context>,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let config = &socket.0.shared.config;
+        let mut writer = BatchWriter {
+            v1: config.protocol_version == crate::protocol::ProtocolVersion::V1,
+            pinging: false,
+            batch: std::collections::VecDeque::new(),
+        };
+        // One timer for the socket's life, moved when pinging starts and after each ping.
+        let ping_timer = tokio::time::sleep(config.ping_interval);
+        tokio::pin!(ping_timer);
+        let outbox = &socket.0.out;
+        // One close waiter for the writer's life, not one registration per batch.
+        let closed = socket.0.close.wait();
+        tokio::pin!(closed);
+
+        loop {
+            let ping_due =
+                writer.pinging && !config.ping_timeout_disabled && !socket.pings_paused();
+            tokio::select! {
+                biased;
+                request = &mut closed => {
+                    match request {
+                        CloseRequest { code: Some(code), reason } => {
+                            let _ = Box::pin(sink.send(close_frame(code, reason))).await;
+                            break;
+                        }
+                        CloseRequest { code: None, .. } => {
+                            // The reader is done (the peer left, or we rejected it): write what is
+                            // still queued, such as a rejection reply and its close frame.
+                            if outbox.try_take(&mut writer.batch) {
+                                let _ = Box::pin(writer.write(&mut sink, &socket, &ctx)).await;
+                            }
+                            break;
+                        }
+                    }
+                }
+                more = outbox.take(&mut writer.batch) => {
+                    if !more {
+                        break;
+                    }
+                    let was_pinging = writer.pinging;
+                    // Boxed: the write's state exists only while writing, not in every idle socket.
+                    match Box::pin(writer.write(&mut sink, &socket, &ctx)).await {
+                        Ok(false) => {
+                            if writer.pinging && !was_pinging {
+                                ping_timer.as_mut().reset(Instant::now() + config.ping_interval);
+                            }
+                        }
+                        Ok(true) | Err(()) => break,
+                    }
+                }
+                _ = &mut ping_timer, if ping_due => {
+                    let ping = Utf8Bytes::from_static(config.protocol_version.ping());
+                    if Box::pin(sink.send(Message::Text(ping))).await.is_err() {
+                        break;
+                    }
+                    ping_timer.as_mut().reset(Instant::now() + config.ping_interval);
+                }
+            }
+        }
+        outbox.close();
+        // A failed write ends the connection for the reader too.
+        socket.close_stop();
+        let _ = sink.close().await;
+    }
+}
+
+/// Writes batches taken from the outbox.
+struct BatchWriter {
+    v1: bool,
+    pinging: bool,
+    batch: std::collections::VecDeque<Outbound>,
+}
+
+impl BatchWriter {
+    /// Writes the batch and flushes once; `Ok(true)` when it ended with a close (sent, and the
+    /// socket marked closed), `Err` when the connection failed. Releases the batch's bytes.
+    async fn write(
+        &mut self,
+        sink: &mut SplitSink<WebSocket, Message>,
+        socket: &Socket,
+        ctx: &Context,
+    ) -> Result<bool, ()> {
+        let mut written = 0u64;
+        // Every frame taken is released, also those after a close, which are never written.
+        let bytes: usize = self.batch.iter().map(cost).sum();
+        let mut closing = None;
+        let mut failed = false;
+        for item in self.batch.drain(..) {
+            let item = match item {
+                // Boxed: the middleware's state exists only while it runs.
+                Outbound::Publish(publication) if !failed => {
+                    match Box::pin(publish_out(ctx, socket, &publication)).await {
+                        Some(frame) => Outbound::Frame(frame),
+                        None => continue,
+                    }
+                }
+                item => item,
+            };
+            match item {
+                Outbound::Publish(_) => {}
+                Outbound::Frame(frame) => {
+                    if failed {
+                        continue;
+                    }
+                    if sink.feed(Message::Text(frame)).await.is_err() {
+                        failed = true;
+                    }
+                    written += 1;
+                }
+                Outbound::StartPing => self.pinging = true,
+                Outbound::Close(code, reason) => {
+                    // Anything queued after a close is never written.
+                    closing = Some((code, reason));
+                    break;
+                }
+            }
+        }
+        self.batch.clear();
+        if self.batch.capacity() > BATCH_KEEP {
+            self.batch = std::collections::VecDeque::new();
+        }
+        Metrics::add(&socket.0.shared.metrics.messages_out, written);
+        let flushed = !failed && sink.flush().await.is_ok();
+        socket.0.out.release(bytes);
+        if !flushed {
+            return Err(());
+        }
+        let Some((code, reason)) = closing else {
+            return Ok(false);
+        };
+        if self.v1 {
+            let _ = sink.feed(v1_disconnect(code, &reason)).await;
+        }
+        let _ = sink.send(close_frame(code, reason.clone())).await;
+        socket.close_now(code, reason);
+        Ok(true)
+    }
+}
+
+fn close_frame(code: u16, reason: String) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// v14 clients (protocol v1) learn the code and reason of a server disconnect from this event; the
+/// close frame itself carried no reason there.
+fn v1_disconnect(code: u16, reason: &str) -> Message {
+    let data = serde_json::json!({ "code": code, "data": reason });
+    let text = protocol::encode_event("#disconnect", None, Some(&data)).unwrap_or_default();
+    Message::Text(text.into())
+}
+
+/// Converts a WebSocket message to text. Binary frames are accepted as UTF-8 JSON (the reference
+/// does the same); invalid UTF-8 is treated as unreadable raw input.
+fn text_of(msg: Message) -> Option<Result<Utf8Bytes, ()>> {
+    match msg {
+        Message::Text(t) => Some(Ok(t)),
+        Message::Binary(b) => Some(Utf8Bytes::try_from(b).map_err(|_| ())),
+        Message::Ping(_) | Message::Pong(_) => None,
+        Message::Close(_) => Some(Err(())),
+    }
+}
+
+enum ReadEvent {
+    Message(Message),
+    Closed,
+    /// The peer broke the WebSocket rules: close with this code (1009 too big, 1007 invalid
+    /// UTF-8 in a text frame, 1002 other protocol errors).
+    Violation(u16),
+}
+
+async fn next_event(stream: &mut SplitStream<WebSocket>) -> ReadEvent {
+    match stream.next().await {
+        None => ReadEvent::Closed,
+        Some(Ok(Message::Close(_))) => ReadEvent::Closed,
+        Some(Ok(m)) => ReadEvent::Message(m),
+        Some(Err(e)) => match violation_code(&e) {
+            Some(code) => ReadEvent::Violation(code),
+            None => {
+                tracing::debug!(error = %e, "websocket read error");
+                ReadEvent::Closed
+            }
+        },
+    }
+}
+
+/// The close code for a read error that is the peer's fault (not a dropped connection).
+fn violation_code(e: &axum::Error) -> Option<u16> {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(err) = source {
+        if let Some(t) = err.downcast_ref::<WsError>() {
+            return match t {
+                WsError::Capacity(_) => Some(close::MESSAGE_TOO_BIG),
+                WsError::Utf8(_) => Some(close::INVALID_PAYLOAD),
+                WsError::Protocol(_) => Some(close::PROTOCOL_ERROR),
+                _ => None,
+            };
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// The handling of one message, borrowing the connection's context and socket (no clone of
+/// either per message).
+type Running<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// How the reader ended.
+pub(super) struct ReadEnd<'a> {
+    /// The socket completed its handshake (and so was registered with the server).
+    pub(super) registered: bool,
+    /// A handler still running when the reader gave up waiting for it: the caller lets it finish
+    /// after cleaning up.
+    pub(super) unfinished: Option<Running<'a>>,
+}
+
+/// Reads until the connection ends.
+// Not `async fn`s (see write_loop): the reader lives as long as the socket.
+#[allow(clippy::manual_async_fn)]
+pub(super) fn read_loop<'a>(
+    mut stream: SplitStream<WebSocket>,
+    ctx: &'a Context,
+    socket: &'a Socket,
+) -> impl std::future::Future<Output = ReadEnd<'a>> + Send + 'a {
+    async move {
+        // Boxed, and gone once the handshake is done: its state would otherwise size the reader
+        // (and so every idle socket) for the socket's whole life.
+        let Some(rest) = Box::pin(read_handshake(&mut stream, ctx, socket)).await else {
+            return ReadEnd {
+                registered: false,
+                unfinished: None,
+            };
+        };
+        read_messages(stream, ctx, socket, rest).await
+    }
+}
+
+/// Phase 1: the first message must be `#handshake` with a numeric cid. The packets that came
+/// after it in the same message, or `None` when the socket is closing.
+async fn read_handshake(
+    stream: &mut SplitStream<WebSocket>,
+    ctx: &Context,
+    socket: &Socket,
+) -> Option<Vec<Packet>> {
+    let deadline = Instant::now() + ctx.shared.config.handshake_timeout;
+    loop {
+        let event = tokio::select! {
+            _ = socket.0.close.wait() => return None,
+            r = tokio::time::timeout_at(deadline, next_event(stream)) => match r {
+                Ok(e) => e,
+                Err(_) => {
+                    socket.close_now(close::HANDSHAKE_TIMEOUT, "");
+                    return None;
+                }
+            },
+        };
+        let msg = match event {
+            ReadEvent::Closed => return None,
+            ReadEvent::Violation(code) => {
+                socket.close_now(code, "");
+                return None;
+            }
+            ReadEvent::Message(m) => m,
+        };
+        let Some(text) = text_of(msg) else { continue };
+        let Ok(text) = text else {
+            socket.close_now(close::MESSAGE_BEFORE_HANDSHAKE, "");
+            return None;
+        };
+        let mut packets = match protocol::decode(&text) {
+            Inbound::Packets(p) if !p.is_empty() => p,
+            _ => {
+                socket.close_now(close::MESSAGE_BEFORE_HANDSHAKE, "");
+                return None;
+            }
+        };
+        let first = packets.remove(0);
+        match first {
+            Packet::Event { event, data, cid } if event == "#handshake" => {
+                let Some(cid) = cid else {
+                    tracing::warn!("InvalidActionError: Handshake request was malformatted");
+                    socket.close_now(close::HANDSHAKE_REJECTED, "");
+                    return None;
+                };
+                if !handshake(ctx, socket, cid, data).await {
+                    return None;
+                }
+                return Some(packets);
+            }
+            _ => {
+                socket.close_now(close::MESSAGE_BEFORE_HANDSHAKE, "");
+                return None;
+            }
+        }
+    }
+}
+
+/// Phase 2, for the rest of the socket's life (not an `async fn`, see write_loop).
+#[allow(clippy::manual_async_fn)]
+fn read_messages<'a>(
+    mut stream: SplitStream<WebSocket>,
+    ctx: &'a Context,
+    socket: &'a Socket,
+    rest: Vec<Packet>,
+) -> impl std::future::Future<Output = ReadEnd<'a>> + Send + 'a {
+    async move {
+        let config = &ctx.shared.config;
+
+        // Phase 2: messages run through middleware and handlers one at a time, in order, as a
+        // future polled beside the reads (no task or channel of their own: an idle socket holds
+        // neither). The reader keeps answering pongs and resolving the client's responses to server
+        // invokes while a handler runs, so a handler awaiting one never deadlocks its own socket.
+        let raw_middleware = ctx.app.middleware.has(MiddlewareKind::InboundRaw);
+        let mut inbox = Inbox::default();
+        if rest.is_empty() {
+            // Not kept: an empty Vec with capacity would stay allocated for the socket's life.
+            drop(rest);
+        } else {
+            inbox.push(
+                ctx,
+                socket,
+                InboundMessage {
+                    raw: None,
+                    packets: rest,
+                },
+            );
+        }
+
+        let pong = config.protocol_version.pong();
+        let ping_timeout = config.ping_timeout;
+        let mut limits = Limits::new(config, std::time::Instant::now());
+        let mut last_reset = Instant::now();
+        // One timer for the socket's life, moved only when a pong (or, at most every quarter of the
+        // timeout, any message) arrives.
+        let watchdog = tokio::time::sleep(ping_timeout);
+        tokio::pin!(watchdog);
+        // One close waiter for the reader's life, not one registration per message.
+        let closed = socket.0.close.wait();
+        tokio::pin!(closed);
+        let mut unreported_in = 0;
+        loop {
+            let watching = !config.ping_timeout_disabled && !socket.pings_paused();
+            let reading = inbox.queued.len() < config.inbound_queue_limit;
+            let event = tokio::select! {
+                _ = &mut closed => break,
+                _ = &mut watchdog, if watching => {
+                    if socket.pings_paused() {
+                        continue;
+                    }
+                    socket.close_now(close::PONG_TIMEOUT, "");
+                    break;
+                }
+                () = inbox.run(), if inbox.running.is_some() => {
+                    inbox.next(ctx, socket);
+                    continue;
+                }
+                e = next_event(&mut stream), if reading => e,
+            };
+            let msg = match event {
+                ReadEvent::Closed => break,
+                ReadEvent::Violation(code) => {
+                    socket.close_now(code, "");
+                    break;
+                }
+                ReadEvent::Message(m) => m,
+            };
+            let Some(Ok(text)) = text_of(msg) else {
+                continue;
+            };
+            // Counted here and added to the shared counter in batches (every socket's reader bumping
+            // one atomic per message contends on it): at 64, at each pong, and when the reader ends.
+            unreported_in += 1;
+            if unreported_in == 64 {
+                Metrics::add(&ctx.shared.metrics.messages_in, unreported_in);
+                unreported_in = 0;
+            }
+            let now = Instant::now();
+            if text.as_str() == pong {
+                if unreported_in > 0 {
+                    Metrics::add(&ctx.shared.metrics.messages_in, unreported_in);
+                    unreported_in = 0;
+                }
+                socket.count_pong();
+                last_reset = now;
+                watchdog.as_mut().reset(now + ping_timeout);
+                socket.check_expiry();
+                continue;
+            }
+            // Any message proves liveness too, but re-arming the timer on every message is wasted
+            // work: the reference only does it when a quarter of the timeout has passed.
+            if now.duration_since(last_reset) > ping_timeout / 4 {
+                last_reset = now;
+                watchdog.as_mut().reset(now + ping_timeout);
+            }
+            let packets = match protocol::decode(&text) {
+                Inbound::Raw => Vec::new(),
+                Inbound::Packets(packets) => packets
+                    .into_iter()
+                    .filter(|p| match p {
+                        Packet::Response { rid, data, error } => {
+                            let result = match error {
+                                Some(e) => Err(ScError::from_wire(e)),
+                                None => Ok(data.clone()),
+                            };
+                            socket.resolve(*rid, result);
+                            false
+                        }
+                        _ => true,
+                    })
+                    .collect(),
+            };
+            let packets = match limits.apply(socket, &ctx.app, packets, now.into_std()) {
+                Ok(packets) => packets,
+                Err(Closed) => break,
+            };
+            if packets.is_empty() && !raw_middleware {
+                continue;
+            }
+            inbox.push(
+                ctx,
+                socket,
+                InboundMessage {
+                    raw: raw_middleware.then(|| text.to_string()),
+                    packets,
+                },
+            );
+        }
+        Metrics::add(&ctx.shared.metrics.messages_in, unreported_in);
+        // Let the handlers finish what they are doing (one may be writing a reply), bounded.
+        // Meanwhile read and discard until the peer answers our close frame: closing with its data
+        // unread would make the kernel reset the connection, and a flooding client would then never
+        // see the close code it was given.
+        let finish = async {
+            while inbox.running.is_some() {
+                inbox.run().await;
+                inbox.next(ctx, socket);
+            }
+        };
+        let drain = async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        };
+        // Both end by themselves or time out; either way the connection is over.
+        let _ = Box::pin(async {
+            tokio::join!(
+                tokio::time::timeout(Duration::from_secs(1), finish),
+                tokio::time::timeout(Duration::from_secs(1), drain),
+            )
+        })
+        .await;
+        // A handler still running is not cut off halfway (it may be writing to a database): the
+        // caller lets it finish. Messages not started yet are dropped with the socket.
+        ReadEnd {
+            registered: true,
+            unfinished: inbox.running.take(),
+        }
+    }
+}
+
+/// The socket's inbound messages: the one being handled, as a boxed future, and those waiting
+/// (at most `inbound_queue_limit`; past that the reader stops reading that socket).
+#[derive(Default)]
+struct Inbox<'a> {
+    running: Option<Running<'a>>,
+    queued: std::collections::VecDeque<InboundMessage>,
+}
+
+impl<'a> Inbox<'a> {
+    fn push(&mut self, ctx: &'a Context, socket: &'a Socket, message: InboundMessage) {
+        if self.running.is_none() {
+            self.running = Some(Box::pin(dispatch(ctx, socket, message)));
+        } else {
+            self.queued.push_back(message);
+        }
+    }
+
+    /// Polls the running message's handling to completion (cancel-safe: the future stays here).
+    async fn run(&mut self) {
+        if let Some(running) = self.running.as_mut() {
+            running.await;
+        }
+    }
+
+    /// The running message is done: start the next one, if any (and if the socket is open).
+    fn next(&mut self, ctx: &'a Context, socket: &'a Socket) {
+        self.running = None;
+        if !socket.is_open() {
+            self.queued.clear();
+        }
+        if let Some(message) = self.queued.pop_front() {
+            self.running = Some(Box::pin(dispatch(ctx, socket, message)));
+        }
+        if self.queued.capacity() > 64 && self.queued.is_empty() {
+            self.queued = std::collections::VecDeque::new();
+        }
+    }
+}
