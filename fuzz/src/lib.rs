@@ -3,8 +3,8 @@
 //! a crash the fuzzer finds is replayed on stable by the normal test run once its input is saved
 //! under `fuzz/regressions/<target>/`.
 
-use sc_core::channel::ChannelPattern;
 use sc_core::protocol::{self, Inbound, Packet};
+use sc_pattern::ChannelPattern;
 
 /// The inbound frame decoder never panics on any text, and every packet it yields survives a
 /// round trip through the encoders unchanged.
@@ -100,15 +100,29 @@ pub fn decode_via_value(text: &str) -> Inbound {
     }
 }
 
-/// The channel-pattern parser never panics; a parsed pattern re-parses from its own text to the
-/// same pattern, `matches` agrees with `match_name`, and any name `overlap` offers matches both
+/// The channel-pattern parser (sc-pattern, shared by sc-core and the `#[channel]` macro) never
+/// panics; the macro's all-errors parse agrees with `parse` (both accept the same pattern, or
+/// its first error is `parse`'s); a parsed pattern re-parses from its own text to the same
+/// pattern, `matches` agrees with `match_name`, and any name `overlap` offers matches both
 /// patterns. Input: `pattern\nname-or-second-pattern`.
 pub fn channel_pattern(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
     let (first, second) = text.split_once('\n').unwrap_or((text, ""));
-    let Ok(pattern) = ChannelPattern::parse(first) else {
+    let parsed = ChannelPattern::parse(first);
+    match (&parsed, ChannelPattern::parse_with_all_errors(first)) {
+        (Ok(one), Ok(all)) => assert_eq!(one, &all, "both parses of {first:?}"),
+        (Err(one), Err(all)) => {
+            assert_eq!(all.first(), Some(one), "first error of {first:?}");
+            for error in &all {
+                // The macro's wording of each error is total too.
+                let _ = error.in_attribute(first).to_string();
+            }
+        }
+        (one, all) => panic!("parse gives {one:?}, the all-errors parse {all:?} for {first:?}"),
+    }
+    let Ok(pattern) = parsed else {
         return;
     };
     assert_eq!(

@@ -1,6 +1,7 @@
 //! `#[channel("rooms/{id}", message = ChatMsg)]` on a struct with named fields: a typed channel.
 //!
-//! The pattern is checked here (segments, braces, captures) and its captures must be exactly the
+//! The pattern is checked by `sc-pattern`, the grammar sc-core matches names with at run time,
+//! with every mistake reported in its compile-time wording; its captures must be exactly the
 //! struct's fields. Generated, all through sc-core's public API:
 //! `TypedChannel` (`PATTERN`, `Message`), `ChannelTarget<Message>` (so publishing another type
 //! does not compile), `FromChannelName` (the `Channel<Room>` extractor; a name that does not match
@@ -9,6 +10,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use sc_pattern::{ChannelPattern, Segment};
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Fields, Ident, Item, ItemStruct, Lit, LitStr, Type};
 
@@ -21,21 +23,12 @@ const SPEC: Spec = Spec {
     example: "#[channel(\"rooms/{id}\", message = ChatMsg)]",
 };
 
-/// One segment of a pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Segment {
-    /// Text that must appear as is.
-    Literal(String),
-    /// `{name}`: fills the field `name`.
-    Capture(String),
-}
-
 /// The attribute's model.
 struct ChannelAttr {
     /// The pattern literal (errors about captures and fields point here).
     pattern: LitStr,
-    /// Its segments.
-    segments: Vec<Segment>,
+    /// The parsed pattern: each capture fills the field of its name.
+    parsed: ChannelPattern,
     /// `message = T`: the one type published on the channel.
     message: Type,
 }
@@ -43,13 +36,7 @@ struct ChannelAttr {
 impl ChannelAttr {
     /// The capture names, in pattern order.
     fn captures(&self) -> Vec<&str> {
-        self.segments
-            .iter()
-            .filter_map(|s| match s {
-                Segment::Capture(c) => Some(c.as_str()),
-                Segment::Literal(_) => None,
-            })
-            .collect()
+        self.parsed.captures().collect()
     }
 }
 
@@ -59,85 +46,6 @@ struct ChannelStruct {
     item: ItemStruct,
     /// Named fields (none for a unit struct), in declaration order.
     fields: Vec<(Ident, Type)>,
-}
-
-fn is_capture_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c == '_' || c.is_alphabetic())
-        && name != "_"
-        && chars.all(|c| c == '_' || c.is_alphanumeric())
-}
-
-/// Parses a pattern (the same rules as `sc_core::channel::ChannelPattern`), with one message per
-/// mistake.
-pub(crate) fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, Vec<String>> {
-    if pattern.is_empty() {
-        return Err(vec![format!(
-            "the channel pattern must not be empty: write e.g. `{}`",
-            SPEC.example
-        )]);
-    }
-    let mut problems = Vec::new();
-    let mut segments = Vec::new();
-    let mut empty_reported = false;
-    for segment in pattern.split('/') {
-        if segment.is_empty() {
-            if !empty_reported {
-                problems.push(format!(
-                    "empty segment in \"{pattern}\": separate segments with a single `/`, with none at the start or the end"
-                ));
-                empty_reported = true;
-            }
-            continue;
-        }
-        if !segment.contains(['{', '}']) {
-            segments.push(Segment::Literal(segment.to_owned()));
-            continue;
-        }
-        let mut depth = 0i32;
-        for c in segment.chars() {
-            depth += match c {
-                '{' => 1,
-                '}' => -1,
-                _ => 0,
-            };
-            if !(0..=1).contains(&depth) {
-                break;
-            }
-        }
-        if depth != 0 {
-            problems.push(format!(
-                "unmatched brace in segment \"{segment}\" of \"{pattern}\": write a capture as `{{name}}`"
-            ));
-            continue;
-        }
-        match segment
-            .strip_prefix('{')
-            .and_then(|s| s.strip_suffix('}'))
-        {
-            Some(inner) if !inner.contains(['{', '}']) => {
-                if !is_capture_name(inner) {
-                    problems.push(format!(
-                        "`{{{inner}}}` in \"{pattern}\" is not a valid capture: name it like the field it fills, e.g. `{{id}}`"
-                    ));
-                } else if segments.contains(&Segment::Capture(inner.to_owned())) {
-                    problems.push(format!(
-                        "duplicate capture `{{{inner}}}` in \"{pattern}\": each capture fills its own field; rename one"
-                    ));
-                } else {
-                    segments.push(Segment::Capture(inner.to_owned()));
-                }
-            }
-            _ => problems.push(format!(
-                "segment \"{segment}\" of \"{pattern}\" mixes a capture with other text: a capture is a whole segment, like \"rooms/{{id}}\""
-            )),
-        }
-    }
-    if problems.is_empty() {
-        Ok(segments)
-    } else {
-        Err(problems)
-    }
 }
 
 fn parse_attr(attr: TokenStream, errors: &mut Errors) -> Option<ChannelAttr> {
@@ -152,11 +60,12 @@ fn parse_attr(attr: TokenStream, errors: &mut Errors) -> Option<ChannelAttr> {
         )),
         Some(Expr::Lit(ExprLit {
             lit: Lit::Str(lit), ..
-        })) => match parse_pattern(&lit.value()) {
-            Ok(segments) => pattern = Some((lit, segments)),
+        })) => match ChannelPattern::parse_with_all_errors(&lit.value()) {
+            Ok(parsed) => pattern = Some((lit, parsed)),
             Err(problems) => {
+                let value = lit.value();
                 for p in problems {
-                    errors.push(syn::Error::new(lit.span(), p));
+                    errors.push(syn::Error::new(lit.span(), p.in_attribute(&value)));
                 }
             }
         },
@@ -206,10 +115,10 @@ fn parse_attr(attr: TokenStream, errors: &mut Errors) -> Option<ChannelAttr> {
             }
         },
     };
-    let (pattern, segments) = pattern?;
+    let (pattern, parsed) = pattern?;
     Some(ChannelAttr {
         pattern,
-        segments,
+        parsed,
         message: message?,
     })
 }
@@ -341,7 +250,7 @@ fn generate(attr: &ChannelAttr, strukt: &ChannelStruct) -> TokenStream {
 
     // Display: literal text, and each capture's field written by `CaptureValue`.
     let mut writes = Vec::new();
-    for (i, segment) in attr.segments.iter().enumerate() {
+    for (i, segment) in attr.parsed.segments().iter().enumerate() {
         let slash = if i == 0 { "" } else { "/" };
         match segment {
             Segment::Literal(text) => {
@@ -479,37 +388,52 @@ pub(crate) fn fallback(item: TokenStream) -> TokenStream {
 mod tests {
     use super::*;
 
+    /// What `#[channel]` reports for `pattern`: every error, in sc-pattern's compile-time
+    /// wording (pinned exactly in sc-pattern's tests and in `tests/ui/channel/fail`).
+    fn problems(pattern: &str) -> Vec<String> {
+        let tokens = quote!(#pattern, message = ChatMsg);
+        let mut errors = Errors::default();
+        assert!(parse_attr(tokens, &mut errors).is_none(), "{pattern}");
+        errors
+            .finish()
+            .expect_err(pattern)
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
     #[test]
-    fn parses_valid_patterns() {
+    fn models_valid_patterns() {
+        let mut errors = Errors::default();
+        let attr = parse_attr(quote!("rooms/{id}/log", message = ChatMsg), &mut errors)
+            .expect("a valid attribute");
+        assert!(errors.finish().is_ok());
         assert_eq!(
-            parse_pattern("rooms/{id}/log"),
-            Ok(vec![
+            attr.parsed.segments(),
+            [
                 Segment::Literal("rooms".into()),
                 Segment::Capture("id".into()),
                 Segment::Literal("log".into()),
-            ])
+            ]
         );
-        assert_eq!(
-            parse_pattern("lobby"),
-            Ok(vec![Segment::Literal("lobby".into())])
-        );
+        assert_eq!(attr.captures(), ["id"]);
     }
 
     #[test]
     fn explains_each_malformed_pattern() {
-        let first = |p: &str| parse_pattern(p).expect_err(p).remove(0);
-        assert!(first("").starts_with("the channel pattern must not be empty"));
+        let first = |p: &str| problems(p).remove(0);
+        assert_eq!(
+            first(""),
+            format!(
+                "the channel pattern must not be empty: write e.g. `{}`",
+                SPEC.example
+            )
+        );
         assert!(first("a//b").starts_with("empty segment in \"a//b\""));
-        assert!(first("/a").starts_with("empty segment"));
-        assert!(first("a/").starts_with("empty segment"));
         assert!(first("a/{id").starts_with("unmatched brace in segment \"{id\""));
-        assert!(first("a/id}").starts_with("unmatched brace"));
-        assert!(first("a/{{id}}").starts_with("unmatched brace"));
         assert!(first("a/x{id}").contains("mixes a capture with other text"));
-        assert!(first("a/{a}{b}").contains("mixes a capture with other text"));
-        assert!(first("a/{}").contains("is not a valid capture"));
         assert!(first("a/{1}").contains("is not a valid capture"));
         assert!(first("{id}/{id}").starts_with("duplicate capture `{id}`"));
-        assert_eq!(parse_pattern("a//{b/{c}{d}").expect_err("two").len(), 3);
+        assert_eq!(problems("a//{b/{c}{d}").len(), 3);
     }
 }
