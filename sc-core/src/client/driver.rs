@@ -14,10 +14,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::codec::ScError;
 use super::errors::ClientError;
 use super::state::Shared;
 use super::{ClientEvent, ClientOptions};
-use crate::error::ScError;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

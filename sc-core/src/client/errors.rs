@@ -1,6 +1,6 @@
 //! The client's error types.
 
-use crate::error::ScError;
+use super::codec::ScError;
 
 /// Why an invoke (or `publish`, `subscribe`, `authenticate`) failed.
 #[derive(Debug, thiserror::Error)]

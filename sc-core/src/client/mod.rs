@@ -64,13 +64,11 @@ pub use backoff::Backoff;
 pub use errors::{ClientError, InvokeError};
 pub use subscription::{EventReceiver, Subscription, TypedSubscription};
 
-use crate::channel::TypedChannel;
-use crate::error::ScError;
-use crate::exchange::ChannelTarget;
+use codec::{ChannelTarget, ScError, TypedChannel};
 use driver::Control;
 use state::{ChannelOptions, Handler, Outbound, Poke, Shared, SubscribeStart, STALE_REASON};
 
-pub use crate::protocol::ProtocolVersion;
+pub use codec::ProtocolVersion;
 
 /// Client configuration. Defaults are the official client's.
 #[derive(Debug, Clone)]

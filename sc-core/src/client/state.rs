@@ -16,10 +16,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::codec::{self, Packet};
+use super::codec::{self, Packet, ScError};
 use super::errors::InvokeError;
 use super::{ClientEvent, ClientOptions, ConnectionState};
-use crate::error::ScError;
 
 /// Where an invoke's outcome goes.
 pub(crate) type ReplyTx = oneshot::Sender<Result<Option<Value>, InvokeError>>;
