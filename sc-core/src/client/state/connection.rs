@@ -21,6 +21,16 @@ pub(crate) struct Handshake {
     pub(crate) outcome: Option<Result<Duration, ScError>>,
 }
 
+/// The close code after the server rejected the handshake: the error's `statusCode`, else 4003,
+/// like the official client.
+pub(crate) fn rejection_code(error: &ScError) -> u16 {
+    error
+        .get("statusCode")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .unwrap_or(4003)
+}
+
 impl State {
     /// The last close, for calls on a closed client.
     pub(crate) fn last_close(&self) -> (u16, String) {

@@ -41,8 +41,8 @@ use ping::PingClock;
 
 pub(crate) use calls::{Handler, Outbound, Poke};
 pub(crate) use channels::{ChannelOptions, SubscribeStart};
-pub(crate) use connection::Handshake;
-pub(crate) use ping::STALE_REASON;
+pub(crate) use connection::{rejection_code, Handshake};
+pub(crate) use ping::{pong_for, STALE_REASON};
 
 /// The state of the connection attempt `State::attempt`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

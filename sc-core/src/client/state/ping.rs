@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use super::codec::ProtocolVersion;
 use super::{Phase, State};
 
 /// Close reason the official client uses when it replaces a stale connection.
@@ -48,6 +49,12 @@ impl PingClock {
     fn is_stale(&self) -> bool {
         self.enabled && self.last_ping.elapsed() >= self.timeout
     }
+}
+
+/// The answer to `text` if it is the server's ping in `version` (`#1` -> `#2` in v1, `""` ->
+/// `""` in v2); any other text is for the protocol, not the ping.
+pub(crate) fn pong_for(version: ProtocolVersion, text: &str) -> Option<&'static str> {
+    (text == version.ping()).then(|| version.pong())
 }
 
 /// The ping timeout a handshake reply's status object sets.
