@@ -140,3 +140,139 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testkit::{options, Rig};
+    use super::*;
+
+    /// {"alg":"HS256","typ":"JWT"}.{"username":"alice","iat":1,"exp":2}.sig
+    const TOKEN: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJ1c2VybmFtZSI6ImFsaWNlIiwiaWF0IjoxLCJleHAiOjJ9.c2ln";
+
+    fn set_auth_token(token: &str) -> String {
+        json!({"event": "#setAuthToken", "data": {"token": token}}).to_string()
+    }
+
+    #[test]
+    fn set_auth_token_authenticates_and_is_sent_in_the_next_handshake() {
+        let mut rig = Rig::open();
+        rig.feed(&set_auth_token(TOKEN));
+        assert!(rig.st.is_authenticated());
+        assert_eq!(rig.st.signed_token().as_deref(), Some(TOKEN));
+        let claims = rig.st.claims().expect("claims decoded");
+        assert_eq!(claims.get("username"), Some(&json!("alice")));
+        assert_eq!(
+            rig.events(),
+            [ClientEvent::Authenticate {
+                signed_token: TOKEN.to_owned()
+            }]
+        );
+        assert!(rig.sent().is_empty(), "a transmit is not answered");
+
+        rig.close(4000);
+        rig.reconnect();
+        let handshake =
+            format!(r##"{{"event":"#handshake","data":{{"authToken":"{TOKEN}"}},"cid":2}}"##);
+        assert_eq!(rig.sent(), [handshake]);
+    }
+
+    #[test]
+    fn set_auth_token_as_an_invoke_is_confirmed() {
+        let mut rig = Rig::open();
+        rig.feed(r##"{"event":"#setAuthToken","cid":1,"data":{"token":"h.p.s"}}"##);
+        assert_eq!(rig.sent(), [r#"{"rid":1}"#]);
+        assert!(rig.st.is_authenticated());
+
+        let mut rig = Rig::open();
+        rig.feed(r##"{"event":"#setAuthToken","cid":4,"data":{"token":17}}"##);
+        rig.feed(r##"{"event":"#setAuthToken","data":{}}"##);
+        assert_eq!(
+            rig.sent(),
+            [
+                r#"{"rid":4,"error":{"message":"No token data provided by #setAuthToken event","name":"InvalidMessageError"}}"#
+            ]
+        );
+        assert!(!rig.st.is_authenticated());
+        assert!(rig.events().is_empty());
+    }
+
+    #[test]
+    fn remove_auth_token_deauthenticates_and_forgets_the_token() {
+        let mut opts = options();
+        opts.auth_token = Some("h.p.s".to_owned());
+        let mut rig = Rig::connecting(opts);
+        rig.reply_handshake(json!({"id": "s", "pingTimeout": 1000, "isAuthenticated": true}));
+        rig.sent();
+        rig.events();
+
+        rig.feed(r##"{"event":"#removeAuthToken"}"##);
+        assert_eq!(rig.events(), [ClientEvent::Deauthenticate]);
+        assert!(!rig.st.is_authenticated());
+        assert_eq!(rig.st.signed_token(), None);
+        assert_eq!(rig.st.claims(), None);
+        assert!(rig.sent().is_empty());
+
+        // Already unauthenticated: answered when invoked, nothing to emit.
+        rig.feed(r##"{"event":"#removeAuthToken","cid":3}"##);
+        assert_eq!(rig.sent(), [r#"{"rid":3}"#]);
+        assert!(rig.events().is_empty());
+
+        rig.close(4000);
+        rig.reconnect();
+        assert_eq!(
+            rig.sent(),
+            [r##"{"event":"#handshake","data":{"authToken":null},"cid":2}"##]
+        );
+    }
+
+    #[test]
+    fn a_handshake_that_refuses_the_stored_token_deauthenticates() {
+        let mut rig = Rig::open();
+        rig.feed(&set_auth_token("h.p.s"));
+        rig.close(1006);
+        rig.reconnect();
+        rig.events();
+        rig.reply_handshake(json!({
+            "id": "s2", "pingTimeout": 1000, "isAuthenticated": false,
+            "authError": {"name": "AuthTokenInvalidError", "message": "invalid signature"},
+        }));
+        let events = rig.events();
+        assert_eq!(events[0], ClientEvent::Deauthenticate);
+        assert!(!rig.st.is_authenticated());
+        assert_eq!(
+            rig.st.auth_error().map(|e| e.name().to_owned()).as_deref(),
+            Some("AuthTokenInvalidError")
+        );
+        // The refused token is still stored (only #removeAuthToken drops it).
+        rig.close(1006);
+        rig.reconnect();
+        assert!(rig.sent()[0].contains(r#""authToken":"h.p.s""#));
+    }
+
+    #[test]
+    fn the_api_side_stores_and_removes_tokens() {
+        let mut rig = Rig::connecting(options());
+        rig.st.store_token("h.p.s".to_owned());
+        rig.st.set_authenticated("h.p.s".to_owned());
+        rig.st.set_unauthenticated();
+        assert_eq!(
+            rig.events()[1..],
+            [
+                ClientEvent::Authenticate {
+                    signed_token: "h.p.s".to_owned()
+                },
+                ClientEvent::Deauthenticate,
+            ]
+        );
+        // set_unauthenticated keeps the stored token; remove_token does not.
+        rig.close(1006);
+        rig.reconnect();
+        assert!(rig.sent()[0].contains(r#""authToken":"h.p.s""#));
+        rig.st.remove_token();
+        rig.close(1006);
+        rig.reconnect();
+        assert!(rig.sent()[0].contains(r#""authToken":null"#));
+    }
+}

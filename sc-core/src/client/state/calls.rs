@@ -226,3 +226,244 @@ impl State {
         self.procedures.remove(procedure);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::super::testkit::{options, status, Rig, ACK};
+    use super::*;
+
+    #[test]
+    fn invokes_are_resolved_by_rid_in_any_order() {
+        let mut rig = Rig::open();
+        let (_, mut a, poke) = rig.invoke("a", Some("1"));
+        assert_eq!(poke, Poke::None);
+        let (_, mut b, _) = rig.invoke("b", None);
+        assert_eq!(
+            rig.sent(),
+            [
+                r#"{"event":"a","data":1,"cid":2}"#,
+                r#"{"event":"b","cid":3}"#
+            ]
+        );
+        rig.feed(r#"[{"rid":3,"data":"B"},{"rid":2}]"#);
+        assert_eq!(
+            b.try_recv().expect("b resolved").ok(),
+            Some(Some(json!("B")))
+        );
+        assert_eq!(a.try_recv().expect("a resolved").ok(), Some(None));
+        assert_eq!(rig.st.awaiting_responses(), 0);
+    }
+
+    #[test]
+    fn an_error_response_rejects_with_the_servers_error() {
+        let mut rig = Rig::open();
+        let (_, mut reply, _) = rig.invoke("fail", Some("null"));
+        rig.feed(r#"{"rid":2,"error":{"message":"custom failure","name":"MyError","extra":42}}"#);
+        let Ok(Err(InvokeError::Remote(error))) = reply.try_recv() else {
+            panic!("the server's error rejects the invoke");
+        };
+        assert_eq!(error.name(), "MyError");
+        assert_eq!(error.message(), "custom failure");
+        assert_eq!(error.get("extra"), Some(&json!(42)));
+    }
+
+    #[test]
+    fn unknown_and_repeated_rids_are_dropped() {
+        let mut rig = Rig::open();
+        let (_, mut reply, _) = rig.invoke("echo", None);
+        rig.sent();
+        rig.feed(r#"{"rid":99,"data":"stray"}"#);
+        assert!(reply.try_recv().is_err(), "still waiting");
+        rig.feed(r#"{"rid":2,"data":"first"}"#);
+        rig.feed(r#"{"rid":2,"data":"second"}"#);
+        assert_eq!(
+            reply.try_recv().expect("resolved").ok(),
+            Some(Some(json!("first")))
+        );
+        assert!(rig.sent().is_empty());
+    }
+
+    #[test]
+    fn a_timed_out_invoke_ignores_its_late_response() {
+        let mut rig = Rig::open();
+        let (req, mut reply, _) = rig.invoke("slow", None);
+        // What the API does when ack_timeout passes (or the caller drops the future).
+        rig.st.cancel(req);
+        assert_eq!(rig.st.awaiting_responses(), 0);
+        rig.feed(r#"{"rid":2,"data":"late"}"#);
+        assert!(matches!(
+            reply.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+    }
+
+    #[test]
+    fn a_cancelled_buffered_call_is_never_sent() {
+        let mut rig = Rig::connecting(options());
+        rig.sent();
+        let (req, _reply, _) = rig.invoke("gone", None);
+        rig.transmit("kept", None);
+        rig.st.cancel(req);
+        rig.reply_handshake(status("s", 1000));
+        assert_eq!(rig.sent(), [r#"{"event":"kept"}"#]);
+    }
+
+    #[test]
+    fn calls_made_while_connecting_are_sent_in_order_after_the_handshake() {
+        let mut rig = Rig::connecting(options());
+        rig.sent();
+        assert_eq!(rig.transmit("t1", Some("1")), Poke::None);
+        let (_, mut reply, poke) = rig.invoke("i1", Some("2"));
+        assert_eq!(poke, Poke::None);
+        rig.transmit("t2", None);
+        assert!(rig.sent().is_empty(), "nothing before the handshake reply");
+        rig.reply_handshake(status("s", 1000));
+        assert_eq!(
+            rig.sent(),
+            [
+                r#"{"event":"t1","data":1}"#,
+                r#"{"event":"i1","data":2,"cid":2}"#,
+                r#"{"event":"t2"}"#,
+            ]
+        );
+        rig.feed(r#"{"rid":2,"data":"ok"}"#);
+        assert_eq!(
+            reply.try_recv().expect("resolved").ok(),
+            Some(Some(json!("ok")))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn buffered_calls_past_ack_timeout_or_abandoned_are_dropped() {
+        let mut rig = Rig::connecting(options());
+        rig.sent();
+        rig.transmit("expired", None);
+        tokio::time::advance(ACK - Duration::from_millis(1)).await;
+        rig.transmit("fresh", None);
+        let (_, abandoned, _) = rig.invoke("abandoned", None);
+        drop(abandoned);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        rig.reply_handshake(status("s", 1000));
+        assert_eq!(rig.sent(), [r#"{"event":"fresh"}"#]);
+        assert_eq!(rig.st.awaiting_responses(), 0);
+    }
+
+    #[test]
+    fn a_call_while_waiting_to_reconnect_asks_to_connect_now() {
+        let mut rig = Rig::open();
+        rig.close(1006);
+        assert_eq!(rig.transmit("note", Some("1")), Poke::ConnectNow);
+        assert!(rig.sent().is_empty());
+        rig.reconnect();
+        rig.reply_handshake(status("s2", 1000));
+        assert_eq!(
+            rig.sent(),
+            [
+                r##"{"event":"#handshake","data":{"authToken":null},"cid":2}"##,
+                r#"{"event":"note","data":1}"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_attempt_fails_buffered_invokes() {
+        let mut rig = Rig::connecting(options());
+        let (_, mut reply, _) = rig.invoke("echo", None);
+        rig.close(4007);
+        assert!(matches!(
+            reply.try_recv(),
+            Ok(Err(InvokeError::BadConnection { event, code: 4007, .. })) if event == "echo"
+        ));
+        rig.reconnect();
+        rig.reply_handshake(status("s", 1000));
+        assert_eq!(
+            rig.sent().len(),
+            1,
+            "only the handshake: the buffer was emptied"
+        );
+    }
+
+    #[tokio::test]
+    async fn server_invokes_are_answered_by_their_procedure() {
+        let mut rig = Rig::open();
+        let echo: Handler = Arc::new(|data| Box::pin(async move { Ok(data) }));
+        let refuse: Handler =
+            Arc::new(|_| Box::pin(async { Err(ScError::new("ClientErr", "client says no")) }));
+        rig.st.set_procedure("askClient", echo);
+        rig.st.set_procedure("badQuestion", refuse);
+        rig.feed(r#"{"event":"askClient","cid":1,"data":{"q":1}}"#);
+        assert_eq!(rig.next_sent().await, r#"{"rid":1,"data":{"q":1}}"#);
+        rig.feed(r#"{"event":"badQuestion","cid":2}"#);
+        assert_eq!(
+            rig.next_sent().await,
+            r#"{"rid":2,"error":{"message":"client says no","name":"ClientErr"}}"#
+        );
+        rig.feed(r#"{"event":"askClient","cid":3}"#);
+        assert_eq!(rig.next_sent().await, r#"{"rid":3}"#);
+    }
+
+    #[tokio::test]
+    async fn server_invokes_without_a_procedure_are_not_answered() {
+        let mut rig = Rig::open();
+        let echo: Handler = Arc::new(|data| Box::pin(async move { Ok(data) }));
+        rig.st.set_procedure("removed", echo);
+        rig.st.remove_procedure("removed");
+        rig.feed(r#"{"event":"removed","cid":1}"#);
+        rig.feed(r#"{"event":"nobody","cid":2,"data":1}"#);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(rig.sent().is_empty());
+    }
+
+    #[tokio::test]
+    async fn channel_events_sent_as_invokes_are_ordinary_procedures() {
+        let mut rig = Rig::open();
+        let mut sub = rig.subscribe("a");
+        rig.feed(r#"{"rid":2}"#);
+        rig.sent();
+        let echo: Handler = Arc::new(|data| Box::pin(async move { Ok(data) }));
+        rig.st.set_procedure("#publish", echo);
+        rig.feed(r##"{"event":"#publish","cid":9,"data":{"channel":"a","data":1}}"##);
+        assert_eq!(
+            rig.next_sent().await,
+            r#"{"rid":9,"data":{"channel":"a","data":1}}"#
+        );
+        assert!(sub.rx.try_recv().is_err(), "not a publication");
+    }
+
+    #[test]
+    fn server_transmits_reach_every_live_receiver_of_their_event() {
+        let mut rig = Rig::open();
+        let (note_tx, mut note) = mpsc::unbounded_channel();
+        let (gone_tx, gone) = mpsc::unbounded_channel();
+        let (other_tx, mut other) = mpsc::unbounded_channel();
+        rig.st.add_receiver("note", note_tx);
+        rig.st.add_receiver("note", gone_tx);
+        rig.st.add_receiver("other", other_tx);
+        drop(gone);
+        rig.feed(r#"[{"event":"note","data":5},{"event":"note"}]"#);
+        assert_eq!(note.try_recv().ok(), Some(Some(json!(5))));
+        assert_eq!(note.try_recv().ok(), Some(None));
+        assert!(other.try_recv().is_err());
+        assert!(rig.sent().is_empty(), "transmits are never answered");
+    }
+
+    #[test]
+    fn raw_text_and_non_packets_are_ignored() {
+        let mut rig = Rig::open();
+        let (_, mut reply, _) = rig.invoke("echo", None);
+        rig.sent();
+        for text in ["plain text", "{", "[1,2]", r#"{"event":42}"#, "null", "#2"] {
+            rig.feed(text);
+        }
+        assert!(reply.try_recv().is_err(), "still waiting");
+        assert!(rig.sent().is_empty());
+        assert!(rig.events().is_empty());
+        assert_eq!(rig.st.id().as_deref(), Some("s1"));
+    }
+}

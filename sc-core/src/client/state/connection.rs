@@ -213,3 +213,310 @@ impl State {
         attempt
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testkit::{options, status, Rig};
+    use super::super::{Outbound, Poke, SubscribeStart};
+    use super::*;
+    use crate::client::{ConnectionState, InvokeError};
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[test]
+    fn handshake_is_the_first_frame_and_carries_the_stored_token() {
+        let mut rig = Rig::connecting(options());
+        assert_eq!(
+            rig.sent(),
+            [r##"{"event":"#handshake","data":{"authToken":null},"cid":1}"##]
+        );
+        assert_eq!(rig.st.connection_state(), ConnectionState::Connecting);
+        assert_eq!(rig.events(), [ClientEvent::Connecting]);
+
+        let mut opts = options();
+        opts.auth_token = Some("h.p.s".to_owned());
+        let mut rig = Rig::connecting(opts);
+        assert_eq!(
+            rig.sent(),
+            [r##"{"event":"#handshake","data":{"authToken":"h.p.s"},"cid":1}"##]
+        );
+    }
+
+    #[test]
+    fn handshake_reply_opens_the_connection_and_reports_connect() {
+        let mut rig = Rig::connecting(options());
+        rig.sent();
+        rig.events();
+        rig.feed(r#"{"rid":1,"data":{"id":"sLYU","pingTimeout":20000,"isAuthenticated":false}}"#);
+        assert!(matches!(rig.hs.outcome, Some(Ok(t)) if t == secs(20)));
+        assert_eq!(rig.st.connection_state(), ConnectionState::Open);
+        assert_eq!(rig.st.id().as_deref(), Some("sLYU"));
+        assert_eq!(
+            rig.events(),
+            [ClientEvent::Connect {
+                id: "sLYU".to_owned(),
+                is_authenticated: false,
+                auth_error: None,
+                ping_timeout: secs(20),
+            }]
+        );
+        assert!(rig.sent().is_empty());
+    }
+
+    #[test]
+    fn only_the_handshake_cid_answers_the_handshake() {
+        let mut rig = Rig::connecting(options());
+        rig.feed(r#"{"rid":2,"data":{"id":"x","pingTimeout":1000}}"#);
+        rig.feed(r##"{"event":"#handshake","data":{"id":"x"}}"##);
+        assert!(rig.hs.outcome.is_none());
+        assert_eq!(rig.st.connection_state(), ConnectionState::Connecting);
+        // Once open, a second reply with the handshake's cid is an unknown response.
+        rig.reply_handshake(status("first", 1000));
+        rig.hs.outcome = None;
+        rig.reply_handshake(status("second", 2000));
+        assert!(rig.hs.outcome.is_none());
+        assert_eq!(rig.st.id().as_deref(), Some("first"));
+    }
+
+    #[test]
+    fn handshake_authenticates_only_with_the_token_it_sent() {
+        let mut opts = options();
+        opts.auth_token = Some("h.p.s".to_owned());
+        let mut rig = Rig::connecting(opts);
+        rig.events();
+        rig.reply_handshake(json!({"id": "a", "pingTimeout": 1000, "isAuthenticated": true}));
+        assert_eq!(
+            rig.events(),
+            [
+                ClientEvent::Authenticate {
+                    signed_token: "h.p.s".to_owned()
+                },
+                ClientEvent::Connect {
+                    id: "a".to_owned(),
+                    is_authenticated: true,
+                    auth_error: None,
+                    ping_timeout: secs(1),
+                },
+            ]
+        );
+        assert!(rig.st.is_authenticated());
+        assert_eq!(rig.st.signed_token().as_deref(), Some("h.p.s"));
+
+        // The server claiming authentication without a token sent does not make it so.
+        let mut rig = Rig::connecting(options());
+        rig.reply_handshake(json!({"id": "b", "pingTimeout": 1000, "isAuthenticated": true}));
+        assert!(!rig.st.is_authenticated());
+        assert!(rig.events().contains(&ClientEvent::Connect {
+            id: "b".to_owned(),
+            is_authenticated: false,
+            auth_error: None,
+            ping_timeout: secs(1),
+        }));
+    }
+
+    #[test]
+    fn a_rejected_token_is_reported_in_connect_and_kept_as_auth_error() {
+        let mut opts = options();
+        opts.auth_token = Some("h.p.s".to_owned());
+        let mut rig = Rig::connecting(opts);
+        rig.events();
+        rig.reply_handshake(json!({
+            "id": "a", "pingTimeout": 1000, "isAuthenticated": false,
+            "authError": {"name": "AuthTokenExpiredError", "message": "jwt expired"},
+        }));
+        let expired = ScError::new("AuthTokenExpiredError", "jwt expired");
+        assert_eq!(rig.st.auth_error(), Some(expired.clone()));
+        assert!(!rig.st.is_authenticated());
+        assert_eq!(
+            rig.events(),
+            [ClientEvent::Connect {
+                id: "a".to_owned(),
+                is_authenticated: false,
+                auth_error: Some(expired),
+                ping_timeout: secs(1),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_handshake_error_is_left_to_the_driver_with_its_close_code() {
+        let mut rig = Rig::connecting(options());
+        rig.events();
+        rig.feed(r#"{"rid":1,"error":{"name":"Blocked","message":"go away","statusCode":4501}}"#);
+        let Some(Err(error)) = rig.hs.outcome.take() else {
+            panic!("the handshake error is the outcome");
+        };
+        assert_eq!(error.name(), "Blocked");
+        assert_eq!(rejection_code(&error), 4501);
+        // Not open, nothing emitted: closing is the driver's move.
+        assert_eq!(rig.st.connection_state(), ConnectionState::Connecting);
+        assert!(rig.events().is_empty());
+
+        assert_eq!(rejection_code(&ScError::new("Blocked", "no code")), 4003);
+        let huge = ScError::new("Blocked", "too big").with("statusCode", 70_000);
+        assert_eq!(rejection_code(&huge), 4003);
+    }
+
+    #[test]
+    fn call_ids_continue_across_reconnects() {
+        let mut rig = Rig::open();
+        rig.invoke("echo", None);
+        assert_eq!(rig.sent(), [r#"{"event":"echo","cid":2}"#]);
+        rig.close(4000);
+        rig.reconnect();
+        assert_eq!(
+            rig.sent(),
+            [r##"{"event":"#handshake","data":{"authToken":null},"cid":3}"##]
+        );
+    }
+
+    #[test]
+    fn a_lost_connection_fails_pending_invokes_and_reports_why() {
+        let mut rig = Rig::open();
+        let (_, mut reply, _) = rig.invoke("echo", Some("1"));
+        assert_eq!(rig.close(4001), Some(true));
+        let reason = "Client pong timed out";
+        assert!(matches!(
+            reply.try_recv(),
+            Ok(Err(InvokeError::BadConnection { event, code: 4001, reason: r }))
+                if event == "echo" && r == reason
+        ));
+        assert_eq!(
+            rig.events(),
+            [
+                ClientEvent::Disconnect {
+                    code: 4001,
+                    reason: reason.to_owned()
+                },
+                ClientEvent::Error(ScError::new("SocketProtocolError", reason).with("code", 4001)),
+            ]
+        );
+        assert_eq!(rig.st.connection_state(), ConnectionState::Closed);
+        assert_eq!(rig.st.id(), None);
+        assert_eq!(rig.st.last_close(), (4001, reason.to_owned()));
+    }
+
+    #[test]
+    fn normal_closes_are_not_errors_and_unknown_codes_get_a_message() {
+        let mut rig = Rig::open();
+        rig.st.destroy(rig.attempt, 1000, "bye", false);
+        assert_eq!(
+            rig.events(),
+            [ClientEvent::Disconnect {
+                code: 1000,
+                reason: "bye".to_owned()
+            }]
+        );
+
+        let mut rig = Rig::open();
+        rig.st.destroy(rig.attempt, 4321, "why", false);
+        let message = "Socket connection closed with status code 4321 and reason: why";
+        assert_eq!(
+            rig.events()[1],
+            ClientEvent::Error(ScError::new("SocketProtocolError", message).with("code", 4321))
+        );
+    }
+
+    #[test]
+    fn a_close_before_the_handshake_reply_is_a_connect_abort() {
+        let mut rig = Rig::connecting(options());
+        rig.events();
+        assert_eq!(rig.close(4007), Some(false));
+        assert_eq!(
+            rig.events()[0],
+            ClientEvent::ConnectAbort {
+                code: 4007,
+                reason: "Client connection establishment timed out".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn an_attempt_torn_down_by_the_api_is_not_torn_down_again() {
+        let mut rig = Rig::open();
+        let old = rig.attempt;
+        assert_eq!(rig.st.restart(), old);
+        rig.events();
+        // The driver's own close of that attempt arrives late: nothing happens twice.
+        assert_eq!(rig.st.destroy(old, 1006, "", false), None);
+        assert!(rig.events().is_empty());
+        // Nor does text still arriving on it count.
+        rig.reconnect();
+        rig.sent();
+        rig.events();
+        let mut stale_hs = Handshake {
+            cid: 1,
+            token: None,
+            outcome: None,
+        };
+        rig.st.handle_text(
+            old,
+            r##"{"event":"#setAuthToken","data":{"token":"h.p.s"}}"##,
+            &mut stale_hs,
+        );
+        assert!(!rig.st.is_authenticated());
+        assert!(rig.events().is_empty());
+    }
+
+    #[test]
+    fn closed_for_good_fails_what_waits_and_refuses_calls_until_restart() {
+        let mut rig = Rig::connecting(options());
+        let (_, mut buffered, _) = rig.invoke("later", None);
+        let mut sub = rig.subscribe("room");
+        rig.events();
+        rig.st.close_for_good(1000, "");
+        assert!(matches!(
+            buffered.try_recv(),
+            Ok(Err(InvokeError::BadConnection { code: 1000, .. }))
+        ));
+        let SubscribeStart::Wait(ack) = &mut sub.start else {
+            panic!("the subscribe waits for a connection");
+        };
+        assert!(matches!(
+            ack.try_recv(),
+            Ok(Err(InvokeError::BadConnection { event, code: 1000, .. })) if event == "#subscribe"
+        ));
+        assert_eq!(
+            rig.events(),
+            [ClientEvent::ConnectAbort {
+                code: 1000,
+                reason: String::new()
+            }]
+        );
+        assert!(rig.st.is_terminal());
+        assert_eq!(rig.st.begin_attempt(), None);
+        let req = rig.st.next_req();
+        let refused = rig.st.outbound(Outbound {
+            req,
+            event: "x".to_owned(),
+            data: None,
+            reply: None,
+            deadline: tokio::time::Instant::now(),
+        });
+        assert!(refused.is_err());
+
+        // reconnect() lifts it.
+        rig.st.restart();
+        assert!(!rig.st.is_terminal());
+        assert!(rig.st.begin_attempt().is_some());
+    }
+
+    #[test]
+    fn disconnect_while_waiting_to_reconnect_still_closes_for_good() {
+        let mut rig = Rig::open();
+        rig.close(1006);
+        let (_, mut buffered, poke) = rig.invoke("later", None);
+        assert_eq!(poke, Poke::ConnectNow);
+        rig.st.close_for_good(1000, "done");
+        assert!(matches!(
+            buffered.try_recv(),
+            Ok(Err(InvokeError::BadConnection { code: 1000, reason, .. })) if reason == "done"
+        ));
+        assert_eq!(rig.st.last_close(), (1000, "done".to_owned()));
+        assert_eq!(rig.st.begin_attempt(), None);
+    }
+}

@@ -235,3 +235,6 @@ impl State {
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testkit;

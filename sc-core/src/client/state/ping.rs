@@ -95,3 +95,135 @@ impl State {
         Some(target)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::testkit::{options, status, Rig};
+    use super::super::Poke;
+    use super::*;
+    use crate::client::ClientEvent;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// An open client whose handshake set a ping timeout of 1 s.
+    fn open_with_1s_ping_timeout(ping_watchdog: bool) -> Rig {
+        let mut opts = options();
+        opts.ping_watchdog = ping_watchdog;
+        let mut rig = Rig::connecting(opts);
+        rig.reply_handshake(status("s", 1000));
+        rig.sent();
+        rig.events();
+        rig
+    }
+
+    #[test]
+    fn only_the_configured_versions_ping_is_answered() {
+        assert_eq!(pong_for(ProtocolVersion::V2, ""), Some(""));
+        assert_eq!(pong_for(ProtocolVersion::V2, "#1"), None);
+        assert_eq!(pong_for(ProtocolVersion::V1, "#1"), Some("#2"));
+        assert_eq!(pong_for(ProtocolVersion::V1, ""), None);
+        for version in [ProtocolVersion::V1, ProtocolVersion::V2] {
+            assert_eq!(pong_for(version, "#2"), None);
+            assert_eq!(pong_for(version, " "), None);
+            assert_eq!(pong_for(version, r##"{"event":"#1"}"##), None);
+        }
+    }
+
+    #[test]
+    fn the_handshake_sets_the_ping_timeout_or_zero_when_unusable() {
+        let current = ms(20_000);
+        let timeout =
+            |status: serde_json::Value| handshake_ping_timeout(status.as_object(), current);
+        assert_eq!(timeout(json!({"pingTimeout": 30000})), ms(30_000));
+        assert_eq!(timeout(json!({"pingTimeout": 1.5})), ms(1));
+        assert_eq!(
+            timeout(json!({"pingTimeout": 1e300})),
+            ms(u64::from(u32::MAX))
+        );
+        for unusable in [
+            json!({}),
+            json!({"pingTimeout": "30000"}),
+            json!({"pingTimeout": -5}),
+            json!({"pingTimeout": 0}),
+        ] {
+            assert_eq!(timeout(unusable), Duration::ZERO);
+        }
+        // No status object at all: the connect timeout stays.
+        assert_eq!(handshake_ping_timeout(None, current), current);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_on_a_socket_silent_for_the_ping_timeout_replaces_it() {
+        let mut rig = open_with_1s_ping_timeout(true);
+        tokio::time::advance(ms(999)).await;
+        assert_eq!(rig.transmit("a", None), Poke::None);
+        rig.st.pinged(rig.attempt);
+        tokio::time::advance(ms(999)).await;
+        assert_eq!(rig.transmit("b", None), Poke::None);
+        assert_eq!(rig.sent(), [r#"{"event":"a"}"#, r#"{"event":"b"}"#]);
+
+        tokio::time::advance(ms(1)).await;
+        let stale = rig.attempt;
+        assert_eq!(rig.transmit("c", None), Poke::Restart { target: stale });
+        assert!(rig.sent().is_empty(), "not on the stale socket");
+        assert_eq!(
+            rig.events(),
+            [ClientEvent::Disconnect {
+                code: 1000,
+                reason: STALE_REASON.to_owned()
+            }]
+        );
+        // It waits in the buffer for the replacement connection.
+        rig.reconnect();
+        rig.reply_handshake(status("s2", 1000));
+        assert_eq!(rig.sent()[1..], [r#"{"event":"c"}"#]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_the_watchdog_nothing_is_stale() {
+        let mut rig = open_with_1s_ping_timeout(false);
+        tokio::time::advance(ms(60_000)).await;
+        assert_eq!(rig.transmit("a", None), Poke::None);
+        assert_eq!(rig.sent(), [r#"{"event":"a"}"#]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ping_of_an_old_connection_does_not_refresh_the_clock() {
+        let mut rig = open_with_1s_ping_timeout(true);
+        let old = rig.attempt;
+        rig.close(4000);
+        rig.reconnect();
+        rig.reply_handshake(status("s2", 1000));
+        rig.sent();
+        tokio::time::advance(ms(600)).await;
+        rig.st.pinged(old);
+        tokio::time::advance(ms(400)).await;
+        assert_eq!(
+            rig.transmit("a", None),
+            Poke::Restart {
+                target: rig.attempt
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_stale_before_the_reply_and_no_ping_timeout_means_stale_at_once() {
+        let mut rig = Rig::connecting(options());
+        // Still waiting for the handshake reply: calls are buffered, never stale.
+        tokio::time::advance(ms(60_000)).await;
+        assert_eq!(rig.transmit("a", None), Poke::None);
+        // A zero ping timeout (none in the reply) makes the next send replace the socket.
+        rig.reply_handshake(json!({"id": "s"}));
+        rig.sent();
+        assert_eq!(
+            rig.transmit("b", None),
+            Poke::Restart {
+                target: rig.attempt
+            }
+        );
+    }
+}
