@@ -202,6 +202,8 @@ mod tests {
         );
         let mut n = 0;
         assert_eq!(reconnect_delay(&o, 1005, &mut n), Some(Duration::ZERO));
+        let mut n = 0;
+        assert_eq!(reconnect_delay(&o, 4001, &mut n), Some(Duration::ZERO));
         // Never after 1000 or >= 4500; the counter is untouched.
         let mut n = 3;
         assert_eq!(reconnect_delay(&o, 1000, &mut n), None);
