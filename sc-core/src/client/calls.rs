@@ -185,3 +185,86 @@ impl Client {
         EventReceiver { rx }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+    use tokio_tungstenite::tungstenite::Message;
+
+    use super::*;
+    use crate::client::state::Handshake;
+    use crate::client::ClientOptions;
+
+    /// A client opened by hand (no connection task), its frames readable from the receiver.
+    fn open_offline(ack_timeout: Duration) -> (Client, mpsc::UnboundedReceiver<Message>) {
+        let opts = ClientOptions {
+            ack_timeout,
+            ..ClientOptions::default()
+        };
+        let (client, _ctl) = Client::offline(opts);
+        let (writer, wire) = mpsc::unbounded_channel();
+        {
+            let mut st = client.shared().lock();
+            let attempt = st.begin_attempt().expect("a new client");
+            let mut hs = st
+                .ws_open(attempt, writer, Duration::from_secs(20))
+                .expect("current attempt");
+            st.handle_text(
+                attempt,
+                r#"{"rid":1,"data":{"id":"s","pingTimeout":30000}}"#,
+                &mut hs,
+            );
+        }
+        (client, wire)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_invoke_times_out_after_ack_timeout_and_is_forgotten() {
+        let (client, mut wire) = open_offline(Duration::from_secs(3));
+        let started = Instant::now();
+        let result: Result<serde_json::Value, _> = client.invoke("slow", &json!(1)).await;
+        assert!(matches!(result, Err(InvokeError::Timeout { event }) if event == "slow"));
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        let frames: Vec<String> = std::iter::from_fn(|| wire.try_recv().ok())
+            .map(|m| m.to_text().expect("text").to_owned())
+            .collect();
+        assert_eq!(
+            frames,
+            [
+                r##"{"event":"#handshake","data":{"authToken":null},"cid":1}"##,
+                r#"{"event":"slow","data":1,"cid":2}"#,
+            ]
+        );
+        assert_eq!(client.shared().lock().awaiting_responses(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answered_invoke_is_decoded_into_the_callers_type() {
+        let (client, mut wire) = open_offline(Duration::from_secs(3));
+        let call = tokio::spawn({
+            let client = client.clone();
+            async move { client.invoke::<_, Vec<u8>>("echo", &[1, 2]).await }
+        });
+        // The handshake is already queued; the invoke frame comes when the task runs.
+        while wire.try_recv().is_ok() {}
+        let frame = wire.recv().await.expect("the invoke frame");
+        assert_eq!(
+            frame.to_text().ok(),
+            Some(r#"{"event":"echo","data":[1,2],"cid":2}"#)
+        );
+        // Already open: the handshake bookkeeping plays no part.
+        let mut hs = Handshake {
+            cid: 1,
+            token: None,
+            outcome: None,
+        };
+        client
+            .shared()
+            .lock()
+            .handle_text(1, r#"{"rid":2,"data":[1,2]}"#, &mut hs);
+        let result = call.await.expect("the call task");
+        assert_eq!(result.ok(), Some(vec![1, 2]));
+    }
+}

@@ -195,3 +195,22 @@ impl Client {
         });
     }
 }
+
+#[cfg(test)]
+impl Client {
+    /// A client without a connection task: the test plays the task's part on `shared()` and
+    /// reads what the API asks of it from the returned receiver.
+    pub(crate) fn offline(opts: ClientOptions) -> (Client, mpsc::UnboundedReceiver<Control>) {
+        let (ctl, ctl_rx) = mpsc::unbounded_channel();
+        let inner = Inner {
+            shared: Arc::new(Shared::new(opts)),
+            ctl,
+        };
+        (
+            Client {
+                inner: Arc::new(inner),
+            },
+            ctl_rx,
+        )
+    }
+}
