@@ -1,6 +1,9 @@
-//! Reconnect backoff, as the official client computes it (`_tryReconnect`).
+//! Reconnect backoff, as the official client computes it (`_tryReconnect`): which closes
+//! reconnect, after how long.
 
 use std::time::Duration;
+
+use super::ClientOptions;
 
 /// Exponential reconnect backoff with jitter (`autoReconnectOptions` of the official client).
 ///
@@ -63,6 +66,29 @@ impl Backoff {
     /// The delay before the 0-based `attempt`, with a fresh random jitter.
     pub fn delay(&self, attempt: u32) -> Duration {
         self.delay_with(attempt, rand::random::<f64>())
+    }
+}
+
+/// The reconnect policy of the official client (`_destroy` + `_tryReconnect`): `None` = stay
+/// closed. `attempts` is the backoff exponent counter, reset by a successful handshake.
+pub(crate) fn reconnect_delay(
+    opts: &ClientOptions,
+    code: u16,
+    attempts: &mut u32,
+) -> Option<Duration> {
+    if !opts.auto_reconnect {
+        return None;
+    }
+    let immediate = matches!(code, 4000 | 4001 | 1005);
+    if !immediate && (code == 1000 || code >= 4500) {
+        return None;
+    }
+    let exponent = *attempts;
+    *attempts = attempts.saturating_add(1);
+    if immediate && exponent == 0 {
+        Some(Duration::ZERO)
+    } else {
+        Some(opts.backoff.delay(exponent))
     }
 }
 
@@ -132,5 +158,60 @@ mod tests {
             ..Backoff::default()
         };
         assert_eq!(b.delay_with(3, 0.5), ms(10_000 + 5_000)); // non-finite multiplier -> 1
+    }
+
+    fn opts() -> ClientOptions {
+        let mut o = ClientOptions::new("ws://127.0.0.1:1/socketcluster/");
+        o.backoff = Backoff {
+            initial_delay: Duration::from_millis(100),
+            randomness: Duration::ZERO,
+            multiplier: 2.0,
+            max_delay: Duration::from_millis(1000),
+        };
+        o
+    }
+
+    #[test]
+    fn reconnect_policy_matches_the_official_client() {
+        let o = opts();
+        let mut n = 0;
+        // Ping/pong timeouts and a missing status reconnect at once on the first attempt...
+        assert_eq!(reconnect_delay(&o, 4000, &mut n), Some(Duration::ZERO));
+        // ...and back off on later ones.
+        assert_eq!(
+            reconnect_delay(&o, 4001, &mut n),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            reconnect_delay(&o, 1006, &mut n),
+            Some(Duration::from_millis(400))
+        );
+        assert_eq!(
+            reconnect_delay(&o, 4123, &mut n),
+            Some(Duration::from_millis(800))
+        );
+        assert_eq!(
+            reconnect_delay(&o, 1001, &mut n),
+            Some(Duration::from_millis(1000))
+        );
+        assert_eq!(n, 5);
+        let mut n = 0;
+        assert_eq!(
+            reconnect_delay(&o, 4123, &mut n),
+            Some(Duration::from_millis(100))
+        );
+        let mut n = 0;
+        assert_eq!(reconnect_delay(&o, 1005, &mut n), Some(Duration::ZERO));
+        let mut n = 0;
+        assert_eq!(reconnect_delay(&o, 4001, &mut n), Some(Duration::ZERO));
+        // Never after 1000 or >= 4500; the counter is untouched.
+        let mut n = 3;
+        assert_eq!(reconnect_delay(&o, 1000, &mut n), None);
+        assert_eq!(reconnect_delay(&o, 4500, &mut n), None);
+        assert_eq!(reconnect_delay(&o, 4999, &mut n), None);
+        assert_eq!(n, 3);
+        let mut o = opts();
+        o.auto_reconnect = false;
+        assert_eq!(reconnect_delay(&o, 4000, &mut n), None);
     }
 }

@@ -4,6 +4,10 @@
 //!
 //! Nothing here panics on input: anything that is not a packet decodes as [`Inbound::Raw`] or
 //! [`Packet::Other`].
+//!
+//! This module is also the client's only door into the rest of sc-core: the items below are the
+//! only ones the client takes from outside `client/`, so when they move in the crate only these
+//! lines change.
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -11,8 +15,10 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use crate::error::ScError;
-
+pub(crate) use crate::channel::TypedChannel;
+pub(crate) use crate::error::ScError;
+pub(crate) use crate::exchange::ChannelTarget;
+pub use crate::protocol::ProtocolVersion;
 pub(crate) use crate::protocol::{close_status, decode, Inbound, Packet};
 
 /// A JSON string literal for `s` (quotes and escapes included).

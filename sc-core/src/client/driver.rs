@@ -1,6 +1,7 @@
 //! The connection task: one per [`super::Client`]. It opens the WebSocket, runs the handshake,
 //! pumps frames both ways, answers pings, runs the ping watchdog and reconnects with backoff.
-//! Protocol decisions live in [`super::state`]; this module only does the I/O and the timing.
+//! Protocol decisions live in [`super::state`] (and the reconnect policy in [`super::backoff`]);
+//! this module only does the I/O and the timing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +15,11 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::backoff::reconnect_delay;
+use super::codec::ScError;
 use super::errors::ClientError;
-use super::state::Shared;
-use super::{ClientEvent, ClientOptions};
-use crate::error::ScError;
+use super::state::{pong_for, rejection_code, Shared};
+use super::ClientEvent;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -73,29 +75,6 @@ enum End {
         cause: Option<ClientError>,
         opened: bool,
     },
-}
-
-/// The reconnect policy of the official client (`_destroy` + `_tryReconnect`): `None` = stay
-/// closed. `attempts` is the backoff exponent counter, reset by a successful handshake.
-pub(crate) fn reconnect_delay(
-    opts: &ClientOptions,
-    code: u16,
-    attempts: &mut u32,
-) -> Option<Duration> {
-    if !opts.auto_reconnect {
-        return None;
-    }
-    let immediate = matches!(code, 4000 | 4001 | 1005);
-    if !immediate && (code == 1000 || code >= 4500) {
-        return None;
-    }
-    let exponent = *attempts;
-    *attempts = attempts.saturating_add(1);
-    if immediate && exponent == 0 {
-        Some(Duration::ZERO)
-    } else {
-        Some(opts.backoff.delay(exponent))
-    }
 }
 
 /// The connection task's main loop.
@@ -265,8 +244,6 @@ async fn session(
     };
 
     // 3. Pump until the connection ends.
-    let ping = opts.protocol_version.ping();
-    let pong = opts.protocol_version.pong();
     let watchdog_enabled = opts.ping_watchdog;
     let mut ping_timeout = opts.connect_timeout;
     let watchdog = time::sleep(ping_timeout);
@@ -280,7 +257,7 @@ async fn session(
         tokio::select! {
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
-                    if text.as_str() == ping {
+                    if let Some(pong) = pong_for(opts.protocol_version, text.as_str()) {
                         watchdog.as_mut().reset(Instant::now() + ping_timeout);
                         shared.lock().pinged(attempt);
                         let _ = tx.send(Message::text(pong));
@@ -298,12 +275,8 @@ async fn session(
                             }
                         }
                         Some(Err(err)) => {
-                            // Official: statusCode or 4003, emit the error, close with it.
-                            let code = err
-                                .get("statusCode")
-                                .and_then(serde_json::Value::as_u64)
-                                .and_then(|c| u16::try_from(c).ok())
-                                .unwrap_or(4003);
+                            // Official: emit the error, close with its code.
+                            let code = rejection_code(&err);
                             let reason = err.to_string();
                             shared.lock().emit(ClientEvent::Error(err.clone()));
                             break (code, reason, Some(code), Some(ClientError::Handshake(err)));
@@ -401,63 +374,4 @@ async fn close(ws: &mut Ws, code: u16, reason: &str) {
         reason: reason[..end].into(),
     };
     let _ = time::timeout(CLOSE_GRACE, ws.close(Some(frame))).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::client::Backoff;
-
-    fn opts() -> ClientOptions {
-        let mut o = ClientOptions::new("ws://127.0.0.1:1/socketcluster/");
-        o.backoff = Backoff {
-            initial_delay: Duration::from_millis(100),
-            randomness: Duration::ZERO,
-            multiplier: 2.0,
-            max_delay: Duration::from_millis(1000),
-        };
-        o
-    }
-
-    #[test]
-    fn reconnect_policy_matches_the_official_client() {
-        let o = opts();
-        let mut n = 0;
-        // Ping/pong timeouts and a missing status reconnect at once on the first attempt...
-        assert_eq!(reconnect_delay(&o, 4000, &mut n), Some(Duration::ZERO));
-        // ...and back off on later ones.
-        assert_eq!(
-            reconnect_delay(&o, 4001, &mut n),
-            Some(Duration::from_millis(200))
-        );
-        assert_eq!(
-            reconnect_delay(&o, 1006, &mut n),
-            Some(Duration::from_millis(400))
-        );
-        assert_eq!(
-            reconnect_delay(&o, 4123, &mut n),
-            Some(Duration::from_millis(800))
-        );
-        assert_eq!(
-            reconnect_delay(&o, 1001, &mut n),
-            Some(Duration::from_millis(1000))
-        );
-        assert_eq!(n, 5);
-        let mut n = 0;
-        assert_eq!(
-            reconnect_delay(&o, 4123, &mut n),
-            Some(Duration::from_millis(100))
-        );
-        let mut n = 0;
-        assert_eq!(reconnect_delay(&o, 1005, &mut n), Some(Duration::ZERO));
-        // Never after 1000 or >= 4500; the counter is untouched.
-        let mut n = 3;
-        assert_eq!(reconnect_delay(&o, 1000, &mut n), None);
-        assert_eq!(reconnect_delay(&o, 4500, &mut n), None);
-        assert_eq!(reconnect_delay(&o, 4999, &mut n), None);
-        assert_eq!(n, 3);
-        let mut o = opts();
-        o.auto_reconnect = false;
-        assert_eq!(reconnect_delay(&o, 4000, &mut n), None);
-    }
 }

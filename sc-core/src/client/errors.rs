@@ -1,6 +1,6 @@
 //! The client's error types.
 
-use crate::error::ScError;
+use super::codec::ScError;
 
 pub use crate::protocol::InvokeError;
 
