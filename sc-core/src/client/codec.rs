@@ -16,8 +16,8 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 pub(crate) use crate::channel::TypedChannel;
-pub(crate) use crate::error::ScError;
-pub(crate) use crate::exchange::ChannelTarget;
+pub(crate) use crate::protocol::ScError;
+pub(crate) use crate::pubsub::exchange::ChannelTarget;
 pub use crate::protocol::ProtocolVersion;
 pub(crate) use crate::protocol::{close_status, decode, Inbound, Packet};
 
