@@ -1,4 +1,5 @@
-//! Helpers shared by the process tests (cluster and Redis).
+//! Helpers shared by the process tests of `tests/cluster` and `tests/redis` (each includes this
+//! file with `#[path]`).
 #![allow(dead_code)]
 
 use std::time::Duration;

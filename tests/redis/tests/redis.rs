@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+// Shared with the other process-test package (tests/cluster, tests/redis).
+#[path = "../../support/mod.rs"]
 mod support;
 
 use sc_core::client::{Client, ClientOptions};
@@ -58,7 +60,7 @@ impl Node {
     }
 
     fn start_with(redis_url: &str, prefix: &str, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_compat-server"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_redis-compat-server"))
             .envs(env.iter().copied())
             .env("SC_PORT", "0")
             .env("SC_HOST", "127.0.0.1")

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+// Shared with the other process-test package (tests/cluster, tests/redis).
+#[path = "../../support/mod.rs"]
 mod support;
 
 use sc_core::client::{Backoff, Client, ClientEvent, ClientOptions, Subscription};
@@ -27,7 +29,7 @@ impl Cluster {
     }
 
     fn start_with(workers: usize, brokers: usize, balancers: usize, env: &[(&str, &str)]) -> Self {
-        let mut master = Command::new(env!("CARGO_BIN_EXE_compat-server"))
+        let mut master = Command::new(env!("CARGO_BIN_EXE_cluster-compat-server"))
             .envs(env.iter().copied())
             .env("SC_PORT", "0")
             .env("SC_HOST", "127.0.0.1")
@@ -424,7 +426,7 @@ async fn crash_worker_on_error_replaces_the_worker_after_answering() {
 /// The test CA and certificate of `sc-core/tests/keys`.
 fn key_file(name: &str) -> String {
     format!(
-        "{}/../../../sc-core/tests/keys/{name}",
+        "{}/../../sc-core/tests/keys/{name}",
         env!("CARGO_MANIFEST_DIR")
     )
 }
