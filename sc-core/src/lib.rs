@@ -53,6 +53,9 @@ mod tls;
 #[cfg(feature = "client")]
 pub mod client;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 #[doc(hidden)]
 pub mod __private;
 
