@@ -20,7 +20,7 @@ if [ ! -d tests/compat/node_modules ] || [ tests/compat/package-lock.json -nt te
 fi
 
 echo "== cargo test (unit, integration, the Rust client against our server and the Node reference)"
-SC_REQUIRE_UI_TESTS=1 cargo test --workspace --all-features
+cargo test --workspace --all-features
 
 echo "== compatibility suite (the official socketcluster-client against our compat server)"
 cargo build -p compat-server -p chat

@@ -90,19 +90,19 @@ fn check_name(name: &str) -> Result<(), NewError> {
     Ok(())
 }
 
-/// The sc-core dependency line (normal and with the `client` feature for tests).
+/// The sc-core dependency line (normal, and with the `testing` feature for tests).
 fn sc_core_dependency(path: Option<&Path>) -> (String, String) {
     match path {
         Some(p) => {
             let p = p.display().to_string().replace('\\', "/");
             (
                 format!("{{ path = {p:?} }}"),
-                format!("{{ path = {p:?}, features = [\"client\"] }}"),
+                format!("{{ path = {p:?}, features = [\"testing\"] }}"),
             )
         }
         None => (
             "\"0.1\"".to_owned(),
-            "{ version = \"0.1\", features = [\"client\"] }".to_owned(),
+            "{ version = \"0.1\", features = [\"testing\"] }".to_owned(),
         ),
     }
 }
@@ -124,14 +124,14 @@ pub fn run(args: NewArgs) -> Result<PathBuf, NewError> {
         Some(p) => Some(std::fs::canonicalize(&p).map_err(|e| NewError::Io(p, e))?),
         None => std::fs::canonicalize(&built_from).ok(),
     };
-    let (dep, dep_client) = sc_core_dependency(sc_core.as_deref());
+    let (dep, dep_testing) = sc_core_dependency(sc_core.as_deref());
     let crate_name = name.replace('-', "_");
     for (path, template) in FILES {
         let text = template
             .replace("{{name}}", &name)
             .replace("{{crate}}", &crate_name)
             .replace("{{sc_core}}", &dep)
-            .replace("{{sc_core_client}}", &dep_client);
+            .replace("{{sc_core_testing}}", &dep_testing);
         let target = dir.join(path);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| NewError::Io(parent.to_owned(), e))?;
@@ -165,7 +165,7 @@ mod tests {
                 .replace("{{name}}", "x")
                 .replace("{{crate}}", "x")
                 .replace("{{sc_core}}", "\"0.1\"")
-                .replace("{{sc_core_client}}", "\"0.1\"");
+                .replace("{{sc_core_testing}}", "\"0.1\"");
             assert!(!text.contains("{{"), "{path} has an unknown placeholder");
         }
     }

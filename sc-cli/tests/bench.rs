@@ -27,7 +27,8 @@ fn sc_bench(url: &str, args: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_scenarios_run_end_to_end_without_loss() {
-    let url = start_server().await;
+    let server = start_server().await;
+    let url = server.url();
 
     let url2 = url.clone();
     let fanout =

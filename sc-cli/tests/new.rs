@@ -40,6 +40,10 @@ fn sc_new_creates_an_app_that_builds_and_passes_its_test() {
         manifest.contains("path = "),
         "a path dependency on this checkout: {manifest}"
     );
+    assert!(
+        manifest.contains("features = [\"testing\"]"),
+        "tests/chat.rs uses sc_core::testing: {manifest}"
+    );
 
     // Refuses to overwrite.
     let again = sc().arg("new").arg(&app).output().expect("run sc new");

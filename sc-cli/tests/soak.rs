@@ -11,7 +11,8 @@ use support::start_server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_churns_without_errors_and_leaves_nothing_behind() {
-    let url = start_server().await;
+    let server = start_server().await;
+    let url = server.url();
 
     // The server runs in this test process: its pid is ours.
     let pid = std::process::id().to_string();

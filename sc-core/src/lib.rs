@@ -58,6 +58,9 @@ pub use pubsub::exchange;
 #[cfg(feature = "client")]
 pub mod client;
 
+#[cfg(feature = "testing")]
+pub mod testing;
+
 #[doc(hidden)]
 pub mod __private;
 

@@ -13,6 +13,7 @@ use common::*;
 use sc_core::broker::cluster::{broker_index, ClusterOptions};
 use sc_core::broker::{server, BrokerError, ClusterBroker};
 use sc_core::client::{Client, InvokeError, Subscription};
+use sc_core::testing::{self, TestServer};
 use sc_core::Exchange;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -79,8 +80,8 @@ impl Cluster {
         }
         let engine_a = ClusterBroker::new(paths.clone());
         let engine_b = ClusterBroker::new(paths.clone());
-        let a = start(builder().broker_engine(engine_a.clone())).await;
-        let b = start(builder().broker_engine(engine_b.clone())).await;
+        let a = TestServer::start(testing::builder().broker_engine(engine_a.clone())).await;
+        let b = TestServer::start(testing::builder().broker_engine(engine_b.clone())).await;
         let cluster = Self {
             _dir: dir,
             paths,
@@ -96,7 +97,7 @@ impl Cluster {
     }
 
     fn exchanges(&self) -> (Exchange, Exchange) {
-        (self.a.handle.exchange(), self.b.handle.exchange())
+        (self.a.handle().exchange(), self.b.handle().exchange())
     }
 
     /// Waits until both workers are connected to broker `i` with their subscriptions restored.
@@ -184,9 +185,9 @@ async fn subscribe_all(client: &Client, names: &[String]) -> Vec<Subscription> {
 async fn client_and_server_publishes_reach_both_workers_exactly_once() {
     let cluster = Cluster::start().await;
     let names = channels("room", 16);
-    let (ca, cb) = (client(&cluster.a).await, client(&cluster.b).await);
+    let (ca, cb) = (cluster.a.client().await, cluster.b.client().await);
     // Two clients on A: one channel subscription per worker at the broker, two sockets fed.
-    let ca2 = client(&cluster.a).await;
+    let ca2 = cluster.a.client().await;
     let mut subs_a = subscribe_all(&ca, &names).await;
     let mut subs_a2 = subscribe_all(&ca2, &names).await;
     let mut subs_b = subscribe_all(&cb, &names).await;
@@ -245,7 +246,7 @@ async fn client_and_server_publishes_reach_both_workers_exactly_once() {
     eventually(|| {
         cluster
             .b
-            .handle
+            .handle()
             .clients()
             .iter()
             .all(|s| !s.is_subscribed(&first))
@@ -323,7 +324,7 @@ async fn key_value_operations_agree_across_workers() {
 async fn a_restarted_broker_fails_fast_while_down_then_gets_every_subscription_back() {
     let cluster = Cluster::start().await;
     let names = channels("feed", 12);
-    let (ca, cb) = (client(&cluster.a).await, client(&cluster.b).await);
+    let (ca, cb) = (cluster.a.client().await, cluster.b.client().await);
     let mut subs_a = subscribe_all(&ca, &names).await;
     let mut subs_b = subscribe_all(&cb, &names).await;
     let (ex_a, ex_b) = cluster.exchanges();
@@ -415,9 +416,9 @@ async fn a_stale_socket_file_is_replaced_and_a_live_one_is_not() {
     assert!(path.exists(), "the socket file stays behind");
     let _second = start_broker(path.clone()).await;
     let engine = ClusterBroker::new(vec![path]);
-    let server = start(builder().broker_engine(engine.clone())).await;
+    let server = TestServer::start(testing::builder().broker_engine(engine.clone())).await;
     assert!(engine.is_connected(0));
-    let ex = server.handle.exchange();
+    let ex = server.handle().exchange();
     ex.set("k", &"v").await.expect("set");
     assert_eq!(
         ex.get::<String>("k").await.expect("get").as_deref(),
@@ -444,8 +445,8 @@ async fn a_peer_that_breaks_the_protocol_is_dropped_and_others_carry_on() {
     let path = dir.0.join("b.sock");
     let _broker = start_broker(path.clone()).await;
     let engine = ClusterBroker::new(vec![path.clone()]);
-    let server = start(builder().broker_engine(engine.clone())).await;
-    let ex = server.handle.exchange();
+    let server = TestServer::start(testing::builder().broker_engine(engine.clone())).await;
+    let ex = server.handle().exchange();
     ex.set("k", &1).await.expect("set");
 
     const HELLO: &[u8] = b"\0\0\0\x05\0SCB\x01";
@@ -472,9 +473,10 @@ async fn oversized_messages_fail_alone() {
     let dir = TempDir::new();
     let path = dir.0.join("b.sock");
     let _broker = start_broker(path.clone()).await;
-    let server = start(builder().broker_engine(ClusterBroker::new(vec![path]))).await;
-    let ex = server.handle.exchange();
-    let c = client(&server).await;
+    let server =
+        TestServer::start(testing::builder().broker_engine(ClusterBroker::new(vec![path]))).await;
+    let ex = server.handle().exchange();
+    let c = server.client().await;
     let mut sub = c.subscribe("big").await.expect("subscribes");
 
     // Over the 16 MiB frame limit: refused by this worker before it reaches the socket.
@@ -505,10 +507,10 @@ async fn a_broker_socket_nobody_serves_yet_fails_fast_until_the_broker_is_up() {
     let mut options = ClusterOptions::default();
     options.request_timeout = Duration::from_millis(300);
     let engine = ClusterBroker::with_options(vec![path], options);
-    let server = start(builder().broker_engine(engine.clone())).await;
+    let server = TestServer::start(testing::builder().broker_engine(engine.clone())).await;
     assert!(!engine.is_connected(0));
-    let ex = server.handle.exchange();
-    let c = client(&server).await;
+    let ex = server.handle().exchange();
+    let c = server.client().await;
     let mut sub = c.subscribe("ch").await.expect("remembered");
 
     let t = Instant::now();

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sc_core::client::{
-    Backoff, Client, ClientError, ClientEvent, ClientOptions, ConnectionState, InvokeError,
-    ProtocolVersion,
+    Client, ClientError, ClientEvent, ClientOptions, ConnectionState, InvokeError, ProtocolVersion,
 };
 use sc_core::error::ScError;
+use sc_core::testing;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -33,14 +33,9 @@ impl Fake {
 
     fn opts(&self) -> ClientOptions {
         let port = self.listener.local_addr().expect("addr").port();
-        let mut o = ClientOptions::new(format!("ws://127.0.0.1:{port}/socketcluster/"));
-        o.ack_timeout = Duration::from_secs(2);
-        o.backoff = Backoff {
-            initial_delay: Duration::from_millis(50),
-            randomness: Duration::ZERO,
-            multiplier: 1.5,
-            max_delay: Duration::from_millis(500),
-        };
+        let mut o = testing::client_options(format!("ws://127.0.0.1:{port}/socketcluster/"));
+        // Exact reconnect delays: tests time them.
+        o.backoff.randomness = Duration::ZERO;
         o
     }
 

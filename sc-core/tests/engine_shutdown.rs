@@ -5,13 +5,11 @@
 //! it in a cycle) and the runtime's task count and the process's open descriptors return to
 //! where they were. One test (own binary): descriptors and tasks are process-wide.
 
-mod common;
-
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use common::*;
 use sc_core::broker::{BrokerEngine, ClusterBroker, LocalBroker, Redis};
+use sc_core::testing::{builder, TestServer};
 
 const ROUNDS: usize = 50;
 
@@ -49,10 +47,10 @@ async fn settles(mut cond: impl FnMut() -> bool) -> bool {
 /// One server life with `engine`: connect, subscribe, publish, read back, KV, stop.
 async fn round<E: BrokerEngine>(engine: Arc<E>, round: usize) -> Weak<E> {
     let weak = Arc::downgrade(&engine);
-    let server = start(builder().broker_engine(engine)).await;
-    let client = client(&server).await;
+    let server = TestServer::start(builder().broker_engine(engine)).await;
+    let client = server.client().await;
     let mut sub = client.subscribe("ch").await.expect("subscribes");
-    let exchange = server.handle.exchange();
+    let exchange = server.handle().exchange();
     exchange.publish("ch", &round).await.expect("publishes");
     let got = tokio::time::timeout(Duration::from_secs(5), sub.recv())
         .await

@@ -2,11 +2,11 @@
 //! a reused cid, unknown `#` events, an invoke flood. Each gets its documented answer or close
 //! code, and a bystander socket on the same server is untouched.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sc_core::prelude::*;
+use sc_core::testing::TestServer;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -19,23 +19,13 @@ async fn echo(Raw(data): Raw) -> Option<Value> {
     data
 }
 
-async fn start() -> SocketAddr {
-    let server = SocketCluster::builder()
-        .ignore_env()
-        .port(0)
-        .host([127, 0, 0, 1].into())
-        .app(App::new().event("echo", echo))
-        .bind()
-        .await
-        .expect("server binds");
-    let addr = server.local_addr();
-    tokio::spawn(server.serve());
-    addr
+async fn start() -> TestServer {
+    TestServer::start_app(App::new().event("echo", echo)).await
 }
 
 /// A raw socket that completed `#handshake`.
-async fn handshaken(addr: SocketAddr) -> Ws {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/socketcluster/"))
+async fn handshaken(server: &TestServer) -> Ws {
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url())
         .await
         .expect("WebSocket connects");
     send(
@@ -131,9 +121,9 @@ async fn bystander_still_served(bystander: &mut Ws) {
 
 #[tokio::test]
 async fn invalid_utf8_in_a_text_frame_closes_1007() {
-    let addr = start().await;
-    let mut bystander = handshaken(addr).await;
-    let mut ws = handshaken(addr).await;
+    let server = start().await;
+    let mut bystander = handshaken(&server).await;
+    let mut ws = handshaken(&server).await;
     let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
     ws.send(Message::Frame(frame)).await.expect("send");
     assert_eq!(close_code(&mut ws).await, Some(1007));
@@ -142,9 +132,9 @@ async fn invalid_utf8_in_a_text_frame_closes_1007() {
 
 #[tokio::test]
 async fn a_frame_breaking_the_websocket_rules_closes_1002() {
-    let addr = start().await;
-    let mut bystander = handshaken(addr).await;
-    let mut ws = handshaken(addr).await;
+    let server = start().await;
+    let mut bystander = handshaken(&server).await;
+    let mut ws = handshaken(&server).await;
     // RSV1 set without a negotiated extension (RFC 6455 section 5.2).
     let mut frame = Frame::message(b"{}".to_vec(), OpCode::Data(Data::Text), true);
     frame.header_mut().rsv1 = true;
@@ -155,8 +145,8 @@ async fn a_frame_breaking_the_websocket_rules_closes_1002() {
 
 #[tokio::test]
 async fn a_reused_cid_is_answered_once_per_invoke() {
-    let addr = start().await;
-    let mut ws = handshaken(addr).await;
+    let server = start().await;
+    let mut ws = handshaken(&server).await;
     send(&mut ws, json!({"event": "echo", "data": "a", "cid": 5})).await;
     send(&mut ws, json!({"event": "echo", "data": "b", "cid": 5})).await;
     // Replies keep the order of the invokes (one socket's messages are handled in order).
@@ -172,8 +162,8 @@ async fn a_reused_cid_is_answered_once_per_invoke() {
 
 #[tokio::test]
 async fn unknown_hash_events_are_refused_with_an_error_and_the_socket_stays_open() {
-    let addr = start().await;
-    let mut ws = handshaken(addr).await;
+    let server = start().await;
+    let mut ws = handshaken(&server).await;
     send(&mut ws, json!({"event": "#nope", "data": 1, "cid": 7})).await;
     let reply = next_json(&mut ws).await.expect("a reply");
     assert_eq!(reply["rid"], 7);
@@ -189,9 +179,9 @@ async fn unknown_hash_events_are_refused_with_an_error_and_the_socket_stays_open
 
 #[tokio::test]
 async fn an_invoke_flood_over_the_default_limit_is_disconnected_with_4429() {
-    let addr = start().await;
-    let mut bystander = handshaken(addr).await;
-    let ws = handshaken(addr).await;
+    let server = start().await;
+    let mut bystander = handshaken(&server).await;
+    let ws = handshaken(&server).await;
     // Far more than the default burst of 10000, as fast as the socket takes them (batched).
     let code = close_code_under_flood(ws, 300, |chunk| {
         let batch: Vec<Value> = (0..100)
@@ -208,9 +198,9 @@ async fn an_invoke_flood_over_the_default_limit_is_disconnected_with_4429() {
 async fn a_flood_of_objects_that_are_not_packets_is_disconnected_with_4429() {
     // `{}` is valid JSON but no packet: the protocol ignores it, and the socket-wide limit must
     // still count it, or a client could send such messages without bound.
-    let addr = start().await;
-    let mut bystander = handshaken(addr).await;
-    let ws = handshaken(addr).await;
+    let server = start().await;
+    let mut bystander = handshaken(&server).await;
+    let ws = handshaken(&server).await;
     let code = close_code_under_flood(ws, 300, |_| vec!["{}".to_owned(); 100]).await;
     assert_eq!(code, Some(4429));
     bystander_still_served(&mut bystander).await;

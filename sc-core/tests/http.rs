@@ -4,25 +4,14 @@ use std::time::Duration;
 
 use axum::routing::get;
 use sc_core::prelude::*;
+use sc_core::server::Builder;
+use sc_core::testing::{self, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn start(
-    builder: sc_core::server::Builder,
-) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let server = builder
-        .ignore_env()
-        .port(0)
-        .host([127, 0, 0, 1].into())
-        // Upgraded test connections never send #handshake: let the server drop them quickly.
-        .handshake_timeout(Duration::from_millis(300))
-        .bind()
-        .await
-        .expect("server binds");
-    let addr = server.local_addr();
-    let task = tokio::spawn(async move {
-        let _ = server.serve().await;
-    });
-    (addr, task)
+/// A test server whose upgraded connections, which never send `#handshake` here, are dropped
+/// after 300 ms.
+async fn start(builder: Builder) -> TestServer {
+    TestServer::start(builder.handshake_timeout(Duration::from_millis(300))).await
 }
 
 /// Sends one raw HTTP/1.1 request and returns the status code and body (read by Content-Length,
@@ -86,7 +75,8 @@ async fn serves_user_routes_and_a_static_directory_beside_the_realtime_path() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::write(dir.join("hello.txt"), "static hello").expect("write file");
     let router = axum::Router::new().route("/api/ping", get(|| async { "pong" }));
-    let (addr, _task) = start(SocketCluster::builder().router(router).serve_dir(&dir)).await;
+    let server = start(testing::builder().router(router).serve_dir(&dir)).await;
+    let addr = server.addr();
 
     assert_eq!(
         http(addr, &get_req("/api/ping", "")).await,
@@ -100,7 +90,8 @@ async fn serves_user_routes_and_a_static_directory_beside_the_realtime_path() {
 
 #[tokio::test]
 async fn upgrade_on_the_realtime_path_switches_protocols_and_elsewhere_is_400() {
-    let (addr, _task) = start(SocketCluster::builder()).await;
+    let server = start(testing::builder()).await;
+    let addr = server.addr();
     let (status, _) = http(addr, &upgrade_req("/socketcluster/", "")).await;
     assert_eq!(status, 101);
     let (status, _) = http(addr, &upgrade_req("/socketcluster", "")).await;
@@ -114,7 +105,8 @@ async fn upgrade_on_the_realtime_path_switches_protocols_and_elsewhere_is_400() 
 
 #[tokio::test]
 async fn origins_are_checked_before_the_upgrade() {
-    let (addr, _task) = start(SocketCluster::builder().origins("good.example:*")).await;
+    let server = start(testing::builder().origins("good.example:*")).await;
+    let addr = server.addr();
     let (status, _) = http(
         addr,
         &upgrade_req("/socketcluster/", "Origin: https://good.example\r\n"),
@@ -147,7 +139,8 @@ async fn handshake_ws_middleware_block_is_http_401_with_the_message() {
         }
     }
     let app = App::new().middleware(MiddlewareKind::HandshakeWs, gate);
-    let (addr, _task) = start(SocketCluster::builder().app(app)).await;
+    let server = start(testing::builder().app(app)).await;
+    let addr = server.addr();
     assert_eq!(
         http(addr, &upgrade_req("/socketcluster/?key=open", ""))
             .await
@@ -204,11 +197,11 @@ async fn reserved_event_names_and_bad_options_fail_at_startup() {
 /// timeout, and while they hang a real request is still served at once.
 #[tokio::test]
 async fn connections_that_never_finish_their_request_are_dropped_and_do_not_starve_others() {
-    let (addr, _task) = start(
-        SocketCluster::builder()
-            .router(axum::Router::new().route("/ping", get(|| async { "pong" }))),
+    let server = start(
+        testing::builder().router(axum::Router::new().route("/ping", get(|| async { "pong" }))),
     )
     .await;
+    let addr = server.addr();
     let mut idle = Vec::new();
     for i in 0..200 {
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");

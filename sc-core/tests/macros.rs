@@ -3,13 +3,13 @@
 //! as real servers and receive the same raw SocketCluster frames; their answers must be identical
 //! (socket ids aside).
 
-#![cfg(feature = "macros")]
+#![cfg(all(feature = "macros", feature = "testing"))]
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use sc_core::prelude::*;
+use sc_core::testing::TestServer;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -176,22 +176,6 @@ mod by_hand {
     }
 }
 
-async fn start(app: App) -> SocketAddr {
-    let server = SocketCluster::builder()
-        .ignore_env()
-        .port(0)
-        .host([127, 0, 0, 1].into())
-        .handlers(app)
-        .bind()
-        .await
-        .expect("server binds");
-    let addr = server.local_addr();
-    tokio::spawn(async move {
-        let _ = server.serve().await;
-    });
-    addr
-}
-
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -214,9 +198,8 @@ async fn next_frame(ws: &mut Ws) -> Value {
 
 /// Sends each frame and collects everything the server sends until the reply to that frame's
 /// `cid`. The socket id in the handshake reply is replaced by `"<id>"`.
-async fn transcript(addr: SocketAddr, frames: &[Value]) -> Vec<Value> {
-    let url = format!("ws://{addr}/socketcluster/");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+async fn transcript(server: &TestServer, frames: &[Value]) -> Vec<Value> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url())
         .await
         .expect("WebSocket connects");
     let mut seen = Vec::new();
@@ -265,8 +248,8 @@ async fn an_app_written_with_macros_answers_exactly_like_the_same_app_written_by
         invoke("say", json!({"room": 7, "text": "hi"}), 10),
         invoke("missing", Value::Null, 11),
     ];
-    let macros = transcript(start(with_macros::app()).await, &frames).await;
-    let by_hand = transcript(start(by_hand::app()).await, &frames).await;
+    let macros = transcript(&TestServer::start_app(with_macros::app()).await, &frames).await;
+    let by_hand = transcript(&TestServer::start_app(by_hand::app()).await, &frames).await;
     assert_eq!(macros, by_hand);
 
     // And the answers are the ones the app means (not just equally wrong).
@@ -366,16 +349,12 @@ async fn overlapping_channels_and_duplicate_events_fail_at_startup_naming_both_l
 /// The Rust client speaks typed channels too: `publish_to` takes only the channel's message type
 /// (a UI case shows the wrong type failing), `subscribe_to` yields it decoded, and a name that is
 /// not a room is refused by the server's `Channel<Room>` middleware.
-#[cfg(feature = "client")]
 #[tokio::test]
 async fn the_client_publishes_and_subscribes_typed_channels() {
-    use sc_core::client::Client;
     use with_macros::Room;
 
-    let addr = start(with_macros::app()).await;
-    let client = Client::connect(&format!("ws://{addr}/socketcluster/"))
-        .await
-        .expect("connects");
+    let server = TestServer::start_app(with_macros::app()).await;
+    let client = server.client().await;
     let mut room = client
         .subscribe_to(&Room { id: 4 })
         .await

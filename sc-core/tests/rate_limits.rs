@@ -1,12 +1,14 @@
 //! Rate limits: a per-event limit that rejects (the caller gets `RateLimitError`, other events
 //! and other sockets are untouched) and a socket-wide limit that disconnects with 4429.
 
-#![cfg(feature = "client")]
+#![cfg(feature = "testing")]
 
 mod common;
 
+use common::wait_for;
 use sc_core::client::ClientEvent;
 use sc_core::prelude::*;
+use sc_core::testing::{self, TestServer};
 use serde_json::{json, Value};
 
 async fn echo(Raw(data): Raw) -> Option<Value> {
@@ -19,9 +21,9 @@ async fn a_per_event_limit_rejects_the_excess_and_nothing_else() {
         .event("chat", echo)
         .event("echo", echo)
         .rate_limit("chat", RateLimit::per_second(1.0).burst(5.0));
-    let server = common::start(common::builder().app(app)).await;
-    let flooder = common::client(&server).await;
-    let calm = common::client(&server).await;
+    let server = TestServer::start_app(app).await;
+    let flooder = server.client().await;
+    let calm = server.client().await;
 
     let payloads: Vec<Value> = (0..20).map(|i| json!(i)).collect();
     let calls = payloads
@@ -54,20 +56,19 @@ async fn a_socket_over_the_message_limit_is_disconnected_with_4429() {
     let limit = RateLimit::per_second(10.0)
         .burst(20.0)
         .action(LimitAction::Disconnect);
-    let server = common::start(
-        common::builder()
+    let server = TestServer::start(
+        testing::builder()
             .message_rate_limit(Some(limit))
             .app(App::new().event("echo", echo)),
     )
     .await;
-    let flooder = common::client(&server).await;
-    let calm = common::client(&server).await;
+    let flooder = server.client().await;
+    let calm = server.client().await;
     let mut events = flooder.events();
     for i in 0..100 {
         let _ = flooder.transmit("echo", &json!(i));
     }
-    let closed =
-        common::wait_for(&mut events, |e| matches!(e, ClientEvent::Disconnect { .. })).await;
+    let closed = wait_for(&mut events, |e| matches!(e, ClientEvent::Disconnect { .. })).await;
     match closed {
         ClientEvent::Disconnect { code, .. } => assert_eq!(code, 4429),
         other => panic!("{other:?}"),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::*;
 use sc_core::client::{ClientEvent, ConnectionState, InvokeError, SubscribeOptions};
 use sc_core::prelude::*;
+use sc_core::testing::{self, TestServer};
 use serde_json::{json, Value};
 
 async fn echo(Raw(data): Raw) -> Option<Value> {
@@ -52,8 +53,8 @@ async fn invoke_replies_data_nothing_errors_and_unhandled() {
         .event("add", add)
         .event("nothing", nothing)
         .event("fail", fail);
-    let server = start(builder().app(app)).await;
-    let c = client(&server).await;
+    let server = TestServer::start_app(app).await;
+    let c = server.client().await;
 
     let v: Value = c
         .invoke("echo", &json!({"x": [1, 2], "z": "é"}))
@@ -97,9 +98,9 @@ async fn a_panicking_handler_answers_one_error_and_the_socket_goes_on() {
     async fn boom() -> Json<i32> {
         panic!("deliberate test panic")
     }
-    let server = start(builder().app(base_app().event("boom", boom))).await;
-    let c = client(&server).await;
-    let other = client(&server).await;
+    let server = TestServer::start_app(base_app().event("boom", boom)).await;
+    let c = server.client().await;
+    let other = server.client().await;
     let e = remote(c.invoke::<_, Value>("boom", &()).await.expect_err("panic"));
     assert_eq!(e.name(), "ServerError");
     let v: Value = c
@@ -120,9 +121,9 @@ async fn a_panicking_middleware_closes_its_socket_with_1011_and_nothing_is_left_
         Ok(())
     }
     let app = base_app().middleware(MiddlewareKind::Subscribe, gate);
-    let server = start(builder().app(app)).await;
-    let c = client(&server).await;
-    let other = client(&server).await;
+    let server = TestServer::start_app(app).await;
+    let c = server.client().await;
+    let other = server.client().await;
     let id = c.id().expect("connected");
     let mut events = c.events();
     // The subscribe never completes: the client resubscribes after each reconnect.
@@ -140,7 +141,7 @@ async fn a_panicking_middleware_closes_its_socket_with_1011_and_nothing_is_left_
     // The socket was cleaned up (not leaked with a stuck writer), others go on.
     let v: Value = other.invoke("echo", &1).await.expect("other socket works");
     assert_eq!(v, json!(1));
-    eventually(|| server.handle.client(&id).is_none()).await;
+    eventually(|| server.handle().client(&id).is_none()).await;
 }
 
 #[tokio::test]
@@ -154,8 +155,8 @@ async fn transmits_are_handled_once_each_in_order() {
             .push(data.unwrap_or(Value::Null));
     }
     let seen = Seen::default();
-    let server = start(builder().app(base_app().state(seen.clone()).event("note", note))).await;
-    let c = client(&server).await;
+    let server = TestServer::start_app(base_app().state(seen.clone()).event("note", note)).await;
+    let c = server.client().await;
     for i in 0..50 {
         c.transmit("note", &i).expect("transmit");
     }
@@ -167,10 +168,10 @@ async fn transmits_are_handled_once_each_in_order() {
 
 #[tokio::test]
 async fn publications_reach_every_subscriber_exactly_once() {
-    let server = start(builder().app(base_app())).await;
-    let a = client(&server).await;
-    let b = client(&server).await;
-    let c = client(&server).await;
+    let server = TestServer::start_app(base_app()).await;
+    let a = server.client().await;
+    let b = server.client().await;
+    let c = server.client().await;
     let mut sa = a.subscribe("room").await.expect("a subscribes");
     let mut sb = b.subscribe("room").await.expect("b subscribes");
     let mut other = c.subscribe("other").await.expect("c subscribes");
@@ -193,7 +194,7 @@ async fn publications_reach_every_subscriber_exactly_once() {
     drop(sb);
     eventually(|| {
         server
-            .handle
+            .handle()
             .clients()
             .iter()
             .all(|s| s.subscriptions().len() <= 1)
@@ -202,7 +203,7 @@ async fn publications_reach_every_subscriber_exactly_once() {
     a.publish("room", &"after").await.expect("publish");
     assert_eq!(sa.recv().await, Some(json!("after")));
     let b_socket = server
-        .handle
+        .handle()
         .client(&b.id().expect("id"))
         .expect("b connected");
     assert!(!b_socket.is_subscribed("room"));
@@ -210,11 +211,11 @@ async fn publications_reach_every_subscriber_exactly_once() {
 
 #[tokio::test]
 async fn server_side_publish_and_subscription_see_client_and_server_messages() {
-    let server = start(builder().app(base_app())).await;
-    let exchange = server.handle.exchange();
+    let server = TestServer::start_app(base_app()).await;
+    let exchange = server.handle().exchange();
     let mut server_sub = exchange.subscribe("feed").await.expect("server subscribes");
     assert!(exchange.is_subscribed("feed"));
-    let c = client(&server).await;
+    let c = server.client().await;
     let mut client_sub = c.subscribe("feed").await.expect("client subscribes");
 
     exchange
@@ -247,11 +248,11 @@ async fn typed_channel_targets_publish_their_message_type() {
             Cow::Owned(format!("rooms/{}", self.0))
         }
     }
-    let server = start(builder()).await;
-    let c = client(&server).await;
+    let server = TestServer::start(testing::builder()).await;
+    let c = server.client().await;
     let mut sub = c.subscribe("rooms/7").await.expect("subscribe");
     server
-        .handle
+        .handle()
         .exchange()
         .publish(&Room(7), &Msg { text: "typed" })
         .await
@@ -306,13 +307,13 @@ async fn middleware_blocks_rewrites_and_sees_subscribe_options() {
         .middleware(MiddlewareKind::PublishOut, censor)
         .middleware(MiddlewareKind::PublishIn, no_spam)
         .middleware(MiddlewareKind::Invoke, invoke_gate);
-    let server = start(builder().app(app)).await;
-    let member = client(&server).await;
+    let server = TestServer::start_app(app).await;
+    let member = server.client().await;
     let _: Value = member
         .invoke("login", &json!({"user": "m"}))
         .await
         .expect("login");
-    let guest = client(&server).await;
+    let guest = server.client().await;
 
     let err = remote(
         guest
@@ -333,7 +334,7 @@ async fn middleware_blocks_rewrites_and_sees_subscribe_options() {
     let mut m = member.subscribe("news").await.expect("member subscribes");
     let mut g = guest.subscribe("news").await.expect("guest subscribes");
     server
-        .handle
+        .handle()
         .exchange()
         .publish("news", &"original")
         .await
@@ -374,13 +375,13 @@ async fn login_token_survives_reconnect_and_logout_removes_it() {
     async fn logout(socket: Socket) {
         socket.deauthenticate();
     }
-    let server = start(
-        builder()
+    let server = TestServer::start(
+        testing::builder()
             .auth_default_expiry(120)
             .app(base_app().event("whoami", whoami).event("logout", logout)),
     )
     .await;
-    let c = client(&server).await;
+    let c = server.client().await;
     let mut events = c.events();
     let _: Value = c
         .invoke("login", &json!({"user": "ann"}))
@@ -426,8 +427,9 @@ async fn login_token_survives_reconnect_and_logout_removes_it() {
 
 #[tokio::test]
 async fn tokens_from_another_key_are_rejected_with_the_reference_error() {
-    let issuer = start(builder().auth_key("other-secret").app(base_app())).await;
-    let c = client(&issuer).await;
+    let issuer =
+        TestServer::start(testing::builder().auth_key("other-secret").app(base_app())).await;
+    let c = issuer.client().await;
     let mut events = c.events();
     let _: Value = c
         .invoke("login", &json!({"user": "eve"}))
@@ -439,8 +441,8 @@ async fn tokens_from_another_key_are_rejected_with_the_reference_error() {
     .await;
     let forged = c.auth_token().expect("token");
 
-    let server = start(builder().app(base_app())).await;
-    let victim = client(&server).await;
+    let server = TestServer::start_app(base_app()).await;
+    let victim = server.client().await;
     let err = remote(
         victim
             .authenticate(&forged)
@@ -452,7 +454,7 @@ async fn tokens_from_another_key_are_rejected_with_the_reference_error() {
     assert_eq!(err.get("isBadToken"), Some(&json!(true)));
     assert!(!victim.is_authenticated());
     let socket = server
-        .handle
+        .handle()
         .client(&victim.id().expect("id"))
         .expect("connected");
     assert!(!socket.is_authenticated());
@@ -472,13 +474,13 @@ async fn key_pairs_sign_and_verify_with_exactly_their_algorithm() {
             include_str!("keys/es256-public.pem"),
         ),
     ] {
-        let server = start(
-            builder()
+        let server = TestServer::start(
+            testing::builder()
                 .auth_key_pair(alg, private, public)
                 .app(base_app()),
         )
         .await;
-        let c = client(&server).await;
+        let c = server.client().await;
         let mut events = c.events();
         let _: Value = c
             .invoke("login", &json!({"user": "kp"}))
@@ -497,7 +499,7 @@ async fn key_pairs_sign_and_verify_with_exactly_their_algorithm() {
         .expect("json");
         assert_eq!(header["alg"], json!(format!("{alg:?}")));
 
-        let other = client(&server).await;
+        let other = server.client().await;
         let status = other
             .authenticate(&token)
             .await
@@ -529,13 +531,13 @@ async fn the_server_can_invoke_and_transmit_to_its_client() {
         socket.transmit("told", &json!({"answer": answer.clone()}))?;
         Ok(Json(answer))
     }
-    let server = start(
-        builder()
+    let server = TestServer::start(
+        testing::builder()
             .ack_timeout(Duration::from_millis(300))
             .app(base_app().event("ask", ask)),
     )
     .await;
-    let c = client(&server).await;
+    let c = server.client().await;
     let mut told = c.receiver("told");
     c.on_invoke(
         "question",
@@ -572,8 +574,8 @@ async fn kick_out_and_disconnect_reach_the_client_with_their_codes() {
             s.disconnect(code, "custom reason");
         });
     }
-    let server = start(builder().app(base_app().event("kick", kick).event("leave", leave))).await;
-    let c = client(&server).await;
+    let server = TestServer::start_app(base_app().event("kick", kick).event("leave", leave)).await;
+    let c = server.client().await;
     let mut events = c.events();
     let _sub = c.subscribe("room").await.expect("subscribe");
     c.invoke_value("kick", None).await.expect("kick");
@@ -585,7 +587,7 @@ async fn kick_out_and_disconnect_reach_the_client_with_their_codes() {
         _ => unreachable!(),
     }
     let socket = server
-        .handle
+        .handle()
         .client(&c.id().expect("id"))
         .expect("connected");
     eventually(|| !socket.is_subscribed("room")).await;
@@ -616,9 +618,9 @@ async fn kick_out_and_disconnect_reach_the_client_with_their_codes() {
 
 #[tokio::test]
 async fn oversized_messages_close_1009_and_other_sockets_are_untouched() {
-    let server = start(builder().max_payload(1024).app(base_app())).await;
-    let big = client(&server).await;
-    let small = client(&server).await;
+    let server = TestServer::start(testing::builder().max_payload(1024).app(base_app())).await;
+    let big = server.client().await;
+    let small = server.client().await;
     let mut events = big.events();
     let _ = big.transmit("echo", &"x".repeat(4000));
     match wait_for(&mut events, |e| matches!(e, ClientEvent::Disconnect { .. })).await {
@@ -634,8 +636,8 @@ async fn oversized_messages_close_1009_and_other_sockets_are_untouched() {
 
 #[tokio::test]
 async fn the_channel_limit_refuses_one_more_subscription() {
-    let server = start(builder().socket_channel_limit(2)).await;
-    let c = client(&server).await;
+    let server = TestServer::start(testing::builder().socket_channel_limit(2)).await;
+    let c = server.client().await;
     let _a = c.subscribe("a").await.expect("a");
     let _b = c.subscribe("b").await.expect("b");
     let err = remote(c.subscribe("c").await.expect_err("limit"));
@@ -655,14 +657,14 @@ async fn clients_stay_connected_across_many_ping_intervals_in_both_protocol_vers
         sc_core::protocol::ProtocolVersion::V2,
         sc_core::protocol::ProtocolVersion::V1,
     ] {
-        let server = start(
-            builder()
+        let server = TestServer::start(
+            testing::builder()
                 .protocol_version(version)
                 .ping_interval(Duration::from_millis(100))
                 .ping_timeout(Duration::from_millis(400)),
         )
         .await;
-        let mut opts = options(&server.url());
+        let mut opts = server.client_options();
         opts.protocol_version = version;
         let c = sc_core::client::Client::connect_with(opts)
             .await
@@ -677,7 +679,7 @@ async fn clients_stay_connected_across_many_ping_intervals_in_both_protocol_vers
             "no disconnects"
         );
         let socket = server
-            .handle
+            .handle()
             .client(&c.id().expect("id"))
             .expect("connected");
         assert!(
@@ -690,8 +692,8 @@ async fn clients_stay_connected_across_many_ping_intervals_in_both_protocol_vers
 
 #[tokio::test]
 async fn shutdown_closes_sockets_with_going_away_and_clients_retry() {
-    let server = start(builder().app(base_app())).await;
-    let c = client(&server).await;
+    let server = TestServer::start_app(base_app()).await;
+    let c = server.client().await;
     let mut events = c.events();
     server.stop().await;
     match wait_for(&mut events, |e| matches!(e, ClientEvent::Disconnect { .. })).await {
@@ -705,25 +707,25 @@ async fn shutdown_closes_sockets_with_going_away_and_clients_retry() {
 
 #[tokio::test]
 async fn a_client_reconnects_and_resubscribes_after_the_server_drops_it() {
-    let server = start(builder().app(base_app())).await;
-    let c = client(&server).await;
+    let server = TestServer::start_app(base_app()).await;
+    let c = server.client().await;
     let mut events = c.events();
     let mut sub = c.subscribe("room").await.expect("subscribe");
     let first_id = c.id().expect("id");
     server
-        .handle
+        .handle()
         .client(&first_id)
         .expect("connected")
         .disconnect(4000 + 123, "go");
     wait_for(&mut events, |e| matches!(e, ClientEvent::Connect { .. })).await;
     assert_ne!(c.id().expect("new id"), first_id);
     let socket = server
-        .handle
+        .handle()
         .client(&c.id().expect("id"))
         .expect("reconnected");
     eventually(|| socket.is_subscribed("room")).await;
     server
-        .handle
+        .handle()
         .exchange()
         .publish("room", &"again")
         .await
@@ -733,14 +735,14 @@ async fn a_client_reconnects_and_resubscribes_after_the_server_drops_it() {
 
 #[tokio::test]
 async fn many_concurrent_clients_each_get_their_own_answers() {
-    let server = start(builder().app(base_app())).await;
+    let server = TestServer::start_app(base_app()).await;
     let count = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..20 {
         let url = server.url();
         let count = count.clone();
         tasks.push(tokio::spawn(async move {
-            let c = sc_core::client::Client::connect_with(options(&url))
+            let c = sc_core::client::Client::connect_with(testing::client_options(&url))
                 .await
                 .expect("connect");
             for j in 0..20 {
@@ -754,7 +756,7 @@ async fn many_concurrent_clients_each_get_their_own_answers() {
         t.await.expect("task");
     }
     assert_eq!(count.load(Ordering::Relaxed), 400);
-    eventually(|| server.handle.clients_count() <= 20).await;
+    eventually(|| server.handle().clients_count() <= 20).await;
 }
 
 /// Publish-out middleware runs on each subscriber's own writer: one slow call delays that
@@ -768,20 +770,20 @@ async fn a_slow_publish_out_middleware_delays_only_its_own_subscriber() {
         }
     }
     let app = base_app().middleware(MiddlewareKind::PublishOut, slow_for_some);
-    let server = start(builder().app(app)).await;
-    let mut slow_options = options(&format!("{}?slow=1", server.url()));
+    let server = TestServer::start_app(app).await;
+    let mut slow_options = testing::client_options(format!("{}?slow=1", server.url()));
     slow_options.ack_timeout = Duration::from_secs(10);
     let slow = sc_core::client::Client::connect_with(slow_options)
         .await
         .expect("slow client connects");
-    let fast = client(&server).await;
-    let other = client(&server).await;
+    let fast = server.client().await;
+    let other = server.client().await;
     // The slow subscriber first: the publisher's loop would reach it before the others.
     let mut s = slow.subscribe("news").await.expect("subscribes");
     let mut f = fast.subscribe("news").await.expect("subscribes");
     let mut o = other.subscribe("sport").await.expect("subscribes");
 
-    let exchange = server.handle.exchange();
+    let exchange = server.handle().exchange();
     let started = tokio::time::Instant::now();
     exchange.publish("news", &1).await.expect("publish");
     exchange.publish("news", &2).await.expect("publish");

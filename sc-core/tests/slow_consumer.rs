@@ -3,15 +3,17 @@
 //! loses exactly what did not fit. Either way a fast subscriber of the same channel receives every
 //! message, and `/metrics` counts what happened.
 
-#![cfg(feature = "client")]
+#![cfg(feature = "testing")]
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::eventually;
 use futures_util::{SinkExt, StreamExt};
 use sc_core::prelude::*;
+use sc_core::testing::{self, TestServer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -85,11 +87,11 @@ async fn metric(addr: SocketAddr, name: &str) -> u64 {
 
 /// Publishes `MESSAGES` padded messages, pacing on the fast subscriber so that it is never the
 /// slow one; returns once the fast subscriber has every message, in order.
-async fn publish_past_a_fast_subscriber(server: &common::TestServer) {
-    let fast = common::client(server).await;
+async fn publish_past_a_fast_subscriber(server: &TestServer) {
+    let fast = server.client().await;
     let mut sub = fast.subscribe("news").await.expect("subscribe");
     let pad = "x".repeat(PAD);
-    let exchange = server.handle.exchange();
+    let exchange = server.handle().exchange();
     let mut received = 0;
     for i in 0..MESSAGES {
         exchange
@@ -113,15 +115,15 @@ async fn publish_past_a_fast_subscriber(server: &common::TestServer) {
 
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_is_closed_with_4100_and_others_get_everything() {
-    let server = common::start(common::builder().outbound_queue_bytes(LIMIT)).await;
-    let mut slow = raw_subscriber(server.addr, "news").await;
+    let server = TestServer::start(testing::builder().outbound_queue_bytes(LIMIT)).await;
+    let mut slow = raw_subscriber(server.addr(), "news").await;
 
     publish_past_a_fast_subscriber(&server).await;
     assert_eq!(
-        metric(server.addr, "sc_slow_consumer_disconnects_total").await,
+        metric(server.addr(), "sc_slow_consumer_disconnects_total").await,
         1
     );
-    assert_eq!(metric(server.addr, "sc_outbound_dropped_total").await, 0);
+    assert_eq!(metric(server.addr(), "sc_outbound_dropped_total").await, 0);
 
     // Reading again, the slow client gets what was buffered before the limit, then 4100.
     let mut got = 0;
@@ -133,34 +135,34 @@ async fn a_subscriber_that_stops_reading_is_closed_with_4100_and_others_get_ever
     };
     assert_eq!(code, Some(4100));
     assert!(got < MESSAGES, "the queue was bounded: {got} of {MESSAGES}");
-    common::eventually(|| server.handle.clients_count() == 0).await;
+    eventually(|| server.handle().clients_count() == 0).await;
 }
 
 #[tokio::test]
 async fn with_the_drop_policy_the_slow_subscriber_stays_and_loses_only_what_did_not_fit() {
-    let server = common::start(
-        common::builder()
+    let server = TestServer::start(
+        testing::builder()
             .outbound_queue_bytes(LIMIT)
             .slow_consumer(SlowConsumer::Drop),
     )
     .await;
-    let mut slow = raw_subscriber(server.addr, "news").await;
+    let mut slow = raw_subscriber(server.addr(), "news").await;
 
     publish_past_a_fast_subscriber(&server).await;
-    let dropped = metric(server.addr, "sc_outbound_dropped_total").await;
+    let dropped = metric(server.addr(), "sc_outbound_dropped_total").await;
     assert!(
         dropped > 0,
         "8 MB cannot fit into 64 KB plus kernel buffers"
     );
     assert_eq!(
-        metric(server.addr, "sc_slow_consumer_disconnects_total").await,
+        metric(server.addr(), "sc_slow_consumer_disconnects_total").await,
         0
     );
 
     // Catching up, the slow client sees every message that was not dropped, in order, then
     // messages published after it caught up: it was never disconnected.
     server
-        .handle
+        .handle()
         .exchange()
         .publish_value("news", Some(json!("after")))
         .await

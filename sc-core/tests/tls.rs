@@ -1,9 +1,7 @@
 //! TLS termination in a single-process server: `wss://` and `https://` with a certificate issued
 //! by a test CA (`tests/keys/tls-*.pem`), a client that does not speak TLS, and unusable files.
 
-#![cfg(feature = "client")]
-
-mod common;
+#![cfg(feature = "testing")]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use sc_core::client::{Client, ClientOptions};
 use sc_core::prelude::*;
+use sc_core::testing::{self, TestServer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
@@ -46,15 +45,15 @@ async fn echo(Raw(data): Raw) -> Option<Value> {
 }
 
 fn tls_builder() -> sc_core::server::Builder {
-    common::builder()
+    testing::builder()
         .tls(key_file("tls-cert.pem"), key_file("tls-key.pem"))
         .app(App::new().event("echo", echo))
 }
 
 #[tokio::test]
 async fn wss_and_https_work_and_a_plain_client_does_not_disturb_them() {
-    let server = common::start(tls_builder()).await;
-    let port = server.addr.port();
+    let server = TestServer::start(tls_builder()).await;
+    let port = server.addr().port();
 
     // A client that speaks plain ws:// to the TLS port fails; the server goes on.
     let mut plain = ClientOptions::new(format!("ws://127.0.0.1:{port}/socketcluster/"));
@@ -91,11 +90,11 @@ async fn wss_and_https_work_and_a_plain_client_does_not_disturb_them() {
 
 #[tokio::test]
 async fn a_client_that_does_not_trust_the_certificate_is_refused() {
-    let server = common::start(tls_builder()).await;
+    let server = TestServer::start(tls_builder()).await;
     // Default options: the Mozilla roots, which do not include the test CA.
     let mut opts = ClientOptions::new(format!(
         "wss://localhost:{}/socketcluster/",
-        server.addr.port()
+        server.addr().port()
     ));
     opts.auto_reconnect = false;
     opts.connect_timeout = Duration::from_secs(3);
@@ -108,7 +107,7 @@ async fn a_client_that_does_not_trust_the_certificate_is_refused() {
 
 #[tokio::test]
 async fn unusable_tls_files_stop_startup_naming_the_option() {
-    let err = common::builder()
+    let err = testing::builder()
         .tls(key_file("missing.pem"), key_file("tls-key.pem"))
         .bind()
         .await
@@ -116,7 +115,7 @@ async fn unusable_tls_files_stop_startup_naming_the_option() {
     assert!(err.to_string().contains("tls_cert"), "{err}");
 
     // A key that is not the certificate's.
-    let err = common::builder()
+    let err = testing::builder()
         .tls(key_file("tls-cert.pem"), key_file("es256-private.pem"))
         .bind()
         .await

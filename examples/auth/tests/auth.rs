@@ -3,24 +3,14 @@
 use std::time::Duration;
 
 use auth::{Inbox, Note};
-use sc_core::client::Client;
+use sc_core::testing::TestServer;
 use serde_json::json;
 
 #[tokio::test]
 async fn login_protected_inbox_and_expiry() {
-    let server = sc_core::SocketCluster::builder()
-        .ignore_env()
-        .host([127, 0, 0, 1].into())
-        .port(0)
-        .app(auth::app(2))
-        .bind()
-        .await
-        .expect("starts");
-    let url = format!("ws://{}/socketcluster/", server.local_addr());
-    tokio::spawn(server.serve());
-
-    let ann = Client::connect(&url).await.expect("connects");
-    let bob = Client::connect(&url).await.expect("connects");
+    let server = TestServer::start_app(auth::app(2)).await;
+    let ann = server.client().await;
+    let bob = server.client().await;
     let wrong = ann
         .invoke::<_, ()>("login", &json!({"user": "ann", "password": "nope"}))
         .await

@@ -16,10 +16,10 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 pub(crate) use crate::channel::TypedChannel;
-pub(crate) use crate::protocol::ScError;
-pub(crate) use crate::pubsub::exchange::ChannelTarget;
 pub use crate::protocol::ProtocolVersion;
+pub(crate) use crate::protocol::ScError;
 pub(crate) use crate::protocol::{close_status, decode, Inbound, Packet};
+pub(crate) use crate::pubsub::exchange::ChannelTarget;
 
 /// A JSON string literal for `s` (quotes and escapes included).
 pub(crate) fn json_string(s: &str) -> String {

@@ -2,6 +2,9 @@
 //! macros (`#[event]`, `#[middleware]`, `handlers![]`), driven by the official
 //! JavaScript client in `tests/compat/*.test.mjs`. Options come from `SC_*` variables; it prints
 //! `LISTENING <port>` once bound (in a cluster, the master does).
+//!
+//! The process tests build this same file as binaries of their own packages: `tests/cluster`
+//! (the process model) and `tests/redis` (the Redis engine).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

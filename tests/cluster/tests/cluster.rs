@@ -1,0 +1,585 @@
+//! The process model with real child processes: the compat server started as a cluster (master,
+//! workers, brokers, a balancer) on 127.0.0.1, driven by the Rust client; workers and brokers
+//! are killed with SIGKILL to prove recovery. Counts are asserted, not just "no crash".
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+// Shared with the other process-test package (tests/cluster, tests/redis).
+#[path = "../../support/mod.rs"]
+mod support;
+
+use sc_core::client::{Backoff, Client, ClientEvent, ClientOptions, Subscription};
+use serde_json::{json, Value};
+use support::{kv, take_exactly};
+
+/// A running cluster: the master process, its output (collected), its port. Killed on drop.
+struct Cluster {
+    master: Child,
+    port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Cluster {
+    fn start(workers: usize, brokers: usize, balancers: usize) -> Self {
+        Self::start_with(workers, brokers, balancers, &[])
+    }
+
+    fn start_with(workers: usize, brokers: usize, balancers: usize, env: &[(&str, &str)]) -> Self {
+        let mut master = Command::new(env!("CARGO_BIN_EXE_cluster-compat-server"))
+            .envs(env.iter().copied())
+            .env("SC_PORT", "0")
+            .env("SC_HOST", "127.0.0.1")
+            .env("SC_WORKERS", workers.to_string())
+            .env("SC_BROKERS", brokers.to_string())
+            .env("SC_BALANCERS", balancers.to_string())
+            .env("SC_PING_INTERVAL", "1000")
+            .env("SC_PING_TIMEOUT", "3000")
+            .env("SC_SHUTDOWN_TIMEOUT", "1000")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the compat server as a cluster");
+        let stderr = master.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("[sc master] listening on ") {
+                    let port = addr
+                        .split(':')
+                        .nth(1)
+                        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+                        .and_then(|p| p.parse::<u16>().ok());
+                    let _ = tx.send(port);
+                }
+                sink.lock().expect("log").push(line);
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(20))
+            .ok()
+            .flatten()
+            .expect("the master announces its port");
+        Self { master, port, log }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/socketcluster/", self.port)
+    }
+
+    /// Child pids of the master with the given `SC_ROLE`.
+    fn children(&self, role: &str) -> Vec<i32> {
+        let master = self.master.id();
+        let mut pids = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return pids;
+        };
+        for entry in entries.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rsplit(") ")
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid != Some(master) || stat.contains(") Z ") {
+                continue;
+            }
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let wanted = format!("SC_ROLE={role}");
+            if environ.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes()) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.master.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.master.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.master.kill();
+        let _ = self.master.wait();
+    }
+}
+
+fn sigkill(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL");
+}
+
+async fn client(url: &str) -> Client {
+    let mut o = ClientOptions::new(url);
+    o.ack_timeout = Duration::from_secs(3);
+    o.connect_timeout = Duration::from_secs(3);
+    o.backoff = Backoff {
+        initial_delay: Duration::from_millis(100),
+        randomness: Duration::from_millis(100),
+        multiplier: 1.5,
+        max_delay: Duration::from_millis(1000),
+    };
+    Client::connect_with(o).await.expect("client connects")
+}
+
+async fn worker_pid(c: &Client) -> i64 {
+    let stats: Value = c.invoke("stats", &()).await.expect("stats");
+    stats["pid"].as_i64().expect("pid")
+}
+
+/// Connects clients until they cover `workers` distinct worker processes.
+async fn clients_on_every_worker(url: &str, workers: usize) -> Vec<(Client, i64)> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for _ in 0..40 {
+        let c = client(url).await;
+        let pid = worker_pid(&c).await;
+        seen.insert(pid);
+        out.push((c, pid));
+        if seen.len() == workers && out.len() >= workers * 2 {
+            return out;
+        }
+    }
+    panic!("clients reached only {} of {workers} workers", seen.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_cross_workers_exactly_once_and_survive_worker_and_broker_kills() {
+    let cluster = Cluster::start(2, 2, 1);
+    let url = cluster.url();
+    let clients = clients_on_every_worker(&url, 2).await;
+    let pids: HashSet<i64> = clients.iter().map(|(_, p)| *p).collect();
+    assert_eq!(pids.len(), 2, "two worker processes serve clients");
+
+    // Several channels, so both brokers own some of them.
+    let channels: Vec<String> = (0..6).map(|i| format!("room-{i}")).collect();
+    let mut subs: Vec<(usize, Subscription)> = Vec::new();
+    for (i, (c, _)) in clients.iter().enumerate() {
+        for ch in &channels {
+            subs.push((i, c.subscribe(ch).await.expect("subscribe")));
+        }
+    }
+    // Every client publishes 3 messages on every channel.
+    for (i, (c, _)) in clients.iter().enumerate() {
+        for ch in &channels {
+            for n in 0..3 {
+                c.publish(ch, &json!({"from": i, "n": n}))
+                    .await
+                    .expect("publish");
+            }
+        }
+    }
+    let expected = clients.len() * 3;
+    for (_, sub) in subs.iter_mut() {
+        let got = take_exactly(sub, expected).await;
+        let distinct: HashSet<String> = got.iter().map(|v| v.to_string()).collect();
+        assert_eq!(
+            distinct.len(),
+            expected,
+            "no duplicates on {}",
+            sub.channel()
+        );
+    }
+
+    // SIGKILL the worker serving the first client.
+    let (victim_client, victim_pid) = &clients[0];
+    let mut events = victim_client.events();
+    sigkill(*victim_pid as i32);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(ClientEvent::Connect { .. }) = events.recv().await {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the client of the killed worker reconnects");
+    let new_pid = worker_pid(victim_client).await;
+    assert_ne!(new_pid, *victim_pid, "now served by a live worker");
+    // The master respawns the worker.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cluster.children("worker").len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker respawned:\n{}",
+            cluster.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        cluster.log_text().contains("killed by SIGKILL"),
+        "{}",
+        cluster.log_text()
+    );
+
+    // Every client (reconnected or not) is subscribed again; publish once more.
+    let publisher = client(&url).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for ch in &channels {
+        publisher
+            .publish(ch, &json!({"after": "worker kill"}))
+            .await
+            .expect("publish");
+    }
+    for (_, sub) in subs.iter_mut() {
+        let got = take_exactly(sub, 1).await;
+        assert_eq!(got[0], json!({"after": "worker kill"}));
+    }
+
+    // SIGKILL a broker: it is respawned, workers resubscribe, pub/sub resumes on every channel.
+    let brokers = cluster.children("broker");
+    assert_eq!(brokers.len(), 2, "two brokers");
+    sigkill(brokers[0]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let mut delivered: HashMap<String, bool> = HashMap::new();
+    while delivered.len() < channels.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pub/sub did not resume:\n{}",
+            cluster.log_text()
+        );
+        for ch in &channels {
+            if delivered.contains_key(ch) {
+                continue;
+            }
+            if publisher.publish(ch, &json!({"probe": ch})).await.is_ok() {
+                delivered.insert(ch.clone(), true);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Drain probes, then one final message per channel must reach every subscriber exactly once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (_, sub) in subs.iter_mut() {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+        }
+    }
+    for ch in &channels {
+        publisher
+            .publish(ch, &json!({"after": "broker kill"}))
+            .await
+            .expect("publish");
+    }
+    for (_, sub) in subs.iter_mut() {
+        let got = take_exactly(sub, 1).await;
+        assert_eq!(got[0], json!({"after": "broker kill"}));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_is_consistent_and_tokens_are_valid_on_every_worker() {
+    let cluster = Cluster::start(2, 2, 1);
+    let clients = clients_on_every_worker(&cluster.url(), 2).await;
+    let a = clients.iter().find(|(_, p)| *p == clients[0].1).expect("a");
+    let b = clients
+        .iter()
+        .find(|(_, p)| *p != clients[0].1)
+        .expect("a client on the other worker");
+
+    // A write on one worker is read on the other; keys spread over both brokers.
+    for i in 0..8 {
+        let key = format!("key-{i}");
+        kv(&a.0, json!({"op": "set", "key": key, "value": {"n": i}})).await;
+        assert_eq!(
+            kv(&b.0, json!({"op": "get", "key": key})).await,
+            json!({"n": i})
+        );
+    }
+    assert_eq!(kv(&b.0, json!({"op": "count"})).await, json!(8));
+
+    // Concurrent appends from every client on both workers: atomic per key, none lost.
+    let per_client = 10;
+    let mut tasks = Vec::new();
+    for (c, _) in &clients {
+        for n in 0..per_client {
+            tasks.push(kv(c, json!({"op": "add", "key": "list", "value": n})));
+        }
+    }
+    let indices: Vec<Value> = futures_util::future::join_all(tasks).await;
+    let total = clients.len() * per_client;
+    let distinct: HashSet<i64> = indices.iter().filter_map(Value::as_i64).collect();
+    assert_eq!(distinct.len(), total, "every append got its own index");
+    let list = kv(&a.0, json!({"op": "get", "key": "list"})).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(total));
+
+    // Remove and expiry seen from the other worker.
+    assert_eq!(
+        kv(&b.0, json!({"op": "remove", "key": "key-0"})).await,
+        json!({"n": 0})
+    );
+    assert_eq!(
+        kv(&a.0, json!({"op": "hasKey", "key": "key-0"})).await,
+        json!(false)
+    );
+    assert_eq!(
+        kv(
+            &a.0,
+            json!({"op": "expire", "keys": ["key-1", "nope"], "ms": 100})
+        )
+        .await,
+        json!(1)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        kv(&b.0, json!({"op": "get", "key": "key-1"})).await,
+        Value::Null
+    );
+
+    // A token signed by one worker authenticates on the other (one cluster-wide secret).
+    let () =
+        a.0.invoke("login", &json!({"user": "ann"}))
+            .await
+            .expect("login");
+    let token = a.0.auth_token().expect("a token after login");
+    let status = b.0.authenticate(&token).await.expect("authenticate");
+    assert!(status.is_authenticated, "{:?}", status.auth_error);
+    let who: Value = b.0.invoke("whoami", &()).await.expect("whoami");
+    assert_eq!(who["authToken"]["user"], json!("ann"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_answers_with_an_error_and_the_worker_goes_on() {
+    let cluster = Cluster::start(2, 1, 0);
+    let c = client(&cluster.url()).await;
+    let other = client(&cluster.url()).await;
+    let pid = worker_pid(&c).await;
+    let err = c
+        .invoke::<_, Value>("boom", &())
+        .await
+        .expect_err("boom fails");
+    assert!(err.to_string().contains("ServerError"), "{err}");
+    // The same socket and process go on; so does every other socket.
+    assert_eq!(worker_pid(&c).await, pid);
+    let echoed: Value = other.invoke("echo", &json!(5)).await.expect("echo");
+    assert_eq!(echoed, json!(5));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = cluster.log_text();
+    assert!(!log.contains("exited"), "{log}");
+    // The central log: the worker's panic reached the master's output, tagged with its role.
+    assert!(
+        log.lines().any(
+            |l| l.starts_with("[worker#") && l.contains("deliberate panic in the boom handler")
+        ),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_worker_on_error_replaces_the_worker_after_answering() {
+    let cluster = Cluster::start_with(2, 1, 0, &[("SC_CRASH_WORKER_ON_ERROR", "1")]);
+    let c = client(&cluster.url()).await;
+    let pid = worker_pid(&c).await;
+    let mut events = c.events();
+    c.invoke::<_, Value>("boom", &())
+        .await
+        .expect_err("the call is answered with an error first");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(ClientEvent::Connect { .. }) = events.recv().await {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the client reconnects to the replacement worker");
+    assert_ne!(worker_pid(&c).await, pid, "another worker process serves");
+    let log = cluster.log_text();
+    assert!(log.contains("exited: exit code 70; restarting"), "{log}");
+    // The master starts a replacement: two live workers again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cluster.children("worker").len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            cluster.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The test CA and certificate of `sc-core/tests/keys`.
+fn key_file(name: &str) -> String {
+    format!(
+        "{}/../../sc-core/tests/keys/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn trust_test_ca() -> Arc<tokio_rustls::rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(key_file("tls-ca.pem")).expect("CA")
+    {
+        roots.add(cert.expect("CA cert")).expect("trust anchor");
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    Arc::new(
+        tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balancers_terminate_tls_in_front_of_every_worker() {
+    let (cert, key) = (key_file("tls-cert.pem"), key_file("tls-key.pem"));
+    let cluster = Cluster::start_with(2, 1, 1, &[("SC_TLS_CERT", &cert), ("SC_TLS_KEY", &key)]);
+    let url = format!("wss://localhost:{}/socketcluster/", cluster.port);
+    let mut pids = HashSet::new();
+    for _ in 0..6 {
+        let mut o = ClientOptions::new(&url);
+        o.tls = Some(trust_test_ca());
+        o.connect_timeout = Duration::from_secs(5);
+        let c = Client::connect_with(o)
+            .await
+            .expect("wss through the balancer");
+        let answer: Value = c.invoke("echo", &json!("secure")).await.expect("echo");
+        assert_eq!(answer, json!("secure"));
+        pids.insert(worker_pid(&c).await);
+    }
+    assert_eq!(
+        pids.len(),
+        2,
+        "the balancer spreads connections over both workers"
+    );
+}
+
+/// A plain HTTP GET through the cluster's port; the body.
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("tcp");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("request");
+    let mut response = String::new();
+    let _ = tcp.read_to_string(&mut response).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_rolling_restart_and_graceful_shutdown() {
+    let mut cluster = Cluster::start(2, 1, 0);
+    let clients = clients_on_every_worker(&cluster.url(), 2).await;
+    let mut sub = clients[0].0.subscribe("news").await.expect("subscribe");
+    clients[1]
+        .0
+        .publish("news", &json!(1))
+        .await
+        .expect("publish");
+    take_exactly(&mut sub, 1).await;
+
+    // Children report every second; wait until the master has both workers' counters.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let text = http_get(cluster.port, "/metrics").await;
+        let live = |id: usize| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("sc_connections{{role=\"worker\",id=\"{id}\"}}")))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        if live(0) + live(1) >= clients.len() as u64 {
+            break text;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        metrics.contains("sc_restarts_total{role=\"worker\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE sc_publish_deliveries_total counter"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sc_subscriptions{role=\"worker\""),
+        "{metrics}"
+    );
+    let health = http_get(cluster.port, "/health").await;
+    assert!(health.contains("\"role\":\"worker#"), "{health}");
+
+    // SIGUSR2: every worker is replaced, one at a time.
+    let before: HashSet<i32> = cluster.children("worker").into_iter().collect();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cluster.master.id() as i32),
+        nix::sys::signal::Signal::SIGUSR2,
+    )
+    .expect("SIGUSR2");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !cluster.log_text().contains("rolling restart done") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            cluster.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after: HashSet<i32> = cluster.children("worker").into_iter().collect();
+    assert_eq!(after.len(), 2, "{}", cluster.log_text());
+    assert!(before.is_disjoint(&after), "{before:?} vs {after:?}");
+    // The clients were moved to the new workers.
+    let c = client(&cluster.url()).await;
+    let answer: Value = c.invoke("echo", &json!("after")).await.expect("echo");
+    assert_eq!(answer, json!("after"));
+
+    // SIGTERM: the master stops its children and exits cleanly within the shutdown bound.
+    let children: Vec<i32> = cluster
+        .children("worker")
+        .into_iter()
+        .chain(cluster.children("broker"))
+        .collect();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cluster.master.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = cluster.master.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "master did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    for pid in children {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z ")),
+            "child {pid} outlived the master"
+        );
+    }
+}

@@ -1,0 +1,408 @@
+//! The Redis broker engine with real processes and a real Redis: independent compat-server
+//! processes on different ports (`SC_REDIS_URL`) share channels and the key-value store, with
+//! exact delivery counts; a Redis the test owns is killed and started again mid-test.
+//!
+//! Needs `redis-server` (the shared instance on 127.0.0.1:6379, which `.ci/run` starts, and the
+//! binary to start a private one). These tests are never skipped: without Redis they fail saying
+//! how to start it.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+// Shared with the other process-test package (tests/cluster, tests/redis).
+#[path = "../../support/mod.rs"]
+mod support;
+
+use sc_core::client::{Client, ClientOptions};
+use serde_json::{json, Value};
+use support::{kv, take_exactly};
+
+const SHARED_REDIS: &str = "127.0.0.1:6379";
+
+fn require_shared_redis() {
+    if std::net::TcpStream::connect(SHARED_REDIS).is_err() {
+        panic!(
+            "Redis is not running on {SHARED_REDIS}: start it with `redis-server --daemonize yes --port 6379 --save \"\"`"
+        );
+    }
+}
+
+/// A prefix no other test run uses, so runs do not see each other's channels and keys.
+fn fresh_prefix() -> String {
+    format!("sctest:{:016x}:", rand_u64())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+/// One compat-server process (a node); killed on drop.
+struct Node {
+    child: Child,
+    port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    fn start(redis_url: &str, prefix: &str) -> Self {
+        Self::start_with(redis_url, prefix, &[])
+    }
+
+    fn start_with(redis_url: &str, prefix: &str, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_redis-compat-server"))
+            .envs(env.iter().copied())
+            .env("SC_PORT", "0")
+            .env("SC_HOST", "127.0.0.1")
+            .env("SC_REDIS_URL", redis_url)
+            .env("SC_REDIS_PREFIX", prefix)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start a compat-server node");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log").push(line);
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("LISTENING ") {
+                    let _ = tx.send(port.trim().parse::<u16>().ok());
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(20))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| {
+                panic!(
+                    "the node did not start: {}",
+                    log.lock().expect("log").join("\n")
+                )
+            });
+        Self { child, port, log }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/socketcluster/", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private `redis-server` on a free port, so the test can stop and restart it.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut redis = Self { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): install Redis (Debian: apt-get install redis-server)")
+            });
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn client(url: &str) -> Client {
+    let mut o = ClientOptions::new(url);
+    o.ack_timeout = Duration::from_secs(5);
+    o.connect_timeout = Duration::from_secs(5);
+    Client::connect_with(o).await.expect("client connects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_channels_and_the_store_exactly_once() {
+    require_shared_redis();
+    let prefix = fresh_prefix();
+    let url = format!("redis://{SHARED_REDIS}");
+    // Two single-process nodes and one cluster of two workers (no broker processes: the
+    // workers use Redis too).
+    let nodes = [
+        Node::start(&url, &prefix),
+        Node::start(&url, &prefix),
+        Node::start_with(&url, &prefix, &[("SC_WORKERS", "2")]),
+    ];
+
+    // Two clients per single node; on the cluster, clients until both workers serve some.
+    let mut clients = Vec::new();
+    for node in &nodes[..2] {
+        for _ in 0..2 {
+            clients.push(client(&node.url()).await);
+        }
+    }
+    let mut worker_pids = HashSet::new();
+    while worker_pids.len() < 2 || clients.len() < 8 {
+        assert!(
+            clients.len() < 40,
+            "clients reached only one worker of the cluster node"
+        );
+        let c = client(&nodes[2].url()).await;
+        let stats: Value = c.invoke("stats", &()).await.expect("stats");
+        worker_pids.insert(stats["pid"].as_i64().expect("pid"));
+        clients.push(c);
+    }
+    let channels = ["lobby", "rooms/7"];
+    let mut subs = Vec::new();
+    for c in &clients {
+        for ch in channels {
+            subs.push(c.subscribe(ch).await.expect("subscribe"));
+        }
+    }
+    // Every client publishes 4 messages on each channel.
+    for (i, c) in clients.iter().enumerate() {
+        for ch in channels {
+            for n in 0..4 {
+                c.publish(ch, &json!({"from": i, "n": n}))
+                    .await
+                    .expect("publish");
+            }
+        }
+    }
+    let expected = clients.len() * 4;
+    for sub in subs.iter_mut() {
+        let got = take_exactly(sub, expected).await;
+        let distinct: HashSet<String> = got.iter().map(Value::to_string).collect();
+        assert_eq!(
+            distinct.len(),
+            expected,
+            "no duplicates on {}",
+            sub.channel()
+        );
+    }
+
+    // Server-side publish on one node reaches the others too.
+    let () = clients[0]
+        .invoke(
+            "serverPublish",
+            &json!({"channel": "lobby", "data": "from the server"}),
+        )
+        .await
+        .expect("serverPublish");
+    for sub in subs.iter_mut().filter(|s| s.channel() == "lobby") {
+        assert_eq!(take_exactly(sub, 1).await, vec![json!("from the server")]);
+    }
+
+    // The key-value store, seen from every node.
+    kv(
+        &clients[0],
+        json!({"op": "set", "key": "k", "value": {"a": [1, 2]}}),
+    )
+    .await;
+    for c in &clients {
+        assert_eq!(
+            kv(c, json!({"op": "get", "key": "k"})).await,
+            json!({"a": [1, 2]})
+        );
+    }
+    let mut adds = Vec::new();
+    for c in &clients {
+        for n in 0..5 {
+            adds.push(kv(c, json!({"op": "add", "key": "list", "value": n})));
+        }
+    }
+    let indices = futures_util::future::join_all(adds).await;
+    let distinct: HashSet<i64> = indices.iter().filter_map(Value::as_i64).collect();
+    assert_eq!(distinct.len(), clients.len() * 5, "atomic appends");
+    let list = kv(
+        &clients[clients.len() - 1],
+        json!({"op": "get", "key": "list"}),
+    )
+    .await;
+    assert_eq!(list.as_array().map(Vec::len), Some(clients.len() * 5));
+    // A scalar becomes a list on add; the expiry is kept.
+    kv(
+        &clients[1],
+        json!({"op": "set", "key": "x", "value": "first"}),
+    )
+    .await;
+    kv(
+        &clients[1],
+        json!({"op": "expire", "keys": ["x"], "ms": 60000}),
+    )
+    .await;
+    assert_eq!(
+        kv(
+            &clients[2],
+            json!({"op": "add", "key": "x", "value": "second"})
+        )
+        .await,
+        json!(1)
+    );
+    assert_eq!(
+        kv(&clients[3], json!({"op": "get", "key": "x"})).await,
+        json!(["first", "second"])
+    );
+    assert_eq!(kv(&clients[4], json!({"op": "count"})).await, json!(3));
+    assert_eq!(
+        kv(&clients[4], json!({"op": "remove", "key": "x"})).await,
+        json!(["first", "second"])
+    );
+    assert_eq!(
+        kv(&clients[0], json!({"op": "hasKey", "key": "x"})).await,
+        json!(false)
+    );
+    assert_eq!(
+        kv(
+            &clients[0],
+            json!({"op": "expire", "keys": ["k", "list", "gone"], "ms": 0})
+        )
+        .await,
+        json!(2)
+    );
+    assert_eq!(
+        kv(&clients[clients.len() - 1], json!({"op": "count"})).await,
+        json!(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_keeps_local_delivery_fails_publishes_fast_and_restores_subscriptions() {
+    let mut redis = OwnRedis::start();
+    let prefix = fresh_prefix();
+    let a = Node::start(&redis.url(), &prefix);
+    let b = Node::start(&redis.url(), &prefix);
+    let on_a = client(&a.url()).await;
+    let on_b = client(&b.url()).await;
+    let mut sub_a = on_a.subscribe("news").await.expect("subscribe on a");
+    let mut sub_b = on_b.subscribe("news").await.expect("subscribe on b");
+    on_b.publish("news", &json!("before"))
+        .await
+        .expect("publish");
+    assert_eq!(take_exactly(&mut sub_a, 1).await, vec![json!("before")]);
+    assert_eq!(take_exactly(&mut sub_b, 1).await, vec![json!("before")]);
+
+    // Redis goes away.
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Publishing answers with an error promptly (the client's ack timeout is 5 s) ...
+    let during = on_a.publish("news", &json!("during")).await;
+    let err = during.expect_err("the publish reports that Redis is unavailable");
+    assert!(err.to_string().contains("Redis"), "{err}");
+    // ... and still reached the local subscriber, exactly once.
+    assert_eq!(take_exactly(&mut sub_a, 1).await, vec![json!("during")]);
+    assert!(
+        a.log_text().contains("lost the connection to Redis")
+            || a.log_text().contains("Redis does not answer"),
+        "the node logs the lost connection:\n{}",
+        a.log_text()
+    );
+
+    // Redis comes back (empty): subscriptions are restored by the nodes themselves.
+    redis.restart();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut probes = 0;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "subscriptions were not restored:\n{}\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        if on_b
+            .publish("news", &json!({"probe": probes}))
+            .await
+            .is_ok()
+        {
+            probes += 1;
+            if let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(500), sub_a.recv()).await
+            {
+                break;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Drain the probes, then exact counts in both directions.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for sub in [&mut sub_a, &mut sub_b] {
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.recv()).await {
+        }
+    }
+    for n in 0..5 {
+        on_b.publish("news", &json!({"after": n}))
+            .await
+            .expect("publish from b");
+        on_a.publish("news", &json!({"back": n}))
+            .await
+            .expect("publish from a");
+    }
+    assert_eq!(take_exactly(&mut sub_a, 10).await.len(), 10);
+    assert_eq!(take_exactly(&mut sub_b, 10).await.len(), 10);
+    assert!(
+        a.log_text().contains("reconnected to Redis"),
+        "the node logs the recovery:\n{}",
+        a.log_text()
+    );
+}
