@@ -43,8 +43,16 @@ pub struct Config {
     pub max_payload: usize,
     /// Most channels one socket may be subscribed to (`SC_SOCKET_CHANNEL_LIMIT`, default 1000).
     pub socket_channel_limit: usize,
-    /// Whether clients may publish (`SC_ALLOW_CLIENT_PUBLISH`, default true).
+    /// Whether clients may publish at all (`SC_ALLOW_CLIENT_PUBLISH`, default true); `false`
+    /// refuses every client `#publish`, on declared channels too.
     pub allow_client_publish: bool,
+    /// Whether clients may publish on channel names no declared pattern matches
+    /// (`SC_ALLOW_CLIENT_PUBLISH_UNDECLARED`, default true, as in SocketCluster). Declared
+    /// channels follow their declaration (`publish = server` unless it says otherwise).
+    pub allow_client_publish_undeclared: bool,
+    /// Longest channel name a client may subscribe to, publish on or unsubscribe from, in bytes
+    /// (`SC_MAX_CHANNEL_NAME`, default 1024).
+    pub max_channel_name: usize,
     /// Most bytes waiting to be written to one socket (frames queued plus the batch being
     /// written; each frame counts its length plus 64) before the socket is a slow consumer
     /// (`SC_OUTBOUND_QUEUE_BYTES`, default 4 MiB). A frame always fits into an empty queue.
@@ -105,6 +113,8 @@ impl Default for Config {
             max_payload: 1024 * 1024,
             socket_channel_limit: 1000,
             allow_client_publish: true,
+            allow_client_publish_undeclared: true,
+            max_channel_name: 1024,
             outbound_queue_bytes: 4 * 1024 * 1024,
             slow_consumer: crate::limit::SlowConsumer::Disconnect,
             inbound_queue_limit: 256,
@@ -198,6 +208,12 @@ impl Config {
         env!("SC_MAX_PAYLOAD", parse, self.max_payload);
         env!("SC_SOCKET_CHANNEL_LIMIT", parse, self.socket_channel_limit);
         env!("SC_ALLOW_CLIENT_PUBLISH", flag, self.allow_client_publish);
+        env!(
+            "SC_ALLOW_CLIENT_PUBLISH_UNDECLARED",
+            flag,
+            self.allow_client_publish_undeclared
+        );
+        env!("SC_MAX_CHANNEL_NAME", parse, self.max_channel_name);
         env!("SC_OUTBOUND_QUEUE_BYTES", parse, self.outbound_queue_bytes);
         env!("SC_SLOW_CONSUMER", parse, self.slow_consumer);
         env!("SC_INBOUND_QUEUE_LIMIT", parse, self.inbound_queue_limit);
@@ -268,6 +284,11 @@ impl Config {
             return Err(ConfigError(
                 "outbound_queue_bytes must be at least 1024 and inbound_queue_limit at least 1"
                     .into(),
+            ));
+        }
+        if self.max_channel_name == 0 {
+            return Err(ConfigError(
+                "max_channel_name must be at least 1 byte, or no channel can be used".into(),
             ));
         }
         if self.workers == 0 {

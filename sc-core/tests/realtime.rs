@@ -827,3 +827,35 @@ async fn a_slow_publish_out_middleware_delays_only_its_own_subscriber() {
         "the slow subscriber's middleware did run"
     );
 }
+
+/// Publish-out middleware may talk to its own client, even invoke it and wait for the answer:
+/// it runs on a task of the socket's own, so the socket's writer keeps sending meanwhile.
+#[tokio::test]
+async fn publish_out_middleware_may_invoke_its_own_client() {
+    async fn ask_first(socket: Socket) -> Result<(), Block> {
+        let ok: bool = socket
+            .invoke("mayI", &())
+            .await
+            .map_err(|e| Block::new(ScError::from(e)))?;
+        if ok {
+            Ok(())
+        } else {
+            Err(Block::silent())
+        }
+    }
+    let app = base_app().middleware(MiddlewareKind::PublishOut, ask_first);
+    let server = TestServer::start_app(app).await;
+    let c = server.client().await;
+    c.on_invoke("mayI", |_| async { Ok(Some(json!(true))) });
+    let mut sub = c.subscribe("news").await.expect("subscribes");
+    server
+        .handle()
+        .exchange()
+        .publish("news", &"hello")
+        .await
+        .expect("publish");
+    let got = tokio::time::timeout(Duration::from_secs(3), sub.recv())
+        .await
+        .expect("delivered without waiting for the ack timeout");
+    assert_eq!(got, Some(json!("hello")));
+}

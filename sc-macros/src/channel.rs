@@ -1,4 +1,7 @@
-//! `#[channel("rooms/{id}", message = ChatMsg)]` on a struct with named fields: a typed channel.
+//! `#[channel("rooms/{id}", message = ChatMsg)]` on a struct with named fields: a typed channel,
+//! and its contract: `subscribe = anyone | authenticated | guard_fn` (default `anyone`) and
+//! `publish = server | authenticated | anyone | guard_fn` (default `server`: clients may not
+//! publish). Where clients may publish, their messages must deserialize as the message type.
 //!
 //! The pattern is checked by `sc-pattern`, the grammar sc-core matches names with at run time,
 //! with every mistake reported in its compile-time wording; its captures must be exactly the
@@ -6,7 +9,7 @@
 //! `TypedChannel` (`PATTERN`, `Message`), `ChannelTarget<Message>` (so publishing another type
 //! does not compile), `FromChannelName` (the `Channel<Room>` extractor; a name that does not match
 //! is an `InvalidChannelError`), `Display` (the name), inherent `PATTERN`, `name()` and `parse()`,
-//! and `Register` (`App::channel_at`, for overlap checks at startup).
+//! and `Register` (`App::channel_contract_at`: the contract, and overlap checks at startup).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -19,7 +22,7 @@ use crate::handler_fn::source;
 
 const SPEC: Spec = Spec {
     macro_name: "channel",
-    options: &["message"],
+    options: &["message", "subscribe", "publish"],
     example: "#[channel(\"rooms/{id}\", message = ChatMsg)]",
 };
 
@@ -31,6 +34,67 @@ struct ChannelAttr {
     parsed: ChannelPattern,
     /// `message = T`: the one type published on the channel.
     message: Type,
+    /// `subscribe = ..`: who may subscribe from a client.
+    subscribe: Access,
+    /// `publish = ..`: who may publish from a client.
+    publish: Access,
+}
+
+/// Who may do an action from a client, as written.
+enum Access {
+    /// Not given: the default (`anyone` for subscribe, `server` for publish).
+    Default,
+    /// `anyone`, `authenticated` or `server`: the `Access` variant, spanned on the word.
+    Keyword(&'static str, Span),
+    /// The path of a guard function.
+    Guard(syn::Path),
+}
+
+/// The words `subscribe = ..` and `publish = ..` take besides a guard's path.
+const ACCESS_WORDS: [(&str, &str); 3] = [
+    ("anyone", "Anyone"),
+    ("authenticated", "Authenticated"),
+    ("server", "Server"),
+];
+
+/// Reads `subscribe = ..` / `publish = ..`, reporting mistakes into `errors`.
+fn parse_access(arg: Option<crate::attr::NamedArg>, key: &str, errors: &mut Errors) -> Access {
+    let Some(arg) = arg else {
+        return Access::Default;
+    };
+    let path = match &arg.value {
+        Value::Type(Type::Path(p)) if p.qself.is_none() => Some(p.path.clone()),
+        Value::Expr(Expr::Path(p)) if p.qself.is_none() => Some(p.path.clone()),
+        _ => None,
+    };
+    let expected = if key == "publish" {
+        "`server` (the default), `authenticated`, `anyone` or the path of a guard fn"
+    } else {
+        "`anyone` (the default), `authenticated` or the path of a guard fn"
+    };
+    let Some(path) = path else {
+        errors.push(syn::Error::new(
+            arg.value.span(),
+            format!(
+                "`{key}` takes {expected}, e.g. `{key} = authenticated`, not `{}`",
+                compact(&arg.value)
+            ),
+        ));
+        return Access::Default;
+    };
+    if let Some(word) = path.get_ident().map(Ident::to_string) {
+        if let Some((_, variant)) = ACCESS_WORDS.iter().find(|(w, _)| *w == word) {
+            if key == "subscribe" && word == "server" {
+                errors.push(syn::Error::new(
+                    path.span(),
+                    format!("`subscribe = server` means nothing: the server does not subscribe as a client; `subscribe` takes {expected}"),
+                ));
+                return Access::Default;
+            }
+            return Access::Keyword(variant, path.span());
+        }
+    }
+    Access::Guard(path)
 }
 
 impl ChannelAttr {
@@ -51,6 +115,10 @@ struct ChannelStruct {
 fn parse_attr(attr: TokenStream, errors: &mut Errors) -> Option<ChannelAttr> {
     let mut args = errors.ok(Args::parse(attr))?;
     let message = args.take("message", errors);
+    let subscribe = args.take("subscribe", errors);
+    let subscribe = parse_access(subscribe, "subscribe", errors);
+    let publish = args.take("publish", errors);
+    let publish = parse_access(publish, "publish", errors);
     let mut positional = args.positional.drain(..);
     let mut pattern = None;
     match positional.next() {
@@ -120,6 +188,8 @@ fn parse_attr(attr: TokenStream, errors: &mut Errors) -> Option<ChannelAttr> {
         pattern,
         parsed,
         message: message?,
+        subscribe,
+        publish,
     })
 }
 
@@ -289,6 +359,7 @@ fn generate(attr: &ChannelAttr, strukt: &ChannelStruct) -> TokenStream {
         Some(quote!(#field: #parsed))
     });
     let message_type = quote_spanned!(message.span()=> type Message = #message;);
+    let contract = contract(attr, ident);
     let source = source(ident);
     let doc_name = format!(
         "This channel's name: `{}` with the fields filled in.",
@@ -350,15 +421,44 @@ fn generate(attr: &ChannelAttr, strukt: &ChannelStruct) -> TokenStream {
 
             impl #private::Register for #ident {
                 fn register(__sc_app: #private::App) -> #private::App {
-                    #private::App::channel_at(
+                    #private::App::channel_contract_at(
                         __sc_app,
-                        <#ident as #private::TypedChannel>::PATTERN,
+                        #contract,
                         #source,
                     )
                 }
             }
         };
     }
+}
+
+/// `ChannelContract::new(PATTERN).subscribe(..).publish(..)`, with `.message::<M>()` where
+/// clients may publish (only then must the message type be `Deserialize`).
+fn contract(attr: &ChannelAttr, ident: &Ident) -> TokenStream {
+    let private = quote!(::sc_core::__private);
+    let access = |access: &Access| match access {
+        Access::Default => None,
+        Access::Keyword(variant, span) => {
+            let variant = Ident::new(variant, *span);
+            Some(quote_spanned!(*span=> #private::Access::#variant))
+        }
+        Access::Guard(path) => Some(quote_spanned!(path.span()=> #private::Access::guard(#path))),
+    };
+    let mut tokens = quote!(
+        #private::ChannelContract::new(<#ident as #private::TypedChannel>::PATTERN)
+    );
+    if let Some(subscribe) = access(&attr.subscribe) {
+        tokens.extend(quote!(.subscribe(#subscribe)));
+    }
+    let clients_publish = !matches!(attr.publish, Access::Default | Access::Keyword("Server", _));
+    if let Some(publish) = access(&attr.publish) {
+        tokens.extend(quote!(.publish(#publish)));
+    }
+    if clients_publish {
+        let message = &attr.message;
+        tokens.extend(quote_spanned!(message.span()=> .message::<#message>()));
+    }
+    tokens
 }
 
 /// On error: the struct as written, plus a `Register` impl that does nothing, so that

@@ -7,6 +7,7 @@ use std::panic::Location;
 
 use axum::http::Extensions;
 
+pub mod contract;
 pub mod extract;
 pub mod handler;
 mod kind;
@@ -25,6 +26,7 @@ const BUILT_IN: [&str; 5] = [
 ];
 
 use crate::channel::{ChannelPattern, PatternError};
+use contract::ChannelContract;
 use handler::{erase, ErasedHandler, Handler, IntoReply, Reply};
 use middleware::{IntoDecision, MiddlewareKind, MiddlewareStack};
 
@@ -65,6 +67,14 @@ impl std::fmt::Display for Source {
     }
 }
 
+/// A declared channel pattern, where it was declared, and its contract.
+#[derive(Clone)]
+pub(crate) struct Declared {
+    pub(crate) pattern: ChannelPattern,
+    pub(crate) source: Source,
+    pub(crate) contract: ChannelContract,
+}
+
 #[derive(Clone)]
 pub(crate) struct EventRoute {
     pub handler: ErasedHandler<Reply>,
@@ -89,8 +99,9 @@ pub struct App {
     pub(crate) state: Extensions,
     pub(crate) duplicates: Vec<(String, Source, Source)>,
     pub(crate) invalid_names: Vec<(String, Source)>,
-    /// Typed channels' patterns, checked for overlaps at startup.
-    pub(crate) channels: Vec<(ChannelPattern, Source)>,
+    /// Declared channels (typed channels and contracts): checked for overlaps at startup, and
+    /// their contracts enforced for every client subscribe and publish on a matching name.
+    pub(crate) channels: Vec<Declared>,
     pub(crate) invalid_patterns: Vec<(String, PatternError, Source)>,
     /// Per-socket limits of single events.
     pub(crate) event_limits: HashMap<String, crate::limit::RateLimit>,
@@ -165,20 +176,42 @@ impl App {
         self
     }
 
-    /// Records a typed channel's name pattern (see [`channel`](mod@crate::channel)), so that two
-    /// typed channels whose patterns can match the same name (`rooms/{id}` and `rooms/{name}`)
-    /// fail at startup, naming both locations. An invalid pattern fails at startup too.
-    /// `handlers![Room]` calls [`channel_at`](Self::channel_at) for a `#[channel]` type.
+    /// Declares a channel pattern (see [`channel`](mod@crate::channel)) with the default
+    /// contract: anyone may subscribe, only the server publishes (a client `#publish` on a
+    /// matching name is refused; see [`channel_contract`](Self::channel_contract) to allow it).
+    /// Two declared patterns that can match the same name (`rooms/{id}` and `rooms/{name}`) fail
+    /// at startup, naming both locations; so does an invalid pattern.
     #[track_caller]
     pub fn channel(self, pattern: &str) -> Self {
         self.channel_at(pattern, Source::caller())
     }
 
-    /// [`channel`](Self::channel) with an explicit source location (what the macros call).
-    pub fn channel_at(mut self, pattern: &str, source: Source) -> Self {
-        match ChannelPattern::parse(pattern) {
-            Ok(parsed) => self.channels.push((parsed, source)),
-            Err(e) => self.invalid_patterns.push((pattern.to_owned(), e, source)),
+    /// [`channel`](Self::channel) with an explicit source location.
+    pub fn channel_at(self, pattern: &str, source: Source) -> Self {
+        self.channel_contract_at(ChannelContract::new(pattern), source)
+    }
+
+    /// Declares a channel pattern with its contract: who may subscribe and publish from a client,
+    /// and what a client's publication must be (see [`contract`]). A declared pattern without one
+    /// ([`channel`](Self::channel)) gets the defaults: anyone subscribes, only the server
+    /// publishes.
+    #[track_caller]
+    pub fn channel_contract(self, contract: ChannelContract) -> Self {
+        self.channel_contract_at(contract, Source::caller())
+    }
+
+    /// [`channel_contract`](Self::channel_contract) with an explicit source location (what the
+    /// macros call).
+    pub fn channel_contract_at(mut self, contract: ChannelContract, source: Source) -> Self {
+        match ChannelPattern::parse(&contract.pattern) {
+            Ok(pattern) => self.channels.push(Declared {
+                pattern,
+                source,
+                contract,
+            }),
+            Err(e) => self
+                .invalid_patterns
+                .push((contract.pattern.clone(), e, source)),
         }
         self
     }
@@ -250,8 +283,10 @@ impl App {
                 "channel pattern '{pattern}' at {at} is invalid: {error}"
             ));
         }
-        for (i, (second, second_at)) in self.channels.iter().enumerate() {
-            for (first, first_at) in &self.channels[..i] {
+        for (i, later) in self.channels.iter().enumerate() {
+            let (second, second_at) = (&later.pattern, &later.source);
+            for earlier in &self.channels[..i] {
+                let (first, first_at) = (&earlier.pattern, &earlier.source);
                 if let Some(example) = first.overlap(second) {
                     return Err(if first == second && first_at == second_at {
                         format!("channel '{first}' at {first_at} is registered twice")
@@ -268,6 +303,11 @@ impl App {
 
     pub(crate) fn route(&self, name: &str) -> Option<&EventRoute> {
         self.events.get(name)
+    }
+
+    /// The declared channel whose pattern matches `name` (patterns never overlap: startup checks).
+    pub(crate) fn declared(&self, name: &str) -> Option<&Declared> {
+        self.channels.iter().find(|d| d.pattern.matches(name))
     }
 }
 

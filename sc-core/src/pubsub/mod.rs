@@ -6,8 +6,8 @@
 //! Each channel's subscriber list is an immutable `Arc<[Subscriber]>` swapped on (rare)
 //! subscribe/unsubscribe, so a delivery takes the read lock only long enough to clone one `Arc`,
 //! and every socket gets the same pre-encoded frame (no per-subscriber JSON work). With
-//! publish-out middleware each socket's writer runs it on its own copy of the publication, in
-//! order, so one slow middleware call delays only its own subscriber.
+//! publish-out middleware each socket's own publish-out task runs it, in order, so one slow
+//! middleware call delays only its own subscriber.
 //!
 //! [`Exchange`](exchange::Exchange) is the server-side API over it.
 
@@ -50,8 +50,6 @@ pub(crate) struct PubSub {
     registry: RwLock<Registry>,
     pub(crate) engine: Arc<dyn BrokerEngine>,
     metrics: Arc<Metrics>,
-    /// Publish-out middleware is registered: sockets get the publication, not the frame.
-    filter_out: bool,
     next_server_sub: AtomicU64,
 }
 
@@ -61,19 +59,16 @@ enum Added {
     First,
     Joined,
     AlreadySubscribed,
+    /// The socket is closed: nothing was added.
+    Closed,
 }
 
 impl PubSub {
-    pub(crate) fn new(
-        engine: Arc<dyn BrokerEngine>,
-        metrics: Arc<Metrics>,
-        filter_out: bool,
-    ) -> Self {
+    pub(crate) fn new(engine: Arc<dyn BrokerEngine>, metrics: Arc<Metrics>) -> Self {
         Self {
             registry: RwLock::new(Registry::default()),
             engine,
             metrics,
-            filter_out,
             next_server_sub: AtomicU64::new(1),
         }
     }
@@ -88,6 +83,14 @@ impl PubSub {
 
     fn add(&self, channel: &Arc<str>, sub: Subscriber) -> Added {
         let mut registry = self.write();
+        // Checked under the lock: `remove_socket` runs after the socket is marked closed, so a
+        // late subscribe (a handler that outlived its socket) either sees it closed here or is
+        // removed there.
+        if let Subscriber::Socket(socket) = &sub {
+            if !socket.is_open() {
+                return Added::Closed;
+            }
+        }
         let Registry {
             channels,
             by_socket,
@@ -109,7 +112,9 @@ impl PubSub {
                 Added::First
             }
         };
-        if let Subscriber::Socket(socket) = &sub {
+        // A first subscriber counts as subscribed only once the engine confirmed the channel
+        // (see `subscribe_socket`).
+        if let (Subscriber::Socket(socket), Added::Joined) = (&sub, &added) {
             by_socket
                 .entry(socket.0.id.clone())
                 .or_default()
@@ -174,13 +179,29 @@ impl PubSub {
         socket: &Socket,
         channel: Arc<str>,
     ) -> Result<(), BrokerError> {
-        if let Added::First = self.add(&channel, Subscriber::Socket(socket.clone())) {
-            if let Err(e) = self.engine.subscribe(&channel).await {
-                Self::remove_socket_from(&mut self.write(), socket, &channel);
-                return Err(e);
+        match self.add(&channel, Subscriber::Socket(socket.clone())) {
+            Added::Joined | Added::AlreadySubscribed => Ok(()),
+            Added::Closed => Err(BrokerError::Unavailable("the socket is closed".into())),
+            Added::First => {
+                let confirmed = self.engine.subscribe(&channel).await;
+                let mut registry = self.write();
+                if confirmed.is_ok() && socket.is_open() {
+                    registry
+                        .by_socket
+                        .entry(socket.0.id.clone())
+                        .or_default()
+                        .insert(channel);
+                    return Ok(());
+                }
+                // Failed, or the socket closed meanwhile (after `remove_socket` ran).
+                let emptied = Self::remove(&mut registry, &channel, |s| s.is_socket(socket));
+                drop(registry);
+                if emptied && confirmed.is_ok() {
+                    self.release(&channel);
+                }
+                confirmed.and(Err(BrokerError::Unavailable("the socket is closed".into())))
             }
         }
-        Ok(())
     }
 
     /// Unsubscribes a socket; returns false if it was not subscribed.
@@ -297,12 +318,7 @@ impl DeliverySink for PubSub {
         for sub in subs.iter() {
             match sub {
                 Subscriber::Socket(socket) => {
-                    let pushed = if self.filter_out {
-                        socket.push_publication(publication.clone())
-                    } else {
-                        socket.push(publication.frame.clone())
-                    };
-                    if pushed.is_ok() {
+                    if socket.deliver(&publication).is_ok() {
                         queued += 1;
                     }
                 }

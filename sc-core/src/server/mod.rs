@@ -29,7 +29,6 @@ use listener::Listener;
 pub(crate) use listener::{take_inherited, Inherited};
 
 use crate::app::handler::{FromRequestParts, Parts};
-use crate::app::middleware::MiddlewareKind;
 use crate::app::App;
 use crate::auth::{AuthConfigError, AuthEngine, AuthKey, AuthOptions};
 use crate::broker::{
@@ -191,8 +190,14 @@ impl Builder {
         max_payload: usize => max_payload;
         /// Most channels per socket (default 1000). `SC_SOCKET_CHANNEL_LIMIT` overrides.
         socket_channel_limit: usize => socket_channel_limit;
-        /// Whether clients may publish (default true). `SC_ALLOW_CLIENT_PUBLISH` overrides.
+        /// Whether clients may publish at all (default true). `SC_ALLOW_CLIENT_PUBLISH` overrides.
         allow_client_publish: bool => allow_client_publish;
+        /// Whether clients may publish on names no declared channel pattern matches (default
+        /// true). `SC_ALLOW_CLIENT_PUBLISH_UNDECLARED` overrides.
+        allow_client_publish_undeclared: bool => allow_client_publish_undeclared;
+        /// Longest channel name a client may use, in bytes (default 1024). `SC_MAX_CHANNEL_NAME`
+        /// overrides.
+        max_channel_name: usize => max_channel_name;
         /// Outbound queue bound per socket, in bytes (default 4 MiB). `SC_OUTBOUND_QUEUE_BYTES`
         /// overrides.
         outbound_queue_bytes: usize => outbound_queue_bytes;
@@ -312,7 +317,8 @@ impl Builder {
         self
     }
 
-    /// The pub/sub engine (default: in-process).
+    /// The pub/sub engine (default: in-process). The server owns it: when the server stops it
+    /// shuts the engine down (`BrokerEngine::shutdown`), so give each server its own.
     pub fn broker_engine(mut self, engine: impl BrokerEngine) -> Self {
         self.engine = Some(Arc::new(engine));
         self
@@ -372,11 +378,7 @@ impl Builder {
         // Bottom up: the registry (and the engine behind it), the exchange over it, the state
         // every socket shares, and what every connection runs with.
         let metrics = Arc::new(Metrics::default());
-        let pubsub = Arc::new(PubSub::new(
-            engine.clone(),
-            metrics.clone(),
-            app.middleware.has(MiddlewareKind::PublishOut),
-        ));
+        let pubsub = Arc::new(PubSub::new(engine.clone(), metrics.clone()));
         let exchange = Exchange::new(pubsub.clone());
         let mut services = Extensions::new();
         services.insert(exchange.clone());

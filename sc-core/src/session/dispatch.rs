@@ -179,9 +179,38 @@ async fn call_handler(
     }
 }
 
-/// Publish-out middleware for one delivery to `socket`, run by its writer: the frame to write,
-/// or `None` when the middleware blocked it.
-pub(super) async fn publish_out(
+/// The socket's publish-out task: each publication through the middleware, in order, then into
+/// the outbox; ends when the socket closes (dropping its handle on the socket).
+pub(super) async fn publish_out_loop(
+    mut publications: tokio::sync::mpsc::UnboundedReceiver<Arc<Publication>>,
+    socket: Socket,
+    ctx: Arc<Context>,
+) {
+    let closed = socket.0.close.wait();
+    tokio::pin!(closed);
+    loop {
+        let publication = tokio::select! {
+            _ = &mut closed => break,
+            p = publications.recv() => match p {
+                Some(p) => p,
+                None => break,
+            },
+        };
+        let frame = publish_out(&ctx, &socket, &publication).await;
+        // Reserved when it was delivered to this task; the frame is counted again when queued.
+        socket
+            .0
+            .out
+            .release(crate::socket::frame_cost(publication.frame.len()));
+        if let Some(frame) = frame {
+            let _ = socket.push(frame);
+        }
+    }
+}
+
+/// Publish-out middleware for one delivery to `socket`: the frame to write, or `None` when the
+/// middleware blocked it.
+async fn publish_out(
     ctx: &Context,
     socket: &Socket,
     publication: &Publication,

@@ -1,17 +1,20 @@
 //! One WebSocket connection from upgrade to close, produced by [`run`]:
 //!
 //! - [`transport`]: the reader (handshake phase, pong watchdog, responses to server invokes,
-//!   decoding, the in-order inbox) and the writer (ordered queue, batched writes, pings,
-//!   publish-out middleware);
+//!   decoding, the in-order inbox) and the writer (ordered queue, batched writes, pings);
 //! - [`dispatch`]: one message through inbound-raw middleware and each packet to its handler;
+//!   publish-out middleware on the socket's own task;
 //! - [`procedures`]: the protocol's own `#` procedures (`#handshake`, `#authenticate`,
 //!   `#subscribe`, `#unsubscribe`, `#publish`);
+//! - [`contracts`]: declared channels' contracts and the channel-name bound, for `#subscribe`
+//!   and `#publish`;
 //! - [`limits`]: the per-socket rate limits.
 //!
 //! Every close code and error reply of `shared/protocol.md` sections 3 and 4 is produced here.
 //! The session never decides the process's fate: a handler panic with `crash_worker_on_error`
 //! only asks the process model to end the process ([`Shared::request_exit`]).
 
+mod contracts;
 mod dispatch;
 mod limits;
 mod procedures;
@@ -24,6 +27,7 @@ use std::time::Duration;
 use axum::extract::ws::WebSocket;
 use futures_util::{FutureExt, StreamExt};
 
+use crate::app::middleware::MiddlewareKind;
 use crate::app::App;
 use crate::protocol::close;
 use crate::pubsub::exchange::Exchange;
@@ -48,8 +52,24 @@ pub(crate) fn run(
     // Split and the writer started before the future exists: the future would otherwise keep
     // room for the unsplit WebSocket, or the sink, in its state for the socket's whole life.
     let (sink, stream) = ws.split();
-    let socket = Socket::new(ctx.shared.clone(), request);
-    let writer = tokio::spawn(transport::write_loop(sink, socket.clone(), ctx.clone()));
+    // With publish-out middleware, a task of the socket's own runs it for each publication, in
+    // order: a slow call delays this subscriber only, and the writer keeps draining meanwhile
+    // (the middleware may itself send to this socket, even invoke it).
+    let (publish_out, publications) = if ctx.app.middleware.has(MiddlewareKind::PublishOut) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
+    let socket = Socket::new(ctx.shared.clone(), request, publish_out);
+    if let Some(publications) = publications {
+        tokio::spawn(dispatch::publish_out_loop(
+            publications,
+            socket.clone(),
+            ctx.clone(),
+        ));
+    }
+    let writer = tokio::spawn(transport::write_loop(sink, socket.clone()));
     serve(stream, socket, ctx, writer)
 }
 

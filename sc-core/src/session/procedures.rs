@@ -7,6 +7,7 @@ use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::contracts::{admit, check_name};
 use super::dispatch::{parts, reply};
 use super::Context;
 use crate::app::handler::Request;
@@ -185,6 +186,10 @@ pub(super) async fn subscribe(
         );
         return;
     };
+    if let Err(e) = check_name(ctx, &channel) {
+        reply(socket, cid, Err(e));
+        return;
+    }
     let sub_data = obj.get("data").cloned();
     let wait_for_auth = obj.get("waitForAuth") == Some(&Value::Bool(true));
 
@@ -204,6 +209,23 @@ pub(super) async fn subscribe(
         }
     }
 
+    // The channel's declaration first, then the app-wide middleware.
+    let sub_data = match admit(
+        ctx,
+        socket,
+        MiddlewareKind::Subscribe,
+        &channel,
+        sub_data,
+        expired.clone(),
+    )
+    .await
+    {
+        Ok(data) => data,
+        Err(e) => {
+            reply(socket, cid, Err(e));
+            return;
+        }
+    };
     let mut p = parts(
         socket,
         MiddlewareKind::Subscribe,
@@ -258,6 +280,10 @@ pub(super) fn unsubscribe(ctx: &Context, socket: &Socket, data: Option<Value>, c
         );
         return;
     };
+    if let Err(e) = check_name(ctx, channel) {
+        reply(socket, cid, Err(e));
+        return;
+    }
     if ctx.pubsub.unsubscribe_socket(socket, channel) {
         reply(socket, cid, Ok(()));
     } else {
@@ -294,7 +320,28 @@ pub(super) async fn publish(ctx: &Context, socket: &Socket, data: Option<Value>,
         );
         return;
     };
-    let pub_data = obj.get("data").cloned();
+    if let Err(e) = check_name(ctx, &channel) {
+        reply(socket, cid, Err(e));
+        return;
+    }
+    // The channel's declaration (who may publish, the message type, a guard that may rewrite
+    // the message) first, then the app-wide middleware.
+    let pub_data = match admit(
+        ctx,
+        socket,
+        MiddlewareKind::PublishIn,
+        &channel,
+        obj.get("data").cloned(),
+        expired.clone(),
+    )
+    .await
+    {
+        Ok(data) => data,
+        Err(e) => {
+            reply(socket, cid, Err(e));
+            return;
+        }
+    };
     let req = Request {
         parts: parts(
             socket,

@@ -2,7 +2,6 @@
 //! an inbox polled beside the reads, the pong watchdog, responses to server invokes) and the
 //! writer (the outbox drained in batches, pings, publish-out middleware, the close frame).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -10,7 +9,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
 
-use super::dispatch::{dispatch, publish_out};
+use super::dispatch::dispatch;
 use super::limits::{Closed, Limits};
 use super::procedures::handshake;
 use super::Context;
@@ -37,7 +36,6 @@ pub(super) struct InboundMessage {
 pub(super) fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     socket: Socket,
-    ctx: Arc<Context>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let config = &socket.0.shared.config;
@@ -69,7 +67,7 @@ pub(super) fn write_loop(
                             // The reader is done (the peer left, or we rejected it): write what is
                             // still queued, such as a rejection reply and its close frame.
                             if outbox.try_take(&mut writer.batch) {
-                                let _ = Box::pin(writer.write(&mut sink, &socket, &ctx)).await;
+                                let _ = Box::pin(writer.write(&mut sink, &socket)).await;
                             }
                             break;
                         }
@@ -81,7 +79,7 @@ pub(super) fn write_loop(
                     }
                     let was_pinging = writer.pinging;
                     // Boxed: the write's state exists only while writing, not in every idle socket.
-                    match Box::pin(writer.write(&mut sink, &socket, &ctx)).await {
+                    match Box::pin(writer.write(&mut sink, &socket)).await {
                         Ok(false) => {
                             if writer.pinging && !was_pinging {
                                 ping_timer.as_mut().reset(Instant::now() + config.ping_interval);
@@ -120,7 +118,6 @@ impl BatchWriter {
         &mut self,
         sink: &mut SplitSink<WebSocket, Message>,
         socket: &Socket,
-        ctx: &Context,
     ) -> Result<bool, ()> {
         let mut written = 0u64;
         // Every frame taken is released, also those after a close, which are never written.
@@ -128,18 +125,7 @@ impl BatchWriter {
         let mut closing = None;
         let mut failed = false;
         for item in self.batch.drain(..) {
-            let item = match item {
-                // Boxed: the middleware's state exists only while it runs.
-                Outbound::Publish(publication) if !failed => {
-                    match Box::pin(publish_out(ctx, socket, &publication)).await {
-                        Some(frame) => Outbound::Frame(frame),
-                        None => continue,
-                    }
-                }
-                item => item,
-            };
             match item {
-                Outbound::Publish(_) => {}
                 Outbound::Frame(frame) => {
                     if failed {
                         continue;

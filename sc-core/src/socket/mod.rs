@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{oneshot, Notify};
 
 pub(crate) use outbox::cost;
+pub(crate) use outbox::frame_cost;
 use outbox::{Outbox, PushError};
 pub(crate) use shared::{Shared, SocketChannels};
 
@@ -56,9 +57,6 @@ impl RequestInfo {
 #[derive(Debug)]
 pub(crate) enum Outbound {
     Frame(Utf8Bytes),
-    /// A publication that publish-out middleware must pass before it is written: the writer runs
-    /// it, so a slow middleware delays this socket only, and in order.
-    Publish(Arc<Publication>),
     /// Start pinging (queued right after the handshake reply, so pings never precede it).
     StartPing,
     /// Close after everything queued before it has been written.
@@ -127,6 +125,9 @@ pub(crate) struct AuthState {
     pub payload: Arc<Map<String, Value>>,
 }
 
+/// Publications waiting for the socket's publish-out middleware.
+pub(crate) type PublishOutQueue = tokio::sync::mpsc::UnboundedSender<Arc<Publication>>;
+
 /// Where the client's answer to a server invoke goes.
 type PendingInvoke = oneshot::Sender<Result<Option<Value>, ScError>>;
 
@@ -137,6 +138,9 @@ pub(crate) struct SocketInner {
     pub(crate) out: Outbox,
     pub(crate) close: CloseSignal,
     auth: RwLock<Option<AuthState>>,
+    /// The socket's publish-out task, when the app has publish-out middleware (see
+    /// [`Socket::deliver`]).
+    publish_out: Option<PublishOutQueue>,
     pending: Mutex<HashMap<u64, PendingInvoke>>,
     next_cid: AtomicU64,
     pongs: AtomicU64,
@@ -211,7 +215,11 @@ pub struct AuthTokenOptions {
 }
 
 impl Socket {
-    pub(crate) fn new(shared: Arc<Shared>, request: Arc<RequestInfo>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        request: Arc<RequestInfo>,
+        publish_out: Option<PublishOutQueue>,
+    ) -> Self {
         let id = shared.next_socket_id();
         let out = Outbox::new(
             shared.config.outbound_queue_bytes,
@@ -224,6 +232,7 @@ impl Socket {
             out,
             close: CloseSignal::default(),
             auth: RwLock::new(None),
+            publish_out,
             pending: Mutex::new(HashMap::new()),
             next_cid: AtomicU64::new(1),
             pongs: AtomicU64::new(0),
@@ -502,14 +511,30 @@ impl Socket {
         self.push_item(Outbound::Frame(frame))
     }
 
-    /// Queues a publication for publish-out middleware (run by the writer, see
-    /// [`Outbound::Publish`]); bounded like a frame.
-    pub(crate) fn push_publication(&self, publication: Arc<Publication>) -> Result<(), SendError> {
-        self.push_item(Outbound::Publish(publication))
+    /// Delivers a publication: its shared frame straight into the queue, or, with publish-out
+    /// middleware, to the socket's publish-out task (which runs the middleware in order and then
+    /// queues the frame). Counted against the outbound bound either way.
+    pub(crate) fn deliver(&self, publication: &Arc<Publication>) -> Result<(), SendError> {
+        let Some(publish_out) = &self.0.publish_out else {
+            return self.push(publication.frame.clone());
+        };
+        let size = frame_cost(publication.frame.len());
+        self.outcome(self.0.out.reserve(size))?;
+        if publish_out.send(publication.clone()).is_err() {
+            self.0.out.release(size);
+            return Err(SendError::Closed);
+        }
+        Ok(())
     }
 
     fn push_item(&self, item: Outbound) -> Result<(), SendError> {
-        match self.0.out.push(item) {
+        self.outcome(self.0.out.push(item))
+    }
+
+    /// What a refused push means for the socket: a slow consumer is closed (4100), a dropped
+    /// frame counted.
+    fn outcome(&self, pushed: Result<(), PushError>) -> Result<(), SendError> {
+        match pushed {
             Ok(()) => Ok(()),
             Err(PushError::Full) => {
                 if self.close_now(close::SLOW_CONSUMER, "") {

@@ -47,10 +47,14 @@ struct State {
 /// The bytes an item counts for against the limit (control items count nothing).
 pub(crate) fn cost(item: &Outbound) -> usize {
     match item {
-        Outbound::Frame(frame) => frame.len() + ENTRY_OVERHEAD,
-        Outbound::Publish(publication) => publication.frame.len() + ENTRY_OVERHEAD,
+        Outbound::Frame(frame) => frame_cost(frame.len()),
         Outbound::StartPing | Outbound::Close(..) => 0,
     }
+}
+
+/// The bytes a frame of `len` bytes counts for.
+pub(crate) fn frame_cost(len: usize) -> usize {
+    len + ENTRY_OVERHEAD
 }
 
 impl Outbox {
@@ -71,19 +75,31 @@ impl Outbox {
         let size = cost(&item);
         {
             let mut state = lock(&self.state);
-            if state.closed {
-                return Err(PushError::Closed);
-            }
-            if state.bytes > 0 && state.bytes + size > self.limit {
-                return Err(match self.policy {
-                    SlowConsumer::Disconnect => PushError::Full,
-                    SlowConsumer::Drop => PushError::Dropped,
-                });
-            }
-            state.bytes += size;
+            self.admit(&mut state, size)?;
             state.queue.push_back(item);
         }
         self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Counts `size` bytes against the limit for something on its way to the queue (a
+    /// publication in publish-out middleware), as [`push`](Self::push) would; the caller
+    /// [`release`](Self::release)s them when it is through.
+    pub(crate) fn reserve(&self, size: usize) -> Result<(), PushError> {
+        self.admit(&mut lock(&self.state), size)
+    }
+
+    fn admit(&self, state: &mut State, size: usize) -> Result<(), PushError> {
+        if state.closed {
+            return Err(PushError::Closed);
+        }
+        if state.bytes > 0 && state.bytes + size > self.limit {
+            return Err(match self.policy {
+                SlowConsumer::Disconnect => PushError::Full,
+                SlowConsumer::Drop => PushError::Dropped,
+            });
+        }
+        state.bytes += size;
         Ok(())
     }
 

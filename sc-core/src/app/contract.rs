@@ -1,0 +1,143 @@
+//! Channel contracts: a declared channel pattern says who may subscribe from a client, who may
+//! publish from a client, and what a client's publication must be. The session enforces it for
+//! every `#subscribe` and `#publish` on a name the pattern matches; names no pattern declares
+//! keep SocketCluster's behaviour (`allow_client_publish`, middleware).
+//!
+//! ```
+//! use sc_core::prelude::*;
+//! use sc_core::app::contract::{Access, ChannelContract};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct ChatMsg { from: String, text: String }
+//! #[derive(Deserialize)]
+//! struct Claims { name: String }
+//!
+//! /// Clients may publish, but the message says who sent it, whatever the client wrote.
+//! async fn stamp_sender(Auth(me): Auth<Claims>, Json(msg): Json<ChatMsg>) -> Json<ChatMsg> {
+//!     Json(ChatMsg { from: me.name, ..msg })
+//! }
+//!
+//! let app = App::new().channel_contract(
+//!     ChannelContract::new("rooms/{id}")
+//!         .message::<ChatMsg>()
+//!         .subscribe(Access::Authenticated)
+//!         .publish(Access::guard(stamp_sender)),
+//! );
+//! ```
+//!
+//! What `#[channel("rooms/{id}", message = ChatMsg, subscribe = authenticated, publish =
+//! stamp_sender)]` registers is exactly this.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::handler::{erase, ErasedHandler, Handler};
+use super::middleware::{Decision, IntoDecision};
+
+/// Who may perform an action on a declared channel from a client.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Access {
+    /// Every client.
+    Anyone,
+    /// Clients whose socket holds a valid auth token.
+    Authenticated,
+    /// No client: only server code (`Exchange::publish`). For publishing only; the default there.
+    Server,
+    /// A guard: an async fn over extractors, like middleware, that allows (`()`), refuses
+    /// (`Err(Block)`) or, for a publish, replaces the message (`Json(new)`).
+    Guard(Guard),
+}
+
+impl Access {
+    /// A guard function (see [`Access::Guard`]).
+    pub fn guard<H, T>(handler: H) -> Self
+    where
+        H: Handler<T>,
+        H::Output: IntoDecision,
+        T: 'static,
+    {
+        Self::Guard(Guard(erase(handler, IntoDecision::into_decision)))
+    }
+
+    /// How the declaration reads, for error messages: `authenticated`, `server`, ...
+    pub(crate) fn describe(&self) -> &'static str {
+        match self {
+            Self::Anyone => "anyone",
+            Self::Authenticated => "authenticated",
+            Self::Server => "server",
+            Self::Guard(_) => "a guard",
+        }
+    }
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// A guard function, type-erased.
+#[derive(Clone)]
+pub struct Guard(pub(crate) ErasedHandler<Decision>);
+
+/// Checks that a client's publication is the channel's message type.
+pub(crate) type MessageCheck = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
+
+/// A channel pattern's contract; register it with [`App::channel_contract`](super::App::channel_contract).
+#[derive(Clone)]
+pub struct ChannelContract {
+    pub(crate) pattern: String,
+    pub(crate) subscribe: Access,
+    pub(crate) publish: Access,
+    pub(crate) message: Option<(&'static str, MessageCheck)>,
+}
+
+impl fmt::Debug for ChannelContract {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelContract")
+            .field("pattern", &self.pattern)
+            .field("subscribe", &self.subscribe)
+            .field("publish", &self.publish)
+            .field("message", &self.message.as_ref().map(|(name, _)| name))
+            .finish()
+    }
+}
+
+impl ChannelContract {
+    /// The defaults: anyone may subscribe, only the server publishes.
+    pub fn new(pattern: impl Into<String>) -> Self {
+        Self {
+            pattern: pattern.into(),
+            subscribe: Access::Anyone,
+            publish: Access::Server,
+            message: None,
+        }
+    }
+
+    /// Who may subscribe ([`Access::Server`] here means no client may).
+    pub fn subscribe(mut self, access: Access) -> Self {
+        self.subscribe = access;
+        self
+    }
+
+    /// Who may publish from a client.
+    pub fn publish(mut self, access: Access) -> Self {
+        self.publish = access;
+        self
+    }
+
+    /// A client's publication must deserialize as `M`, or it is refused with
+    /// `InvalidArgumentsError` (checked before a publish guard runs).
+    pub fn message<M: DeserializeOwned>(mut self) -> Self {
+        let name = std::any::type_name::<M>();
+        let short = name.rsplit("::").next().unwrap_or(name);
+        let check: MessageCheck =
+            Arc::new(|data: &Value| M::deserialize(data).map(drop).map_err(|e| e.to_string()));
+        self.message = Some((short, check));
+        self
+    }
+}

@@ -1,0 +1,13 @@
+use sc_core::prelude::*;
+
+#[derive(Serialize, Deserialize)]
+struct ChatMsg {
+    text: String,
+}
+
+#[channel("rooms/{id}", message = ChatMsg, publish = "authenticated")]
+struct Room {
+    id: u64,
+}
+
+fn main() {}
