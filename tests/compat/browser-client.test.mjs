@@ -92,6 +92,20 @@ test('browser client: subscribe, publish, iterate, unsubscribe, subscribeFail', 
   }
 });
 
+const noContracts = isReference && 'the Node reference has no channel contracts';
+test('browser client: a channel contract refuses a publish with the same error as the official client', async () => {
+  try {
+    const socket = await connected();
+    await assert.rejects(socket.publish('typed/9', {from: 'alice', text: 'forged'}), (err) => {
+      assert.equal(err.name, 'PublishRefusedError');
+      assert.equal(err.message, "Client publish to channel 'typed/9' refused: only the server publishes on typed/{id} (publish = server)");
+      return true;
+    });
+  } finally {
+    closeAll();
+  }
+}, {skip: noContracts});
+
 test('browser client: the token is kept in localStorage and used by the next page load', async () => {
   try {
     const first = await connected();

@@ -3,7 +3,9 @@
 //! - invoke `login {"user":"ann","password":"secret"}`: checks the password (two demo users; a
 //!   real app asks its database) and issues a token that expires after `token_seconds`;
 //! - invoke `whoami`: the logged-in user, or `AuthError` (also once the token has expired);
-//! - `inbox/{user}` is a typed channel only its owner may subscribe to (subscribe middleware);
+//! - `inbox/{user}` is a typed channel whose declaration is its contract: only its owner may
+//!   subscribe (`subscribe = own_inbox_only`, a guard) and only the server publishes (the
+//!   default), so a forged `#publish` to someone's inbox is refused;
 //! - invoke `send {"to":"bob","text":"hi"}`: a logged-in user drops a note in someone's inbox.
 
 use sc_core::prelude::*;
@@ -16,8 +18,8 @@ pub struct Note {
     pub text: String,
 }
 
-/// `inbox/{user}`: notes for one user.
-#[channel("inbox/{user}", message = Note)]
+/// `inbox/{user}`: notes for one user, read by that user only, written by the server only.
+#[channel("inbox/{user}", message = Note, subscribe = own_inbox_only)]
 pub struct Inbox {
     pub user: String,
 }
@@ -86,8 +88,7 @@ async fn send(
     Ok(())
 }
 
-/// Only the owner of an inbox may read it.
-#[middleware(subscribe)]
+/// Only the owner of an inbox may read it (the inbox's subscribe guard).
 async fn own_inbox_only(
     Channel(inbox): Channel<Inbox>,
     MaybeAuth(me): MaybeAuth<Claims>,
@@ -104,5 +105,5 @@ async fn own_inbox_only(
 
 /// The app, with tokens that live `token_seconds`.
 pub fn app(token_seconds: u64) -> App {
-    handlers![Inbox, login, whoami, send, own_inbox_only].state(TokenSeconds(token_seconds))
+    handlers![Inbox, login, whoami, send].state(TokenSeconds(token_seconds))
 }

@@ -62,6 +62,22 @@ async fn login_protected_inbox_and_expiry() {
         }
     );
 
+    // Only the server writes to an inbox: a forged note published by a client is refused and
+    // never arrives.
+    let forged = bob
+        .publish("inbox/ann", &json!({"from": "ann", "text": "wire me $500"}))
+        .await
+        .expect_err("clients do not publish to inboxes");
+    assert!(
+        forged.to_string().contains("PublishRefusedError"),
+        "{forged}"
+    );
+    let nothing = tokio::time::timeout(Duration::from_millis(300), inbox.recv()).await;
+    assert!(
+        nothing.is_err(),
+        "the forged note was delivered: {nothing:?}"
+    );
+
     // The token lives 2 s: after that the server treats the socket as logged out.
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let expired = ann

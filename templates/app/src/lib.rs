@@ -13,9 +13,12 @@ pub struct ChatMsg {
     pub text: String,
 }
 
-/// `rooms/{id}` carries only `ChatMsg`: publishing anything else does not compile, and a client
-/// subscribing to `rooms/abc` is refused with `InvalidChannelError`.
-#[channel("rooms/{id}", message = ChatMsg)]
+/// `rooms/{id}` carries only `ChatMsg`, and its declaration is its contract: only logged-in users
+/// subscribe (`subscribe = authenticated`), and only the server publishes (the default): members
+/// talk through the `chat` event, which sets `from` from their token, so a client's own
+/// `#publish` to a room, forged or not, is refused with `PublishRefusedError`. Publishing anything
+/// but a `ChatMsg` on a `Room` from the server does not compile.
+#[channel("rooms/{id}", message = ChatMsg, subscribe = authenticated)]
 pub struct Room {
     pub id: u64,
 }
@@ -82,22 +85,12 @@ async fn history(State(history): State<History>, Json(room): Json<u64>) -> Json<
     Json(rooms.get(&room).cloned().unwrap_or_default())
 }
 
-/// Only rooms can be subscribed to, and only by logged-in users.
+/// Only rooms can be subscribed to: any other name (`rooms/abc`, `secrets`) is refused with
+/// `InvalidChannelError` (the `Channel<Room>` extractor does not parse it).
 #[middleware(subscribe)]
-async fn members_only(
-    Channel(_room): Channel<Room>,
-    MaybeAuth(me): MaybeAuth<serde_json::Value>,
-) -> Result<(), Block> {
-    match me {
-        Some(_) => Ok(()),
-        None => Err(Block::new(ScError::new(
-            "AuthRequired",
-            "log in before joining a room",
-        ))),
-    }
-}
+async fn rooms_only(Channel(_room): Channel<Room>) {}
 
 /// The whole app.
 pub fn app() -> App {
-    handlers![Room, login, chat, history, members_only].state(History::default())
+    handlers![Room, login, chat, history, rooms_only].state(History::default())
 }

@@ -12,7 +12,9 @@ async fn members_chat_and_strangers_cannot_join() {
 
     let stranger = server.client().await;
     let refused = stranger.subscribe("rooms/1").await.expect_err("must log in first");
-    assert!(refused.to_string().contains("AuthRequired"), "{refused}");
+    assert!(refused.to_string().contains("requires an authenticated socket"), "{refused}");
+    let refused = stranger.subscribe("secrets").await.expect_err("rooms only");
+    assert!(refused.to_string().contains("InvalidChannelError"), "{refused}");
 
     let ann = server.client().await;
     let bob = server.client().await;
@@ -31,4 +33,15 @@ async fn members_chat_and_strangers_cannot_join() {
     assert_eq!(got, ChatMsg { from: "ann".into(), text: "hello".into() });
     let history: Vec<ChatMsg> = bob.invoke("history", &json!(1)).await.expect("history");
     assert_eq!(history, vec![got]);
+
+    // A client's own #publish to a room is refused, forged sender or not, and reaches nobody.
+    for publisher in [&stranger, &ann] {
+        let refused = publisher
+            .publish("rooms/1", &json!({"from": "bob", "text": "wire me $500"}))
+            .await
+            .expect_err("only the server publishes on rooms");
+        assert!(refused.to_string().contains("PublishRefusedError"), "{refused}");
+    }
+    let nothing = tokio::time::timeout(Duration::from_millis(300), room.recv()).await;
+    assert!(nothing.is_err(), "a refused publish was delivered: {nothing:?}");
 }

@@ -29,6 +29,43 @@ fn store(s: &Store) -> std::sync::MutexGuard<'_, Shared> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What the contract channels carry.
+#[derive(Clone, Serialize, Deserialize)]
+struct ChatMsg {
+    from: String,
+    text: String,
+}
+
+/// Channel contracts (contracts.test.mjs): typed, no options: only the server publishes.
+#[channel("typed/{id}", message = ChatMsg)]
+struct Typed {
+    id: u64,
+}
+
+/// Logged-in clients publish ChatMsgs.
+#[channel("members/{id}", message = ChatMsg, publish = authenticated)]
+struct Members {
+    id: u64,
+}
+
+/// Clients publish, and the guard sets `from` from the token's `username`.
+#[channel("stamped/{id}", message = ChatMsg, publish = stamp_sender)]
+struct Stamped {
+    id: u64,
+}
+
+async fn stamp_sender(
+    Auth(claims): Auth<serde_json::Map<String, Value>>,
+    Json(msg): Json<ChatMsg>,
+) -> Json<ChatMsg> {
+    let from = claims
+        .get("username")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_owned();
+    Json(ChatMsg { from, ..msg })
+}
+
 #[event("echo")]
 async fn echo(Raw(data): Raw) -> Option<Value> {
     data
@@ -379,6 +416,9 @@ async fn authenticate_mw(Auth(claims): Auth<Value>) -> Result<(), Block> {
 
 fn app() -> App {
     handlers![
+        Typed,
+        Members,
+        Stamped,
         echo,
         rewrite_me,
         empty,
