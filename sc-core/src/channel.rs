@@ -77,9 +77,12 @@
 //! A name that does not match is refused with `InvalidChannelError` ([`ChannelNameError`]); in
 //! `Channel<Room>` that is the error the client receives (a subscribe middleware blocks with it).
 //!
-//! [`App::channel_at`](crate::App::channel_at) records a pattern so that overlapping typed
-//! channels (`rooms/{id}` and `rooms/{name}`, or `rooms/{id}` and `rooms/lobby`: a capture matches
-//! any segment) fail at startup, naming both source locations.
+//! [`App::channel_at`](crate::App::channel_at) (and `App::channel_contract_at`, what the macro
+//! calls) declares a pattern: overlapping declared channels (`rooms/{id}` and `rooms/{name}`, or
+//! `rooms/{id}` and `rooms/lobby`: a capture matches any segment) fail at startup, naming both
+//! source locations, and the declaration is the channel's contract for clients (who may
+//! subscribe and publish; by default only the server publishes): see
+//! [`contract`](crate::app::contract).
 
 use std::fmt::Display;
 use std::str::FromStr;

@@ -41,6 +41,23 @@ struct Lobby {
     id: u64,
 }
 
+/// Logged-in clients publish, under their own name only.
+#[channel("signed/{id}", message = ChatMsg, publish = own_name_only)]
+struct Signed {
+    id: u64,
+}
+
+async fn own_name_only(Auth(me): Auth<Claims>, Json(msg): Json<ChatMsg>) -> Result<(), Block> {
+    if msg.from == me.name {
+        Ok(())
+    } else {
+        Err(Block::new(ScError::new(
+            "ForgedSenderError",
+            format!("you are {}, not {}", me.name, msg.from),
+        )))
+    }
+}
+
 /// Only the named user subscribes.
 #[channel("inbox/{user}", message = ChatMsg, subscribe = owner_only)]
 struct Inbox {
@@ -75,7 +92,10 @@ async fn login(socket: Socket, Json(name): Json<String>) -> Result<(), ScError> 
 }
 
 async fn server() -> TestServer {
-    TestServer::start(testing::builder().handlers(handlers![News, Room, Lobby, Inbox, login])).await
+    TestServer::start(
+        testing::builder().handlers(handlers![News, Room, Lobby, Inbox, Signed, login]),
+    )
+    .await
 }
 
 async fn logged_in(server: &TestServer, name: &str) -> Client {
@@ -216,6 +236,28 @@ async fn a_publish_guard_rewrites_what_subscribers_receive() {
         "Subscription to channel 'lobby/1' refused: lobby/{id} requires an authenticated socket (subscribe = authenticated)"
     );
     nothing_arrives(&mut sub).await;
+}
+
+#[tokio::test]
+async fn a_publish_guard_refuses_a_forged_sender() {
+    let server = server().await;
+    let ann = logged_in(&server, "ann").await;
+    let mut sub = ann.subscribe("signed/1").await.expect("subscribes");
+    let bob = logged_in(&server, "bob").await;
+    let (name, message) = refused(
+        bob.publish("signed/1", &msg("ann", "wire me $500"))
+            .await
+            .expect_err("forged"),
+    );
+    assert_eq!(
+        (name.as_str(), message.as_str()),
+        ("ForgedSenderError", "you are bob, not ann")
+    );
+    nothing_arrives(&mut sub).await;
+    bob.publish("signed/1", &msg("bob", "hi"))
+        .await
+        .expect("his own name");
+    assert_eq!(sub.recv().await, Some(msg("bob", "hi")));
 }
 
 #[tokio::test]

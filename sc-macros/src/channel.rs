@@ -1,7 +1,8 @@
 //! `#[channel("rooms/{id}", message = ChatMsg)]` on a struct with named fields: a typed channel,
-//! and its contract: `subscribe = anyone | authenticated | guard_fn` (default `anyone`) and
-//! `publish = server | authenticated | anyone | guard_fn` (default `server`: clients may not
-//! publish). Where clients may publish, their messages must deserialize as the message type.
+//! and its contract: `subscribe = anyone | authenticated | server | guard_fn` (default `anyone`;
+//! `server`: no client) and `publish = server | authenticated | anyone | guard_fn` (default
+//! `server`: clients may not publish). Where clients may publish, their messages must deserialize
+//! as the message type. The words win over a guard fn of the same name: write `self::server`.
 //!
 //! The pattern is checked by `sc-pattern`, the grammar sc-core matches names with at run time,
 //! with every mistake reported in its compile-time wording; its captures must be exactly the
@@ -70,7 +71,7 @@ fn parse_access(arg: Option<crate::attr::NamedArg>, key: &str, errors: &mut Erro
     let expected = if key == "publish" {
         "`server` (the default), `authenticated`, `anyone` or the path of a guard fn"
     } else {
-        "`anyone` (the default), `authenticated` or the path of a guard fn"
+        "`anyone` (the default), `authenticated`, `server` (no client) or the path of a guard fn"
     };
     let Some(path) = path else {
         errors.push(syn::Error::new(
@@ -84,13 +85,6 @@ fn parse_access(arg: Option<crate::attr::NamedArg>, key: &str, errors: &mut Erro
     };
     if let Some(word) = path.get_ident().map(Ident::to_string) {
         if let Some((_, variant)) = ACCESS_WORDS.iter().find(|(w, _)| *w == word) {
-            if key == "subscribe" && word == "server" {
-                errors.push(syn::Error::new(
-                    path.span(),
-                    format!("`subscribe = server` means nothing: the server does not subscribe as a client; `subscribe` takes {expected}"),
-                ));
-                return Access::Default;
-            }
             return Access::Keyword(variant, path.span());
         }
     }

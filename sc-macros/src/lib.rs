@@ -145,8 +145,17 @@ pub fn middleware(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// with `Display`). Generated: `TypedChannel` (`PATTERN`, `Message`), `ChannelTarget<Message>`
 /// (publishing another type does not compile), `FromChannelName` (for `Channel<Thread>`; a name
 /// that does not match is an `InvalidChannelError`), `Display`, inherent `PATTERN`, `name()`,
-/// `parse()`, and for `handlers![Thread]` the registration `App::channel_at(PATTERN, source)`,
-/// which makes overlapping typed channels fail at startup.
+/// `parse()`, and for `handlers![Thread]` the registration
+/// `App::channel_contract_at(contract, source)`, which makes overlapping channels fail at startup.
+///
+/// The declaration is the channel's contract, enforced for every client action:
+/// `subscribe = anyone | authenticated | server | guard_fn` (default `anyone`) and
+/// `publish = server | authenticated | anyone | guard_fn` (default `server`: a client's `#publish`
+/// is refused with `PublishRefusedError`). A guard is an async fn over extractors returning a
+/// middleware decision; a publish guard may rewrite the message (`Json(new)`). Where clients may
+/// publish, the message type must also be `Deserialize`: a publication that is not one is refused
+/// with `InvalidArgumentsError`. The words win over a fn of the same name; name such a guard by
+/// its path (`publish = self::anyone`).
 #[proc_macro_attribute]
 pub fn channel(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);

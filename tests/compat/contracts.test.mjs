@@ -49,7 +49,7 @@ test('publish = authenticated: guests and ill-typed messages are refused, a memb
     assert.match(e.message, /^Client publish to channel 'members\/2' refused: the message is not a ChatMsg: /);
   }
   await nothingArrives(items);
-  await member.invokePublish('members/2', {from: 'ann', text: 'hello'});
+  await member.invokePublish('members/2', {from: 'ann', text: 'hello', isAdmin: true});
   assert.deepEqual(await items.next(), {from: 'ann', text: 'hello'});
   await sleep(200);
   assert.equal(items.items.length, 1, 'delivered exactly once');
@@ -64,6 +64,20 @@ test('a publish guard rewrites a forged sender', async () => {
   const [guest] = await connectedClient(server);
   const err = await rejectionOf(guest.invokePublish('stamped/3', {from: 'ann', text: 'x'}), 'guest');
   assert.equal(err.name, 'AuthError');
+  assert.match(err.message, /^Client publish to channel 'stamped\/3' refused: /);
+  await sleep(200);
+  assert.equal(items.items.length, 1);
+});
+
+test('a publish guard refuses a forged sender; an own-name publish is delivered once', async () => {
+  const items = await listener('signed/4');
+  const [bob] = await connectedClient(server);
+  await bob.invoke('login', {username: 'bob'});
+  const err = await rejectionOf(bob.invokePublish('signed/4', {from: 'ann', text: 'wire me $500'}), 'forged');
+  assert.equal(err.name, 'ForgedSenderError');
+  await nothingArrives(items);
+  await bob.invokePublish('signed/4', {from: 'bob', text: 'hi', extra: 'dropped'});
+  assert.deepEqual(await items.next(), {from: 'bob', text: 'hi'});
   await sleep(200);
   assert.equal(items.items.length, 1);
 });

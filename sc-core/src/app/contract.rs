@@ -32,6 +32,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::handler::{erase, ErasedHandler, Handler};
@@ -45,7 +46,8 @@ pub enum Access {
     Anyone,
     /// Clients whose socket holds a valid auth token.
     Authenticated,
-    /// No client: only server code (`Exchange::publish`). For publishing only; the default there.
+    /// No client: only server code (`Exchange::publish`, `Exchange::subscribe`). The default for
+    /// publishing; for subscribing it keeps every client out.
     Server,
     /// A guard: an async fn over extractors, like middleware, that allows (`()`), refuses
     /// (`Err(Block)`) or, for a publish, replaces the message (`Json(new)`).
@@ -84,8 +86,9 @@ impl fmt::Debug for Access {
 #[derive(Clone)]
 pub struct Guard(pub(crate) ErasedHandler<Decision>);
 
-/// Checks that a client's publication is the channel's message type.
-pub(crate) type MessageCheck = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
+/// Reads a client's publication as the channel's message type and writes it back: what
+/// subscribers get is exactly a message of that type (unknown fields dropped), or an error.
+pub(crate) type MessageCheck = Arc<dyn Fn(&Value) -> Result<Value, String> + Send + Sync>;
 
 /// A channel pattern's contract; register it with [`App::channel_contract`](super::App::channel_contract).
 #[derive(Clone)]
@@ -93,7 +96,7 @@ pub struct ChannelContract {
     pub(crate) pattern: String,
     pub(crate) subscribe: Access,
     pub(crate) publish: Access,
-    pub(crate) message: Option<(&'static str, MessageCheck)>,
+    pub(crate) message: Option<(Arc<str>, MessageCheck)>,
 }
 
 impl fmt::Debug for ChannelContract {
@@ -118,7 +121,7 @@ impl ChannelContract {
         }
     }
 
-    /// Who may subscribe ([`Access::Server`] here means no client may).
+    /// Who may subscribe ([`Access::Server`]: no client may).
     pub fn subscribe(mut self, access: Access) -> Self {
         self.subscribe = access;
         self
@@ -131,13 +134,50 @@ impl ChannelContract {
     }
 
     /// A client's publication must deserialize as `M`, or it is refused with
-    /// `InvalidArgumentsError` (checked before a publish guard runs).
-    pub fn message<M: DeserializeOwned>(mut self) -> Self {
-        let name = std::any::type_name::<M>();
-        let short = name.rsplit("::").next().unwrap_or(name);
-        let check: MessageCheck =
-            Arc::new(|data: &Value| M::deserialize(data).map(drop).map_err(|e| e.to_string()));
-        self.message = Some((short, check));
+    /// `InvalidArgumentsError`; what is delivered is that `M` written back (fields `M` does not
+    /// have are dropped). Checked before a publish guard runs, and again on what the guard
+    /// returns.
+    pub fn message<M: DeserializeOwned + Serialize>(mut self) -> Self {
+        let check: MessageCheck = Arc::new(|data: &Value| {
+            let message = M::deserialize(data).map_err(|e| e.to_string())?;
+            serde_json::to_value(&message).map_err(|e| e.to_string())
+        });
+        self.message = Some((short_type_name(std::any::type_name::<M>()), check));
         self
+    }
+}
+
+/// `alloc::vec::Vec<app::ChatMsg>` -> `Vec<ChatMsg>`: each path without its modules.
+fn short_type_name(full: &str) -> Arc<str> {
+    let mut short = String::with_capacity(full.len());
+    let mut segment = String::new();
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            segment.push(c);
+        } else {
+            short.push_str(segment.rsplit("::").next().unwrap_or(""));
+            segment.clear();
+            short.push(c);
+        }
+    }
+    short.push_str(segment.rsplit("::").next().unwrap_or(""));
+    short.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_lose_their_modules() {
+        assert_eq!(&*short_type_name("app::ChatMsg"), "ChatMsg");
+        assert_eq!(
+            &*short_type_name("alloc::vec::Vec<app::ChatMsg>"),
+            "Vec<ChatMsg>"
+        );
+        assert_eq!(
+            &*short_type_name("std::collections::HashMap<alloc::string::String, u8>"),
+            "HashMap<String, u8>"
+        );
     }
 }

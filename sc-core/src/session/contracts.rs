@@ -84,15 +84,19 @@ pub(super) async fn admit(
             return Err(refused(kind, channel, &why));
         }
     }
-    if publishing {
-        if let Some((type_name, check)) = &contract.message {
-            if let Err(why) = check(data.as_ref().unwrap_or(&Value::Null)) {
+    // What a client publishes becomes the channel's message type (or is refused), before the
+    // guard sees it.
+    let data = match (&contract.message, publishing) {
+        (Some((type_name, check)), true) => match check(data.as_ref().unwrap_or(&Value::Null)) {
+            Ok(message) => Some(message),
+            Err(why) => {
                 return Err(ScError::invalid_arguments(format!(
                     "Client publish to channel '{channel}' refused: the message is not a {type_name}: {why}"
-                )));
+                )))
             }
-        }
-    }
+        },
+        _ => data,
+    };
     let Access::Guard(guard) = access else {
         return Ok(data);
     };
@@ -102,23 +106,37 @@ pub(super) async fn admit(
     };
     match (guard.0)(request).await {
         Ok(Decision::Allow) => Ok(data),
-        Ok(Decision::Replace(value)) => Ok(Some(value)),
+        Ok(Decision::Replace(value)) => match (&contract.message, publishing) {
+            // A guard's rewrite is held to the same type: subscribers get only messages.
+            (Some((type_name, check)), true) => check(&value).map(Some).map_err(|why| {
+                tracing::error!(%channel, %why, "a publish guard rewrote the message into something that is not a {type_name}");
+                ScError::internal()
+            }),
+            _ => Ok(Some(value)),
+        },
         Ok(Decision::Block(block)) => Err(block.client_error(kind)),
-        Err(extraction) => Err(extraction),
+        // An extractor of the guard refused (no token for `Auth<C>`, say): say which channel.
+        Err(extraction) => Err(ScError::new(
+            extraction.name().to_owned(),
+            format!("{}: {}", refusal(kind, channel), extraction.message()),
+        )),
+    }
+}
+
+fn refusal(kind: MiddlewareKind, channel: &str) -> String {
+    if kind == MiddlewareKind::PublishIn {
+        format!("Client publish to channel '{channel}' refused")
+    } else {
+        format!("Subscription to channel '{channel}' refused")
     }
 }
 
 /// The error a client gets when the declaration refuses its action.
 fn refused(kind: MiddlewareKind, channel: &str, why: &str) -> ScError {
-    if kind == MiddlewareKind::PublishIn {
-        ScError::new(
-            "PublishRefusedError",
-            format!("Client publish to channel '{channel}' refused: {why}"),
-        )
+    let name = if kind == MiddlewareKind::PublishIn {
+        "PublishRefusedError"
     } else {
-        ScError::new(
-            "SubscribeRefusedError",
-            format!("Subscription to channel '{channel}' refused: {why}"),
-        )
-    }
+        "SubscribeRefusedError"
+    };
+    ScError::new(name, format!("{}: {why}", refusal(kind, channel)))
 }

@@ -54,6 +54,25 @@ struct Stamped {
     id: u64,
 }
 
+/// Clients publish under their own `username` only.
+#[channel("signed/{id}", message = ChatMsg, publish = own_name_only)]
+struct Signed {
+    id: u64,
+}
+
+async fn own_name_only(
+    Auth(claims): Auth<serde_json::Map<String, Value>>,
+    Json(msg): Json<ChatMsg>,
+) -> Result<(), Block> {
+    match claims.get("username").and_then(Value::as_str) {
+        Some(me) if me == msg.from => Ok(()),
+        _ => Err(Block::new(ScError::new(
+            "ForgedSenderError",
+            "publish under your own name",
+        ))),
+    }
+}
+
 async fn stamp_sender(
     Auth(claims): Auth<serde_json::Map<String, Value>>,
     Json(msg): Json<ChatMsg>,
@@ -419,6 +438,7 @@ fn app() -> App {
         Typed,
         Members,
         Stamped,
+        Signed,
         echo,
         rewrite_me,
         empty,

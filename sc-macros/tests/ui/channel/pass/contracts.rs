@@ -44,6 +44,17 @@ struct Lobby {
     id: u64,
 }
 
+/// Server-side only: no client subscribes or publishes; a guard named like a word is reached
+/// through its path.
+#[channel("internal/{id}", message = ChatMsg, subscribe = server, publish = self::anyone)]
+struct Internal {
+    id: u64,
+}
+
+async fn anyone(Json(msg): Json<ChatMsg>) -> Result<Json<ChatMsg>, Block> {
+    Ok(Json(msg))
+}
+
 fn main() {
-    let _app: App = handlers![News, Room, Open, Lobby].into();
+    let _app: App = handlers![News, Room, Open, Lobby, Internal].into();
 }
