@@ -31,7 +31,7 @@ mod with_macros {
     use super::{ChatMsg, Say};
     use sc_core::prelude::*;
 
-    #[channel("rooms/{id}", message = ChatMsg)]
+    #[channel("rooms/{id}", message = ChatMsg, publish = anyone)]
     pub struct Room {
         pub id: u64,
     }
@@ -166,7 +166,11 @@ mod by_hand {
 
     pub fn app() -> App {
         App::new()
-            .channel(Room::PATTERN)
+            .channel_contract(
+                sc_core::app::contract::ChannelContract::new(Room::PATTERN)
+                    .message::<ChatMsg>()
+                    .publish(sc_core::app::contract::Access::Anyone),
+            )
             .event("echo", echo)
             .event("fail", fail)
             .event("say", say)
@@ -197,7 +201,10 @@ async fn next_frame(ws: &mut Ws) -> Value {
 }
 
 /// Sends each frame and collects everything the server sends until the reply to that frame's
-/// `cid`. The socket id in the handshake reply is replaced by `"<id>"`.
+/// `cid` (for `say`, also until its publication arrived). The socket id in the handshake reply is
+/// replaced by `"<id>"`. Publish-out middleware runs on the subscriber's own task, so the
+/// publication `say` makes and the reply to `say` may arrive in either order: the publication is
+/// recorded right after the reply.
 async fn transcript(server: &TestServer, frames: &[Value]) -> Vec<Value> {
     let (mut ws, _) = tokio_tungstenite::connect_async(server.url())
         .await
@@ -208,19 +215,25 @@ async fn transcript(server: &TestServer, frames: &[Value]) -> Vec<Value> {
             .await
             .expect("send");
         let cid = frame["cid"].as_u64().expect("every test frame has a cid");
-        loop {
+        // A `say` with a room publishes (one with bad data does not).
+        let publishes = frame["event"] == json!("say") && frame["data"].is_object();
+        let mut publications = Vec::new();
+        let mut replied = false;
+        while !replied || (publishes && publications.is_empty()) {
             let mut received = next_frame(&mut ws).await;
             if received.get("rid") == Some(&json!(1)) {
                 if let Some(id) = received.pointer_mut("/data/id") {
                     *id = json!("<id>");
                 }
             }
-            let done = received.get("rid") == Some(&json!(cid));
-            seen.push(received);
-            if done {
-                break;
+            if received.get("event") == Some(&json!("#publish")) {
+                publications.push(received);
+                continue;
             }
+            replied |= received.get("rid") == Some(&json!(cid));
+            seen.push(received);
         }
+        seen.extend(publications);
     }
     seen
 }
@@ -278,8 +291,8 @@ async fn an_app_written_with_macros_answers_exactly_like_the_same_app_written_by
             "type": "inbound"
         }}),
         json!({"rid": 9}),
-        json!({"event": "#publish", "data": {"channel": "rooms/7", "data": {"from": "server", "text": "HI"}}}),
         json!({"rid": 10, "data": 7}),
+        json!({"event": "#publish", "data": {"channel": "rooms/7", "data": {"from": "server", "text": "HI"}}}),
         json!({"rid": 11, "error": {"message": "No handler for event 'missing'", "name": "UnhandledEventError"}}),
     ];
     assert_eq!(macros, expected);
