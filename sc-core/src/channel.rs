@@ -82,7 +82,7 @@
 //! `rooms/{id}` and `rooms/lobby`: a capture matches any segment) fail at startup, naming both
 //! source locations, and the declaration is the channel's contract for clients (who may
 //! subscribe and publish; by default only the server publishes): see
-//! [`contract`](crate::app::contract).
+//! [`App::channel_contract`](crate::App::channel_contract).
 
 use std::fmt::Display;
 use std::str::FromStr;

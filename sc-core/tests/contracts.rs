@@ -265,13 +265,22 @@ async fn a_subscribe_guard_decides_per_channel() {
     let server = server().await;
     let ann = logged_in(&server, "ann").await;
     let bob = logged_in(&server, "bob").await;
-    ann.subscribe("inbox/ann").await.expect("her own inbox");
+    let _inbox = ann.subscribe("inbox/ann").await.expect("her own inbox");
     let (name, message) = refused(bob.subscribe("inbox/ann").await.expect_err("not his"));
     assert_eq!(
         (name.as_str(), message.as_str()),
         ("NotYourInbox", "this inbox is not yours")
     );
-    assert_eq!(server.handle().exchange().subscriptions().len(), 0);
+    // On the server: ann holds her inbox, bob holds nothing.
+    let on_server = |c: &Client| {
+        let id = c.id().expect("connected");
+        server
+            .handle()
+            .client(&id)
+            .expect("the server knows the socket")
+    };
+    assert!(on_server(&ann).is_subscribed("inbox/ann"));
+    assert!(on_server(&bob).subscriptions().is_empty());
 }
 
 #[tokio::test]

@@ -274,6 +274,7 @@ impl Drop for LocalBroker {
     }
 }
 
+/// Locks a mutex, recovering from poisoning (no engine code panics while holding one).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

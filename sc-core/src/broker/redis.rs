@@ -27,7 +27,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::cluster::broker_index;
-use super::{BoxFuture, BrokerEngine, BrokerError, DeliverySink, KvOp, Publication};
+use super::{lock, BoxFuture, BrokerEngine, BrokerError, DeliverySink, KvOp, Publication};
 
 /// What a `#publish` frame starts with: anything else on our Redis channels is not ours.
 const FRAME_START: &str = "{\"event\":\"#publish\"";
@@ -613,10 +613,6 @@ impl Drop for Redis {
             task.abort();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

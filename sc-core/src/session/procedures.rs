@@ -163,10 +163,24 @@ async fn authenticate(ctx: &Context, socket: &Socket, token: &Value) -> Result<(
     Ok(())
 }
 
-fn channel_field(data: &Option<Value>) -> Option<(Arc<str>, &Map<String, Value>)> {
-    let obj = data.as_ref()?.as_object()?;
-    let channel = obj.get("channel")?.as_str()?;
-    Some((channel.into(), obj))
+/// The `{"channel": name, ...}` of a `#subscribe` or `#publish` (`what`), its name within
+/// `max_channel_name`.
+fn channel_field<'d>(
+    ctx: &Context,
+    data: &'d Option<Value>,
+    what: &str,
+) -> Result<(Arc<str>, &'d Map<String, Value>), ScError> {
+    let malformatted = || ScError::invalid_action(format!("{what} channel name was malformatted"));
+    let obj = data
+        .as_ref()
+        .and_then(Value::as_object)
+        .ok_or_else(malformatted)?;
+    let channel = obj
+        .get("channel")
+        .and_then(Value::as_str)
+        .ok_or_else(malformatted)?;
+    check_name(ctx, channel)?;
+    Ok((channel.into(), obj))
 }
 
 pub(super) async fn subscribe(
@@ -176,20 +190,10 @@ pub(super) async fn subscribe(
     cid: Option<u64>,
 ) {
     let expired = socket.check_expiry();
-    let Some((channel, obj)) = channel_field(&data) else {
-        reply(
-            socket,
-            cid,
-            Err(ScError::invalid_action(
-                "Subscribe channel name was malformatted",
-            )),
-        );
-        return;
+    let (channel, obj) = match channel_field(ctx, &data, "Subscribe") {
+        Ok(field) => field,
+        Err(e) => return reply(socket, cid, Err(e)),
     };
-    if let Err(e) = check_name(ctx, &channel) {
-        reply(socket, cid, Err(e));
-        return;
-    }
     let sub_data = obj.get("data").cloned();
     let wait_for_auth = obj.get("waitForAuth") == Some(&Value::Bool(true));
 
@@ -310,20 +314,10 @@ pub(super) async fn publish(ctx: &Context, socket: &Socket, data: Option<Value>,
         );
         return;
     }
-    let Some((channel, obj)) = channel_field(&data) else {
-        reply(
-            socket,
-            cid,
-            Err(ScError::invalid_action(
-                "Publish channel name was malformatted",
-            )),
-        );
-        return;
+    let (channel, obj) = match channel_field(ctx, &data, "Publish") {
+        Ok(field) => field,
+        Err(e) => return reply(socket, cid, Err(e)),
     };
-    if let Err(e) = check_name(ctx, &channel) {
-        reply(socket, cid, Err(e));
-        return;
-    }
     // The channel's declaration (who may publish, the message type, a guard that may rewrite
     // the message) first, then the app-wide middleware.
     let pub_data = match admit(
