@@ -95,6 +95,12 @@ pub struct Config {
     /// (default 5000/s, bursts of 10000, then disconnect with 4429; `None`: no limit).
     /// `SC_MESSAGE_RATE_LIMIT=N` sets N/s with bursts of 2N (0 turns it off).
     pub message_rate_limit: Option<crate::limit::RateLimit>,
+    /// A cluster child silent this long on the control channel is taken as hung: the master
+    /// SIGKILLs it and respawns it (`SC_HEARTBEAT_TIMEOUT`, default 10000 ms; 0 turns it off).
+    pub heartbeat_timeout: Duration,
+    /// Longest line of a child's output the master copies; the rest of the line is cut and
+    /// counted (`SC_LOG_LINE_MAX`, default 16384 bytes).
+    pub log_line_max: usize,
 }
 
 impl Default for Config {
@@ -134,6 +140,8 @@ impl Default for Config {
                     .burst(10000.0)
                     .action(crate::limit::LimitAction::Disconnect),
             ),
+            heartbeat_timeout: Duration::from_millis(10_000),
+            log_line_max: 16 * 1024,
         }
     }
 }
@@ -254,6 +262,8 @@ impl Config {
             },
             self.message_rate_limit
         );
+        env!("SC_HEARTBEAT_TIMEOUT", ms, self.heartbeat_timeout);
+        env!("SC_LOG_LINE_MAX", parse, self.log_line_max);
         Ok(())
     }
 
@@ -299,6 +309,19 @@ impl Config {
                 "tls_cert and tls_key must be set together (SC_TLS_CERT and SC_TLS_KEY)".into(),
             ));
         }
+        if !self.heartbeat_timeout.is_zero() && self.heartbeat_timeout < MIN_HEARTBEAT_TIMEOUT {
+            return Err(ConfigError(format!(
+                "heartbeat_timeout ({} ms) must be 0 (off) or at least {} ms: children heartbeat every {} ms at most",
+                self.heartbeat_timeout.as_millis(),
+                MIN_HEARTBEAT_TIMEOUT.as_millis(),
+                MIN_HEARTBEAT_TIMEOUT.as_millis() / 4
+            )));
+        }
+        if self.log_line_max < 80 {
+            return Err(ConfigError(
+                "log_line_max must be at least 80 bytes, or log lines are unreadable".into(),
+            ));
+        }
         Origins::parse(&self.origins).map(|_| ())
     }
 
@@ -316,6 +339,10 @@ impl Config {
         }
     }
 }
+
+/// The shortest `heartbeat_timeout`: children heartbeat four times per timeout, at most every
+/// second, so a shorter one would kill healthy children on a loaded machine.
+pub(crate) const MIN_HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(400);
 
 /// The parsed `origins` option.
 #[derive(Clone, Debug, PartialEq)]
@@ -420,5 +447,26 @@ mod tests {
         assert!(!o.allows(Some("null")));
         assert!(Origins::parse("*:*").expect("parse").allows(None));
         assert!(Origins::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn heartbeat_and_log_line_limits_are_read_and_validated() {
+        let mut c = Config::default();
+        assert_eq!(c.heartbeat_timeout, Duration::from_secs(10));
+        c.apply_vars(|n| match n {
+            "SC_HEARTBEAT_TIMEOUT" => Some("0".to_string()),
+            "SC_LOG_LINE_MAX" => Some("200".to_string()),
+            _ => None,
+        })
+        .expect("valid env");
+        assert!(c.heartbeat_timeout.is_zero(), "0 turns it off");
+        assert_eq!(c.log_line_max, 200);
+        assert!(c.validate().is_ok());
+        c.heartbeat_timeout = Duration::from_millis(50);
+        let err = c.validate().expect_err("too short");
+        assert!(err.to_string().contains("heartbeat_timeout"), "{err}");
+        c.heartbeat_timeout = Duration::from_secs(1);
+        c.log_line_max = 10;
+        assert!(c.validate().is_err());
     }
 }
