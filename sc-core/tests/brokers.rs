@@ -533,3 +533,29 @@ async fn a_broker_socket_nobody_serves_yet_fails_fast_until_the_broker_is_up() {
     assert_eq!(recv(&mut sub).await, json!("hello"));
     assert_quiet(std::slice::from_mut(&mut sub)).await;
 }
+
+/// Issue 16: a broker given the run's secret serves a worker whose hello carries it, and closes
+/// the connection of one with another secret (it never connects, its requests fail).
+#[tokio::test]
+async fn a_broker_with_a_secret_serves_only_workers_that_send_it() {
+    let dir = TempDir::new();
+    let path = dir.0.join("b0.sock");
+    let listener = server::bind(&path).await.expect("broker binds");
+    let _broker = tokio::spawn(server::serve_with_secret(listener, "s3cret".into()));
+    let mut options = ClusterOptions::default();
+    options.request_timeout = Duration::from_millis(500);
+    let right = ClusterBroker::with_secret(vec![path.clone()], options.clone(), "s3cret".into());
+    let wrong = ClusterBroker::with_secret(vec![path], options, "guess".into());
+    let a = TestServer::start(testing::builder().broker_engine(right.clone())).await;
+    let b = TestServer::start(testing::builder().broker_engine(wrong.clone())).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !right.is_connected(0) {
+        assert!(Instant::now() < deadline, "not connected within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.handle().exchange().set("k", &1).await.expect("set");
+    assert_eq!(a.handle().exchange().count().await.expect("count"), 1);
+    let err = b.handle().exchange().count().await.expect_err("refused");
+    assert!(matches!(err, BrokerError::Unavailable(_)), "{err:?}");
+    assert!(!wrong.is_connected(0));
+}

@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::{join_all, try_join_all};
 use futures_util::StreamExt;
 use serde_json::Value;
@@ -168,6 +168,12 @@ impl ClusterBroker {
 
     /// [`ClusterBroker::new`] with tuning.
     pub fn with_options(paths: Vec<PathBuf>, options: ClusterOptions) -> Self {
+        Self::with_secret(paths, options, Bytes::new())
+    }
+
+    /// [`ClusterBroker::with_options`] for brokers that admit only a hello carrying `secret`
+    /// ([`serve_with_secret`](super::server::serve_with_secret)).
+    pub fn with_secret(paths: Vec<PathBuf>, options: ClusterOptions, secret: Bytes) -> Self {
         let links = paths
             .into_iter()
             .enumerate()
@@ -175,6 +181,7 @@ impl ClusterBroker {
                 Arc::new(Link {
                     index,
                     path,
+                    secret: secret.clone(),
                     next_id: AtomicU64::new(1),
                     state: Mutex::new(LinkState::default()),
                 })
@@ -393,6 +400,8 @@ type Reply = oneshot::Sender<Result<Value, BrokerError>>;
 struct Link {
     index: usize,
     path: PathBuf,
+    /// Sent in every hello (the cluster's per-run secret; empty outside one).
+    secret: Bytes,
     next_id: AtomicU64,
     state: Mutex<LinkState>,
 }
@@ -501,7 +510,10 @@ impl Link {
         conn: mpsc::UnboundedSender<Frame>,
     ) -> oneshot::Receiver<Result<Value, BrokerError>> {
         let mut st = self.lock();
-        let _ = conn.send(Frame::Hello { version: VERSION });
+        let _ = conn.send(Frame::Hello {
+            version: VERSION,
+            secret: self.secret.clone(),
+        });
         for channel in st.channels.keys() {
             let _ = conn.send(Frame::Subscribe {
                 id: 0,

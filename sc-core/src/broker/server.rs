@@ -15,6 +15,10 @@
 //! `serve` future: dropping it (or aborting its task) closes every worker connection, and the
 //! workers reconnect to whatever serves the path next.
 //!
+//! Only the broker's own user may connect (the peer's uid, `SO_PEERCRED`), and in a cluster the
+//! hello must carry the secret the master handed this run's processes ([`serve_with_secret`]):
+//! anyone else's connection is closed before it can publish, subscribe or touch the store.
+//!
 //! A worker whose connection misbehaves (an unknown or malformed frame, no hello within
 //! [`HELLO_TIMEOUT`], a wrong protocol version) is dropped with a log line; so is a worker that
 //! reads so slowly that [`PEER_QUEUE`] frames wait for it (it reconnects and resubscribes; the
@@ -27,7 +31,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
@@ -145,8 +149,17 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Runs a broker on `listener` until the future is dropped. Accept errors (out of file
-/// descriptors, ...) are logged and retried, so this does not return in practice.
+/// descriptors, ...) are logged and retried, so this does not return in practice. Workers must
+/// send an empty secret in their hello (see [`serve_with_secret`]).
+// Only tests run a broker without a secret; the process model always gives one.
+#[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 pub async fn serve(listener: UnixListener) -> io::Result<()> {
+    serve_with_secret(listener, Bytes::new()).await
+}
+
+/// [`serve`], admitting only connections from this process's user whose hello carries `secret`
+/// (a cluster's per-run secret): a socket file's mode is one line of defence, this is the second.
+pub async fn serve_with_secret(listener: UnixListener, secret: Bytes) -> io::Result<()> {
     let broker = Arc::new(Broker::default());
     // Owned tasks: dropping this future aborts every connection and the sweeper.
     let mut tasks = JoinSet::new();
@@ -161,7 +174,7 @@ pub async fn serve(listener: UnixListener) -> io::Result<()> {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     next_peer += 1;
-                    tasks.spawn(connection(broker.clone(), next_peer, stream));
+                    tasks.spawn(connection(broker.clone(), next_peer, stream, secret.clone()));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "broker accept failed; retrying");
@@ -180,12 +193,51 @@ pub async fn serve(listener: UnixListener) -> io::Result<()> {
     }
 }
 
-async fn connection(broker: Arc<Broker>, id: u64, stream: UnixStream) {
+/// Whether the peer runs as this process's user.
+pub(crate) fn same_user(stream: &UnixStream) -> bool {
+    let own = nix::unistd::getuid().as_raw();
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == own => true,
+        Ok(cred) => {
+            tracing::warn!(
+                uid = cred.uid(),
+                pid = ?cred.pid(),
+                "refused a connection from another user"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "refused a connection whose peer is unknown");
+            false
+        }
+    }
+}
+
+/// Compares without an early exit, so timing does not tell how much of a guess was right.
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn connection(broker: Arc<Broker>, id: u64, stream: UnixStream, secret: Bytes) {
+    if !same_user(&stream) {
+        return;
+    }
     let (read, write) = stream.into_split();
     let mut frames = FramedRead::new(read, BrokerCodec::new());
     match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
-        Ok(Some(Ok(Frame::Hello { version }))) if version == VERSION => {}
-        Ok(Some(Ok(Frame::Hello { version }))) => {
+        Ok(Some(Ok(Frame::Hello {
+            version,
+            secret: theirs,
+        }))) if version == VERSION => {
+            if !same_secret(&theirs, &secret) {
+                tracing::warn!(
+                    peer = id,
+                    "a connection's hello lacks this run's secret; dropping it"
+                );
+                return;
+            }
+        }
+        Ok(Some(Ok(Frame::Hello { version, .. }))) => {
             tracing::warn!(peer = id, version, "worker speaks broker protocol version {version}, this broker {VERSION}; dropping it");
             return;
         }

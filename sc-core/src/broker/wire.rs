@@ -7,7 +7,7 @@
 //!
 //! | op | frame | direction | layout after the op byte |
 //! |---|---|---|---|
-//! | `0x00` | [`Frame::Hello`] | worker -> broker, first frame | `"SCB"`, version `u8` ([`VERSION`]) |
+//! | `0x00` | [`Frame::Hello`] | worker -> broker, first frame | `"SCB"`, version `u8` ([`VERSION`]), the run's secret (rest) |
 //! | `0x01` | [`Frame::Subscribe`] | worker -> broker | id `u64` (`0`: no ack wanted), channel (rest) |
 //! | `0x02` | [`Frame::Unsubscribe`] | worker -> broker | channel (rest) |
 //! | `0x03` | [`Frame::Publish`] | worker -> broker | id `u64`, channel length `u32`, channel, `#publish` frame (rest) |
@@ -36,7 +36,7 @@ use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedC
 use super::kv::KvOp;
 
 /// The protocol version sent in [`Frame::Hello`]; a broker refuses any other.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// The largest payload of one frame: 16 MiB (a `#publish` frame of the largest `max_payload`
 /// anyone should configure, or a big key-value value).
@@ -62,6 +62,9 @@ pub enum Frame {
     Hello {
         /// The worker's protocol version.
         version: u8,
+        /// The secret its cluster's master handed every child (empty outside a cluster); the
+        /// broker refuses a hello without the secret it was given.
+        secret: Bytes,
     },
     /// The worker needs `channel`. Acked unless `id` is 0.
     Subscribe {
@@ -238,13 +241,17 @@ impl Encoder<&Frame> for BrokerCodec {
 fn encode(frame: &Frame, dst: &mut BytesMut) -> Result<(), WireError> {
     let json;
     let (op, id, channel, body): (u8, Option<u64>, Option<&str>, &[u8]) = match frame {
-        Frame::Hello { version } => {
-            let len = 1 + MAGIC.len() + 1;
+        Frame::Hello { version, secret } => {
+            let len = 1 + MAGIC.len() + 1 + secret.len();
+            if len > MAX_FRAME_LEN {
+                return Err(malformed("hello secret too long"));
+            }
             dst.reserve(4 + len);
             dst.put_u32(len as u32);
             dst.put_u8(OP_HELLO);
             dst.put_slice(MAGIC);
             dst.put_u8(*version);
+            dst.put_slice(secret);
             return Ok(());
         }
         Frame::Subscribe { id, channel } => (OP_SUBSCRIBE, Some(*id), None, channel.as_bytes()),
@@ -336,8 +343,7 @@ fn parse(mut b: Bytes) -> Result<Frame, WireError> {
             let version = b
                 .try_get_u8()
                 .map_err(|_| malformed("hello without a version"))?;
-            no_rest(&b)?;
-            Frame::Hello { version }
+            Frame::Hello { version, secret: b }
         }
         OP_SUBSCRIBE => Frame::Subscribe {
             id: take_u64(&mut b)?,
@@ -411,7 +417,10 @@ mod tests {
         let ch: Arc<str> = "rooms/é/1".into();
         let text = Utf8Bytes::from(r##"{"event":"#publish","data":{"channel":"c","data":1}}"##);
         for frame in [
-            Frame::Hello { version: VERSION },
+            Frame::Hello {
+                version: VERSION,
+                secret: Bytes::from_static(b"run secret"),
+            },
             Frame::Subscribe {
                 id: 7,
                 channel: ch.clone(),
@@ -490,7 +499,6 @@ mod tests {
             b"\xff\x00",
             b"\x00SCX\x01",
             b"\x00SCB",
-            b"\x00SCB\x01\x01",
             b"\x01\0\0",
             b"\x01\0\0\0\0\0\0\0\x01\xff\xfe",
             b"\x03\0\0\0\0\0\0\0\x01\0\0\0\x09ab",

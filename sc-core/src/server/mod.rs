@@ -61,6 +61,8 @@ pub(crate) struct Placement {
     pub(crate) cluster_metrics: Option<ClusterMetrics>,
     /// The configuration was already read from the environment and validated.
     pub(crate) config_resolved: bool,
+    /// The secret broker processes want in a worker's hello (a cluster's per-run secret).
+    pub(crate) broker_secret: bytes::Bytes,
 }
 
 /// A startup failure: the server did not start (what `main` returns through [`Result`]). Each
@@ -229,6 +231,12 @@ impl Builder {
         /// Prefix of Redis channels and keys for the `SC_REDIS_URL` engine (default `sc:`).
         /// `SC_REDIS_PREFIX` overrides.
         redis_prefix: &str => redis_prefix;
+        /// A cluster child silent this long is SIGKILLed and respawned (default 10 s; zero
+        /// turns it off). `SC_HEARTBEAT_TIMEOUT` overrides.
+        heartbeat_timeout: Duration => heartbeat_timeout;
+        /// Longest child output line the master copies, in bytes (default 16384).
+        /// `SC_LOG_LINE_MAX` overrides.
+        log_line_max: usize => log_line_max;
     }
 
     /// Pub/sub and the key-value store through Redis (comma-separated URLs; feature `redis`).
@@ -370,7 +378,11 @@ impl Builder {
         let engine: Arc<dyn BrokerEngine> = match (self.engine, self.placement.broker_sockets) {
             (Some(engine), _) => engine,
             (None, _) if config.redis_url.is_some() => redis_engine(&config)?,
-            (None, Some(sockets)) => Arc::new(ClusterBroker::new(sockets)),
+            (None, Some(sockets)) => Arc::new(ClusterBroker::with_secret(
+                sockets,
+                Default::default(),
+                self.placement.broker_secret,
+            )),
             (None, None) => Arc::new(LocalBroker::new()),
         };
         let addr = SocketAddr::new(config.host, config.port);
