@@ -8,9 +8,15 @@
 //! - A child that exits is respawned with backoff (workers only if `reboot_worker_on_crash`); a
 //!   crash loop is reported loudly. Every line a child prints reaches the master's output tagged
 //!   with its role and id, panics included.
-//! - SIGTERM/SIGINT: children get SIGTERM (they close sockets with 1001), stragglers SIGKILL after
-//!   `shutdown_timeout`. SIGUSR2: workers are replaced one at a time (rolling restart).
+//! - Every child heartbeats on the control channel; one silent for `heartbeat_timeout` (stopped,
+//!   or its runtime stuck) is SIGKILLed, said so in the log, and respawned like a crash.
+//! - SIGTERM/SIGINT: balancers, then workers, then brokers get SIGTERM and exit on their own
+//!   within `shutdown_timeout` (sockets closed with 1001); one still there a second later is
+//!   SIGKILLed, loudly (a bug, not the plan). SIGUSR2: workers, then balancers, are replaced one
+//!   at a time (rolling restart), each new one serving before the old one is asked to leave.
 //! - A child whose master dies sees its stdin close and shuts down: no orphans.
+//! - The run directory and its sockets are this user's only (0700/0600), and every broker and
+//!   control connection must come from this user with the run's secret (`SC_RUN_SECRET`).
 //!
 //! The children's side of it is in the module above ([`super::child_shutdown_signal`], the
 //! control channel's reports).
@@ -25,13 +31,13 @@ use std::time::Duration;
 use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::control::{serve_control, Control};
-use super::role::{Role, RunDir, CLUSTER_SECRET};
+use super::control::{heartbeat_every, serve_control, Control};
+use super::role::{Role, RunDir, CLUSTER_SECRET, RUN_SECRET};
 use crate::config::Config;
 use crate::server::StartupError as Error;
 
@@ -54,6 +60,11 @@ struct Slot {
     pid: Option<u32>,
     generation: u64,
     crashes: VecDeque<Instant>,
+    /// When the current process started: its heartbeat deadline counts from here until its
+    /// first heartbeat arrives.
+    started: std::time::Instant,
+    /// The pid already killed for missing heartbeats (not killed and logged twice).
+    killed_hung: Option<u32>,
 }
 
 /// What the supervisor loop reacts to besides signals.
@@ -71,6 +82,8 @@ enum Event {
 struct Master {
     /// The auth secret every worker uses unless the app configures a key (`SC_CLUSTER_SECRET`).
     secret: String,
+    /// What children show on the broker and control sockets (`SC_RUN_SECRET`).
+    run_secret: Arc<str>,
     control: Arc<std::sync::Mutex<Control>>,
     config: Config,
     exe: PathBuf,
@@ -118,6 +131,7 @@ pub(crate) fn run(config: Config, public: std::net::TcpListener) -> Result<(), E
     let exe = original_exe()?;
     let secret: [u8; 32] = rand::random();
     let secret = hex_encode(&secret);
+    let run_secret: Arc<str> = hex_encode(&rand::random::<[u8; 32]>()).into();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -127,21 +141,28 @@ pub(crate) fn run(config: Config, public: std::net::TcpListener) -> Result<(), E
         let brokers = config.effective_brokers();
         let mut sockets = HashMap::new();
         for id in 0..brokers {
-            let l = std::os::unix::net::UnixListener::bind(run_dir.broker_socket(id))?;
+            let l = RunDir::bind(&run_dir.broker_socket(id))?;
             sockets.insert(Role::Broker(id), Arc::new(Owned::Unix(l)));
         }
         if config.balancers > 0 {
             for id in 0..config.workers {
-                let l = std::os::unix::net::UnixListener::bind(run_dir.worker_socket(id))?;
+                let l = RunDir::bind(&run_dir.worker_socket(id))?;
                 sockets.insert(Role::Worker(id), Arc::new(Owned::Unix(l)));
             }
         }
         let addr = public.local_addr()?;
         let control = Arc::new(std::sync::Mutex::new(Control::default()));
-        let control_listener = tokio::net::UnixListener::bind(run_dir.control_socket())?;
-        tokio::spawn(serve_control(control_listener, control.clone()));
+        let control_listener = RunDir::bind(&run_dir.control_socket())?;
+        control_listener.set_nonblocking(true)?;
+        let control_listener = tokio::net::UnixListener::from_std(control_listener)?;
+        tokio::spawn(serve_control(
+            control_listener,
+            control.clone(),
+            run_secret.clone(),
+        ));
         let mut master = Master {
             secret,
+            run_secret,
             control,
             exe,
             args: std::env::args_os().skip(1).collect(),
@@ -167,12 +188,15 @@ pub(crate) fn run(config: Config, public: std::net::TcpListener) -> Result<(), E
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut usr2 = signal(SignalKind::user_defined2())?;
+        let mut check = tokio::time::interval(heartbeat_every(master.config.heartbeat_timeout));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = usr2.recv() => master.rolling_restart(&mut events).await,
                 Some(event) = events.recv() => master.handle(event),
+                _ = check.tick() => master.kill_hung(),
             }
         }
         master.shutdown(&mut events).await;
@@ -192,6 +216,7 @@ impl Master {
             .env("SC_WORKERS", self.config.workers.to_string())
             .env("SC_BALANCERS", self.config.balancers.to_string())
             .env(CLUSTER_SECRET, &self.secret)
+            .env(RUN_SECRET, &*self.run_secret)
             .env_remove("LISTEN_PID")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -218,19 +243,23 @@ impl Master {
         }
         let mut child = cmd.spawn()?;
         let pid = child.id();
+        let max = self.config.log_line_max;
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(out, role, false));
+            tokio::spawn(pump(out, role, false, max));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(err, role, true));
+            tokio::spawn(pump(err, role, true, max));
         }
         let slot = self.slots.entry(role).or_insert_with(|| Slot {
             pid: None,
             generation: 0,
             crashes: VecDeque::new(),
+            started: std::time::Instant::now(),
+            killed_hung: None,
         });
         slot.generation += 1;
         slot.pid = pid;
+        slot.started = std::time::Instant::now();
         let generation = slot.generation;
         let events = self.events.clone();
         // The child's stdin stays open as long as this task holds it: when the master dies, the
@@ -305,33 +334,86 @@ impl Master {
         });
     }
 
-    /// Replaces each worker in turn: the new one starts serving (same sockets) before the old
-    /// one is asked to leave, so capacity never drops to zero.
+    /// Replaces each worker, then each balancer, in turn: the new one starts serving (same
+    /// sockets) before the old one is asked to leave, so capacity never drops to zero.
     async fn rolling_restart(&mut self, events: &mut mpsc::UnboundedReceiver<Event>) {
-        say(format_args!("SIGUSR2: rolling restart of the workers"));
-        for id in 0..self.config.workers {
-            let role = Role::Worker(id);
+        say(format_args!(
+            "SIGUSR2: rolling restart of the workers and balancers"
+        ));
+        let roles = (0..self.config.workers)
+            .map(Role::Worker)
+            .chain((0..self.config.balancers).map(Role::Balancer));
+        for role in roles {
             let old = self.slots.get(&role).and_then(|s| s.pid);
             if let Err(e) = self.spawn(role) {
                 say(format_args!("could not start a new {role}: {e}"));
                 continue;
             }
             if let Some(pid) = old {
-                terminate(pid);
-                let deadline =
-                    Instant::now() + self.config.shutdown_timeout + Duration::from_secs(1);
-                while alive(pid) && Instant::now() < deadline {
-                    tokio::select! {
-                        Some(event) = events.recv() => self.handle(event),
-                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                    }
-                }
-                if alive(pid) {
-                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                }
+                self.stop(&[pid], events).await;
             }
         }
         say(format_args!("rolling restart done"));
+    }
+
+    /// SIGTERMs `pids` and waits for them to exit (handling events meanwhile); children exit
+    /// within `shutdown_timeout`, so one still alive a second after that is SIGKILLed, loudly.
+    async fn stop(&mut self, pids: &[u32], events: &mut mpsc::UnboundedReceiver<Event>) {
+        for pid in pids {
+            terminate(*pid);
+        }
+        let deadline = Instant::now() + self.config.shutdown_timeout + Duration::from_secs(1);
+        while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+            tokio::select! {
+                Some(event) = events.recv() => self.handle(event),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        for pid in pids.iter().filter(|p| alive(**p)) {
+            say(format_args!("pid {pid} did not exit in time: SIGKILL"));
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+    }
+
+    /// SIGKILLs every child whose last heartbeat (or start) is older than `heartbeat_timeout`;
+    /// its exit then goes through [`Self::on_exit`] like any crash (respawn, restart count).
+    fn kill_hung(&mut self) {
+        let timeout = self.config.heartbeat_timeout;
+        if timeout.is_zero() || self.shutting_down {
+            return;
+        }
+        let Ok(mut control) = self.control.lock() else {
+            return;
+        };
+        // Forget processes that are no longer current (exited, or replaced by a restart).
+        let current: Vec<u32> = self.slots.values().filter_map(|s| s.pid).collect();
+        control.heartbeats.retain(|pid, _| current.contains(pid));
+        let now = std::time::Instant::now();
+        for (role, slot) in &mut self.slots {
+            let Some(pid) = slot.pid else { continue };
+            if slot.killed_hung == Some(pid) {
+                continue;
+            }
+            let last = control
+                .heartbeats
+                .get(&pid)
+                .map_or(slot.started, |t| (*t).max(slot.started));
+            let silent = now.duration_since(last);
+            if silent < timeout {
+                continue;
+            }
+            let then = if matches!(role, Role::Worker(_)) && !self.config.reboot_worker_on_crash {
+                ""
+            } else {
+                " and restarting"
+            };
+            say(format_args!(
+                "{role} (pid {pid}) sent no heartbeat for {:.1} s: killing it (SIGKILL){then}",
+                silent.as_secs_f64()
+            ));
+            slot.killed_hung = Some(pid);
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
     }
 
     fn handle(&mut self, event: Event) {
@@ -363,20 +445,7 @@ impl Master {
                 .filter(|(r, _)| stage.includes(**r))
                 .filter_map(|(_, s)| s.pid)
                 .collect();
-            for pid in &pids {
-                terminate(*pid);
-            }
-            let deadline = Instant::now() + self.config.shutdown_timeout + Duration::from_secs(1);
-            while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
-                tokio::select! {
-                    Some(_) = events.recv() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-            }
-            for pid in pids.iter().filter(|p| alive(**p)) {
-                say(format_args!("pid {pid} did not exit in time: SIGKILL"));
-                let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
-            }
+            self.stop(&pids, events).await;
         }
     }
 }
@@ -424,13 +493,87 @@ fn describe(status: &ExitStatus) -> String {
 }
 
 /// Copies a child's output line by line to the master's, tagged `[worker#1]`.
-async fn pump(stream: impl AsyncRead + Unpin, role: Role, stderr: bool) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+async fn pump(stream: impl AsyncRead + Unpin, role: Role, stderr: bool, max: usize) {
+    copy_lines(BufReader::new(stream), max, |line| {
         if stderr {
             eprintln!("[{role}] {line}");
         } else {
             println!("[{role}] {line}");
         }
+    })
+    .await;
+}
+
+/// Hands `emit` each line of `reader` (without its newline) until the end of the stream. Bytes
+/// that are not UTF-8 are replaced (U+FFFD), not a reason to stop; a line longer than `max`
+/// bytes is cut there and says how much was dropped, so a child cannot grow the master's memory
+/// with one endless line.
+async fn copy_lines(mut reader: impl AsyncBufRead + Unpin, max: usize, mut emit: impl FnMut(&str)) {
+    let mut line: Vec<u8> = Vec::new();
+    let mut cut = 0usize;
+    let mut flush = |line: &mut Vec<u8>, cut: &mut usize| {
+        let text = String::from_utf8_lossy(line);
+        if *cut > 0 {
+            emit(&format!("{text}... [{cut} more bytes cut]"));
+        } else {
+            emit(&text);
+        }
+        line.clear();
+        *cut = 0;
+    };
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => buf,
+        };
+        let (chunk, used, ends) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        let take = chunk.len().min(max.saturating_sub(line.len()));
+        line.extend_from_slice(&chunk[..take]);
+        cut += chunk.len() - take;
+        reader.consume(used);
+        if ends {
+            flush(&mut line, &mut cut);
+        }
+    }
+    if !line.is_empty() || cut > 0 {
+        flush(&mut line, &mut cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines_of(input: &[u8], max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        // A tiny buffer, so lines span many reads.
+        let reader = BufReader::with_capacity(3, input);
+        copy_lines(reader, max, |l| out.push(l.to_owned())).await;
+        out
+    }
+
+    #[tokio::test]
+    async fn output_after_invalid_utf8_is_kept() {
+        let got = lines_of(b"one\nbad \xff\xfe here\nthree\nno newline", 100).await;
+        assert_eq!(
+            got,
+            vec!["one", "bad \u{fffd}\u{fffd} here", "three", "no newline"]
+        );
+    }
+
+    #[tokio::test]
+    async fn long_lines_are_cut_and_counted() {
+        let mut input = vec![b'x'; 250];
+        input.extend_from_slice(b"\nnext\n");
+        let got = lines_of(&input, 100).await;
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got[0],
+            format!("{}... [150 more bytes cut]", "x".repeat(100))
+        );
+        assert_eq!(got[1], "next");
     }
 }

@@ -13,10 +13,11 @@ mod master;
 mod role;
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use role::{cluster_secret, Role, RunDir};
+use role::{cluster_secret, run_secret, Role, RunDir};
 
 use crate::config::Config;
 use crate::server::{
@@ -66,11 +67,14 @@ impl Builder {
                     )),
                 };
                 let runtime = runtime_for(role, &config)?;
-                runtime.block_on(async move {
+                let secret = run_secret();
+                run_to_end(runtime, async move {
                     listener.set_nonblocking(true)?;
                     let listener = tokio::net::UnixListener::from_std(listener)?;
+                    heartbeat(role, &config, &secret, || None);
+                    let secret = bytes::Bytes::from(secret.into_bytes());
                     tokio::select! {
-                        r = crate::broker::server::serve(listener) => r.map_err(Error::Io),
+                        r = crate::broker::server::serve_with_secret(listener, secret) => r.map_err(Error::Io),
                         _ = child_shutdown_signal() => Ok(()),
                     }
                 })
@@ -88,11 +92,14 @@ impl Builder {
                     .ok_or_else(|| Error::App("a balancer needs SC_RUN_DIR".into()))?;
                 let workers = (0..config.workers).map(|i| dir.worker_socket(i)).collect();
                 let runtime = runtime_for(role, &config)?;
-                runtime.block_on(balancer::run(listener, workers, config))
+                run_to_end(runtime, async move {
+                    heartbeat(role, &config, &run_secret(), || None);
+                    balancer::run(listener, workers, config).await
+                })
             }
             Role::Master => {
                 let runtime = runtime_for(role, &config)?;
-                runtime.block_on(async move {
+                run_to_end(runtime, async move {
                     let on_listening = self.on_listening.take();
                     let server = self.bind().await?;
                     if let Some(f) = on_listening {
@@ -104,6 +111,8 @@ impl Builder {
             }
             Role::Worker(_) => {
                 let dir = RunDir::from_env();
+                let secret = run_secret();
+                self.placement.broker_secret = bytes::Bytes::from(secret.clone().into_bytes());
                 self.placement.role = Some(role.to_string());
                 self.placement.cluster_secret = cluster_secret(role);
                 self.placement.exit_on_panic = config.crash_worker_on_error;
@@ -113,19 +122,20 @@ impl Builder {
                         .map(|d| d.broker_sockets(config.effective_brokers()));
                 }
                 if let Some(dir) = dir.clone() {
+                    let secret: Arc<str> = secret.clone().into();
                     let metrics: ClusterMetrics = Arc::new(move || {
                         let dir = dir.clone();
-                        Box::pin(control::cluster_metrics(dir))
+                        Box::pin(control::cluster_metrics(dir, secret.clone()))
                     });
                     self.placement.cluster_metrics = Some(metrics);
                 }
                 let runtime = runtime_for(role, &config)?;
-                runtime.block_on(async move {
+                run_to_end(runtime, async move {
                     let server = self.bind().await?;
                     tracing::info!(addr = ?server.listening_on(), %role, "sc listening");
-                    if let Some(dir) = dir {
+                    if dir.is_some() {
                         let snapshot = server.snapshot_source();
-                        tokio::spawn(control::report_to_master(role, dir, snapshot));
+                        heartbeat(role, &config, &secret, move || Some(snapshot()));
                     }
                     let exit = server.exit_requested();
                     tokio::select! {
@@ -161,6 +171,43 @@ fn runtime_for(role: Role, config: &Config) -> std::io::Result<tokio::runtime::R
         .build()
 }
 
+/// How long a role's runtime may take, once its work is done, to drop its remaining tasks. The
+/// runtime waits for blocking-pool work it cannot cancel; nothing of ours runs there, so this
+/// only bounds what a user's handler left behind (a `spawn_blocking` still running), which
+/// must not make the master SIGKILL the process.
+const RUNTIME_DROP_GRACE: Duration = Duration::from_millis(200);
+
+/// Runs `work` to its end, then drops the runtime within [`RUNTIME_DROP_GRACE`].
+fn run_to_end<T>(
+    runtime: tokio::runtime::Runtime,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let out = runtime.block_on(work);
+    runtime.shutdown_timeout(RUNTIME_DROP_GRACE);
+    out
+}
+
+/// In a cluster child (the run directory is in the environment): heartbeats to the master on
+/// the control channel for the life of the runtime; a worker's heartbeat carries its counters.
+fn heartbeat(
+    role: Role,
+    config: &Config,
+    secret: &str,
+    snapshot: impl Fn() -> Option<crate::metrics::Snapshot> + Send + 'static,
+) {
+    let Some(dir) = RunDir::from_env() else {
+        return;
+    };
+    let every = control::heartbeat_every(config.heartbeat_timeout);
+    tokio::spawn(control::report_to_master(
+        role,
+        dir,
+        secret.into(),
+        every,
+        snapshot,
+    ));
+}
+
 /// SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
@@ -181,12 +228,24 @@ pub(crate) async fn shutdown_signal() {
 }
 
 /// In a child: completes when the master is gone (stdin closed) or SIGTERM/SIGINT arrives.
+///
+/// Stdin is watched as a pipe registered with the reactor (a duplicate of fd 0), not with
+/// `tokio::io::stdin`: that one reads on the blocking pool, a read no one can cancel, so the
+/// runtime's drop waited for the master to close the pipe and the master, waiting for the child,
+/// SIGKILLed it after `shutdown_timeout`. A stdin that is not a pipe (a child started by hand)
+/// is not watched; signals still work.
 pub(crate) async fn child_shutdown_signal() {
     let master_gone = async {
-        let mut stdin = tokio::io::stdin();
+        let pipe = std::io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .and_then(tokio::net::unix::pipe::Receiver::from_owned_fd);
+        let Ok(mut pipe) = pipe else {
+            return std::future::pending::<()>().await;
+        };
         let mut buf = [0u8; 64];
         loop {
-            match tokio::io::AsyncReadExt::read(&mut stdin, &mut buf).await {
+            match tokio::io::AsyncReadExt::read(&mut pipe, &mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }

@@ -29,7 +29,28 @@ impl Cluster {
     }
 
     fn start_with(workers: usize, brokers: usize, balancers: usize, env: &[(&str, &str)]) -> Self {
-        let mut master = Command::new(env!("CARGO_BIN_EXE_cluster-compat-server"))
+        let cmd = Command::new(env!("CARGO_BIN_EXE_cluster-compat-server"));
+        Self::launch(cmd, workers, brokers, balancers, env)
+    }
+
+    /// The master started by a shell that first sets its umask to 000 (and then `exec`s it, so
+    /// the master is the shell's pid): every file it creates would be world-writable.
+    fn start_under_umask_000(workers: usize, brokers: usize) -> Self {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("umask 000 && exec \"$0\"")
+            .arg(env!("CARGO_BIN_EXE_cluster-compat-server"));
+        Self::launch(cmd, workers, brokers, 0, &[])
+    }
+
+    fn launch(
+        mut cmd: Command,
+        workers: usize,
+        brokers: usize,
+        balancers: usize,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut master = cmd
             .envs(env.iter().copied())
             .env("SC_PORT", "0")
             .env("SC_HOST", "127.0.0.1")
@@ -108,6 +129,72 @@ impl Cluster {
     fn log_text(&self) -> String {
         self.log.lock().expect("log").join("\n")
     }
+
+    /// Waits (at most `within`) for a line of the master's output containing `needle`.
+    async fn wait_for_line(&self, needle: &str, within: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(line) = self
+                .log
+                .lock()
+                .expect("log")
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no line with {needle:?} within {within:?}:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The pid of the last process the master started for `role` (`worker#0`), from its log.
+    fn started_pid(&self, role: &str) -> i32 {
+        let prefix = format!("[sc master] started {role} (pid ");
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix(&prefix)?.strip_suffix(')')?.parse().ok())
+            .expect("the master logged the start")
+    }
+
+    /// SIGTERMs the master and waits for it: its exit status and how long it took.
+    fn terminate_and_wait(&mut self, within: Duration) -> (std::process::ExitStatus, Duration) {
+        let start = std::time::Instant::now();
+        signal(self.master.id() as i32, nix::sys::signal::Signal::SIGTERM);
+        loop {
+            if let Some(status) = self.master.try_wait().expect("wait") {
+                return (status, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < within,
+                "the master did not exit within {within:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The master's run directory (`$TMPDIR/sc-<master pid>-<hex>`).
+    fn run_dir(&self) -> std::path::PathBuf {
+        let prefix = format!("sc-{}-", self.master.id());
+        std::fs::read_dir(std::env::temp_dir())
+            .expect("temp dir")
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .expect("the master's run directory")
+    }
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal");
 }
 
 impl Drop for Cluster {
@@ -574,6 +661,12 @@ async fn metrics_rolling_restart_and_graceful_shutdown() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+    // Every child left on its own (issue 16: they were SIGKILLed after shutdown_timeout + 1 s).
+    assert!(
+        !cluster.log_text().contains("SIGKILL"),
+        "{}",
+        cluster.log_text()
+    );
     for pid in children {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -582,4 +675,165 @@ async fn metrics_rolling_restart_and_graceful_shutdown() {
             "child {pid} outlived the master"
         );
     }
+}
+
+/// Issue 16: children exit on their own when asked (no SIGKILL), in a rolling restart (which
+/// now replaces balancers too) and at shutdown, so the master is done in well under its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_and_sigterm_end_every_child_without_sigkill() {
+    let mut cluster = Cluster::start(2, 1, 1);
+    let c = client(&cluster.url()).await;
+    let answer: Value = c.invoke("echo", &json!("before")).await.expect("echo");
+    assert_eq!(answer, json!("before"));
+
+    let workers: HashSet<i32> = cluster.children("worker").into_iter().collect();
+    let balancers: HashSet<i32> = cluster.children("balancer").into_iter().collect();
+    assert_eq!((workers.len(), balancers.len()), (2, 1));
+    signal(
+        cluster.master.id() as i32,
+        nix::sys::signal::Signal::SIGUSR2,
+    );
+    // Three replacements; each old child exits within shutdown_timeout (1 s), not at the
+    // SIGKILL a second after it.
+    cluster
+        .wait_for_line("rolling restart done", Duration::from_secs(15))
+        .await;
+    let now_workers: HashSet<i32> = cluster.children("worker").into_iter().collect();
+    let now_balancers: HashSet<i32> = cluster.children("balancer").into_iter().collect();
+    assert!(workers.is_disjoint(&now_workers), "{}", cluster.log_text());
+    assert!(
+        balancers.is_disjoint(&now_balancers),
+        "{}",
+        cluster.log_text()
+    );
+    assert_eq!((now_workers.len(), now_balancers.len()), (2, 1));
+    let c = client(&cluster.url()).await;
+    let answer: Value = c.invoke("echo", &json!("after")).await.expect("echo");
+    assert_eq!(answer, json!("after"));
+    drop(c);
+
+    // Three stages with shutdown_timeout 1 s: SIGKILLed stragglers took (1 s + 1 s) x 3.
+    let (status, took) = cluster.terminate_and_wait(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    let log = cluster.log_text();
+    assert!(!log.contains("SIGKILL"), "{log}");
+    assert!(
+        took < Duration::from_secs(4),
+        "shutdown took {took:?}:\n{log}"
+    );
+}
+
+/// Issue 16: a worker that stops making progress (SIGSTOP) is noticed from its missing
+/// heartbeats, killed, said so in the log, counted as a restart and replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_is_killed_and_replaced_after_its_heartbeat_timeout() {
+    let cluster = Cluster::start_with(2, 1, 0, &[("SC_HEARTBEAT_TIMEOUT", "3000")]);
+    let first = clients_on_every_worker(&cluster.url(), 2).await;
+    drop(first);
+    let hung = cluster.started_pid("worker#0");
+    signal(hung, nix::sys::signal::Signal::SIGSTOP);
+    let line = cluster
+        .wait_for_line("sent no heartbeat", Duration::from_secs(10))
+        .await;
+    assert!(
+        line.starts_with(&format!(
+            "[sc master] worker#0 (pid {hung}) sent no heartbeat for"
+        )) && line.ends_with("killing it (SIGKILL) and restarting"),
+        "{line}"
+    );
+    cluster
+        .wait_for_line("worker#0 exited: killed by SIGKILL", Duration::from_secs(5))
+        .await;
+    // A new worker#0 serves: clients reach two live workers, neither of them the stopped one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cluster.started_pid("worker#0") == hung || cluster.children("worker").len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            cluster.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let clients = clients_on_every_worker(&cluster.url(), 2).await;
+    assert!(clients.iter().all(|(_, pid)| *pid != i64::from(hung)));
+    let metrics = http_get(cluster.port, "/metrics").await;
+    assert!(
+        metrics.contains("sc_restarts_total{role=\"worker\"} 1"),
+        "{metrics}"
+    );
+    // Only the stopped worker was taken as hung.
+    assert_eq!(cluster.log_text().matches("sent no heartbeat").count(), 1);
+}
+
+/// Reads what a connection sends until it closes (at most 3 s): a refused connection is closed
+/// at once, having sent nothing.
+async fn read_until_closed(stream: &mut tokio::net::UnixStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut got))
+        .await
+        .expect("the connection is closed")
+        .ok();
+    got
+}
+
+/// A broker frame: `u32` length, then the payload.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Issue 16: the run directory and sockets are the master's user's only whatever the umask, and
+/// a local process without the run's secret cannot use a broker or the control socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_without_the_run_secret_cannot_use_brokers_or_the_control_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncWriteExt;
+    let cluster = Cluster::start_under_umask_000(2, 1);
+    let c = client(&cluster.url()).await;
+    let dir = cluster.run_dir();
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    let sockets: Vec<_> = std::fs::read_dir(&dir)
+        .expect("run dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(sockets.len(), 2, "broker-0 and master: {sockets:?}");
+    for socket in &sockets {
+        assert_eq!(mode(socket), 0o600, "{}", socket.display());
+    }
+
+    let mut kv_count = b"\x05\0\0\0\0\0\0\0\x01".to_vec();
+    kv_count.extend_from_slice(br#"{"op":"count"}"#);
+    let mut publish = b"\x03\0\0\0\0\0\0\0\x02\0\0\0\x04news".to_vec();
+    publish
+        .extend_from_slice(br##"{"event":"#publish","data":{"channel":"news","data":"forged"}}"##);
+    // The hello of the previous protocol (no secret), then one with a guessed secret.
+    let hellos: [&[u8]; 2] = [b"\x00SCB\x01", b"\x00SCB\x02guess"];
+    let mut news = c.subscribe("news").await.expect("subscribe");
+    for hello in hellos {
+        let mut stranger = tokio::net::UnixStream::connect(dir.join("broker-0.sock"))
+            .await
+            .expect("connect");
+        let mut bytes = frame(hello);
+        bytes.extend(frame(&kv_count));
+        bytes.extend(frame(&publish));
+        // The broker may close before reading it all; what counts is what it answers.
+        let _ = stranger.write_all(&bytes).await;
+        assert_eq!(read_until_closed(&mut stranger).await, b"", "{hello:?}");
+    }
+    let mut stranger = tokio::net::UnixStream::connect(dir.join("master.sock"))
+        .await
+        .expect("connect");
+    let _ = stranger.write_all(b"\"metrics\"\n").await;
+    assert_eq!(read_until_closed(&mut stranger).await, b"", "no metrics");
+
+    // The cluster itself goes on: the store answers, and no forged publication arrived.
+    kv(&c, json!({"op": "set", "key": "k", "value": 1})).await;
+    assert_eq!(kv(&c, json!({"op": "get", "key": "k"})).await, json!(1));
+    c.publish("news", &json!("real")).await.expect("publish");
+    assert_eq!(take_exactly(&mut news, 1).await, vec![json!("real")]);
 }
