@@ -205,3 +205,65 @@ async fn a_flood_of_objects_that_are_not_packets_is_disconnected_with_4429() {
     assert_eq!(code, Some(4429));
     bystander_still_served(&mut bystander).await;
 }
+
+#[tokio::test]
+async fn a_client_still_sending_an_oversized_frame_reads_its_1009_not_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start().await;
+    let mut bystander = handshaken(&server).await;
+    let ws = handshaken(&server).await;
+    let tokio_tungstenite::MaybeTlsStream::Plain(mut tcp) = ws.into_inner() else {
+        panic!("a plain TCP connection");
+    };
+    // A 10 MB text frame (max_payload is 1 MiB), masked with a zero key, written whole before
+    // reading anything, as a simple blocking client does: the server must read and discard
+    // the rest after its close frame, or the write fails with a reset.
+    let len: u64 = 10 * 1024 * 1024;
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    tcp.write_all(&header).await.expect("header written");
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..len / chunk.len() as u64 {
+        tcp.write_all(&chunk)
+            .await
+            .expect("the server reads what follows its close frame, no reset");
+    }
+    // The server's frames: skip pings and find the close frame.
+    let mut read = Vec::new();
+    let code = loop {
+        if let Some(code) = close_code_in(&read) {
+            break code;
+        }
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("a close frame in time")
+            .expect("no reset before the close frame");
+        assert!(n > 0, "the connection ended without a close frame");
+        read.extend_from_slice(&buf[..n]);
+    };
+    assert_eq!(code, 1009);
+    bystander_still_served(&mut bystander).await;
+}
+
+/// The code of the first close frame among the unmasked server frames in `bytes`, once whole.
+fn close_code_in(mut bytes: &[u8]) -> Option<u16> {
+    while bytes.len() >= 2 {
+        let opcode = bytes[0] & 0x0f;
+        let (len, start) = match bytes[1] & 0x7f {
+            126 => (
+                u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]) as usize,
+                4,
+            ),
+            127 => return None,
+            n => (n as usize, 2),
+        };
+        let payload = bytes.get(start..start + len)?;
+        if opcode == 0x8 {
+            return Some(u16::from_be_bytes([*payload.first()?, *payload.get(1)?]));
+        }
+        bytes = &bytes[start + len..];
+    }
+    None
+}
