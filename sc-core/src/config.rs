@@ -95,6 +95,10 @@ pub struct Config {
     /// (default 5000/s, bursts of 10000, then disconnect with 4429; `None`: no limit).
     /// `SC_MESSAGE_RATE_LIMIT=N` sets N/s with bursts of 2N (0 turns it off).
     pub message_rate_limit: Option<crate::limit::RateLimit>,
+    /// Largest WebSocket upgrade request head (request line and headers), in bytes
+    /// (`SC_MAX_UPGRADE_HEADER_BYTES`, default 16 KiB, Node's `--max-http-header-size`). Larger:
+    /// HTTP 431, as the socket would otherwise keep its headers for its whole life.
+    pub max_upgrade_header_bytes: usize,
 }
 
 impl Default for Config {
@@ -134,6 +138,7 @@ impl Default for Config {
                     .burst(10000.0)
                     .action(crate::limit::LimitAction::Disconnect),
             ),
+            max_upgrade_header_bytes: 16 * 1024,
         }
     }
 }
@@ -254,6 +259,11 @@ impl Config {
             },
             self.message_rate_limit
         );
+        env!(
+            "SC_MAX_UPGRADE_HEADER_BYTES",
+            parse,
+            self.max_upgrade_header_bytes
+        );
         Ok(())
     }
 
@@ -297,6 +307,11 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError(
                 "tls_cert and tls_key must be set together (SC_TLS_CERT and SC_TLS_KEY)".into(),
+            ));
+        }
+        if self.max_upgrade_header_bytes < 1024 {
+            return Err(ConfigError(
+                "max_upgrade_header_bytes must be at least 1024, or no browser can connect".into(),
             ));
         }
         Origins::parse(&self.origins).map(|_| ())

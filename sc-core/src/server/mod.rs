@@ -229,6 +229,9 @@ impl Builder {
         /// Prefix of Redis channels and keys for the `SC_REDIS_URL` engine (default `sc:`).
         /// `SC_REDIS_PREFIX` overrides.
         redis_prefix: &str => redis_prefix;
+        /// Largest upgrade request head, in bytes (default 16 KiB; larger: HTTP 431).
+        /// `SC_MAX_UPGRADE_HEADER_BYTES` overrides.
+        max_upgrade_header_bytes: usize => max_upgrade_header_bytes;
     }
 
     /// Pub/sub and the key-value store through Redis (comma-separated URLs; feature `redis`).
