@@ -95,6 +95,11 @@ pub struct Config {
     /// (default 5000/s, bursts of 10000, then disconnect with 4429; `None`: no limit).
     /// `SC_MESSAGE_RATE_LIMIT=N` sets N/s with bursts of 2N (0 turns it off).
     pub message_rate_limit: Option<crate::limit::RateLimit>,
+    /// Memory one socket's inbound messages may hold while they wait for (or run in) its handlers,
+    /// in bytes of their decoded form, measured per message (`SC_INBOUND_QUEUE_BYTES`, default
+    /// 4 MiB). Past it the server stops reading that socket until they are handled; a message
+    /// always fits an empty queue. `inbound_queue_limit` still caps their number.
+    pub inbound_queue_bytes: usize,
     /// Largest WebSocket upgrade request head (request line and headers), in bytes
     /// (`SC_MAX_UPGRADE_HEADER_BYTES`, default 16 KiB, Node's `--max-http-header-size`). Larger:
     /// HTTP 431, as the socket would otherwise keep its headers for its whole life.
@@ -138,6 +143,7 @@ impl Default for Config {
                     .burst(10000.0)
                     .action(crate::limit::LimitAction::Disconnect),
             ),
+            inbound_queue_bytes: 4 * 1024 * 1024,
             max_upgrade_header_bytes: 16 * 1024,
         }
     }
@@ -259,6 +265,7 @@ impl Config {
             },
             self.message_rate_limit
         );
+        env!("SC_INBOUND_QUEUE_BYTES", parse, self.inbound_queue_bytes);
         env!(
             "SC_MAX_UPGRADE_HEADER_BYTES",
             parse,
@@ -307,6 +314,11 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError(
                 "tls_cert and tls_key must be set together (SC_TLS_CERT and SC_TLS_KEY)".into(),
+            ));
+        }
+        if self.inbound_queue_bytes < 1024 {
+            return Err(ConfigError(
+                "inbound_queue_bytes must be at least 1024".into(),
             ));
         }
         if self.max_upgrade_header_bytes < 1024 {
@@ -435,5 +447,33 @@ mod tests {
         assert!(!o.allows(Some("null")));
         assert!(Origins::parse("*:*").expect("parse").allows(None));
         assert!(Origins::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn inbound_queue_bytes_and_upgrade_header_cap_come_from_env_and_are_validated() {
+        let mut c = Config::default();
+        c.apply_vars(|n| match n {
+            "SC_INBOUND_QUEUE_BYTES" => Some("65536".to_string()),
+            "SC_MAX_UPGRADE_HEADER_BYTES" => Some("8192".to_string()),
+            _ => None,
+        })
+        .expect("valid env");
+        assert_eq!(
+            (c.inbound_queue_bytes, c.max_upgrade_header_bytes),
+            (65536, 8192)
+        );
+        assert!(c.validate().is_ok());
+        for bad in [
+            Config {
+                inbound_queue_bytes: 10,
+                ..Config::default()
+            },
+            Config {
+                max_upgrade_header_bytes: 10,
+                ..Config::default()
+            },
+        ] {
+            assert!(bad.validate().is_err());
+        }
     }
 }

@@ -207,6 +207,69 @@ async fn a_flood_of_objects_that_are_not_packets_is_disconnected_with_4429() {
 }
 
 #[tokio::test]
+async fn a_handler_that_blocks_stops_the_reading_of_its_socket_at_inbound_queue_bytes() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let sunk = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let (gate, sunk) = (gate.clone(), sunk.clone());
+        App::new()
+            .event("echo", echo)
+            .event("block", move || {
+                let gate = gate.clone();
+                async move { gate.notified().await }
+            })
+            .event("sink", move || {
+                let sunk = sunk.clone();
+                async move {
+                    sunk.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+    };
+    let server = TestServer::start(
+        sc_core::testing::builder()
+            .app(app)
+            .inbound_queue_bytes(64 * 1024),
+    )
+    .await;
+    let mut bystander = handshaken(&server).await;
+    let mut ws = handshaken(&server).await;
+    send(&mut ws, json!({"event": "block", "cid": 2})).await;
+    // 64 messages of 512 KiB: 32 MiB, more than the kernel buffers of both ends hold, and fewer
+    // messages than inbound_queue_limit (256), which alone let the server read them all.
+    let big = json!({"event": "sink", "data": "x".repeat(512 * 1024)}).to_string();
+    let mut sent = 0;
+    while sent < 64 {
+        let write = ws.send(Message::text(big.clone()));
+        if tokio::time::timeout(Duration::from_millis(500), write)
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(
+        sent < 64,
+        "the server kept reading a socket whose handler is blocked"
+    );
+    bystander_still_served(&mut bystander).await;
+    assert_eq!(sunk.load(Ordering::SeqCst), 0, "the blocker runs first");
+
+    // Released, the socket catches up: nothing was dropped or closed, only slowed.
+    gate.notify_one();
+    ws.flush().await.expect("the rest is read");
+    send(&mut ws, json!({"event": "echo", "data": "after", "cid": 3})).await;
+    assert_eq!(next_json(&mut ws).await, Some(json!({"rid": 2})));
+    assert_eq!(
+        next_json(&mut ws).await,
+        Some(json!({"rid": 3, "data": "after"}))
+    );
+    assert!(sunk.load(Ordering::SeqCst) >= sent);
+}
+
+#[tokio::test]
 async fn a_client_still_sending_an_oversized_frame_reads_its_1009_not_a_reset() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = start().await;

@@ -9,7 +9,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
 
-use super::dispatch::dispatch;
+use super::inbox::{InboundMessage, Inbox, Running};
 use super::limits::{Closed, Limits};
 use super::procedures::handshake;
 use super::Context;
@@ -21,13 +21,6 @@ use crate::socket::{cost, CloseRequest, Outbound, Socket};
 /// A writer's spare batch buffer larger than this is freed after use, so a burst does not pin
 /// its memory to an idle socket.
 const BATCH_KEEP: usize = 64;
-
-/// One decoded inbound message waiting for the dispatcher.
-pub(super) struct InboundMessage {
-    /// The message text, kept only when inbound-raw middleware needs it.
-    pub(super) raw: Option<String>,
-    pub(super) packets: Vec<Packet>,
-}
 
 // Not an `async fn`: those copy their arguments into the future's locals while keeping their
 // original slots, and the writer lives as long as the socket; an async block uses the captures
@@ -233,10 +226,6 @@ fn violation_code(e: &axum::Error) -> Option<u16> {
     None
 }
 
-/// The handling of one message, borrowing the connection's context and socket (no clone of
-/// either per message).
-type Running<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
-
 /// How the reader ended.
 pub(super) struct ReadEnd<'a> {
     /// The socket completed its handshake (and so was registered with the server).
@@ -372,7 +361,7 @@ fn read_messages<'a>(
         let mut unreported_in = 0;
         loop {
             let watching = !config.ping_timeout_disabled && !socket.pings_paused();
-            let reading = inbox.queued.len() < config.inbound_queue_limit;
+            let reading = inbox.has_room(config);
             let event = tokio::select! {
                 _ = &mut closed => break,
                 _ = &mut watchdog, if watching => {
@@ -488,45 +477,6 @@ fn read_messages<'a>(
         ReadEnd {
             registered: true,
             unfinished: inbox.running.take(),
-        }
-    }
-}
-
-/// The socket's inbound messages: the one being handled, as a boxed future, and those waiting
-/// (at most `inbound_queue_limit`; past that the reader stops reading that socket).
-#[derive(Default)]
-struct Inbox<'a> {
-    running: Option<Running<'a>>,
-    queued: std::collections::VecDeque<InboundMessage>,
-}
-
-impl<'a> Inbox<'a> {
-    fn push(&mut self, ctx: &'a Context, socket: &'a Socket, message: InboundMessage) {
-        if self.running.is_none() {
-            self.running = Some(Box::pin(dispatch(ctx, socket, message)));
-        } else {
-            self.queued.push_back(message);
-        }
-    }
-
-    /// Polls the running message's handling to completion (cancel-safe: the future stays here).
-    async fn run(&mut self) {
-        if let Some(running) = self.running.as_mut() {
-            running.await;
-        }
-    }
-
-    /// The running message is done: start the next one, if any (and if the socket is open).
-    fn next(&mut self, ctx: &'a Context, socket: &'a Socket) {
-        self.running = None;
-        if !socket.is_open() {
-            self.queued.clear();
-        }
-        if let Some(message) = self.queued.pop_front() {
-            self.running = Some(Box::pin(dispatch(ctx, socket, message)));
-        }
-        if self.queued.capacity() > 64 && self.queued.is_empty() {
-            self.queued = std::collections::VecDeque::new();
         }
     }
 }
