@@ -207,6 +207,55 @@ async fn a_flood_of_objects_that_are_not_packets_is_disconnected_with_4429() {
 }
 
 #[tokio::test]
+async fn a_lone_surrogate_gets_an_error_reply_with_its_cid_and_the_socket_goes_on() {
+    let server = start().await;
+    let mut ws = handshaken(&server).await;
+    // Valid JSON for JSON.parse (the official client sends it); serde_json refuses it.
+    ws.send(Message::text(r#"{"event":"echo","data":"\ud834","cid":2}"#))
+        .await
+        .expect("send");
+    let reply = next_json(&mut ws).await.expect("an answer, not a timeout");
+    assert_eq!(reply["rid"], 2);
+    assert_eq!(reply["error"]["name"], "InvalidMessageError");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(r"lone UTF-16 surrogate (\ud834)"),
+        "{message}"
+    );
+    // A transmit has no one to answer: refused (logged), and the socket goes on in order.
+    ws.send(Message::text(r#"{"event":"echo","data":"\udd1e"}"#))
+        .await
+        .expect("send");
+    ws.send(Message::text(
+        r#"{"event":"echo","data":"\ud834\udd1e","cid":3}"#,
+    ))
+    .await
+    .expect("send");
+    assert_eq!(
+        next_json(&mut ws).await,
+        Some(json!({"rid": 3, "data": "\u{1d11e}"})),
+        "a surrogate pair is well-formed and echoed"
+    );
+}
+
+#[tokio::test]
+async fn a_handshake_with_a_lone_surrogate_is_answered_and_closed_4008() {
+    let server = start().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url())
+        .await
+        .expect("WebSocket connects");
+    ws.send(Message::text(
+        r##"{"event":"#handshake","data":{"authToken":"\udfff"},"cid":1}"##,
+    ))
+    .await
+    .expect("send");
+    let reply = next_json(&mut ws).await.expect("an answer");
+    assert_eq!(reply["rid"], 1);
+    assert_eq!(reply["error"]["name"], "InvalidMessageError");
+    assert_eq!(close_code(&mut ws).await, Some(4008));
+}
+
+#[tokio::test]
 async fn a_handler_that_blocks_stops_the_reading_of_its_socket_at_inbound_queue_bytes() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;

@@ -226,6 +226,40 @@ fn violation_code(e: &axum::Error) -> Option<u16> {
     None
 }
 
+/// The error for a message holding a lone UTF-16 surrogate escape, naming the first one.
+fn lone_surrogate_error(text: &str) -> ScError {
+    let escape = protocol::lone_surrogate(text).unwrap_or("\\ud800");
+    ScError::new(
+        "InvalidMessageError",
+        format!(
+            "The message holds a lone UTF-16 surrogate ({escape}): JSON.parse accepts it, but \
+             sc does not support it; send well-formed Unicode text"
+        ),
+    )
+}
+
+/// Answers an invoke whose message holds a lone surrogate with [`lone_surrogate_error`]; a
+/// transmit has no one to answer, so it is logged.
+fn refuse_lone_surrogate(socket: &Socket, text: &str, cid: Option<u64>, event: &str) {
+    let error = lone_surrogate_error(text);
+    match cid {
+        Some(cid) => {
+            let _ = socket.push(protocol::encode_error_response(cid, &error).into());
+        }
+        None => {
+            tracing::warn!(socket = %socket.id(), %event, error = %error, "transmit refused");
+        }
+    }
+}
+
+/// The cid of a first message that is a `#handshake` holding a lone surrogate.
+fn handshake_with_lone_surrogate(text: &str) -> Option<u64> {
+    match protocol::decode_lone_surrogates(text)?.into_iter().next()? {
+        Packet::Event { event, cid, .. } if event == "#handshake" => cid,
+        _ => None,
+    }
+}
+
 /// How the reader ended.
 pub(super) struct ReadEnd<'a> {
     /// The socket completed its handshake (and so was registered with the server).
@@ -291,6 +325,12 @@ async fn read_handshake(
         let mut packets = match protocol::decode(&text) {
             Inbound::Packets(p) if !p.is_empty() => p,
             _ => {
+                if let Some(cid) = handshake_with_lone_surrogate(&text) {
+                    // Refused with a reason, not 4009: the client did send a handshake.
+                    refuse_lone_surrogate(socket, &text, Some(cid), "#handshake");
+                    socket.disconnect(close::HANDSHAKE_REJECTED, "");
+                    return None;
+                }
                 socket.close_now(close::MESSAGE_BEFORE_HANDSHAKE, "");
                 return None;
             }
@@ -413,27 +453,41 @@ fn read_messages<'a>(
                 last_reset = now;
                 watchdog.as_mut().reset(now + ping_timeout);
             }
-            let packets = match protocol::decode(&text) {
-                Inbound::Raw => Vec::new(),
-                Inbound::Packets(packets) => packets
-                    .into_iter()
-                    .filter(|p| match p {
-                        Packet::Response { rid, data, error } => {
-                            let result = match error {
-                                Some(e) => Err(ScError::from_wire(e)),
-                                None => Ok(data.clone()),
-                            };
-                            socket.resolve(*rid, result);
-                            false
-                        }
-                        _ => true,
-                    })
-                    .collect(),
+            let (packets, lone_surrogate) = match protocol::decode(&text) {
+                Inbound::Raw => match protocol::decode_lone_surrogates(&text) {
+                    Some(packets) => (packets, true),
+                    None => (Vec::new(), false),
+                },
+                Inbound::Packets(packets) => (packets, false),
             };
-            let packets = match limits.apply(socket, &ctx.app, packets, now.into_std()) {
+            let packets: Vec<Packet> = packets
+                .into_iter()
+                .filter(|p| match p {
+                    Packet::Response { rid, data, error } => {
+                        let result = match error {
+                            _ if lone_surrogate => Err(lone_surrogate_error(&text)),
+                            Some(e) => Err(ScError::from_wire(e)),
+                            None => Ok(data.clone()),
+                        };
+                        socket.resolve(*rid, result);
+                        false
+                    }
+                    _ => true,
+                })
+                .collect();
+            let mut packets = match limits.apply(socket, &ctx.app, packets, now.into_std()) {
                 Ok(packets) => packets,
                 Err(Closed) => break,
             };
+            if lone_surrogate {
+                // Answered here, never handled: the data is not what the client sent. Like a
+                // rate-limit refusal, the answer may overtake replies to earlier messages.
+                for packet in packets.drain(..) {
+                    if let Packet::Event { event, cid, .. } = packet {
+                        refuse_lone_surrogate(socket, &text, cid, &event);
+                    }
+                }
+            }
             if packets.is_empty() && !raw_middleware {
                 continue;
             }
