@@ -1,6 +1,7 @@
 //! Hostile frames over a raw WebSocket, one test per row of the hardening table: invalid UTF-8,
-//! a reused cid, unknown `#` events, an invoke flood. Each gets its documented answer or close
-//! code, and a bystander socket on the same server is untouched.
+//! a reused cid, unknown `#` events, an invoke flood, lone surrogates, large messages behind a
+//! blocked handler, an oversized frame still being streamed. Each gets its documented answer or
+//! close code, and a bystander socket on the same server is untouched.
 
 use std::time::Duration;
 
