@@ -101,6 +101,15 @@ pub struct Config {
     /// Longest line of a child's output the master copies; the rest of the line is cut and
     /// counted (`SC_LOG_LINE_MAX`, default 16384 bytes).
     pub log_line_max: usize,
+    /// Memory one socket's inbound messages may hold while they wait for (or run in) its handlers,
+    /// in bytes of their decoded form, measured per message (`SC_INBOUND_QUEUE_BYTES`, default
+    /// 4 MiB). Past it the server stops reading that socket until they are handled; a message
+    /// always fits an empty queue. `inbound_queue_limit` still caps their number.
+    pub inbound_queue_bytes: usize,
+    /// Largest WebSocket upgrade request head (request line and headers), in bytes
+    /// (`SC_MAX_UPGRADE_HEADER_BYTES`, default 16 KiB, Node's `--max-http-header-size`). Larger:
+    /// HTTP 431, as the socket would otherwise keep its headers for its whole life.
+    pub max_upgrade_header_bytes: usize,
 }
 
 impl Default for Config {
@@ -142,6 +151,8 @@ impl Default for Config {
             ),
             heartbeat_timeout: Duration::from_millis(10_000),
             log_line_max: 16 * 1024,
+            inbound_queue_bytes: 4 * 1024 * 1024,
+            max_upgrade_header_bytes: 16 * 1024,
         }
     }
 }
@@ -264,6 +275,12 @@ impl Config {
         );
         env!("SC_HEARTBEAT_TIMEOUT", ms, self.heartbeat_timeout);
         env!("SC_LOG_LINE_MAX", parse, self.log_line_max);
+        env!("SC_INBOUND_QUEUE_BYTES", parse, self.inbound_queue_bytes);
+        env!(
+            "SC_MAX_UPGRADE_HEADER_BYTES",
+            parse,
+            self.max_upgrade_header_bytes
+        );
         Ok(())
     }
 
@@ -320,6 +337,16 @@ impl Config {
         if self.log_line_max < 80 {
             return Err(ConfigError(
                 "log_line_max must be at least 80 bytes, or log lines are unreadable".into(),
+            ));
+        }
+        if self.inbound_queue_bytes < 1024 {
+            return Err(ConfigError(
+                "inbound_queue_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.max_upgrade_header_bytes < 1024 {
+            return Err(ConfigError(
+                "max_upgrade_header_bytes must be at least 1024, or no browser can connect".into(),
             ));
         }
         Origins::parse(&self.origins).map(|_| ())
@@ -468,5 +495,33 @@ mod tests {
         c.heartbeat_timeout = Duration::from_secs(1);
         c.log_line_max = 10;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn inbound_queue_bytes_and_upgrade_header_cap_come_from_env_and_are_validated() {
+        let mut c = Config::default();
+        c.apply_vars(|n| match n {
+            "SC_INBOUND_QUEUE_BYTES" => Some("65536".to_string()),
+            "SC_MAX_UPGRADE_HEADER_BYTES" => Some("8192".to_string()),
+            _ => None,
+        })
+        .expect("valid env");
+        assert_eq!(
+            (c.inbound_queue_bytes, c.max_upgrade_header_bytes),
+            (65536, 8192)
+        );
+        assert!(c.validate().is_ok());
+        for bad in [
+            Config {
+                inbound_queue_bytes: 10,
+                ..Config::default()
+            },
+            Config {
+                max_upgrade_header_bytes: 10,
+                ..Config::default()
+            },
+        ] {
+            assert!(bad.validate().is_err());
+        }
     }
 }

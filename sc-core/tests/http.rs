@@ -229,3 +229,22 @@ async fn connections_that_never_finish_their_request_are_dropped_and_do_not_star
         assert_eq!(n, 0, "closed without a response");
     }
 }
+
+#[tokio::test]
+async fn an_upgrade_with_oversized_headers_is_431_and_others_connect() {
+    let server = start(testing::builder()).await;
+    let addr = server.addr();
+    let before = server.client().await;
+    let big = format!("X-Big: {}\r\n", "a".repeat(300 * 1024));
+    let (status, body) = http(addr, &upgrade_req("/socketcluster/", &big)).await;
+    assert_eq!(status, 431, "{body}");
+    assert!(body.contains("max_upgrade_header_bytes"), "{body}");
+    // Just under the default 16 KiB still upgrades, and other clients are unaffected.
+    let fits = format!("X-Big: {}\r\n", "a".repeat(15 * 1024));
+    assert_eq!(
+        http(addr, &upgrade_req("/socketcluster/", &fits)).await.0,
+        101
+    );
+    assert_eq!(before.state(), sc_core::client::ConnectionState::Open);
+    let _after = server.client().await;
+}

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import {
   test, startServer, FAST_ENV, connectedClient, collectChannel, handshakenRaw, rejectionOf,
-  receivedPackets, sleep
+  receivedPackets, sleep, isReference
 } from './harness.mjs';
 
 // One restricted server for 26, 27 and 41; the defaults are checked on a default server.
@@ -137,4 +137,19 @@ test('41d batches: an array of packets in one frame is processed in order', asyn
   assert.deepEqual(notes, {rid: 3, data: [1, 2]});
   const ids = raw.packets().filter((p) => p.rid === 2 || p.rid === 3).map((p) => p.rid);
   assert.deepEqual(ids, [2, 3]);
+});
+
+test('41e a string with a lone UTF-16 surrogate is answered, never dropped (sc: an error; the reference echoes it)', async () => {
+  // Valid for JSON.parse, which the client uses; serde_json refuses it and Rust strings cannot
+  // hold it, so sc answers the invoke with an error instead of letting it time out.
+  const [client] = await connectedClient(defaults);
+  if (isReference) {
+    assert.equal(await client.invoke('echo', '\ud834'), '\ud834');
+  } else {
+    const err = await rejectionOf(client.invoke('echo', '\ud834'), 'invoke');
+    assert.equal(err.name, 'InvalidMessageError');
+    assert.match(err.message, /lone UTF-16 surrogate \(\\ud834\)/);
+  }
+  assert.equal(await client.invoke('echo', 'after'), 'after');
+  assert.equal(client.state, 'open');
 });

@@ -109,6 +109,69 @@ pub fn decode(text: &str) -> Inbound {
     }
 }
 
+/// Where each lone UTF-16 surrogate escape starts in `text`: a `\ud834` with no low half after
+/// it, or a low half with no high half before it. `JSON.parse` accepts such strings and the
+/// official client sends them; serde_json refuses them, so [`decode`] reads the message as raw
+/// text. Escaped backslashes (`\\ud834`) are skipped.
+fn lone_surrogates(text: &str) -> impl Iterator<Item = usize> + '_ {
+    let bytes = text.as_bytes();
+    let unit = move |at: usize| -> Option<u16> {
+        if bytes.get(at) != Some(&b'\\') || bytes.get(at + 1) != Some(&b'u') {
+            return None;
+        }
+        u16::from_str_radix(text.get(at + 2..at + 6)?, 16).ok()
+    };
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < bytes.len() {
+            if bytes[i] != b'\\' {
+                i += 1;
+                continue;
+            }
+            let at = i;
+            match unit(at) {
+                Some(0xD800..=0xDBFF) if matches!(unit(at + 6), Some(0xDC00..=0xDFFF)) => i += 12,
+                Some(0xD800..=0xDFFF) => {
+                    i += 6;
+                    return Some(at);
+                }
+                Some(_) => i += 6,
+                // Any other escape, skipped whole: `\\u` is no unicode escape.
+                None => i += 2,
+            }
+        }
+        None
+    })
+}
+
+/// The first lone surrogate escape in `text` (`\ud834`), if any.
+pub fn lone_surrogate(text: &str) -> Option<&str> {
+    let at = lone_surrogates(text).next()?;
+    text.get(at..at + 6)
+}
+
+/// Decodes a message that [`decode`] read as raw only because of lone surrogate escapes (see
+/// [`lone_surrogate`]), each read as U+FFFD: the packets are for answering the client (their
+/// events, cids and rids), never for handling, as their data is not what it sent. `None` when
+/// the text has no lone surrogate, or is no packet or batch for another reason too.
+pub fn decode_lone_surrogates(text: &str) -> Option<Vec<Packet>> {
+    let mut fixed = String::new();
+    let mut copied = 0;
+    for at in lone_surrogates(text) {
+        fixed.push_str(&text[copied..at]);
+        fixed.push_str("\\ufffd");
+        copied = at + 6;
+    }
+    if copied == 0 {
+        return None;
+    }
+    fixed.push_str(&text[copied..]);
+    match decode(&fixed) {
+        Inbound::Packets(packets) => Some(packets),
+        Inbound::Raw => None,
+    }
+}
+
 /// A whole message: one packet (an object) or a batch (an array).
 struct Decoded(Vec<Packet>);
 
@@ -377,6 +440,49 @@ mod tests {
         assert_eq!(
             decode(r#"{"event":42}"#),
             Inbound::Packets(vec![Packet::Other])
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_are_found_and_pairs_and_escaped_backslashes_are_not() {
+        assert_eq!(lone_surrogate(r#"{"data":"\ud834"}"#), Some(r"\ud834"));
+        assert_eq!(lone_surrogate(r#"{"data":"a\udd1eb"}"#), Some(r"\udd1e"));
+        assert_eq!(
+            lone_surrogate(r#"{"data":"\ud834x\udd1e"}"#),
+            Some(r"\ud834")
+        );
+        assert_eq!(lone_surrogate(r#"{"data":"\ud834\udd1e \u00e9"}"#), None);
+        assert_eq!(lone_surrogate(r#"{"data":"\\ud834"}"#), None);
+        assert_eq!(lone_surrogate(r#"{"data":"\\\ud834"}"#), Some(r"\ud834"));
+        assert_eq!(lone_surrogate(r"\ud83"), None);
+        assert_eq!(lone_surrogate("\\"), None);
+    }
+
+    #[test]
+    fn a_message_with_a_lone_surrogate_decodes_for_answering_only() {
+        let text = r#"{"event":"echo","data":"\ud834","cid":2}"#;
+        assert_eq!(decode(text), Inbound::Raw);
+        assert_eq!(
+            decode_lone_surrogates(text),
+            Some(vec![Packet::Event {
+                event: "echo".into(),
+                data: Some(json!("\u{fffd}")),
+                cid: Some(2)
+            }])
+        );
+        let batch = r#"[{"event":"a","data":"\udfff"},{"rid":4,"data":["\ud800\ud800"]}]"#;
+        assert!(matches!(
+            decode_lone_surrogates(batch).as_deref(),
+            Some([_, Packet::Response { rid: 4, .. }])
+        ));
+        // Well-formed text, and text that is broken for another reason too, are not for it.
+        assert_eq!(
+            decode_lone_surrogates(r#"{"event":"echo","data":"\ud834\udd1e"}"#),
+            None
+        );
+        assert_eq!(
+            decode_lone_surrogates(r#"{"event":"echo","data":"\ud834"#),
+            None
         );
     }
 

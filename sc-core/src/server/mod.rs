@@ -206,7 +206,8 @@ impl Builder {
         /// What a socket over its outbound bound gets (default: closed with 4100).
         /// `SC_SLOW_CONSUMER` (`disconnect` or `drop`) overrides.
         slow_consumer: crate::limit::SlowConsumer => slow_consumer;
-        /// Inbound queue bound per socket, in messages (default 256).
+        /// Inbound queue bound per socket, in messages (default 256; `inbound_queue_bytes` bounds
+        /// their memory). `SC_INBOUND_QUEUE_LIMIT` overrides.
         inbound_queue_limit: usize => inbound_queue_limit;
         /// Default token lifetime in seconds (default 86400). `SC_AUTH_DEFAULT_EXPIRY` overrides.
         auth_default_expiry: u64 => auth_default_expiry;
@@ -237,6 +238,12 @@ impl Builder {
         /// Longest child output line the master copies, in bytes (default 16384).
         /// `SC_LOG_LINE_MAX` overrides.
         log_line_max: usize => log_line_max;
+        /// Inbound queue bound per socket, in bytes of decoded messages (default 4 MiB).
+        /// `SC_INBOUND_QUEUE_BYTES` overrides.
+        inbound_queue_bytes: usize => inbound_queue_bytes;
+        /// Largest upgrade request head, in bytes (default 16 KiB; larger: HTTP 431).
+        /// `SC_MAX_UPGRADE_HEADER_BYTES` overrides.
+        max_upgrade_header_bytes: usize => max_upgrade_header_bytes;
     }
 
     /// Pub/sub and the key-value store through Redis (comma-separated URLs; feature `redis`).

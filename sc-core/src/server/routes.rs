@@ -92,6 +92,19 @@ fn request_info(req: &HttpRequest, remote_addr: Option<SocketAddr>) -> RequestIn
     }
 }
 
+/// The size of a request's head as sent: request line, headers, blank line. A socket keeps its
+/// upgrade request's headers for its whole life, so this is bounded (`max_upgrade_header_bytes`).
+fn head_len(req: &HttpRequest) -> usize {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + " HTTP/1.1\r\n ".len();
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+        .sum();
+    line + headers + 2
+}
+
 /// The browser client (`sc-core/assets/socketcluster.js`), compiled into the binary.
 pub const BROWSER_CLIENT: &str = include_str!("../../assets/socketcluster.js");
 
@@ -149,6 +162,15 @@ async fn upgrade(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    let max_head = state.ctx.shared.config.max_upgrade_header_bytes;
+    let head = head_len(&req);
+    if head > max_head {
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("Request headers are {head} bytes; the server accepts at most {max_head} (max_upgrade_header_bytes)"),
+        )
+            .into_response();
+    }
     let ws = match ws {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),

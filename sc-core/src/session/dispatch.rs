@@ -8,8 +8,8 @@ use axum::extract::ws::Utf8Bytes;
 use futures_util::FutureExt;
 use serde_json::Value;
 
+use super::inbox::InboundMessage;
 use super::procedures::{authenticate_request, publish, subscribe, unsubscribe};
-use super::transport::InboundMessage;
 use super::Context;
 use crate::app::handler::{Origin, Parts, Reply, Request};
 use crate::app::middleware::MiddlewareKind;

@@ -1,7 +1,8 @@
 //! One WebSocket connection from upgrade to close, produced by [`run`]:
 //!
 //! - [`transport`]: the reader (handshake phase, pong watchdog, responses to server invokes,
-//!   decoding, the in-order inbox) and the writer (ordered queue, batched writes, pings);
+//!   decoding) and the writer (ordered queue, batched writes, pings);
+//! - [`inbox`]: the in-order inbound queue, bounded in messages and in bytes;
 //! - [`dispatch`]: one message through inbound-raw middleware and each packet to its handler;
 //!   publish-out middleware on the socket's own task;
 //! - [`procedures`]: the protocol's own `#` procedures (`#handshake`, `#authenticate`,
@@ -16,6 +17,7 @@
 
 mod contracts;
 mod dispatch;
+mod inbox;
 mod limits;
 mod procedures;
 mod transport;

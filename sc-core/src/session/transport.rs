@@ -9,7 +9,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
 
-use super::dispatch::dispatch;
+use super::inbox::{InboundMessage, Inbox, Running};
 use super::limits::{Closed, Limits};
 use super::procedures::handshake;
 use super::Context;
@@ -21,13 +21,6 @@ use crate::socket::{cost, CloseRequest, Outbound, Socket};
 /// A writer's spare batch buffer larger than this is freed after use, so a burst does not pin
 /// its memory to an idle socket.
 const BATCH_KEEP: usize = 64;
-
-/// One decoded inbound message waiting for the dispatcher.
-pub(super) struct InboundMessage {
-    /// The message text, kept only when inbound-raw middleware needs it.
-    pub(super) raw: Option<String>,
-    pub(super) packets: Vec<Packet>,
-}
 
 // Not an `async fn`: those copy their arguments into the future's locals while keeping their
 // original slots, and the writer lives as long as the socket; an async block uses the captures
@@ -233,9 +226,39 @@ fn violation_code(e: &axum::Error) -> Option<u16> {
     None
 }
 
-/// The handling of one message, borrowing the connection's context and socket (no clone of
-/// either per message).
-type Running<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+/// The error for a message holding a lone UTF-16 surrogate escape, naming the first one.
+fn lone_surrogate_error(text: &str) -> ScError {
+    let escape = protocol::lone_surrogate(text).unwrap_or("\\ud800");
+    ScError::new(
+        "InvalidMessageError",
+        format!(
+            "The message holds a lone UTF-16 surrogate ({escape}): JSON.parse accepts it, but \
+             sc does not support it; send well-formed Unicode text"
+        ),
+    )
+}
+
+/// Answers an invoke whose message holds a lone surrogate with [`lone_surrogate_error`]; a
+/// transmit has no one to answer, so it is logged.
+fn refuse_lone_surrogate(socket: &Socket, text: &str, cid: Option<u64>, event: &str) {
+    let error = lone_surrogate_error(text);
+    match cid {
+        Some(cid) => {
+            let _ = socket.push(protocol::encode_error_response(cid, &error).into());
+        }
+        None => {
+            tracing::warn!(socket = %socket.id(), %event, error = %error, "transmit refused");
+        }
+    }
+}
+
+/// The cid of a first message that is a `#handshake` holding a lone surrogate.
+fn handshake_with_lone_surrogate(text: &str) -> Option<u64> {
+    match protocol::decode_lone_surrogates(text)?.into_iter().next()? {
+        Packet::Event { event, cid, .. } if event == "#handshake" => cid,
+        _ => None,
+    }
+}
 
 /// How the reader ended.
 pub(super) struct ReadEnd<'a> {
@@ -302,6 +325,12 @@ async fn read_handshake(
         let mut packets = match protocol::decode(&text) {
             Inbound::Packets(p) if !p.is_empty() => p,
             _ => {
+                if let Some(cid) = handshake_with_lone_surrogate(&text) {
+                    // Refused with a reason, not 4009: the client did send a handshake.
+                    refuse_lone_surrogate(socket, &text, Some(cid), "#handshake");
+                    socket.disconnect(close::HANDSHAKE_REJECTED, "");
+                    return None;
+                }
                 socket.close_now(close::MESSAGE_BEFORE_HANDSHAKE, "");
                 return None;
             }
@@ -372,7 +401,7 @@ fn read_messages<'a>(
         let mut unreported_in = 0;
         loop {
             let watching = !config.ping_timeout_disabled && !socket.pings_paused();
-            let reading = inbox.queued.len() < config.inbound_queue_limit;
+            let reading = inbox.has_room(config);
             let event = tokio::select! {
                 _ = &mut closed => break,
                 _ = &mut watchdog, if watching => {
@@ -424,27 +453,41 @@ fn read_messages<'a>(
                 last_reset = now;
                 watchdog.as_mut().reset(now + ping_timeout);
             }
-            let packets = match protocol::decode(&text) {
-                Inbound::Raw => Vec::new(),
-                Inbound::Packets(packets) => packets
-                    .into_iter()
-                    .filter(|p| match p {
-                        Packet::Response { rid, data, error } => {
-                            let result = match error {
-                                Some(e) => Err(ScError::from_wire(e)),
-                                None => Ok(data.clone()),
-                            };
-                            socket.resolve(*rid, result);
-                            false
-                        }
-                        _ => true,
-                    })
-                    .collect(),
+            let (packets, lone_surrogate) = match protocol::decode(&text) {
+                Inbound::Raw => match protocol::decode_lone_surrogates(&text) {
+                    Some(packets) => (packets, true),
+                    None => (Vec::new(), false),
+                },
+                Inbound::Packets(packets) => (packets, false),
             };
-            let packets = match limits.apply(socket, &ctx.app, packets, now.into_std()) {
+            let packets: Vec<Packet> = packets
+                .into_iter()
+                .filter(|p| match p {
+                    Packet::Response { rid, data, error } => {
+                        let result = match error {
+                            _ if lone_surrogate => Err(lone_surrogate_error(&text)),
+                            Some(e) => Err(ScError::from_wire(e)),
+                            None => Ok(data.clone()),
+                        };
+                        socket.resolve(*rid, result);
+                        false
+                    }
+                    _ => true,
+                })
+                .collect();
+            let mut packets = match limits.apply(socket, &ctx.app, packets, now.into_std()) {
                 Ok(packets) => packets,
                 Err(Closed) => break,
             };
+            if lone_surrogate {
+                // Answered here, never handled: the data is not what the client sent. Like a
+                // rate-limit refusal, the answer may overtake replies to earlier messages.
+                for packet in packets.drain(..) {
+                    if let Packet::Event { event, cid, .. } = packet {
+                        refuse_lone_surrogate(socket, &text, cid, &event);
+                    }
+                }
+            }
             if packets.is_empty() && !raw_middleware {
                 continue;
             }
@@ -488,45 +531,6 @@ fn read_messages<'a>(
         ReadEnd {
             registered: true,
             unfinished: inbox.running.take(),
-        }
-    }
-}
-
-/// The socket's inbound messages: the one being handled, as a boxed future, and those waiting
-/// (at most `inbound_queue_limit`; past that the reader stops reading that socket).
-#[derive(Default)]
-struct Inbox<'a> {
-    running: Option<Running<'a>>,
-    queued: std::collections::VecDeque<InboundMessage>,
-}
-
-impl<'a> Inbox<'a> {
-    fn push(&mut self, ctx: &'a Context, socket: &'a Socket, message: InboundMessage) {
-        if self.running.is_none() {
-            self.running = Some(Box::pin(dispatch(ctx, socket, message)));
-        } else {
-            self.queued.push_back(message);
-        }
-    }
-
-    /// Polls the running message's handling to completion (cancel-safe: the future stays here).
-    async fn run(&mut self) {
-        if let Some(running) = self.running.as_mut() {
-            running.await;
-        }
-    }
-
-    /// The running message is done: start the next one, if any (and if the socket is open).
-    fn next(&mut self, ctx: &'a Context, socket: &'a Socket) {
-        self.running = None;
-        if !socket.is_open() {
-            self.queued.clear();
-        }
-        if let Some(message) = self.queued.pop_front() {
-            self.running = Some(Box::pin(dispatch(ctx, socket, message)));
-        }
-        if self.queued.capacity() > 64 && self.queued.is_empty() {
-            self.queued = std::collections::VecDeque::new();
         }
     }
 }
