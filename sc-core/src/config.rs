@@ -95,6 +95,14 @@ pub struct Config {
     /// (default 5000/s, bursts of 10000, then disconnect with 4429; `None`: no limit).
     /// `SC_MESSAGE_RATE_LIMIT=N` sets N/s with bursts of 2N (0 turns it off).
     pub message_rate_limit: Option<crate::limit::RateLimit>,
+    /// Each socket's `#authenticate` limit (default 10/s, bursts of 20; the excess gets
+    /// `RateLimitError`; `None`: only the socket-wide limit). `App::rate_limit("#authenticate",
+    /// ..)` replaces it. `SC_AUTH_RATE_LIMIT=N` sets N/s with bursts of 2N (0 turns it off).
+    pub auth_rate_limit: Option<crate::limit::RateLimit>,
+    /// Most key-pair token verifications (RS/PS/ES/EdDSA) running at once, process-wide; they
+    /// run on the blocking pool, the rest wait (`SC_AUTH_VERIFY_CONCURRENCY`, default: the number
+    /// of cores). HMAC tokens are cheap and verified inline, unbounded.
+    pub auth_verify_concurrency: usize,
 }
 
 impl Default for Config {
@@ -134,6 +142,8 @@ impl Default for Config {
                     .burst(10000.0)
                     .action(crate::limit::LimitAction::Disconnect),
             ),
+            auth_rate_limit: Some(crate::limit::RateLimit::per_second(10.0).burst(20.0)),
+            auth_verify_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -254,6 +264,26 @@ impl Config {
             },
             self.message_rate_limit
         );
+        env!(
+            "SC_AUTH_RATE_LIMIT",
+            |n: &str, r: &str| {
+                match r.trim().parse::<f64>() {
+                Ok(0.0) => Ok(None),
+                Ok(v) if v.is_finite() && v > 0.0 => {
+                    Ok(Some(crate::limit::RateLimit::per_second(v).burst(2.0 * v)))
+                }
+                _ => Err(ConfigError(format!(
+                    "environment variable {n}={r:?} must be a number of #authenticate per second (0: no limit)"
+                ))),
+            }
+            },
+            self.auth_rate_limit
+        );
+        env!(
+            "SC_AUTH_VERIFY_CONCURRENCY",
+            parse,
+            self.auth_verify_concurrency
+        );
         Ok(())
     }
 
@@ -297,6 +327,12 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError(
                 "tls_cert and tls_key must be set together (SC_TLS_CERT and SC_TLS_KEY)".into(),
+            ));
+        }
+        if self.auth_verify_concurrency == 0 {
+            return Err(ConfigError(
+                "auth_verify_concurrency must be at least 1, or no key-pair token is ever verified"
+                    .into(),
             ));
         }
         Origins::parse(&self.origins).map(|_| ())
@@ -396,6 +432,34 @@ mod tests {
             .apply_vars(|n| (n == "SC_PORT").then(|| "eighty".to_string()))
             .expect_err("bad port");
         assert!(err.to_string().contains("SC_PORT"));
+    }
+
+    #[test]
+    fn auth_options_from_the_environment() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.auth_rate_limit,
+            Some(crate::limit::RateLimit::per_second(10.0).burst(20.0))
+        );
+        let vars = |n: &str| match n {
+            "SC_AUTH_RATE_LIMIT" => Some("3".to_string()),
+            "SC_AUTH_VERIFY_CONCURRENCY" => Some("2".to_string()),
+            _ => None,
+        };
+        c.apply_vars(vars).expect("valid env");
+        assert_eq!(
+            c.auth_rate_limit,
+            Some(crate::limit::RateLimit::per_second(3.0).burst(6.0))
+        );
+        assert_eq!(c.auth_verify_concurrency, 2);
+        assert!(c.validate().is_ok());
+        c.apply_vars(|n| (n == "SC_AUTH_RATE_LIMIT").then(|| "0".to_string()))
+            .expect("0 turns it off");
+        assert_eq!(c.auth_rate_limit, None);
+        let err = c
+            .apply_vars(|n| (n == "SC_AUTH_RATE_LIMIT").then(|| "-1".to_string()))
+            .expect_err("negative");
+        assert!(err.to_string().contains("SC_AUTH_RATE_LIMIT"), "{err}");
     }
 
     #[test]

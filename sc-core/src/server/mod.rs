@@ -231,6 +231,16 @@ impl Builder {
         redis_prefix: &str => redis_prefix;
     }
 
+    setters! {
+        /// Each socket's `#authenticate` limit (default 10/s, bursts of 20, excess rejected with
+        /// `RateLimitError`; `None`: none). `App::rate_limit("#authenticate", ..)` replaces it.
+        /// `SC_AUTH_RATE_LIMIT` overrides.
+        auth_rate_limit: Option<crate::limit::RateLimit> => auth_rate_limit;
+        /// Most key-pair token verifications at once, off the runtime's threads (default: the
+        /// number of cores). `SC_AUTH_VERIFY_CONCURRENCY` overrides.
+        auth_verify_concurrency: usize => auth_verify_concurrency;
+    }
+
     /// Pub/sub and the key-value store through Redis (comma-separated URLs; feature `redis`).
     /// `SC_REDIS_URL` overrides. For more control, pass a [`Redis`](crate::broker::Redis) engine
     /// to [`broker_engine`](Self::broker_engine).
@@ -366,7 +376,14 @@ impl Builder {
             key,
             algorithm: self.algorithm,
             default_expiry: config.auth_default_expiry,
+            verify_concurrency: config.auth_verify_concurrency,
         })?;
+        // The default `#authenticate` limit, unless the app set its own.
+        if let Some(limit) = config.auth_rate_limit {
+            app.event_limits
+                .entry("#authenticate".to_owned())
+                .or_insert(limit);
+        }
         let engine: Arc<dyn BrokerEngine> = match (self.engine, self.placement.broker_sockets) {
             (Some(engine), _) => engine,
             (None, _) if config.redis_url.is_some() => redis_engine(&config)?,
