@@ -103,6 +103,12 @@ pub struct Config {
     /// run on the blocking pool, the rest wait (`SC_AUTH_VERIFY_CONCURRENCY`, default: the number
     /// of cores). HMAC tokens are cheap and verified inline, unbounded.
     pub auth_verify_concurrency: usize,
+    /// A second, plain-HTTP address serving only `/health` and `/metrics` (`SC_ADMIN_ADDR`, e.g.
+    /// `127.0.0.1:9000`; default none). In a cluster, worker `i` listens on this port + `i`.
+    pub admin_addr: Option<std::net::SocketAddr>,
+    /// Whether the public port also serves `/health` and `/metrics` (`SC_ADMIN_ON_PUBLIC_PORT`,
+    /// default true); false answers them with 404 there.
+    pub admin_on_public_port: bool,
 }
 
 impl Default for Config {
@@ -144,6 +150,8 @@ impl Default for Config {
             ),
             auth_rate_limit: Some(crate::limit::RateLimit::per_second(10.0).burst(20.0)),
             auth_verify_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            admin_addr: None,
+            admin_on_public_port: true,
         }
     }
 }
@@ -284,6 +292,14 @@ impl Config {
             parse,
             self.auth_verify_concurrency
         );
+        let addr = |n: &str, r: &str| {
+            Ok::<_, ConfigError>(match r.trim() {
+                "" => None,
+                a => Some(parse(n, a)?),
+            })
+        };
+        env!("SC_ADMIN_ADDR", addr, self.admin_addr);
+        env!("SC_ADMIN_ON_PUBLIC_PORT", flag, self.admin_on_public_port);
         Ok(())
     }
 
@@ -334,6 +350,18 @@ impl Config {
                 "auth_verify_concurrency must be at least 1, or no key-pair token is ever verified"
                     .into(),
             ));
+        }
+        if let Some(admin) = self.admin_addr {
+            // Worker i listens on the admin port + i.
+            let last = usize::from(admin.port()) + self.workers - 1;
+            let ports = usize::from(admin.port())..=last;
+            if admin.port() != 0 && (last > 65535 || ports.contains(&usize::from(self.port))) {
+                return Err(ConfigError(format!(
+                    "admin_addr {admin} needs ports {}..={last} (one per worker), which must be free of the public port {} and at most 65535",
+                    admin.port(),
+                    self.port
+                )));
+            }
         }
         Origins::parse(&self.origins).map(|_| ())
     }
@@ -435,15 +463,18 @@ mod tests {
     }
 
     #[test]
-    fn auth_options_from_the_environment() {
+    fn auth_and_admin_options_from_the_environment() {
         let mut c = Config::default();
         assert_eq!(
             c.auth_rate_limit,
             Some(crate::limit::RateLimit::per_second(10.0).burst(20.0))
         );
+        assert!(c.admin_on_public_port && c.admin_addr.is_none());
         let vars = |n: &str| match n {
             "SC_AUTH_RATE_LIMIT" => Some("3".to_string()),
             "SC_AUTH_VERIFY_CONCURRENCY" => Some("2".to_string()),
+            "SC_ADMIN_ADDR" => Some("127.0.0.1:9000".to_string()),
+            "SC_ADMIN_ON_PUBLIC_PORT" => Some("false".to_string()),
             _ => None,
         };
         c.apply_vars(vars).expect("valid env");
@@ -452,14 +483,24 @@ mod tests {
             Some(crate::limit::RateLimit::per_second(3.0).burst(6.0))
         );
         assert_eq!(c.auth_verify_concurrency, 2);
+        assert_eq!(c.admin_addr, Some(([127, 0, 0, 1], 9000).into()));
+        assert!(!c.admin_on_public_port);
         assert!(c.validate().is_ok());
         c.apply_vars(|n| (n == "SC_AUTH_RATE_LIMIT").then(|| "0".to_string()))
             .expect("0 turns it off");
         assert_eq!(c.auth_rate_limit, None);
-        let err = c
-            .apply_vars(|n| (n == "SC_AUTH_RATE_LIMIT").then(|| "-1".to_string()))
-            .expect_err("negative");
-        assert!(err.to_string().contains("SC_AUTH_RATE_LIMIT"), "{err}");
+        for (name, raw) in [("SC_ADMIN_ADDR", "9000"), ("SC_AUTH_RATE_LIMIT", "-1")] {
+            let err = c
+                .apply_vars(|n| (n == name).then(|| raw.to_string()))
+                .expect_err(name);
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        // Workers 0..4 use 9000..=9003: the public port may not be among them.
+        c.workers = 4;
+        c.port = 9003;
+        assert!(c.validate().is_err());
+        c.port = 9004;
+        assert!(c.validate().is_ok());
     }
 
     #[test]

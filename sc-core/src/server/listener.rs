@@ -1,5 +1,5 @@
-//! The listening socket: the server's own TCP port, or one handed over by a supervisor (the
-//! master of a cluster, `sc dev`, systemd) as fd 3 with `LISTEN_FDS`.
+//! The listening sockets: the server's own TCP port, or one handed over by a supervisor (the
+//! master of a cluster, `sc dev`, systemd) as fd 3 with `LISTEN_FDS`; and the admin address's.
 
 /// Where a server accepts connections: its own TCP port, or a socket from a supervisor.
 pub(crate) enum Listener {
@@ -55,4 +55,24 @@ pub(crate) fn inherited() -> std::io::Result<Option<Listener>> {
         }
         None => None,
     })
+}
+
+/// Binds the admin address. A cluster's worker binds with `SO_REUSEPORT` (`shared`): during a
+/// rolling restart its replacement binds the same port before the old worker leaves (both
+/// answer until then).
+pub(crate) fn admin(
+    addr: std::net::SocketAddr,
+    shared: bool,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if shared {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }

@@ -61,6 +61,9 @@ pub(crate) struct Placement {
     pub(crate) cluster_metrics: Option<ClusterMetrics>,
     /// The configuration was already read from the environment and validated.
     pub(crate) config_resolved: bool,
+    /// A cluster's worker `i`: `Some(i)`, added to `admin_addr`'s port (the workers share the
+    /// public port, but each needs an admin port of its own).
+    pub(crate) admin_port_offset: Option<u16>,
 }
 
 /// A startup failure: the server did not start (what `main` returns through [`Result`]). Each
@@ -239,6 +242,12 @@ impl Builder {
         /// Most key-pair token verifications at once, off the runtime's threads (default: the
         /// number of cores). `SC_AUTH_VERIFY_CONCURRENCY` overrides.
         auth_verify_concurrency: usize => auth_verify_concurrency;
+        /// A plain-HTTP address serving only `/health` and `/metrics` (default none; in a
+        /// cluster worker `i` uses port + `i`). `SC_ADMIN_ADDR` overrides.
+        admin_addr: Option<SocketAddr> => admin_addr;
+        /// Whether the public port serves `/health` and `/metrics` too (default true).
+        /// `SC_ADMIN_ON_PUBLIC_PORT` overrides.
+        admin_on_public_port: bool => admin_on_public_port;
     }
 
     /// Pub/sub and the key-value store through Redis (comma-separated URLs; feature `redis`).
@@ -437,11 +446,24 @@ impl Builder {
             cluster_metrics: self.placement.cluster_metrics,
         });
         let router = routes::build(state.clone(), self.router, self.serve_dir);
+        let admin = match state.ctx.shared.config.admin_addr {
+            Some(mut addr) => {
+                let offset = self.placement.admin_port_offset;
+                if addr.port() != 0 {
+                    addr.set_port(addr.port().saturating_add(offset.unwrap_or(0)));
+                }
+                let listener = listener::admin(addr, offset.is_some())
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                Some((listener, routes::admin(state.clone())))
+            }
+            None => None,
+        };
         Ok(Server {
             listener,
             state,
             router,
             tls,
+            admin,
         })
     }
 
@@ -492,6 +514,8 @@ pub struct Server {
     tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<ServerState>,
     router: Router,
+    /// The admin address (`/health`, `/metrics`, plain HTTP) and its router.
+    admin: Option<(tokio::net::TcpListener, Router)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -516,6 +540,12 @@ impl Server {
             Listener::Unix(_) => None,
         }
         .unwrap_or_else(|| SocketAddr::new(config.host, config.port))
+    }
+
+    /// The bound admin address (`/health` and `/metrics`), when
+    /// [`Config::admin_addr`] is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// This server's counters, for the control channel's reports.
@@ -548,15 +578,30 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let shared = self.shared().clone();
+        let header_timeout = shared.config.handshake_timeout;
+        let drain = shared.config.shutdown_timeout;
+        // The admin address stops with the public port.
+        let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+        let admin = self.admin.map(|(listener, router)| {
+            let mut stopped = admin_stopped;
+            tokio::spawn(http::serve(
+                listener,
+                router,
+                header_timeout,
+                drain,
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ))
+        });
         let stop = {
             let shared = shared.clone();
             async move {
                 shutdown.await;
+                let _ = admin_stop.send(true);
                 shared.close_all(close::GOING_AWAY, "Server is shutting down");
             }
         };
-        let header_timeout = shared.config.handshake_timeout;
-        let drain = shared.config.shutdown_timeout;
         match (self.listener, self.tls) {
             (Listener::Tcp(l), Some(acceptor)) => {
                 let l = tls::TlsListener::new(l, acceptor)?;
@@ -572,6 +617,9 @@ impl Server {
         let deadline = tokio::time::Instant::now() + shared.config.shutdown_timeout;
         while shared.clients_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(admin) = admin {
+            let _ = admin.await;
         }
         self.state.ctx.pubsub.engine.shutdown().await;
         Ok(())
