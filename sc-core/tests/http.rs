@@ -364,4 +364,13 @@ async fn admin_and_auth_options_are_validated_at_startup() {
         .await
         .expect_err("no verification could run");
     assert!(err.to_string().contains("auth_verify_concurrency"), "{err}");
+    // Not under a supervisor, the admin address is exclusive: a second server on it fails.
+    let first = start(testing::builder().admin_addr(Some(([127, 0, 0, 1], 0).into()))).await;
+    let taken = first.admin_addr().expect("admin");
+    let err = testing::builder()
+        .admin_addr(Some(taken))
+        .bind()
+        .await
+        .expect_err("admin address in use");
+    assert!(err.to_string().contains(&taken.to_string()), "{err}");
 }

@@ -57,9 +57,10 @@ pub(crate) fn inherited() -> std::io::Result<Option<Listener>> {
     })
 }
 
-/// Binds the admin address. A cluster's worker binds with `SO_REUSEPORT` (`shared`): during a
-/// rolling restart its replacement binds the same port before the old worker leaves (both
-/// answer until then).
+/// Binds the admin address. Under a supervisor (`shared`: a cluster's worker, an app under
+/// `sc dev`) with `SO_REUSEPORT`: a rolling restart or a rebuild starts the replacement while the
+/// old process still holds the port (both answer until it leaves). A server on its own binds
+/// exclusively, so two servers given the same admin address fail loudly.
 pub(crate) fn admin(
     addr: std::net::SocketAddr,
     shared: bool,

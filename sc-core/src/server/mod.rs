@@ -425,7 +425,10 @@ impl Builder {
         });
         let sink: Arc<dyn DeliverySink> = pubsub;
         engine.start(Arc::downgrade(&sink)).await?;
-        let listener = match listener::inherited()? {
+        let inherited = listener::inherited()?;
+        // A supervisor's (the master's, `sc dev`'s) replacement overlaps the process it replaces.
+        let supervised = inherited.is_some();
+        let listener = match inherited {
             Some(l) => l,
             None => Listener::Tcp(
                 tokio::net::TcpListener::bind(addr)
@@ -452,7 +455,7 @@ impl Builder {
                 if addr.port() != 0 {
                     addr.set_port(addr.port().saturating_add(offset.unwrap_or(0)));
                 }
-                let listener = listener::admin(addr, offset.is_some())
+                let listener = listener::admin(addr, supervised)
                     .map_err(|source| StartupError::Bind { addr, source })?;
                 Some((listener, routes::admin(state.clone())))
             }
