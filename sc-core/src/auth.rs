@@ -279,9 +279,10 @@ struct Inner {
     /// microseconds of CPU; a flood of them must neither stall the runtime's threads nor grow the
     /// blocking pool to hundreds of threads).
     permits: Arc<tokio::sync::Semaphore>,
-    /// Key-pair verifications running now.
+    /// Key-pair verifications running now, and the most that ever ran at once: what the tests
+    /// check the bound with.
+    #[cfg(test)]
     in_flight: std::sync::atomic::AtomicUsize,
-    /// The most that ever ran at once (what the tests check the bound with).
     #[cfg(test)]
     peak: std::sync::atomic::AtomicUsize,
 }
@@ -364,6 +365,7 @@ impl AuthEngine {
                 decoding,
                 default_expiry: opts.default_expiry,
                 permits: Arc::new(tokio::sync::Semaphore::new(opts.verify_concurrency.max(1))),
+                #[cfg(test)]
                 in_flight: Default::default(),
                 #[cfg(test)]
                 peak: Default::default(),
@@ -457,27 +459,15 @@ impl AuthEngine {
         let engine = self.clone();
         let token = token.to_owned();
         let run = tokio::task::spawn_blocking(move || {
-            use std::sync::atomic::Ordering::Relaxed;
             let _permit = permit;
-            let _now = engine.inner.in_flight.fetch_add(1, Relaxed) + 1;
-            // Unit tests hold each verification a little, so that unbounded ones would overlap.
+            // Unit tests count, and hold each verification a little so that unbounded ones
+            // would overlap.
             #[cfg(test)]
-            {
-                engine.inner.peak.fetch_max(_now, Relaxed);
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            let result = engine.verify(&token);
-            engine.inner.in_flight.fetch_sub(1, Relaxed);
-            result
+            let _count = tests::InFlight::enter(&engine.inner);
+            engine.verify(&token)
         });
+        // A panic in the verification (none is known) is a refused token, not a crashed socket.
         run.await.unwrap_or(Err(AuthTokenError::InvalidSignature))
-    }
-
-    /// Key-pair verifications running now (on the blocking pool).
-    pub fn verifications_in_flight(&self) -> usize {
-        self.inner
-            .in_flight
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Verifies a token received from a client and returns its payload. Never panics, whatever
@@ -717,6 +707,7 @@ fn fill_random(buf: &mut [u8]) {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::atomic::Ordering::Relaxed;
 
     const RSA_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
 MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQDvqWB5DDsrEuqz
@@ -1190,6 +1181,24 @@ MCowBQYDK2VwAyEAkNnn+I3qbK4NCU2RgZiuaEBe4H89xXDxdjlaVHQXr2Y=
         assert!(engine.verify(&tampered).is_err());
     }
 
+    /// One verification counted in [`Inner::in_flight`] while it lives.
+    pub(super) struct InFlight<'a>(&'a Inner);
+
+    impl<'a> InFlight<'a> {
+        pub(super) fn enter(inner: &'a Inner) -> Self {
+            let now = inner.in_flight.fetch_add(1, Relaxed) + 1;
+            inner.peak.fetch_max(now, Relaxed);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            Self(inner)
+        }
+    }
+
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, Relaxed);
+        }
+    }
+
     /// Verifies `n` RS256 tokens at once with a bound of `bound`; returns the most that ran at
     /// once.
     async fn peak_of_concurrent_verifications(bound: usize, n: usize) -> usize {
@@ -1213,8 +1222,8 @@ MCowBQYDK2VwAyEAkNnn+I3qbK4NCU2RgZiuaEBe4H89xXDxdjlaVHQXr2Y=
         for task in tasks {
             task.await.expect("task").expect("valid token");
         }
-        assert_eq!(engine.verifications_in_flight(), 0);
-        engine.inner.peak.load(std::sync::atomic::Ordering::Relaxed)
+        assert_eq!(engine.inner.in_flight.load(Relaxed), 0);
+        engine.inner.peak.load(Relaxed)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1230,10 +1239,7 @@ MCowBQYDK2VwAyEAkNnn+I3qbK4NCU2RgZiuaEBe4H89xXDxdjlaVHQXr2Y=
         let token = hs256_token(&json!({"u": 1}));
         // On a current-thread runtime nothing else runs: no blocking task, no permit taken.
         assert!(engine.verify_bounded(&token).await.is_ok());
-        assert_eq!(
-            engine.inner.peak.load(std::sync::atomic::Ordering::Relaxed),
-            0
-        );
+        assert_eq!(engine.inner.peak.load(Relaxed), 0);
     }
 
     #[test]
