@@ -72,6 +72,9 @@ pub struct AuthOptions {
     pub algorithm: Option<Algorithm>,
     /// Lifetime in seconds of tokens signed without an `exp` or an explicit `expires_in`.
     pub default_expiry: u64,
+    /// Most key-pair verifications [`AuthEngine::verify_bounded`] runs at once (default: the
+    /// number of cores).
+    pub verify_concurrency: usize,
 }
 
 impl AuthOptions {
@@ -81,6 +84,7 @@ impl AuthOptions {
             key,
             algorithm: None,
             default_expiry: DEFAULT_EXPIRY,
+            verify_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -271,6 +275,16 @@ struct Inner {
     encoding: EncodingKey,
     decoding: DecodingKey,
     default_expiry: u64,
+    /// Bounds the key-pair verifications on the blocking pool (an RS256 check costs tens of
+    /// microseconds of CPU; a flood of them must neither stall the runtime's threads nor grow the
+    /// blocking pool to hundreds of threads).
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Key-pair verifications running now, and the most that ever ran at once: what the tests
+    /// check the bound with.
+    #[cfg(test)]
+    in_flight: std::sync::atomic::AtomicUsize,
+    #[cfg(test)]
+    peak: std::sync::atomic::AtomicUsize,
 }
 
 impl fmt::Debug for AuthEngine {
@@ -350,6 +364,11 @@ impl AuthEngine {
                 encoding,
                 decoding,
                 default_expiry: opts.default_expiry,
+                permits: Arc::new(tokio::sync::Semaphore::new(opts.verify_concurrency.max(1))),
+                #[cfg(test)]
+                in_flight: Default::default(),
+                #[cfg(test)]
+                peak: Default::default(),
             }),
         })
     }
@@ -422,6 +441,33 @@ impl AuthEngine {
             return Err(SignError::TooLarge(token.len()));
         }
         Ok((token, payload))
+    }
+
+    /// [`verify`](Self::verify) for async code: an HMAC token (a hash, cheap) inline; a key-pair
+    /// token on the blocking pool, at most [`AuthOptions::verify_concurrency`] at once (the rest
+    /// wait their turn), so a flood of RS256 tokens never occupies the runtime's threads.
+    pub async fn verify_bounded(&self, token: &str) -> Result<Map<String, Value>, AuthTokenError> {
+        if self.inner.alg.family() == AlgorithmFamily::Hmac || token.len() > MAX_TOKEN_LEN {
+            return self.verify(token);
+        }
+        // Owned and moved into the blocking task: if the caller goes away while it runs, the
+        // permit is still held until the CPU work ends, so the bound stays true.
+        let Ok(permit) = self.inner.permits.clone().acquire_owned().await else {
+            // Never closed; answered like a broken signature rather than panicking.
+            return Err(AuthTokenError::InvalidSignature);
+        };
+        let engine = self.clone();
+        let token = token.to_owned();
+        let run = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            // Unit tests count, and hold each verification a little so that unbounded ones
+            // would overlap.
+            #[cfg(test)]
+            let _count = tests::InFlight::enter(&engine.inner);
+            engine.verify(&token)
+        });
+        // A panic in the verification (none is known) is a refused token, not a crashed socket.
+        run.await.unwrap_or(Err(AuthTokenError::InvalidSignature))
     }
 
     /// Verifies a token received from a client and returns its payload. Never panics, whatever
@@ -661,6 +707,7 @@ fn fill_random(buf: &mut [u8]) {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::atomic::Ordering::Relaxed;
 
     const RSA_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----
 MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQDvqWB5DDsrEuqz
@@ -750,7 +797,7 @@ MCowBQYDK2VwAyEAkNnn+I3qbK4NCU2RgZiuaEBe4H89xXDxdjlaVHQXr2Y=
                 public_pem: public.as_bytes().to_vec(),
             },
             algorithm: Some(alg),
-            default_expiry: DEFAULT_EXPIRY,
+            ..AuthOptions::new(AuthKey::Secret(Vec::new()))
         })
     }
 
@@ -1132,6 +1179,67 @@ MCowBQYDK2VwAyEAkNnn+I3qbK4NCU2RgZiuaEBe4H89xXDxdjlaVHQXr2Y=
         let mut tampered = token.clone();
         tampered.insert(token.find('.').expect("dot") + 1, 'e');
         assert!(engine.verify(&tampered).is_err());
+    }
+
+    /// One verification counted in [`Inner::in_flight`] while it lives.
+    pub(super) struct InFlight<'a>(&'a Inner);
+
+    impl<'a> InFlight<'a> {
+        pub(super) fn enter(inner: &'a Inner) -> Self {
+            let now = inner.in_flight.fetch_add(1, Relaxed) + 1;
+            inner.peak.fetch_max(now, Relaxed);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            Self(inner)
+        }
+    }
+
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.in_flight.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Verifies `n` RS256 tokens at once with a bound of `bound`; returns the most that ran at
+    /// once.
+    async fn peak_of_concurrent_verifications(bound: usize, n: usize) -> usize {
+        let engine = AuthEngine::new(AuthOptions {
+            key: AuthKey::KeyPair {
+                private_pem: RSA_PRIVATE.into(),
+                public_pem: RSA_PUBLIC.into(),
+            },
+            algorithm: Some(Algorithm::RS256),
+            verify_concurrency: bound,
+            ..AuthOptions::new(AuthKey::Secret(Vec::new()))
+        })
+        .expect("RS256 engine");
+        let (token, _) = engine.sign(&obj(json!({"u": 1})), None).expect("sign");
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let (engine, token) = (engine.clone(), token.clone());
+                tokio::spawn(async move { engine.verify_bounded(&token).await })
+            })
+            .collect();
+        for task in tasks {
+            task.await.expect("task").expect("valid token");
+        }
+        assert_eq!(engine.inner.in_flight.load(Relaxed), 0);
+        engine.inner.peak.load(Relaxed)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn key_pair_verifications_are_bounded() {
+        assert_eq!(peak_of_concurrent_verifications(2, 16).await, 2);
+        // The measure is real: with room for them, more run at once.
+        assert!(peak_of_concurrent_verifications(16, 16).await > 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn hmac_verifications_stay_inline() {
+        let engine = hs256();
+        let token = hs256_token(&json!({"u": 1}));
+        // On a current-thread runtime nothing else runs: no blocking task, no permit taken.
+        assert!(engine.verify_bounded(&token).await.is_ok());
+        assert_eq!(engine.inner.peak.load(Relaxed), 0);
     }
 
     #[test]

@@ -110,6 +110,20 @@ pub struct Config {
     /// (`SC_MAX_UPGRADE_HEADER_BYTES`, default 16 KiB, Node's `--max-http-header-size`). Larger:
     /// HTTP 431, as the socket would otherwise keep its headers for its whole life.
     pub max_upgrade_header_bytes: usize,
+    /// Each socket's `#authenticate` limit (default 10/s, bursts of 20; the excess gets
+    /// `RateLimitError`; `None`: only the socket-wide limit). `App::rate_limit("#authenticate",
+    /// ..)` replaces it. `SC_AUTH_RATE_LIMIT=N` sets N/s with bursts of 2N (0 turns it off).
+    pub auth_rate_limit: Option<crate::limit::RateLimit>,
+    /// Most key-pair token verifications (RS/PS/ES/EdDSA) running at once, process-wide; they
+    /// run on the blocking pool, the rest wait (`SC_AUTH_VERIFY_CONCURRENCY`, default: the number
+    /// of cores). HMAC tokens are cheap and verified inline, unbounded.
+    pub auth_verify_concurrency: usize,
+    /// A second, plain-HTTP address serving only `/health` and `/metrics` (`SC_ADMIN_ADDR`, e.g.
+    /// `127.0.0.1:9000`; default none). In a cluster, worker `i` listens on this port + `i`.
+    pub admin_addr: Option<std::net::SocketAddr>,
+    /// Whether the public port also serves `/health` and `/metrics` (`SC_ADMIN_ON_PUBLIC_PORT`,
+    /// default true); false answers them with 404 there.
+    pub admin_on_public_port: bool,
 }
 
 impl Default for Config {
@@ -153,6 +167,10 @@ impl Default for Config {
             log_line_max: 16 * 1024,
             inbound_queue_bytes: 4 * 1024 * 1024,
             max_upgrade_header_bytes: 16 * 1024,
+            auth_rate_limit: Some(crate::limit::RateLimit::per_second(10.0).burst(20.0)),
+            auth_verify_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            admin_addr: None,
+            admin_on_public_port: true,
         }
     }
 }
@@ -281,6 +299,34 @@ impl Config {
             parse,
             self.max_upgrade_header_bytes
         );
+        env!(
+            "SC_AUTH_RATE_LIMIT",
+            |n: &str, r: &str| {
+                match r.trim().parse::<f64>() {
+                Ok(0.0) => Ok(None),
+                Ok(v) if v.is_finite() && v > 0.0 => {
+                    Ok(Some(crate::limit::RateLimit::per_second(v).burst(2.0 * v)))
+                }
+                _ => Err(ConfigError(format!(
+                    "environment variable {n}={r:?} must be a number of #authenticate per second (0: no limit)"
+                ))),
+            }
+            },
+            self.auth_rate_limit
+        );
+        env!(
+            "SC_AUTH_VERIFY_CONCURRENCY",
+            parse,
+            self.auth_verify_concurrency
+        );
+        let addr = |n: &str, r: &str| {
+            Ok::<_, ConfigError>(match r.trim() {
+                "" => None,
+                a => Some(parse(n, a)?),
+            })
+        };
+        env!("SC_ADMIN_ADDR", addr, self.admin_addr);
+        env!("SC_ADMIN_ON_PUBLIC_PORT", flag, self.admin_on_public_port);
         Ok(())
     }
 
@@ -348,6 +394,24 @@ impl Config {
             return Err(ConfigError(
                 "max_upgrade_header_bytes must be at least 1024, or no browser can connect".into(),
             ));
+        }
+        if self.auth_verify_concurrency == 0 {
+            return Err(ConfigError(
+                "auth_verify_concurrency must be at least 1, or no key-pair token is ever verified"
+                    .into(),
+            ));
+        }
+        if let Some(admin) = self.admin_addr {
+            // Worker i listens on the admin port + i.
+            let last = usize::from(admin.port()) + self.workers - 1;
+            let ports = usize::from(admin.port())..=last;
+            if admin.port() != 0 && (last > 65535 || ports.contains(&usize::from(self.port))) {
+                return Err(ConfigError(format!(
+                    "admin_addr {admin} needs ports {}..={last} (one per worker), which must be free of the public port {} and at most 65535",
+                    admin.port(),
+                    self.port
+                )));
+            }
         }
         Origins::parse(&self.origins).map(|_| ())
     }
@@ -450,6 +514,47 @@ mod tests {
             .apply_vars(|n| (n == "SC_PORT").then(|| "eighty".to_string()))
             .expect_err("bad port");
         assert!(err.to_string().contains("SC_PORT"));
+    }
+
+    #[test]
+    fn auth_and_admin_options_from_the_environment() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.auth_rate_limit,
+            Some(crate::limit::RateLimit::per_second(10.0).burst(20.0))
+        );
+        assert!(c.admin_on_public_port && c.admin_addr.is_none());
+        let vars = |n: &str| match n {
+            "SC_AUTH_RATE_LIMIT" => Some("3".to_string()),
+            "SC_AUTH_VERIFY_CONCURRENCY" => Some("2".to_string()),
+            "SC_ADMIN_ADDR" => Some("127.0.0.1:9000".to_string()),
+            "SC_ADMIN_ON_PUBLIC_PORT" => Some("false".to_string()),
+            _ => None,
+        };
+        c.apply_vars(vars).expect("valid env");
+        assert_eq!(
+            c.auth_rate_limit,
+            Some(crate::limit::RateLimit::per_second(3.0).burst(6.0))
+        );
+        assert_eq!(c.auth_verify_concurrency, 2);
+        assert_eq!(c.admin_addr, Some(([127, 0, 0, 1], 9000).into()));
+        assert!(!c.admin_on_public_port);
+        assert!(c.validate().is_ok());
+        c.apply_vars(|n| (n == "SC_AUTH_RATE_LIMIT").then(|| "0".to_string()))
+            .expect("0 turns it off");
+        assert_eq!(c.auth_rate_limit, None);
+        for (name, raw) in [("SC_ADMIN_ADDR", "9000"), ("SC_AUTH_RATE_LIMIT", "-1")] {
+            let err = c
+                .apply_vars(|n| (n == name).then(|| raw.to_string()))
+                .expect_err(name);
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        // Workers 0..4 use 9000..=9003: the public port may not be among them.
+        c.workers = 4;
+        c.port = 9003;
+        assert!(c.validate().is_err());
+        c.port = 9004;
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub fn builder() -> Builder {
 #[derive(Debug)]
 pub struct TestServer {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     handle: ServerHandle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<crate::Result<()>>>,
@@ -87,6 +88,7 @@ impl TestServer {
             .await
             .unwrap_or_else(|e| panic!("the test server did not start: {e}"));
         let addr = server.local_addr();
+        let admin_addr = server.admin_addr();
         let handle = server.handle();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve_until(async {
@@ -95,6 +97,7 @@ impl TestServer {
         }));
         Self {
             addr,
+            admin_addr,
             handle,
             stop: Some(stop),
             task: Some(task),
@@ -112,6 +115,11 @@ impl TestServer {
     /// The bound address, e.g. `127.0.0.1:40123`.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound admin address (`/health`, `/metrics`), when `admin_addr` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The realtime endpoint: `ws://127.0.0.1:<port>/socketcluster/` (`wss://` with TLS, the

@@ -248,3 +248,148 @@ async fn an_upgrade_with_oversized_headers_is_431_and_others_connect() {
     assert_eq!(before.state(), sc_core::client::ConnectionState::Open);
     let _after = server.client().await;
 }
+
+/// `/health`'s `connections`.
+async fn health_connections(addr: std::net::SocketAddr) -> u64 {
+    let (status, body) = http(addr, &get_req("/health", "")).await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("json");
+    health["connections"].as_u64().expect("connections")
+}
+
+#[tokio::test]
+async fn health_and_metrics_move_to_the_admin_address_and_leave_the_public_port() {
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = start(
+        testing::builder()
+            .admin_addr(Some(local))
+            .admin_on_public_port(false),
+    )
+    .await;
+    let admin = server.admin_addr().expect("admin address bound");
+    assert_ne!(admin, server.addr());
+    assert_eq!(health_connections(admin).await, 0);
+    let (status, body) = http(admin, &get_req("/metrics", "")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("sc_connections{"), "{body}");
+    // Only those two: the realtime endpoint and the browser client stay on the public port.
+    assert_eq!(http(admin, &get_req("/socketcluster.js", "")).await.0, 404);
+    assert_eq!(
+        http(admin, &upgrade_req("/socketcluster/", "")).await.0,
+        404
+    );
+    for path in ["/health", "/metrics"] {
+        assert_eq!(
+            http(server.addr(), &get_req(path, "")).await.0,
+            404,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        http(server.addr(), &get_req("/socketcluster.js", ""))
+            .await
+            .0,
+        200
+    );
+
+    // By default the public port keeps serving them as well.
+    let both = start(testing::builder().admin_addr(Some(local))).await;
+    for addr in [both.addr(), both.admin_addr().expect("admin")] {
+        assert_eq!(http(addr, &get_req("/metrics", "")).await.0, 200);
+        assert_eq!(health_connections(addr).await, 0);
+    }
+    assert_eq!(start(testing::builder()).await.admin_addr(), None);
+}
+
+/// `sc_subscriptions` from `/metrics`.
+async fn metrics_subscriptions(addr: std::net::SocketAddr) -> u64 {
+    let (status, body) = http(addr, &get_req("/metrics", "")).await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find(|l| l.starts_with("sc_subscriptions{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("sc_subscriptions sample")
+}
+
+/// Polls `/health` and `/metrics` until they report `connections` and `subscriptions` (a
+/// disconnect reaches the server a moment after the client's `disconnect` returns); a value
+/// outside `allowed` fails at once.
+async fn wait_counts(
+    addr: std::net::SocketAddr,
+    (connections, subscriptions): (u64, u64),
+    allowed: std::ops::RangeInclusive<u64>,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = (
+            health_connections(addr).await,
+            metrics_subscriptions(addr).await,
+        );
+        if now == (connections, subscriptions) {
+            return;
+        }
+        assert!(allowed.contains(&now.0), "{now:?}, expected {connections}");
+        assert!(tokio::time::Instant::now() < deadline, "still {now:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_and_metrics_count_connects_subscriptions_and_disconnects() {
+    let server = start(testing::builder()).await;
+    let addr = server.addr();
+    let mut clients = Vec::new();
+    let mut subscriptions = Vec::new();
+    for i in 0..6 {
+        let c = server.client().await;
+        subscriptions.push(c.subscribe("a").await.expect("subscribe a"));
+        if i % 2 == 0 {
+            subscriptions.push(c.subscribe("b").await.expect("subscribe b"));
+        }
+        clients.push(c);
+    }
+    wait_counts(addr, (6, 9), 0..=6).await;
+    assert_eq!(server.handle().clients_count(), 6);
+    clients[5].unsubscribe("a");
+    wait_counts(addr, (6, 8), 6..=6).await;
+    // Clients 0 and 1 hold a, b and a.
+    for c in clients.drain(..2) {
+        c.disconnect().await;
+    }
+    wait_counts(addr, (4, 5), 4..=6).await;
+    assert_eq!(server.handle().clients().len(), 4);
+    drop(subscriptions);
+    drop(clients);
+    wait_counts(addr, (0, 0), 0..=4).await;
+}
+
+#[tokio::test]
+async fn admin_and_auth_options_are_validated_at_startup() {
+    let taken = std::net::SocketAddr::from(([127, 0, 0, 1], 8000));
+    let err = SocketCluster::builder()
+        .ignore_env()
+        .port(8000)
+        .admin_addr(Some(taken))
+        .bind()
+        .await
+        .expect_err("admin on the public port");
+    assert!(err.to_string().contains("admin_addr"), "{err}");
+    let err = SocketCluster::builder()
+        .ignore_env()
+        .port(0)
+        .auth_verify_concurrency(0)
+        .bind()
+        .await
+        .expect_err("no verification could run");
+    assert!(err.to_string().contains("auth_verify_concurrency"), "{err}");
+    // Not under a supervisor, the admin address is exclusive: a second server on it fails.
+    let first = start(testing::builder().admin_addr(Some(([127, 0, 0, 1], 0).into()))).await;
+    let taken = first.admin_addr().expect("admin");
+    let err = testing::builder()
+        .admin_addr(Some(taken))
+        .bind()
+        .await
+        .expect_err("admin address in use");
+    assert!(err.to_string().contains(&taken.to_string()), "{err}");
+}

@@ -116,6 +116,8 @@ impl Builder {
                 self.placement.role = Some(role.to_string());
                 self.placement.cluster_secret = cluster_secret(role);
                 self.placement.exit_on_panic = config.crash_worker_on_error;
+                // Workers share the public port; each serves `admin_addr` on its port + id.
+                self.placement.admin_port_offset = u16::try_from(role.id()).ok();
                 if config.effective_brokers() > 0 && config.redis_url.is_none() {
                     self.placement.broker_sockets = dir
                         .as_ref()

@@ -44,6 +44,9 @@ struct Registry {
     channels: HashMap<Arc<str>, Arc<[Subscriber]>>,
     /// Each socket's channels, by socket id: an entry only while the socket has any.
     by_socket: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// The sum of `by_socket`'s set sizes, kept as they change, so `/metrics` does not walk
+    /// every socket's set.
+    subscriptions: usize,
 }
 
 pub(crate) struct PubSub {
@@ -94,6 +97,7 @@ impl PubSub {
         let Registry {
             channels,
             by_socket,
+            subscriptions,
         } = &mut *registry;
         let added = match channels.get_mut(channel) {
             Some(list) => {
@@ -115,10 +119,13 @@ impl PubSub {
         // A first subscriber counts as subscribed only once the engine confirmed the channel
         // (see `subscribe_socket`).
         if let (Subscriber::Socket(socket), Added::Joined) = (&sub, &added) {
-            by_socket
+            if by_socket
                 .entry(socket.0.id.clone())
                 .or_default()
-                .insert(channel.clone());
+                .insert(channel.clone())
+            {
+                *subscriptions += 1;
+            }
         }
         added
     }
@@ -154,6 +161,7 @@ impl PubSub {
                 if set.is_empty() {
                     registry.by_socket.remove(&socket.0.id);
                 }
+                registry.subscriptions = registry.subscriptions.saturating_sub(usize::from(was));
                 was
             }
             None => false,
@@ -186,11 +194,12 @@ impl PubSub {
                 let confirmed = self.engine.subscribe(&channel).await;
                 let mut registry = self.write();
                 if confirmed.is_ok() && socket.is_open() {
-                    registry
+                    let added = registry
                         .by_socket
                         .entry(socket.0.id.clone())
                         .or_default()
                         .insert(channel);
+                    registry.subscriptions += usize::from(added);
                     return Ok(());
                 }
                 // Failed, or the socket closed meanwhile (after `remove_socket` ran).
@@ -219,6 +228,7 @@ impl PubSub {
         {
             let mut registry = self.write();
             let channels = registry.by_socket.remove(&socket.0.id).unwrap_or_default();
+            registry.subscriptions = registry.subscriptions.saturating_sub(channels.len());
             for ch in channels {
                 if Self::remove(&mut registry, &ch, |s| s.is_socket(socket)) {
                     emptied.push(ch);
@@ -303,7 +313,7 @@ impl SocketChannels for PubSub {
     }
 
     fn total(&self) -> usize {
-        self.read().by_socket.values().map(HashSet::len).sum()
+        self.read().subscriptions
     }
 }
 

@@ -1,5 +1,5 @@
-//! The listening socket: the server's own TCP port, or one handed over by a supervisor (the
-//! master of a cluster, `sc dev`, systemd) as fd 3 with `LISTEN_FDS`.
+//! The listening sockets: the server's own TCP port, or one handed over by a supervisor (the
+//! master of a cluster, `sc dev`, systemd) as fd 3 with `LISTEN_FDS`; and the admin address's.
 
 /// Where a server accepts connections: its own TCP port, or a socket from a supervisor.
 pub(crate) enum Listener {
@@ -55,4 +55,25 @@ pub(crate) fn inherited() -> std::io::Result<Option<Listener>> {
         }
         None => None,
     })
+}
+
+/// Binds the admin address. Under a supervisor (`shared`: a cluster's worker, an app under
+/// `sc dev`) with `SO_REUSEPORT`: a rolling restart or a rebuild starts the replacement while the
+/// old process still holds the port (both answer until it leaves). A server on its own binds
+/// exclusively, so two servers given the same admin address fail loudly.
+pub(crate) fn admin(
+    addr: std::net::SocketAddr,
+    shared: bool,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if shared {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
 }

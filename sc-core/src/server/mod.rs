@@ -63,6 +63,9 @@ pub(crate) struct Placement {
     pub(crate) config_resolved: bool,
     /// The secret broker processes want in a worker's hello (a cluster's per-run secret).
     pub(crate) broker_secret: bytes::Bytes,
+    /// A cluster's worker `i`: `Some(i)`, added to `admin_addr`'s port (the workers share the
+    /// public port, but each needs an admin port of its own).
+    pub(crate) admin_port_offset: Option<u16>,
 }
 
 /// A startup failure: the server did not start (what `main` returns through [`Result`]). Each
@@ -246,6 +249,22 @@ impl Builder {
         max_upgrade_header_bytes: usize => max_upgrade_header_bytes;
     }
 
+    setters! {
+        /// Each socket's `#authenticate` limit (default 10/s, bursts of 20, excess rejected with
+        /// `RateLimitError`; `None`: none). `App::rate_limit("#authenticate", ..)` replaces it.
+        /// `SC_AUTH_RATE_LIMIT` overrides.
+        auth_rate_limit: Option<crate::limit::RateLimit> => auth_rate_limit;
+        /// Most key-pair token verifications at once, off the runtime's threads (default: the
+        /// number of cores). `SC_AUTH_VERIFY_CONCURRENCY` overrides.
+        auth_verify_concurrency: usize => auth_verify_concurrency;
+        /// A plain-HTTP address serving only `/health` and `/metrics` (default none; in a
+        /// cluster worker `i` uses port + `i`). `SC_ADMIN_ADDR` overrides.
+        admin_addr: Option<SocketAddr> => admin_addr;
+        /// Whether the public port serves `/health` and `/metrics` too (default true).
+        /// `SC_ADMIN_ON_PUBLIC_PORT` overrides.
+        admin_on_public_port: bool => admin_on_public_port;
+    }
+
     /// Pub/sub and the key-value store through Redis (comma-separated URLs; feature `redis`).
     /// `SC_REDIS_URL` overrides. For more control, pass a [`Redis`](crate::broker::Redis) engine
     /// to [`broker_engine`](Self::broker_engine).
@@ -381,7 +400,14 @@ impl Builder {
             key,
             algorithm: self.algorithm,
             default_expiry: config.auth_default_expiry,
+            verify_concurrency: config.auth_verify_concurrency,
         })?;
+        // The default `#authenticate` limit, unless the app set its own.
+        if let Some(limit) = config.auth_rate_limit {
+            app.event_limits
+                .entry("#authenticate".to_owned())
+                .or_insert(limit);
+        }
         let engine: Arc<dyn BrokerEngine> = match (self.engine, self.placement.broker_sockets) {
             (Some(engine), _) => engine,
             (None, _) if config.redis_url.is_some() => redis_engine(&config)?,
@@ -418,7 +444,10 @@ impl Builder {
         });
         let sink: Arc<dyn DeliverySink> = pubsub;
         engine.start(Arc::downgrade(&sink)).await?;
-        let listener = match listener::inherited()? {
+        let inherited = listener::inherited()?;
+        // A supervisor's (the master's, `sc dev`'s) replacement overlaps the process it replaces.
+        let supervised = inherited.is_some();
+        let listener = match inherited {
             Some(l) => l,
             None => Listener::Tcp(
                 tokio::net::TcpListener::bind(addr)
@@ -439,11 +468,24 @@ impl Builder {
             cluster_metrics: self.placement.cluster_metrics,
         });
         let router = routes::build(state.clone(), self.router, self.serve_dir);
+        let admin = match state.ctx.shared.config.admin_addr {
+            Some(mut addr) => {
+                let offset = self.placement.admin_port_offset;
+                if addr.port() != 0 {
+                    addr.set_port(addr.port().saturating_add(offset.unwrap_or(0)));
+                }
+                let listener = listener::admin(addr, supervised)
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                Some((listener, routes::admin(state.clone())))
+            }
+            None => None,
+        };
         Ok(Server {
             listener,
             state,
             router,
             tls,
+            admin,
         })
     }
 
@@ -494,6 +536,8 @@ pub struct Server {
     tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<ServerState>,
     router: Router,
+    /// The admin address (`/health`, `/metrics`, plain HTTP) and its router.
+    admin: Option<(tokio::net::TcpListener, Router)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -518,6 +562,12 @@ impl Server {
             Listener::Unix(_) => None,
         }
         .unwrap_or_else(|| SocketAddr::new(config.host, config.port))
+    }
+
+    /// The bound admin address (`/health` and `/metrics`), when
+    /// [`Config::admin_addr`] is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// This server's counters, for the control channel's reports.
@@ -550,15 +600,30 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let shared = self.shared().clone();
+        let header_timeout = shared.config.handshake_timeout;
+        let drain = shared.config.shutdown_timeout;
+        // The admin address stops with the public port.
+        let (admin_stop, admin_stopped) = tokio::sync::watch::channel(false);
+        let admin = self.admin.map(|(listener, router)| {
+            let mut stopped = admin_stopped;
+            tokio::spawn(http::serve(
+                listener,
+                router,
+                header_timeout,
+                drain,
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ))
+        });
         let stop = {
             let shared = shared.clone();
             async move {
                 shutdown.await;
+                let _ = admin_stop.send(true);
                 shared.close_all(close::GOING_AWAY, "Server is shutting down");
             }
         };
-        let header_timeout = shared.config.handshake_timeout;
-        let drain = shared.config.shutdown_timeout;
         match (self.listener, self.tls) {
             (Listener::Tcp(l), Some(acceptor)) => {
                 let l = tls::TlsListener::new(l, acceptor)?;
@@ -574,6 +639,9 @@ impl Server {
         let deadline = tokio::time::Instant::now() + shared.config.shutdown_timeout;
         while shared.clients_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(admin) = admin {
+            let _ = admin.await;
         }
         self.state.ctx.pubsub.engine.shutdown().await;
         Ok(())

@@ -1,6 +1,7 @@
 //! The HTTP side of a server: the realtime endpoint (origin check, `handshake_ws` middleware, the
-//! WebSocket upgrade handed to the session), `/health`, `/metrics`, the browser client at
-//! `/socketcluster.js`, the app's own routes and static files.
+//! WebSocket upgrade handed to the session), `/health`, `/metrics` (on the public port, the admin
+//! address, or both), the browser client at `/socketcluster.js`, the app's own routes and static
+//! files.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,13 +25,15 @@ use crate::socket::RequestInfo;
 /// The server's router: the app's routes, the realtime ones, static files.
 pub(super) fn build(state: Arc<ServerState>, user: Router, serve_dir: Option<PathBuf>) -> Router {
     let path = state.ctx.shared.config.path.clone();
-    let realtime = Router::new()
+    let mut realtime = Router::new()
         .route(&path, any(upgrade))
-        .route("/health", axum::routing::get(health))
-        .route("/metrics", axum::routing::get(metrics))
-        .route("/socketcluster.js", axum::routing::get(browser_client))
-        .with_state(state);
-    let mut router = user.merge(realtime);
+        .route("/socketcluster.js", axum::routing::get(browser_client));
+    if state.ctx.shared.config.admin_on_public_port {
+        realtime = realtime
+            .route("/health", axum::routing::get(health))
+            .route("/metrics", axum::routing::get(metrics));
+    }
+    let mut router = user.merge(realtime.with_state(state));
     if let Some(dir) = serve_dir {
         router = router.fallback_service(tower_http::services::ServeDir::new(dir));
     }
@@ -51,6 +54,14 @@ pub(super) fn build(state: Arc<ServerState>, user: Router, serve_dir: Option<Pat
             }
         },
     ))
+}
+
+/// The admin address's router: `/health` and `/metrics`, nothing else (404).
+pub(super) fn admin(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/health", axum::routing::get(health))
+        .route("/metrics", axum::routing::get(metrics))
+        .with_state(state)
 }
 
 /// tungstenite's read buffer per socket. It preallocates this much (128 KiB by default) and keeps
@@ -120,7 +131,8 @@ async fn browser_client() -> Response {
         .into_response()
 }
 
-/// `/health`: 200 with this process's role and connection count while it serves.
+/// `/health`: 200 with this process's role and connection count while it serves. Constant time
+/// and lock-free (the count is an atomic), so polling it often costs the sockets nothing.
 async fn health(State(state): State<Arc<ServerState>>) -> Response {
     let body = serde_json::json!({
         "status": "ok",

@@ -129,7 +129,12 @@ pub(super) async fn authenticate_request(
 async fn authenticate(ctx: &Context, socket: &Socket, token: &Value) -> Result<(), ScError> {
     let server = &ctx.shared;
     let result = match token.as_str() {
-        Some(signed) => server.auth.verify(signed).map_err(ScError::from),
+        // Key-pair tokens are verified off the runtime's threads, a bounded number at once.
+        Some(signed) => server
+            .auth
+            .verify_bounded(signed)
+            .await
+            .map_err(ScError::from),
         None => Err(
             ScError::new("AuthTokenInvalidError", "jwt must be a string").with("isBadToken", true),
         ),

@@ -4,7 +4,7 @@
 //! the environment later) and it lives as long as a socket or a handle refers to it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::http::Extensions;
@@ -47,6 +47,10 @@ pub(crate) struct Shared {
     pub(crate) exit_on_panic: bool,
     exit: ExitRequest,
     clients: Mutex<HashMap<Arc<str>, Socket>>,
+    /// `clients.len()`, kept next to it so that `/health`, the metrics and
+    /// [`clients_count`](Self::clients_count) read one atomic instead of taking the registry's
+    /// lock, which every connect and disconnect takes.
+    connected: AtomicUsize,
     id_seq: AtomicU64,
     id_prefix: [u8; 12],
 }
@@ -78,6 +82,7 @@ impl Shared {
             exit_on_panic,
             exit: ExitRequest::default(),
             clients: Mutex::new(HashMap::new()),
+            connected: AtomicUsize::new(0),
             id_seq: AtomicU64::new(0),
             id_prefix: rand::random(),
         }
@@ -100,21 +105,32 @@ impl Shared {
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
-        let connections = lock(&self.clients).len();
-        self.metrics.snapshot(connections, self.channels.total())
+        self.metrics
+            .snapshot(self.clients_count(), self.channels.total())
     }
 
     pub(crate) fn register(&self, socket: &Socket) {
         Metrics::add(&self.metrics.handshakes, 1);
-        lock(&self.clients).insert(socket.0.id.clone(), socket.clone());
+        let mut clients = lock(&self.clients);
+        if clients
+            .insert(socket.0.id.clone(), socket.clone())
+            .is_none()
+        {
+            // Under the registry's lock, so the count never disagrees with it for long.
+            self.connected.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn unregister(&self, socket: &Socket) {
-        lock(&self.clients).remove(&socket.0.id);
+        let mut clients = lock(&self.clients);
+        if clients.remove(&socket.0.id).is_some() {
+            self.connected.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
+    /// Sockets registered now; no lock.
     pub(crate) fn clients_count(&self) -> usize {
-        lock(&self.clients).len()
+        self.connected.load(Ordering::Relaxed)
     }
 
     pub(crate) fn client(&self, id: &str) -> Option<Socket> {
@@ -149,5 +165,54 @@ impl Shared {
             }
             notified.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoChannels;
+
+    impl SocketChannels for NoChannels {
+        fn of(&self, _: &Socket) -> Vec<Arc<str>> {
+            Vec::new()
+        }
+        fn contains(&self, _: &Socket, _: &str) -> bool {
+            false
+        }
+        fn count(&self, _: &Socket) -> usize {
+            0
+        }
+        fn unsubscribe(&self, _: &Socket, _: &str) -> bool {
+            false
+        }
+        fn total(&self) -> usize {
+            0
+        }
+    }
+
+    /// `/health` and the metrics read the count while connects and disconnects hold the
+    /// registry's lock: the count must not wait for it.
+    #[test]
+    fn the_connection_count_does_not_take_the_registry_lock() {
+        let shared = Arc::new(Shared::new(
+            Config::default(),
+            AuthEngine::new(crate::auth::AuthOptions::default()).expect("auth"),
+            Arc::default(),
+            Extensions::new(),
+            Extensions::new(),
+            Arc::new(NoChannels),
+            false,
+        ));
+        let held = lock(&shared.clients);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = shared.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((reader.clients_count(), reader.snapshot().connections));
+        });
+        let counted = rx.recv_timeout(std::time::Duration::from_secs(2));
+        drop(held);
+        assert_eq!(counted.expect("counted while the lock is held"), (0, 0));
     }
 }

@@ -573,9 +573,41 @@ async fn http_get(port: u16, path: &str) -> String {
     response
 }
 
+/// A port `p` with `p + 1` free as well (for two workers' admin ports).
+fn two_free_ports() -> u16 {
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = first.local_addr().expect("addr").port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// `/health` of each worker on its admin port (`admin` + id): answered by that worker.
+async fn admin_health_per_worker(admin: u16) -> Vec<String> {
+    let mut pids = Vec::new();
+    for id in 0..2u16 {
+        let health = http_get(admin + id, "/health").await;
+        assert!(
+            health.contains(&format!("\"role\":\"worker#{id}\"")),
+            "{health}"
+        );
+        let pid = health
+            .split("\"pid\":")
+            .nth(1)
+            .and_then(|p| p.split(',').next());
+        pids.push(pid.expect("pid").to_owned());
+    }
+    pids
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_rolling_restart_and_graceful_shutdown() {
-    let mut cluster = Cluster::start(2, 1, 0);
+    // Each worker serves the admin address on its port + id.
+    let admin = two_free_ports();
+    let admin_addr = format!("127.0.0.1:{admin}");
+    let mut cluster = Cluster::start_with(2, 1, 0, &[("SC_ADMIN_ADDR", admin_addr.as_str())]);
     let clients = clients_on_every_worker(&cluster.url(), 2).await;
     let mut sub = clients[0].0.subscribe("news").await.expect("subscribe");
     clients[1]
@@ -616,6 +648,12 @@ async fn metrics_rolling_restart_and_graceful_shutdown() {
     );
     let health = http_get(cluster.port, "/health").await;
     assert!(health.contains("\"role\":\"worker#"), "{health}");
+    let admin_pids = admin_health_per_worker(admin).await;
+    let cluster_metrics = http_get(admin + 1, "/metrics").await;
+    assert!(
+        cluster_metrics.contains("sc_connections{role=\"worker\",id=\"0\"}"),
+        "{cluster_metrics}"
+    );
 
     // SIGUSR2: every worker is replaced, one at a time.
     let before: HashSet<i32> = cluster.children("worker").into_iter().collect();
@@ -640,6 +678,11 @@ async fn metrics_rolling_restart_and_graceful_shutdown() {
     let c = client(&cluster.url()).await;
     let answer: Value = c.invoke("echo", &json!("after")).await.expect("echo");
     assert_eq!(answer, json!("after"));
+    // The replacements bound the admin ports while the old workers still held them.
+    let new_pids = admin_health_per_worker(admin).await;
+    for (old, new) in admin_pids.iter().zip(&new_pids) {
+        assert_ne!(old, new, "{}", cluster.log_text());
+    }
 
     // SIGTERM: the master stops its children and exits cleanly within the shutdown bound.
     let children: Vec<i32> = cluster
