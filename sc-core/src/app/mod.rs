@@ -105,6 +105,10 @@ pub struct App {
     pub(crate) invalid_patterns: Vec<(String, PatternError, Source)>,
     /// Per-socket limits of single events.
     pub(crate) event_limits: HashMap<String, crate::limit::RateLimit>,
+    /// Whether `event_limits` limits an event of the app's own (not a built-in `#` one): the
+    /// default `#authenticate` limit is always there, and an app without limits of its own
+    /// should not pay a lookup for each of its events.
+    pub(crate) app_event_limits: bool,
 }
 
 impl App {
@@ -220,6 +224,7 @@ impl App {
     /// socket-wide [`Config::message_rate_limit`](crate::Config::message_rate_limit):
     /// `App::new().rate_limit("chat", RateLimit::per_second(5.0).burst(10.0))`.
     pub fn rate_limit(mut self, event: &str, limit: crate::limit::RateLimit) -> Self {
+        self.app_event_limits |= !event.starts_with('#');
         self.event_limits.insert(event.to_owned(), limit);
         self
     }
@@ -246,6 +251,7 @@ impl App {
         self.channels.extend(other.channels);
         self.invalid_patterns.extend(other.invalid_patterns);
         self.event_limits.extend(other.event_limits);
+        self.app_event_limits |= other.app_event_limits;
         self.middleware.extend(other.middleware);
         self.state.extend(other.state);
         self

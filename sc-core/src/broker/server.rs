@@ -42,7 +42,10 @@ use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use super::kv::{self, KvStore};
-use super::wire::{BrokerCodec, Frame, WireError, VERSION};
+use super::wire::{BrokerCodec, Frame, WireError, MAX_FRAME_LEN, VERSION};
+
+/// The longest hello a broker reads (a version and a secret of 64 hex digits fit many times).
+const MAX_HELLO_LEN: usize = 1024;
 
 /// How long a new connection has to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -224,6 +227,8 @@ async fn connection(broker: Arc<Broker>, id: u64, stream: UnixStream, secret: By
     }
     let (read, write) = stream.into_split();
     let mut frames = FramedRead::new(read, BrokerCodec::new());
+    // Nothing is checked before the hello: it alone may not be 16 MiB.
+    frames.decoder_mut().set_max_frame_length(MAX_HELLO_LEN);
     match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
         Ok(Some(Ok(Frame::Hello {
             version,
@@ -258,6 +263,7 @@ async fn connection(broker: Arc<Broker>, id: u64, stream: UnixStream, secret: By
             return;
         }
     }
+    frames.decoder_mut().set_max_frame_length(MAX_FRAME_LEN);
     tracing::debug!(peer = id, "worker connected");
     let (tx, rx) = mpsc::channel(PEER_QUEUE);
     let peer = Peer {

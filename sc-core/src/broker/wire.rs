@@ -206,6 +206,12 @@ impl BrokerCodec {
                 .new_codec(),
         }
     }
+
+    /// Lowers (or restores) the longest frame this codec reads, up to [`MAX_FRAME_LEN`]: a
+    /// broker reads a connection's hello with a small limit, as it comes before any check.
+    pub fn set_max_frame_length(&mut self, len: usize) {
+        self.frames.set_max_frame_length(len.min(MAX_FRAME_LEN));
+    }
 }
 
 impl Decoder for BrokerCodec {

@@ -71,6 +71,9 @@ pub(super) async fn serve_control(
     }
 }
 
+/// How long a new control connection has to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn connection(
     stream: tokio::net::UnixStream,
     control: Arc<std::sync::Mutex<Control>>,
@@ -82,7 +85,20 @@ async fn connection(
     loop {
         let mut line = Vec::new();
         let mut limited = (&mut read).take(MAX_LINE);
-        match limited.read_until(b'\n', &mut line).await {
+        let read_line = limited.read_until(b'\n', &mut line);
+        // The hello has a deadline: a peer that connects and says nothing holds no task.
+        let read_line = if first {
+            match tokio::time::timeout(HELLO_TIMEOUT, read_line).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("a control connection sent no hello in time; dropping it");
+                    return;
+                }
+            }
+        } else {
+            read_line.await
+        };
+        match read_line {
             Ok(0) | Err(_) => return,
             Ok(_) if line.last() != Some(&b'\n') => {
                 tracing::warn!("control line too long or cut; dropping the connection");

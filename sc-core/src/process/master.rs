@@ -31,12 +31,12 @@ use std::time::Duration;
 use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::control::{heartbeat_every, serve_control, Control};
+use super::output::{flush, pump, say};
 use super::role::{Role, RunDir, CLUSTER_SECRET, RUN_SECRET};
 use crate::config::Config;
 use crate::server::StartupError as Error;
@@ -94,6 +94,11 @@ struct Master {
     slots: HashMap<Role, Slot>,
     events: mpsc::UnboundedSender<Event>,
     shutting_down: bool,
+    /// The last heartbeat check, and since when heartbeats count: after a gap in the checks
+    /// (the master was stopped, say with Ctrl-Z, or its machine suspended) every child gets a
+    /// fresh deadline, as their silence was the master's own.
+    last_check: std::time::Instant,
+    heartbeats_since: std::time::Instant,
 }
 
 fn hex_encode(bytes: &[u8]) -> String {
@@ -120,10 +125,6 @@ fn original_exe() -> std::io::Result<PathBuf> {
 /// Window and count after which repeated crashes are reported as a crash loop.
 const CRASH_WINDOW: Duration = Duration::from_secs(30);
 const CRASH_LOOP: usize = 5;
-
-fn say(message: std::fmt::Arguments<'_>) {
-    eprintln!("[sc master] {message}");
-}
 
 /// Runs the master until SIGTERM/SIGINT. `public` is the listening socket (bound by the caller
 /// or inherited).
@@ -172,6 +173,8 @@ pub(crate) fn run(config: Config, public: std::net::TcpListener) -> Result<(), E
             slots: HashMap::new(),
             events: tx,
             shutting_down: false,
+            last_check: std::time::Instant::now(),
+            heartbeats_since: std::time::Instant::now(),
             config,
         };
         say(format_args!(
@@ -201,6 +204,7 @@ pub(crate) fn run(config: Config, public: std::net::TcpListener) -> Result<(), E
         }
         master.shutdown(&mut events).await;
         let _ = std::fs::remove_dir_all(&master.run_dir.0);
+        flush();
         Ok(())
     })
 }
@@ -389,6 +393,12 @@ impl Master {
         let current: Vec<u32> = self.slots.values().filter_map(|s| s.pid).collect();
         control.heartbeats.retain(|pid, _| current.contains(pid));
         let now = std::time::Instant::now();
+        if now.duration_since(self.last_check)
+            > 2 * heartbeat_every(timeout) + Duration::from_secs(1)
+        {
+            self.heartbeats_since = now;
+        }
+        self.last_check = now;
         for (role, slot) in &mut self.slots {
             let Some(pid) = slot.pid else { continue };
             if slot.killed_hung == Some(pid) {
@@ -397,7 +407,8 @@ impl Master {
             let last = control
                 .heartbeats
                 .get(&pid)
-                .map_or(slot.started, |t| (*t).max(slot.started));
+                .map_or(slot.started, |t| (*t).max(slot.started))
+                .max(self.heartbeats_since);
             let silent = now.duration_since(last);
             if silent < timeout {
                 continue;
@@ -489,91 +500,5 @@ fn describe(status: &ExitStatus) -> String {
             Err(_) => format!("killed by signal {sig}"),
         },
         _ => "unknown status".into(),
-    }
-}
-
-/// Copies a child's output line by line to the master's, tagged `[worker#1]`.
-async fn pump(stream: impl AsyncRead + Unpin, role: Role, stderr: bool, max: usize) {
-    copy_lines(BufReader::new(stream), max, |line| {
-        if stderr {
-            eprintln!("[{role}] {line}");
-        } else {
-            println!("[{role}] {line}");
-        }
-    })
-    .await;
-}
-
-/// Hands `emit` each line of `reader` (without its newline) until the end of the stream. Bytes
-/// that are not UTF-8 are replaced (U+FFFD), not a reason to stop; a line longer than `max`
-/// bytes is cut there and says how much was dropped, so a child cannot grow the master's memory
-/// with one endless line.
-async fn copy_lines(mut reader: impl AsyncBufRead + Unpin, max: usize, mut emit: impl FnMut(&str)) {
-    let mut line: Vec<u8> = Vec::new();
-    let mut cut = 0usize;
-    let mut flush = |line: &mut Vec<u8>, cut: &mut usize| {
-        let text = String::from_utf8_lossy(line);
-        if *cut > 0 {
-            emit(&format!("{text}... [{cut} more bytes cut]"));
-        } else {
-            emit(&text);
-        }
-        line.clear();
-        *cut = 0;
-    };
-    loop {
-        let buf = match reader.fill_buf().await {
-            Ok([]) | Err(_) => break,
-            Ok(buf) => buf,
-        };
-        let (chunk, used, ends) = match buf.iter().position(|b| *b == b'\n') {
-            Some(i) => (&buf[..i], i + 1, true),
-            None => (buf, buf.len(), false),
-        };
-        let take = chunk.len().min(max.saturating_sub(line.len()));
-        line.extend_from_slice(&chunk[..take]);
-        cut += chunk.len() - take;
-        reader.consume(used);
-        if ends {
-            flush(&mut line, &mut cut);
-        }
-    }
-    if !line.is_empty() || cut > 0 {
-        flush(&mut line, &mut cut);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn lines_of(input: &[u8], max: usize) -> Vec<String> {
-        let mut out = Vec::new();
-        // A tiny buffer, so lines span many reads.
-        let reader = BufReader::with_capacity(3, input);
-        copy_lines(reader, max, |l| out.push(l.to_owned())).await;
-        out
-    }
-
-    #[tokio::test]
-    async fn output_after_invalid_utf8_is_kept() {
-        let got = lines_of(b"one\nbad \xff\xfe here\nthree\nno newline", 100).await;
-        assert_eq!(
-            got,
-            vec!["one", "bad \u{fffd}\u{fffd} here", "three", "no newline"]
-        );
-    }
-
-    #[tokio::test]
-    async fn long_lines_are_cut_and_counted() {
-        let mut input = vec![b'x'; 250];
-        input.extend_from_slice(b"\nnext\n");
-        let got = lines_of(&input, 100).await;
-        assert_eq!(got.len(), 2, "{got:?}");
-        assert_eq!(
-            got[0],
-            format!("{}... [150 more bytes cut]", "x".repeat(100))
-        );
-        assert_eq!(got[1], "next");
     }
 }

@@ -10,6 +10,7 @@
 mod balancer;
 mod control;
 mod master;
+mod output;
 mod role;
 
 use std::net::SocketAddr;
@@ -133,12 +134,18 @@ impl Builder {
                 }
                 let runtime = runtime_for(role, &config)?;
                 run_to_end(runtime, async move {
+                    // Heartbeats start before `bind`, which waits for the brokers (or Redis): a
+                    // worker started while its broker restarts is slow, not hung. Its counters
+                    // join the heartbeat once the server exists.
+                    type Source = Box<dyn Fn() -> crate::metrics::Snapshot + Send + Sync>;
+                    let source: Arc<std::sync::OnceLock<Source>> = Arc::default();
+                    if dir.is_some() {
+                        let source = source.clone();
+                        heartbeat(role, &config, &secret, move || source.get().map(|f| f()));
+                    }
                     let server = self.bind().await?;
                     tracing::info!(addr = ?server.listening_on(), %role, "sc listening");
-                    if dir.is_some() {
-                        let snapshot = server.snapshot_source();
-                        heartbeat(role, &config, &secret, move || Some(snapshot()));
-                    }
+                    let _ = source.set(Box::new(server.snapshot_source()));
                     let exit = server.exit_requested();
                     tokio::select! {
                         r = server.serve_until(child_shutdown_signal()) => r,
@@ -174,9 +181,9 @@ fn runtime_for(role: Role, config: &Config) -> std::io::Result<tokio::runtime::R
 }
 
 /// How long a role's runtime may take, once its work is done, to drop its remaining tasks. The
-/// runtime waits for blocking-pool work it cannot cancel; nothing of ours runs there, so this
-/// only bounds what a user's handler left behind (a `spawn_blocking` still running), which
-/// must not make the master SIGKILL the process.
+/// runtime waits for blocking-pool work it cannot cancel: a key-pair token verification (well
+/// under a millisecond) or what a user's handler left behind (a `spawn_blocking` still
+/// running), which must not make the master SIGKILL the process.
 const RUNTIME_DROP_GRACE: Duration = Duration::from_millis(200);
 
 /// Runs `work` to its end, then drops the runtime within [`RUNTIME_DROP_GRACE`].

@@ -66,15 +66,15 @@ impl Limits {
                     refused = Some((bucket.limit, ""));
                 }
             }
-            let event_limits = &app.event_limits;
-            if refused.is_none() && !event_limits.is_empty() {
-                if let Some(limit) = event_limits.get(event.as_str()) {
-                    let bucket = self
-                        .events
-                        .get_or_insert_with(Box::default)
-                        .entry(event.clone())
-                        .or_insert_with(|| Bucket::new(*limit, now));
-                    if !bucket.take(now) {
+            let limited = app.app_event_limits || event.starts_with('#');
+            if refused.is_none() && limited && !app.event_limits.is_empty() {
+                if let Some(limit) = app.event_limits.get(event.as_str()) {
+                    let buckets = self.events.get_or_insert_with(Box::default);
+                    if !buckets.contains_key(event.as_str()) {
+                        buckets.insert(event.clone(), Bucket::new(*limit, now));
+                    }
+                    let bucket = buckets.get_mut(event.as_str());
+                    if bucket.is_some_and(|b| !b.take(now)) {
                         refused = Some((*limit, " for this event"));
                     }
                 }

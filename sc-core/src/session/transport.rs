@@ -238,17 +238,16 @@ fn lone_surrogate_error(text: &str) -> ScError {
     )
 }
 
-/// Answers an invoke whose message holds a lone surrogate with [`lone_surrogate_error`]; a
-/// transmit has no one to answer, so it is logged.
-fn refuse_lone_surrogate(socket: &Socket, text: &str, cid: Option<u64>, event: &str) {
-    let error = lone_surrogate_error(text);
+/// Answers an invoke whose message holds a lone surrogate with `error` (see
+/// [`lone_surrogate_error`], built once per message: a batch may hold many packets); a transmit
+/// has no one to answer, so it returns false for the caller to count and log once.
+fn refuse_lone_surrogate(socket: &Socket, error: &ScError, cid: Option<u64>) -> bool {
     match cid {
         Some(cid) => {
-            let _ = socket.push(protocol::encode_error_response(cid, &error).into());
+            let _ = socket.push(protocol::encode_error_response(cid, error).into());
+            true
         }
-        None => {
-            tracing::warn!(socket = %socket.id(), %event, error = %error, "transmit refused");
-        }
+        None => false,
     }
 }
 
@@ -327,7 +326,7 @@ async fn read_handshake(
             _ => {
                 if let Some(cid) = handshake_with_lone_surrogate(&text) {
                     // Refused with a reason, not 4009: the client did send a handshake.
-                    refuse_lone_surrogate(socket, &text, Some(cid), "#handshake");
+                    refuse_lone_surrogate(socket, &lone_surrogate_error(&text), Some(cid));
                     socket.disconnect(close::HANDSHAKE_REJECTED, "");
                     return None;
                 }
@@ -460,14 +459,15 @@ fn read_messages<'a>(
                 },
                 Inbound::Packets(packets) => (packets, false),
             };
+            let surrogate_error = lone_surrogate.then(|| lone_surrogate_error(&text));
             let packets: Vec<Packet> = packets
                 .into_iter()
                 .filter(|p| match p {
                     Packet::Response { rid, data, error } => {
-                        let result = match error {
-                            _ if lone_surrogate => Err(lone_surrogate_error(&text)),
-                            Some(e) => Err(ScError::from_wire(e)),
-                            None => Ok(data.clone()),
+                        let result = match (&surrogate_error, error) {
+                            (Some(e), _) => Err(e.clone()),
+                            (None, Some(e)) => Err(ScError::from_wire(e)),
+                            (None, None) => Ok(data.clone()),
                         };
                         socket.resolve(*rid, result);
                         false
@@ -479,13 +479,18 @@ fn read_messages<'a>(
                 Ok(packets) => packets,
                 Err(Closed) => break,
             };
-            if lone_surrogate {
+            if let Some(error) = &surrogate_error {
                 // Answered here, never handled: the data is not what the client sent. Like a
                 // rate-limit refusal, the answer may overtake replies to earlier messages.
-                for packet in packets.drain(..) {
-                    if let Packet::Event { event, cid, .. } = packet {
-                        refuse_lone_surrogate(socket, &text, cid, &event);
-                    }
+                let transmits = packets
+                    .drain(..)
+                    .filter(|p| match p {
+                        Packet::Event { cid, .. } => !refuse_lone_surrogate(socket, error, *cid),
+                        _ => false,
+                    })
+                    .count();
+                if transmits > 0 {
+                    tracing::warn!(socket = %socket.id(), transmits, %error, "transmits refused");
                 }
             }
             if packets.is_empty() && !raw_middleware {
