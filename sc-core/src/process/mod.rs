@@ -70,7 +70,7 @@ impl Builder {
                     listener.set_nonblocking(true)?;
                     let listener = tokio::net::UnixListener::from_std(listener)?;
                     tokio::select! {
-                        r = crate::broker::server::serve(listener) => r.map_err(Error::Io),
+                        r = crate::broker::server::serve_with(listener, config.broker_queue_bytes) => r.map_err(Error::Io),
                         _ = child_shutdown_signal() => Ok(()),
                     }
                 })
