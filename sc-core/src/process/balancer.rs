@@ -90,7 +90,10 @@ impl Relay {
         Arc::new(Self {
             workers,
             next: AtomicUsize::new(0),
-            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            // Semaphore::new panics above MAX_PERMITS; a cap that high is no cap anyway.
+            slots: Arc::new(Semaphore::new(
+                limits.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
             limits,
             tls,
             refused: AtomicU64::new(0),
