@@ -124,6 +124,21 @@ pub struct Config {
     /// Whether the public port also serves `/health` and `/metrics` (`SC_ADMIN_ON_PUBLIC_PORT`,
     /// default true); false answers them with 404 there.
     pub admin_on_public_port: bool,
+    /// Most connections one balancer relays at once (`SC_BALANCER_MAX_CONNECTIONS`, default
+    /// 10000); one over it is accepted and closed at once.
+    pub balancer_max_connections: usize,
+    /// A connection relayed by a balancer with no byte either way for this long is closed
+    /// (`SC_BALANCER_IDLE_TIMEOUT`, default 60000 ms: above `ping_interval + ping_timeout`, so
+    /// a live socket's pings keep it open and a dead one gets the worker's 4001 first).
+    pub balancer_idle_timeout: Duration,
+    /// Most bytes a broker process queues for one worker connection (`SC_BROKER_QUEUE_BYTES`,
+    /// default 64 MiB); a worker that reads slower is disconnected, then reconnects and
+    /// resubscribes (what was published in between is lost for it).
+    pub broker_queue_bytes: usize,
+    /// Most bytes of Redis messages received and not yet delivered to local sockets, per Redis
+    /// instance (`SC_REDIS_QUEUE_BYTES`, default 64 MiB); messages beyond it are dropped and
+    /// logged.
+    pub redis_queue_bytes: usize,
 }
 
 impl Default for Config {
@@ -171,6 +186,10 @@ impl Default for Config {
             auth_verify_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
             admin_addr: None,
             admin_on_public_port: true,
+            balancer_max_connections: 10_000,
+            balancer_idle_timeout: Duration::from_millis(60_000),
+            broker_queue_bytes: 64 * 1024 * 1024,
+            redis_queue_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -327,6 +346,14 @@ impl Config {
         };
         env!("SC_ADMIN_ADDR", addr, self.admin_addr);
         env!("SC_ADMIN_ON_PUBLIC_PORT", flag, self.admin_on_public_port);
+        env!(
+            "SC_BALANCER_MAX_CONNECTIONS",
+            parse,
+            self.balancer_max_connections
+        );
+        env!("SC_BALANCER_IDLE_TIMEOUT", ms, self.balancer_idle_timeout);
+        env!("SC_BROKER_QUEUE_BYTES", parse, self.broker_queue_bytes);
+        env!("SC_REDIS_QUEUE_BYTES", parse, self.redis_queue_bytes);
         Ok(())
     }
 
@@ -413,7 +440,39 @@ impl Config {
                 )));
             }
         }
+        self.validate_edges()?;
         Origins::parse(&self.origins).map(|_| ())
+    }
+
+    /// The balancer, broker-queue and Redis options.
+    fn validate_edges(&self) -> Result<(), ConfigError> {
+        if self.balancer_max_connections == 0 {
+            return Err(ConfigError(
+                "balancer_max_connections must be at least 1".into(),
+            ));
+        }
+        // Checked only with balancers: a single process with long pings must not trip on it.
+        if self.balancers > 0
+            && !self.ping_timeout_disabled
+            && self.balancer_idle_timeout <= self.ping_interval
+        {
+            return Err(ConfigError(format!(
+                "balancer_idle_timeout ({} ms) must be longer than ping_interval ({} ms), or balancers close live sockets between pings",
+                self.balancer_idle_timeout.as_millis(),
+                self.ping_interval.as_millis()
+            )));
+        }
+        if self.balancer_idle_timeout.is_zero() {
+            return Err(ConfigError(
+                "balancer_idle_timeout must be greater than 0".into(),
+            ));
+        }
+        if self.broker_queue_bytes < 64 * 1024 || self.redis_queue_bytes < 64 * 1024 {
+            return Err(ConfigError(
+                "broker_queue_bytes and redis_queue_bytes must be at least 65536".into(),
+            ));
+        }
+        crate::broker::validate_redis_prefix(&self.redis_prefix).map_err(ConfigError)
     }
 
     /// Whether this configuration runs as a supervised cluster of processes.
@@ -566,6 +625,43 @@ mod tests {
         };
         assert!(c.validate().is_err());
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn balancer_broker_and_redis_limits_parse_and_validate() {
+        let mut c = Config::default();
+        let vars = |n: &str| match n {
+            "SC_BALANCER_MAX_CONNECTIONS" => Some("5".to_string()),
+            "SC_BALANCER_IDLE_TIMEOUT" => Some("45000".to_string()),
+            "SC_BROKER_QUEUE_BYTES" => Some("1048576".to_string()),
+            "SC_REDIS_QUEUE_BYTES" => Some("2097152".to_string()),
+            _ => None,
+        };
+        c.apply_vars(vars).expect("valid env");
+        assert_eq!(c.balancer_max_connections, 5);
+        assert_eq!(c.balancer_idle_timeout, Duration::from_millis(45_000));
+        assert_eq!(
+            (c.broker_queue_bytes, c.redis_queue_bytes),
+            (1 << 20, 2 << 20)
+        );
+        assert!(c.validate().is_ok());
+        let short_idle = Config {
+            balancers: 1,
+            balancer_idle_timeout: Duration::from_millis(8_000),
+            ..Config::default()
+        };
+        let err = short_idle.validate().expect_err("idle <= ping_interval");
+        assert!(err.to_string().contains("balancer_idle_timeout"));
+        let hash = Config {
+            redis_prefix: "app#2:".into(),
+            ..Config::default()
+        };
+        assert!(hash.validate().is_err());
+        let none = Config {
+            balancer_max_connections: 0,
+            ..Config::default()
+        };
+        assert!(none.validate().is_err());
     }
 
     #[test]

@@ -541,7 +541,7 @@ async fn a_broker_with_a_secret_serves_only_workers_that_send_it() {
     let dir = TempDir::new();
     let path = dir.0.join("b0.sock");
     let listener = server::bind(&path).await.expect("broker binds");
-    let _broker = tokio::spawn(server::serve_with_secret(listener, "s3cret".into()));
+    let _broker = tokio::spawn(server::serve_with(listener, "s3cret".into(), 64 << 20));
     let mut options = ClusterOptions::default();
     options.request_timeout = Duration::from_millis(500);
     let right = ClusterBroker::with_secret(vec![path.clone()], options.clone(), "s3cret".into());

@@ -122,3 +122,24 @@ async fn unusable_tls_files_stop_startup_naming_the_option() {
         .expect_err("mismatched key");
     assert!(err.to_string().contains("tls_key"), "{err}");
 }
+
+/// The handshake bound is the server's `handshake_timeout` (it was a fixed 10 s).
+#[tokio::test]
+async fn a_silent_tls_handshake_is_dropped_after_handshake_timeout() {
+    let server =
+        TestServer::start(tls_builder().handshake_timeout(Duration::from_millis(300))).await;
+    let mut silent = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("tcp");
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match silent.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after 3 s");
+}

@@ -172,7 +172,7 @@ impl ClusterBroker {
     }
 
     /// [`ClusterBroker::with_options`] for brokers that admit only a hello carrying `secret`
-    /// ([`serve_with_secret`](super::server::serve_with_secret)).
+    /// ([`serve_with`](super::server::serve_with)).
     pub fn with_secret(paths: Vec<PathBuf>, options: ClusterOptions, secret: Bytes) -> Self {
         let links = paths
             .into_iter()

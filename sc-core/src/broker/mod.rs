@@ -274,6 +274,22 @@ impl Drop for LocalBroker {
     }
 }
 
+/// Ends a Redis prefix in every channel and key name (`sc:` + `#` + `chat`), and may not appear in
+/// a prefix: the prefix is then everything before the first `#`, so two different prefixes (`sc:`
+/// and `sc:app2:`) can never name the same channel or key. Here, not in `redis`, so the option is
+/// checked even without the `redis` feature.
+pub(crate) const REDIS_SEPARATOR: char = '#';
+
+/// Checks a Redis prefix (see [`REDIS_SEPARATOR`]); the error is one sentence naming the option.
+pub(crate) fn validate_redis_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.contains(REDIS_SEPARATOR) || prefix.chars().any(char::is_control) {
+        return Err(format!(
+            "redis_prefix {prefix:?} must not contain '{REDIS_SEPARATOR}' (it ends the prefix in every Redis name, which keeps different prefixes apart) or control characters"
+        ));
+    }
+    Ok(())
+}
+
 /// Locks a mutex, recovering from poisoning (no engine code panics while holding one).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

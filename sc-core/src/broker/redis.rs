@@ -4,12 +4,21 @@
 //! - Each node holds one multiplexed RESP3 connection per Redis instance (redis-rs
 //!   `ConnectionManager`: pipelining, reconnect with backoff, automatic resubscription). Channels
 //!   and keys are spread over the instances by [`broker_index`](super::cluster::broker_index).
+//! - Names: channel `C` is the Redis channel `prefix#C`, key `K` the Redis key `prefix#kv:K`. The
+//!   prefix may not contain `#` ([`REDIS_SEPARATOR`](super::REDIS_SEPARATOR)), so it is
+//!   everything before the first `#` and two different prefixes never share a name.
 //! - A node subscribes to a Redis channel once, when its first local subscriber arrives (the
-//!   worker's registry counts sockets), and publishes a message once: `PUBLISH prefix+channel
-//!   node-id + frame`, where frame is the `#publish` frame every socket receives, so receiving
-//!   nodes forward it without JSON work. The publishing node delivers to its own sockets at once
-//!   and drops its own message when Redis echoes it back: local delivery keeps working while Redis
-//!   is down, and nothing is delivered twice.
+//!   worker's registry counts sockets), and publishes a message once: `PUBLISH prefix#channel
+//!   node-id + frame`, where frame is the `#publish` frame every socket receives. A receiving
+//!   node parses the message (its prefix, a node id, a `#publish` frame of
+//!   exactly that shape for that channel) before it forwards the frame as is; anything else is
+//!   logged and dropped. The publishing node delivers to its own sockets at once and drops its
+//!   own message when Redis echoes it back: local delivery keeps working while Redis is down,
+//!   and nothing is delivered twice.
+//! - Received messages wait for delivery in a queue bounded in bytes per Redis instance
+//!   ([`Redis::queue_bytes`]); while it is full, new messages are dropped, counted and logged
+//!   (Redis pub/sub cannot be slowed down, and its connection also carries the key-value
+//!   commands, so dropping it would lose more).
 //! - Redis down: publishes (after local delivery) and subscribes fail at once with
 //!   [`BrokerError::Unavailable`]; a watchdog pings every second, which keeps reconnection going,
 //!   and logs the loss and the recovery. Subscriptions are restored by the connection manager.
@@ -20,17 +29,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use axum::extract::ws::Utf8Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{PushInfo, PushKind, Value as RedisValue};
+use redis::PushInfo;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::cluster::broker_index;
-use super::{lock, BoxFuture, BrokerEngine, BrokerError, DeliverySink, KvOp, Publication};
+use super::{
+    lock, BoxFuture, BrokerEngine, BrokerError, DeliverySink, KvOp, Publication, REDIS_SEPARATOR,
+};
+use inbound::{read_pushes, PushQueue};
 
-/// What a `#publish` frame starts with: anything else on our Redis channels is not ours.
-const FRAME_START: &str = "{\"event\":\"#publish\"";
+mod inbound;
+
 /// Length of the node id that prefixes every message (hex).
 const NODE_ID_LEN: usize = 16;
 
@@ -41,6 +52,7 @@ pub struct Redis {
     urls: Vec<String>,
     prefix: String,
     timeout: Duration,
+    queue_bytes: usize,
     state: OnceLock<Arc<State>>,
     /// The push readers and watchdogs: aborted at shutdown (or drop), which drops their
     /// connection handles.
@@ -90,6 +102,7 @@ impl Redis {
             urls: urls.into_iter().map(Into::into).collect(),
             prefix: "sc:".to_owned(),
             timeout: Duration::from_secs(1),
+            queue_bytes: 64 * 1024 * 1024,
             state: OnceLock::new(),
             tasks: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
@@ -97,9 +110,20 @@ impl Redis {
     }
 
     /// Prefix of every Redis channel and key this engine uses (default `sc:`), so several apps
-    /// can share one Redis. `SC_REDIS_PREFIX` sets it for the env-configured engine.
+    /// can share one Redis: channel `C` is `prefix#C`, key `K` is `prefix#kv:K`. A prefix may not
+    /// contain `#` or control characters (the engine then fails to start, saying so), which keeps
+    /// any two prefixes apart. `SC_REDIS_PREFIX` sets it for the env-configured engine.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Most bytes of received messages waiting for delivery to this node's sockets, per Redis
+    /// instance (default 64 MiB; each message counts its length plus 64). While full, new
+    /// messages are dropped, counted and logged. `SC_REDIS_QUEUE_BYTES` sets it for the
+    /// env-configured engine.
+    pub fn queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = bytes;
         self
     }
 
@@ -122,17 +146,17 @@ impl Redis {
     }
 
     fn channel_key(&self, channel: &str) -> String {
-        format!("{}{channel}", self.prefix)
+        format!("{}{REDIS_SEPARATOR}{channel}", self.prefix)
     }
 
     fn kv_key(&self, key: &str) -> String {
-        format!("{}kv:{key}", self.prefix)
+        format!("{}{REDIS_SEPARATOR}kv:{key}", self.prefix)
     }
 
     async fn connect(
         &self,
         url: &str,
-        pushes: mpsc::UnboundedSender<PushInfo>,
+        pushes: impl redis::aio::AsyncPushSender,
     ) -> Result<ConnectionManager, BrokerError> {
         let unreachable = |e: redis::RedisError| {
             BrokerError::Unavailable(format!("Redis at {}: {e}", redact(url)))
@@ -440,58 +464,6 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// Hands every Redis message on our channels to the worker; logs disconnections.
-async fn read_pushes(
-    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-    sink: Weak<dyn DeliverySink>,
-    prefix: String,
-    node: String,
-    shard: String,
-    up: Arc<AtomicBool>,
-) {
-    while let Some(push) = pushes.recv().await {
-        match push.kind {
-            PushKind::Message => {
-                let [RedisValue::BulkString(channel), RedisValue::BulkString(payload)] =
-                    push.data.as_slice()
-                else {
-                    continue;
-                };
-                let Some(channel) = std::str::from_utf8(channel)
-                    .ok()
-                    .and_then(|c| c.strip_prefix(prefix.as_str()))
-                else {
-                    continue;
-                };
-                let Ok(payload) = std::str::from_utf8(payload) else {
-                    continue;
-                };
-                if payload.len() < NODE_ID_LEN || !payload.is_char_boundary(NODE_ID_LEN) {
-                    continue;
-                }
-                let (from, frame) = payload.split_at(NODE_ID_LEN);
-                if from == node {
-                    // Delivered locally when it was published.
-                    continue;
-                }
-                if !frame.starts_with(FRAME_START) {
-                    tracing::warn!(%channel, "ignoring a Redis message that is not an sc publication");
-                    continue;
-                }
-                let publication = Publication::from_frame(channel, Utf8Bytes::from(frame));
-                let Some(sink) = sink.upgrade() else {
-                    return;
-                };
-                sink.deliver(Arc::new(publication)).await;
-            }
-            PushKind::Disconnection if up.swap(false, Ordering::Relaxed) => {
-                tracing::warn!(redis = %shard, "lost the connection to Redis; reconnecting (publishes fail until it is back)");
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Pings every second: keeps the manager reconnecting while Redis is away, and logs recovery.
 async fn watch(conn: ConnectionManager, shard: String, up: Arc<AtomicBool>) {
     let mut conn = conn;
@@ -519,19 +491,26 @@ impl BrokerEngine for Redis {
             if self.urls.is_empty() {
                 return Err(BrokerError::Unavailable("no Redis URL given".into()));
             }
+            super::validate_redis_prefix(&self.prefix).map_err(BrokerError::Refused)?;
             let node = format!("{:016x}", rand::random::<u64>());
             let mut shards = Vec::with_capacity(self.urls.len());
             for url in &self.urls {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let conn = self.connect(url, tx).await?;
-                let up = Arc::new(AtomicBool::new(true));
                 let name = redact(url);
+                let queue = Arc::new(PushQueue::new(self.queue_bytes, name.clone()));
+                let offer = queue.clone();
+                let sender = move |push: PushInfo| {
+                    offer.offer(push, &tx);
+                    Ok::<(), std::convert::Infallible>(())
+                };
+                let conn = self.connect(url, sender).await?;
+                let up = Arc::new(AtomicBool::new(true));
                 let reader = tokio::spawn(read_pushes(
                     rx,
+                    queue,
                     sink.clone(),
                     self.prefix.clone(),
                     node.clone(),
-                    name.clone(),
                     up.clone(),
                 ));
                 let watchdog = tokio::spawn(watch(conn.clone(), name.clone(), up.clone()));

@@ -16,18 +16,20 @@
 //! workers reconnect to whatever serves the path next.
 //!
 //! Only the broker's own user may connect (the peer's uid, `SO_PEERCRED`), and in a cluster the
-//! hello must carry the secret the master handed this run's processes ([`serve_with_secret`]):
+//! hello must carry the secret the master handed this run's processes ([`serve_with`]):
 //! anyone else's connection is closed before it can publish, subscribe or touch the store.
 //!
 //! A worker whose connection misbehaves (an unknown or malformed frame, no hello within
 //! [`HELLO_TIMEOUT`], a wrong protocol version) is dropped with a log line; so is a worker that
-//! reads so slowly that [`PEER_QUEUE`] frames wait for it (it reconnects and resubscribes; the
-//! messages in between are lost for its sockets).
+//! reads so slowly that more than its queue's bound in bytes waits for it (`broker_queue_bytes`,
+//! [`DEFAULT_QUEUE_BYTES`]; it reconnects and resubscribes; the messages in between are lost for
+//! its sockets).
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 #[cfg(feature = "test-util")]
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -50,43 +52,117 @@ const MAX_HELLO_LEN: usize = 1024;
 /// How long a new connection has to send its hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Frames waiting to be written to one worker before the broker gives up on it.
-pub const PEER_QUEUE: usize = 65_536;
+/// Bytes waiting to be written to one worker before the broker gives up on it, unless the
+/// `broker_queue_bytes` option says otherwise.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a queued frame costs beyond its payload (the queue slot, the frame header), so that a
+/// flood of tiny frames is bounded too.
+const ENTRY_OVERHEAD: usize = 64;
 
 /// One connected worker, as the channel lists hold it.
 #[derive(Clone)]
 struct Peer {
     id: u64,
-    tx: mpsc::Sender<Frame>,
+    tx: mpsc::UnboundedSender<(Frame, usize)>,
+    /// Bytes queued plus the batch being written (as [`cost`] counts them).
+    queued: Arc<AtomicUsize>,
+    limit: usize,
     /// Cancelled to drop the connection (from another connection's task, for a slow reader).
     kill: CancellationToken,
+    /// Slow workers dropped by this broker since it started (shared by every connection).
+    dropped: Arc<AtomicU64>,
+}
+
+/// The bytes a frame counts for in a worker's queue: about its encoded length.
+fn cost(frame: &Frame) -> usize {
+    ENTRY_OVERHEAD
+        + match frame {
+            Frame::Deliver { channel, frame } | Frame::Publish { channel, frame, .. } => {
+                channel.len() + frame.len()
+            }
+            Frame::Subscribe { channel, .. } | Frame::Unsubscribe { channel } => channel.len(),
+            Frame::KvResponse { result, .. } => json_len(result),
+            Frame::Error { message, .. } => message.len(),
+            Frame::KvRequest { .. }
+            | Frame::Hello { .. }
+            | Frame::Ack { .. }
+            | Frame::Ping { .. } => 0,
+        }
+}
+
+/// The length of a value's JSON text, without building it.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 impl Peer {
-    /// Queues a frame; a peer whose queue is full is dropped.
+    fn new(id: u64, limit: usize, dropped: Arc<AtomicU64>) -> (Self, PeerQueue) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let peer = Self {
+            id,
+            tx,
+            queued: queued.clone(),
+            limit,
+            kill: CancellationToken::new(),
+            dropped,
+        };
+        (peer, PeerQueue { rx, queued })
+    }
+
+    /// Queues a frame; a peer whose queue is over its bound is dropped. A frame always fits
+    /// into an empty queue.
     fn send(&self, frame: Frame) {
-        match self.tx.try_send(frame) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.kill.is_cancelled() {
-                    tracing::warn!(
-                        peer = self.id,
-                        "worker reads too slowly ({PEER_QUEUE} frames queued); dropping its connection"
-                    );
-                    self.kill.cancel();
-                }
-            }
-            // The connection is closing.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        if self.kill.is_cancelled() {
+            return;
         }
+        let size = cost(&frame);
+        let queued = self.queued.fetch_add(size, Ordering::AcqRel);
+        if queued > 0 && queued + size > self.limit {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+            let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                peer = self.id,
+                queued,
+                limit = self.limit,
+                slow_workers_dropped_since_start = total,
+                "worker reads too slowly (broker_queue_bytes reached); dropping its connection (it reconnects and resubscribes; messages in between are lost for it)"
+            );
+            self.kill.cancel();
+            return;
+        }
+        // Err: the connection is closing.
+        let _ = self.tx.send((frame, size));
     }
 }
 
-#[derive(Default)]
+/// The writer's side of a [`Peer`]'s queue.
+struct PeerQueue {
+    rx: mpsc::UnboundedReceiver<(Frame, usize)>,
+    queued: Arc<AtomicUsize>,
+}
+
 struct Broker {
     /// Copy-on-write subscriber lists: a publish clones one `Arc` under the lock.
     channels: Mutex<HashMap<Arc<str>, Arc<[Peer]>>>,
     kv: Arc<KvStore>,
+    /// Each worker connection's queue bound, in bytes.
+    queue_bytes: usize,
+    /// Worker connections dropped for reading too slowly, since start.
+    slow_dropped: Arc<AtomicU64>,
 }
 
 impl Broker {
@@ -153,17 +229,28 @@ pub async fn bind(path: &Path) -> io::Result<UnixListener> {
 
 /// Runs a broker on `listener` until the future is dropped. Accept errors (out of file
 /// descriptors, ...) are logged and retried, so this does not return in practice. Workers must
-/// send an empty secret in their hello (see [`serve_with_secret`]).
+/// send an empty secret in their hello (see [`serve_with`]).
 // Only tests run a broker without a secret; the process model always gives one.
 #[cfg_attr(not(feature = "test-util"), allow(dead_code))]
 pub async fn serve(listener: UnixListener) -> io::Result<()> {
-    serve_with_secret(listener, Bytes::new()).await
+    serve_with(listener, Bytes::new(), DEFAULT_QUEUE_BYTES).await
 }
 
 /// [`serve`], admitting only connections from this process's user whose hello carries `secret`
-/// (a cluster's per-run secret): a socket file's mode is one line of defence, this is the second.
-pub async fn serve_with_secret(listener: UnixListener, secret: Bytes) -> io::Result<()> {
-    let broker = Arc::new(Broker::default());
+/// (a cluster's per-run secret: a socket file's mode is one line of defence, this is the
+/// second), with each worker connection's queue bounded to `queue_bytes` (the
+/// `broker_queue_bytes` option).
+pub async fn serve_with(
+    listener: UnixListener,
+    secret: Bytes,
+    queue_bytes: usize,
+) -> io::Result<()> {
+    let broker = Arc::new(Broker {
+        channels: Mutex::default(),
+        kv: Arc::default(),
+        queue_bytes,
+        slow_dropped: Arc::default(),
+    });
     // Owned tasks: dropping this future aborts every connection and the sweeper.
     let mut tasks = JoinSet::new();
     tasks.spawn(kv::sweep_every(
@@ -265,12 +352,7 @@ async fn connection(broker: Arc<Broker>, id: u64, stream: UnixStream, secret: By
     }
     frames.decoder_mut().set_max_frame_length(MAX_FRAME_LEN);
     tracing::debug!(peer = id, "worker connected");
-    let (tx, rx) = mpsc::channel(PEER_QUEUE);
-    let peer = Peer {
-        id,
-        tx,
-        kill: CancellationToken::new(),
-    };
+    let (peer, rx) = Peer::new(id, broker.queue_bytes, broker.slow_dropped.clone());
     let mut subscribed = HashSet::new();
     let outcome = tokio::select! {
         r = read_loop(&broker, &peer, &mut frames, &mut subscribed) => r,
@@ -338,22 +420,23 @@ async fn read_loop(
 
 /// Writes queued frames, batching whatever is queued into one write. A frame that cannot be
 /// encoded (a key-value result over the frame limit) is answered with [`Frame::Error`].
-async fn write_loop(
-    mut write: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<Frame>,
-) -> Result<(), WireError> {
+async fn write_loop(mut write: OwnedWriteHalf, mut queue: PeerQueue) -> Result<(), WireError> {
     let mut codec = BrokerCodec::new();
     let mut buf = BytesMut::new();
-    while let Some(frame) = rx.recv().await {
-        let mut next = Some(frame);
-        while let Some(frame) = next.take() {
+    while let Some(first) = queue.rx.recv().await {
+        let mut next = Some(first);
+        // Released only once written: the bytes in flight count against the bound too.
+        let mut batch = 0;
+        while let Some((frame, size)) = next.take() {
+            batch += size;
             encode_or_refuse(&mut codec, frame, &mut buf)?;
             if buf.len() >= 64 * 1024 {
                 break;
             }
-            next = rx.try_recv().ok();
+            next = queue.rx.try_recv().ok();
         }
         write.write_all_buf(&mut buf).await?;
+        queue.queued.fetch_sub(batch, Ordering::AcqRel);
     }
     Ok(())
 }
@@ -380,5 +463,95 @@ fn encode_or_refuse(
             )
         }
         (Err(e), None) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::SinkExt;
+    use tokio_util::codec::Framed;
+
+    type Link = Framed<UnixStream, BrokerCodec>;
+
+    /// A worker link: hello, then a subscription to `channel`, acked.
+    async fn link(path: &std::path::Path, channel: &str) -> Link {
+        let stream = UnixStream::connect(path).await.expect("connect");
+        let mut link = Framed::new(stream, BrokerCodec::new());
+        link.send(Frame::Hello {
+            version: VERSION,
+            secret: Bytes::new(),
+        })
+        .await
+        .expect("hello");
+        link.send(Frame::Subscribe {
+            id: 1,
+            channel: channel.into(),
+        })
+        .await
+        .expect("subscribe");
+        match link.next().await {
+            Some(Ok(Frame::Ack { id: 1 })) => link,
+            other => panic!("expected the subscription's ack, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_stops_reading_is_dropped_at_its_byte_bound_and_others_go_on() {
+        let dir = std::env::temp_dir().join(format!("sc-broker-queue-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("b.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let broker = tokio::spawn(serve_with(listener, Bytes::new(), 1024 * 1024));
+
+        let mut slow = link(&path, "ch").await;
+        let (mut publisher, mut deliveries) = link(&path, "ch").await.split();
+        const N: u64 = 100;
+        // The publisher reads its own deliveries as they come: it is the fast reader.
+        let reader = tokio::spawn(async move {
+            let mut delivered = 0;
+            while delivered < N {
+                match deliveries.next().await {
+                    Some(Ok(Frame::Deliver { .. })) => delivered += 1,
+                    Some(Ok(_)) => {}
+                    other => panic!("the fast worker's link ended: {other:?}"),
+                }
+            }
+            delivered
+        });
+        // 100 publications of 64 KiB: 6.4 MiB for each subscriber, far over the 1 MiB bound
+        // plus what the socket buffers hold (old bound: 65,536 frames, never reached here).
+        let frame: axum::extract::ws::Utf8Bytes = "x".repeat(64 * 1024).into();
+        for id in 0..N {
+            publisher
+                .send(Frame::Publish {
+                    id: 10 + id,
+                    channel: "ch".into(),
+                    frame: frame.clone(),
+                })
+                .await
+                .expect("publish");
+        }
+        let delivered = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the fast worker gets every publication within 10 s")
+            .expect("reader");
+        assert_eq!(delivered, N);
+        // The slow worker's link is closed once it reads what was written before the drop.
+        let mut got = 0;
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match slow.next().await {
+                    Some(Ok(_)) => got += 1,
+                    Some(Err(_)) | None => return,
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "the slow worker's link was not closed");
+        assert!(got < N, "it got {got} of {N} frames before the drop");
+        broker.abort();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -263,6 +263,18 @@ impl Builder {
         /// Whether the public port serves `/health` and `/metrics` too (default true).
         /// `SC_ADMIN_ON_PUBLIC_PORT` overrides.
         admin_on_public_port: bool => admin_on_public_port;
+        /// Most connections one balancer relays at once (default 10000; more are closed at
+        /// accept). `SC_BALANCER_MAX_CONNECTIONS` overrides.
+        balancer_max_connections: usize => balancer_max_connections;
+        /// A balancer closes a relayed connection silent both ways for this long (default 60 s).
+        /// `SC_BALANCER_IDLE_TIMEOUT` (ms) overrides.
+        balancer_idle_timeout: Duration => balancer_idle_timeout;
+        /// Bytes a broker process queues per worker before dropping that worker's link (default
+        /// 64 MiB). `SC_BROKER_QUEUE_BYTES` overrides.
+        broker_queue_bytes: usize => broker_queue_bytes;
+        /// Bytes of received Redis messages waiting for delivery, per Redis instance, before
+        /// new ones are dropped (default 64 MiB). `SC_REDIS_QUEUE_BYTES` overrides.
+        redis_queue_bytes: usize => redis_queue_bytes;
     }
 
     /// Pub/sub and the key-value store through Redis (comma-separated URLs; feature `redis`).
@@ -508,7 +520,9 @@ fn redis_engine(config: &Config) -> Result<Arc<dyn BrokerEngine>> {
         .filter(|u| !u.is_empty())
         .collect();
     Ok(Arc::new(
-        crate::broker::Redis::with_urls(urls).prefix(config.redis_prefix.clone()),
+        crate::broker::Redis::with_urls(urls)
+            .prefix(config.redis_prefix.clone())
+            .queue_bytes(config.redis_queue_bytes),
     ))
 }
 
@@ -626,7 +640,7 @@ impl Server {
         };
         match (self.listener, self.tls) {
             (Listener::Tcp(l), Some(acceptor)) => {
-                let l = tls::TlsListener::new(l, acceptor)?;
+                let l = tls::TlsListener::new(l, acceptor, header_timeout)?;
                 http::serve(l, self.router, header_timeout, drain, stop).await;
             }
             (Listener::Tcp(l), None) => {

@@ -406,3 +406,89 @@ async fn a_redis_restart_keeps_local_delivery_fails_publishes_fast_and_restores_
         a.log_text()
     );
 }
+
+/// Apps on one Redis with prefixes `P` and `P + "app2:"` (as `sc:` and `sc:app2:`): before the
+/// `#` separator, app 1's channel `app2:room` was app 2's channel `room` in Redis, so each node
+/// received the other app's publications and handed them to its own subscribers of another
+/// channel, past its middleware (a client routes a frame by the channel it names, so the leak
+/// shows on a subscription to the other app's channel name).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_that_extend_each_other_never_share_a_channel() {
+    use futures_util::FutureExt;
+    require_shared_redis();
+    let app1 = fresh_prefix();
+    let app2 = format!("{app1}app2:");
+    let url = format!("redis://{SHARED_REDIS}");
+    let a = Node::start(&url, &app1);
+    let a_twin = Node::start(&url, &app1);
+    let b = Node::start(&url, &app2);
+    let b_twin = Node::start(&url, &app2);
+    let (ca, ca_twin) = (client(&a.url()).await, client(&a_twin.url()).await);
+    let (cb, cb_twin) = (client(&b.url()).await, client(&b_twin.url()).await);
+    let mut sub_b = cb.subscribe("room").await.expect("subscribe");
+    let mut leak_b = cb.subscribe("app2:room").await.expect("subscribe");
+    let mut sub_a = ca.subscribe("app2:room").await.expect("subscribe");
+    let mut leak_a = ca.subscribe("room").await.expect("subscribe");
+
+    // Each publish is acknowledged once Redis accepted it, and Redis delivers in order, so a
+    // marker published afterwards by the subscriber's own app arrives after anything leaked.
+    ca.publish("app2:room", &json!("from app 1"))
+        .await
+        .expect("publish");
+    cb_twin
+        .publish("room", &json!("marker for app 2"))
+        .await
+        .expect("publish");
+    assert_eq!(
+        take_exactly(&mut sub_b, 1).await,
+        vec![json!("marker for app 2")]
+    );
+    assert_eq!(
+        leak_b.recv().now_or_never(),
+        None,
+        "app 1's `app2:room` reached app 2"
+    );
+
+    cb.publish("room", &json!("from app 2"))
+        .await
+        .expect("publish");
+    ca_twin
+        .publish("app2:room", &json!("marker for app 1"))
+        .await
+        .expect("publish");
+    // App 1's own publication on `app2:room` (from the first half) is there, then the marker.
+    assert_eq!(
+        take_exactly(&mut sub_a, 2).await,
+        vec![json!("from app 1"), json!("marker for app 1")]
+    );
+    assert_eq!(
+        leak_a.recv().now_or_never(),
+        None,
+        "app 2's `room` reached app 1"
+    );
+    let logs = [a.log_text(), b.log_text()].join("\n");
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_with_the_separator_is_refused_at_startup() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redis-compat-server"))
+        .env("SC_PORT", "0")
+        .env("SC_HOST", "127.0.0.1")
+        .env("SC_REDIS_URL", format!("redis://{SHARED_REDIS}"))
+        .env("SC_REDIS_PREFIX", "app#2:")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start a compat-server node");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    let status = child.wait().expect("exits");
+    assert!(!status.success());
+    assert!(
+        stderr.contains("redis_prefix") && stderr.contains("must not contain '#'"),
+        "{stderr}"
+    );
+}
