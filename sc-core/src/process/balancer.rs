@@ -13,6 +13,12 @@
 //! - no byte in either direction for `balancer_idle_timeout`: both sides are closed;
 //! - when either side ends (or fails), its end is passed on and both are closed once the other
 //!   side has been silent for [`CLOSE_GRACE`] (a client that half-closes cannot park a connection).
+//!
+//! On SIGTERM a balancer stops accepting and relays what it has until it ends, for
+//! `shutdown_timeout` at most: at shutdown the master stops the workers first, whose 1001 close
+//! frames then reach the clients through here; when a rolling restart replaces a balancer, the
+//! connections still open after `shutdown_timeout` are cut (their clients reconnect, through
+//! the new one).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -45,9 +51,14 @@ pub(crate) async fn run(
     };
     let relay = Relay::new(workers, Limits::from_config(&config), tls);
     tokio::select! {
-        _ = relay.accept_loop(listener) => Ok(()),
-        _ = super::child_shutdown_signal() => Ok(()),
+        _ = relay.clone().accept_loop(listener) => {}
+        _ = super::child_shutdown_signal() => {}
     }
+    // No new connections (they wait in the master's backlog for the other balancers, or the
+    // one replacing this one); the relayed ones go on until they end, for `shutdown_timeout`
+    // at most: at shutdown the workers, stopped first, close them with 1001.
+    relay.drain(config.shutdown_timeout).await;
+    Ok(())
 }
 
 /// The time and number bounds of relayed connections (see the module header).
@@ -99,6 +110,22 @@ impl Relay {
             refused: AtomicU64::new(0),
             refusing: AtomicBool::new(false),
         })
+    }
+
+    /// Waits until no connection is relayed any more, or `within` has passed.
+    async fn drain(&self, within: Duration) {
+        let all = self.limits.max_connections.min(Semaphore::MAX_PERMITS);
+        let deadline = Instant::now() + within;
+        while self.slots.available_permits() < all && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = all - self.slots.available_permits();
+        if left > 0 {
+            tracing::info!(
+                connections = left,
+                "balancer stopping: closing connections still relayed after shutdown_timeout"
+            );
+        }
     }
 
     async fn accept_loop(self: Arc<Self>, listener: TcpListener) {

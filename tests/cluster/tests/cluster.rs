@@ -766,6 +766,41 @@ async fn sigusr2_and_sigterm_end_every_child_without_sigkill() {
     );
 }
 
+/// Issue 16: behind balancers, a SIGTERM reaches clients as the workers' 1001: the master
+/// stops the workers first and a stopping balancer relays what it has. (The balancers used to
+/// go first and cut every client's connection: 1006.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_balancers_a_sigterm_reaches_clients_as_1001() {
+    let mut cluster = Cluster::start(2, 1, 1);
+    let c = client(&cluster.url()).await;
+    let answer: Value = c.invoke("echo", &json!("up")).await.expect("echo");
+    assert_eq!(answer, json!("up"));
+    let mut events = c.events();
+    signal(
+        cluster.master.id() as i32,
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let code = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await {
+                Ok(sc_core::client::ClientEvent::Disconnect { code, .. }) => return code,
+                Ok(_) => {}
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the client saw its connection close");
+    assert_eq!(code, 1001, "{}", cluster.log_text());
+    let (status, _) = cluster.terminate_and_wait(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !cluster.log_text().contains("SIGKILL"),
+        "{}",
+        cluster.log_text()
+    );
+}
+
 /// Issue 16: a worker that stops making progress (SIGSTOP) is noticed from its missing
 /// heartbeats, killed, said so in the log, counted as a restart and replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
