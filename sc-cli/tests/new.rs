@@ -1,5 +1,6 @@
 //! `sc new` end to end: the generated app builds and passes its own test (with a path dependency
-//! on this checkout's sc-core); bad names and existing directories get one sentence and exit 2.
+//! on this checkout's sc-core); a bad name gets one sentence and exit 2 (usage), an existing
+//! directory or a missing sc-core one sentence and exit 1 (the request was valid, it failed).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -47,7 +48,7 @@ fn sc_new_creates_an_app_that_builds_and_passes_its_test() {
 
     // Refuses to overwrite.
     let again = sc().arg("new").arg(&app).output().expect("run sc new");
-    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(again.status.code(), Some(1));
     let msg = String::from_utf8_lossy(&again.stderr);
     assert!(msg.contains("already exists"), "{msg}");
 
@@ -74,5 +75,46 @@ fn sc_new_creates_an_app_that_builds_and_passes_its_test() {
         .status()
         .expect("run cargo test in the new app");
     assert!(status.success(), "the generated app's tests failed");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn an_existing_directory_or_a_missing_sc_core_fails_with_exit_1_and_help_names_no_crate() {
+    let root = std::env::temp_dir().join(format!("sc-new-codes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("taken")).expect("temp dir");
+
+    let taken = sc()
+        .arg("new")
+        .arg(root.join("taken"))
+        .output()
+        .expect("run sc new");
+    assert_eq!(taken.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&taken.stderr);
+    assert!(msg.contains("already exists"), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+
+    // No sc-core to depend on: one sentence naming the option, nothing created.
+    let missing = sc()
+        .arg("new")
+        .arg(root.join("app"))
+        .arg("--sc-core-path")
+        .arg(root.join("no-such-sc-core"))
+        .output()
+        .expect("run sc new");
+    assert_eq!(missing.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&missing.stderr);
+    assert!(msg.contains("--sc-core-path"), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    assert!(!root.join("app").exists());
+
+    // sc-core is not published: the help must not promise a fallback to it.
+    let help = sc()
+        .args(["new", "--help"])
+        .output()
+        .expect("run sc new --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(!help.contains("published crate"), "{help}");
+    assert!(help.contains("--sc-core-path"), "{help}");
     let _ = std::fs::remove_dir_all(&root);
 }
