@@ -45,8 +45,7 @@ use crate::socket::{Shared, Socket};
 /// How `/metrics` asks for the whole cluster's counters.
 pub(crate) type ClusterMetrics = Arc<dyn Fn() -> BoxFuture<'static, Option<String>> + Send + Sync>;
 
-/// The role a process on its own reports (`/health`, its log): it is no master, since it
-/// supervises nothing.
+/// The role a process on its own reports (`/health`, its log): it supervises nothing.
 pub(crate) const SINGLE_ROLE: &str = "single";
 
 /// What the process model decided about this process before it binds (defaults: one process on
@@ -468,10 +467,7 @@ impl Builder {
         let state = Arc::new(ServerState {
             ctx,
             origins,
-            role: self
-                .placement
-                .role
-                .unwrap_or_else(|| SINGLE_ROLE.to_owned()),
+            role: self.placement.role.unwrap_or(SINGLE_ROLE.into()),
             cluster_metrics: self.placement.cluster_metrics,
         });
         let router = routes::build(state.clone(), self.router, self.serve_dir);
