@@ -75,6 +75,45 @@ fn sc_new_creates_an_app_that_builds_and_passes_its_test() {
         .status()
         .expect("run cargo test in the new app");
     assert!(status.success(), "the generated app's tests failed");
+
+    // Its log, redirected (a pipe, not a terminal), is plain text: no colour codes.
+    let bin = workspace().join("target/sc-new-test/debug/demo-chat");
+    let mut app_process = Command::new(&bin)
+        .current_dir(&app)
+        .env("SC_PORT", "0")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the generated app");
+    let stdout = app_process.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        let done = line.contains("sc listening");
+        log.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = app_process.kill();
+    let _ = app_process.wait();
+    let log = log.join("\n");
+    assert!(
+        log.contains("sc listening"),
+        "the app logs that it listens: {log}"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a redirected log: {log:?}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }
 
