@@ -113,6 +113,7 @@ async fn bench_against_a_server_without_the_handler_or_channels_stops_with_its_r
             "UnhandledEventError",
         ),
         (&["fanout", "--subscribers", "4"][..], "InvalidChannelError"),
+        (&["soak", "--clients", "2"][..], "InvalidChannelError"),
         (
             &[
                 "channels",

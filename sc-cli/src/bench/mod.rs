@@ -13,8 +13,9 @@
 //!
 //! The scenarios need a server that answers `echo` and lets clients subscribe and publish on any
 //! channel (the echo example). The server's first error answer (`UnhandledEventError`,
-//! `InvalidChannelError`, ..) ends the run with that reason ([`wire::Refused`]): those answers
-//! are not lost messages, and nothing measured on such a server would mean anything.
+//! `InvalidChannelError`, ..) ends the run with that reason ([`wire::Refused`]; `soak` makes
+//! each of its calls once before it starts): those answers are not lost messages, and nothing
+//! measured on such a server would mean anything.
 //!
 //! Messages carry their send time (`{"t":µs since the epoch,"p":padding}`), so latency is measured
 //! by the receiver on the same clock. The instrument reports its own CPU use; with `--pid` it also
