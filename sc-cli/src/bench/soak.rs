@@ -176,7 +176,7 @@ pub(super) async fn soak(
     }
     let cycles = stats.cycles.load(Ordering::Relaxed);
     eprintln!(
-        "soak: {clients} clients, {cycles} cycles, {} publishes read back, {} invokes, {errors} errors; server RSS start {:?} KiB, a quarter in {:?} KiB, last under load {:?} KiB, peak {} KiB, after {:?} KiB; sc bench CPU {own_cpu_pct:.0}%",
+        "soak: {clients} clients, {cycles} cycles, {} publishes read back, {} invokes, {errors} errors; server RSS start {:?} KiB, a quarter in {:?} KiB, last under load {:?} KiB, peak {} KiB, after {:?} KiB; sc bench CPU {own_cpu_pct:.0}%{}",
         stats.publishes.load(Ordering::Relaxed),
         stats.invokes.load(Ordering::Relaxed),
         rss_start,
@@ -184,6 +184,7 @@ pub(super) async fn soak(
         rss_late,
         peak.load(Ordering::Relaxed),
         rss_end,
+        super::server_cpu_per(server_cpu, cycles, "cycle"),
     );
     Ok(json!({
         "scenario": "soak",
