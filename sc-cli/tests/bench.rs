@@ -106,15 +106,41 @@ async fn bench_against_a_server_without_the_handler_or_channels_stops_with_its_r
     let server =
         TestServer::start_app(App::new().middleware(MiddlewareKind::Subscribe, rooms_only)).await;
     let url = server.url();
+    // Subscribing is allowed, publishing from a client is not: the publishers' first answer.
+    async fn server_publishes_only() -> Result<(), ScError> {
+        Err(ScError::new(
+            "PublishRefusedError",
+            "only the server publishes",
+        ))
+    }
+    let read_only = TestServer::start_app(
+        App::new().middleware(MiddlewareKind::PublishIn, server_publishes_only),
+    )
+    .await;
 
-    for (args, reason) in [
+    for (url, args, reason) in [
         (
+            url.clone(),
             &["rpc", "--sockets", "4", "--inflight", "8"][..],
             "UnhandledEventError",
         ),
-        (&["fanout", "--subscribers", "4"][..], "InvalidChannelError"),
-        (&["soak", "--clients", "2"][..], "InvalidChannelError"),
         (
+            url.clone(),
+            &["fanout", "--subscribers", "4"][..],
+            "InvalidChannelError",
+        ),
+        (
+            url.clone(),
+            &["soak", "--clients", "2"][..],
+            "InvalidChannelError",
+        ),
+        (
+            read_only.url(),
+            &["fanout", "--subscribers", "2"][..],
+            "PublishRefusedError",
+        ),
+        (
+            url.clone(),
             &[
                 "channels",
                 "--channels",
@@ -127,7 +153,6 @@ async fn bench_against_a_server_without_the_handler_or_channels_stops_with_its_r
             "InvalidChannelError",
         ),
     ] {
-        let url = url.clone();
         let started = std::time::Instant::now();
         let stderr = tokio::task::spawn_blocking(move || sc_bench_fails(&url, args))
             .await
