@@ -27,8 +27,9 @@ enum Command {
     Dev(dev::DevArgs),
 }
 
-/// Exit codes: 0 success, 1 the run failed (server unreachable, loss, a file could not be
-/// written), 2 usage (bad arguments, bad name, existing directory, command not built yet).
+/// Exit codes: 0 success, 1 the run failed (server unreachable, loss, the server refused the
+/// scenario, an existing directory, a file could not be written), 2 usage (bad arguments, bad
+/// name, command not built yet).
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -42,13 +43,9 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(e @ new::NewError::Io(..)) => {
-                eprintln!("sc new: {e}");
-                ExitCode::from(1)
-            }
             Err(e) => {
                 eprintln!("sc new: {e}");
-                ExitCode::from(2)
+                ExitCode::from(e.exit_code())
             }
         },
     }

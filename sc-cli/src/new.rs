@@ -9,8 +9,8 @@ use clap::Args;
 pub struct NewArgs {
     /// The app's directory; its last component is the crate name (letters, digits, `-`, `_`).
     path: PathBuf,
-    /// Use this sc-core checkout as a path dependency (default: the checkout `sc` was built
-    /// from, when it still exists; otherwise the published crate).
+    /// Use this sc-core directory as the app's path dependency (default: the sc-core of the
+    /// checkout `sc` was built from; sc-core is not published on crates.io).
     #[arg(long)]
     sc_core_path: Option<PathBuf>,
 }
@@ -43,7 +43,20 @@ const FILES: &[(&str, &str)] = &[
 pub enum NewError {
     BadName(String),
     Exists(PathBuf),
+    /// No sc-core at the path given, or the checkout `sc` was built from is gone.
+    NoScCore(PathBuf),
     Io(PathBuf, std::io::Error),
+}
+
+impl NewError {
+    /// The exit code: 2 for a usage error (a bad name), 1 for a valid request that could not be
+    /// done (the directory exists, no sc-core to depend on, a file could not be written).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::BadName(_) => 2,
+            Self::Exists(_) | Self::NoScCore(_) | Self::Io(..) => 1,
+        }
+    }
 }
 
 impl std::fmt::Display for NewError {
@@ -53,6 +66,12 @@ impl std::fmt::Display for NewError {
             Self::Exists(p) => write!(
                 f,
                 "{} already exists; choose another name or remove it first",
+                p.display()
+            ),
+            Self::NoScCore(p) => write!(
+                f,
+                "no sc-core at {}: pass --sc-core-path with the path of an sc checkout's sc-core \
+                 directory (sc-core is not published on crates.io)",
                 p.display()
             ),
             Self::Io(p, e) => write!(f, "cannot write {}: {e}", p.display()),
@@ -91,20 +110,12 @@ fn check_name(name: &str) -> Result<(), NewError> {
 }
 
 /// The sc-core dependency line (normal, and with the `testing` feature for tests).
-fn sc_core_dependency(path: Option<&Path>) -> (String, String) {
-    match path {
-        Some(p) => {
-            let p = p.display().to_string().replace('\\', "/");
-            (
-                format!("{{ path = {p:?} }}"),
-                format!("{{ path = {p:?}, features = [\"testing\"] }}"),
-            )
-        }
-        None => (
-            "\"0.1\"".to_owned(),
-            "{ version = \"0.1\", features = [\"testing\"] }".to_owned(),
-        ),
-    }
+fn sc_core_dependency(path: &Path) -> (String, String) {
+    let p = path.display().to_string().replace('\\', "/");
+    (
+        format!("{{ path = {p:?} }}"),
+        format!("{{ path = {p:?}, features = [\"testing\"] }}"),
+    )
 }
 
 /// Creates the app; returns its directory.
@@ -119,12 +130,14 @@ pub fn run(args: NewArgs) -> Result<PathBuf, NewError> {
     if dir.exists() {
         return Err(NewError::Exists(dir));
     }
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sc-core");
-    let sc_core = match args.sc_core_path {
-        Some(p) => Some(std::fs::canonicalize(&p).map_err(|e| NewError::Io(p, e))?),
-        None => std::fs::canonicalize(&built_from).ok(),
+    let sc_core = args
+        .sc_core_path
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../sc-core"));
+    let sc_core = match std::fs::canonicalize(&sc_core) {
+        Ok(p) if p.join("Cargo.toml").is_file() => p,
+        _ => return Err(NewError::NoScCore(sc_core)),
     };
-    let (dep, dep_testing) = sc_core_dependency(sc_core.as_deref());
+    let (dep, dep_testing) = sc_core_dependency(&sc_core);
     let crate_name = name.replace('-', "_");
     for (path, template) in FILES {
         let text = template
@@ -154,6 +167,16 @@ mod tests {
             assert!(
                 err.ends_with(|c: char| c.is_alphanumeric() || c == '`'),
                 "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn templates_link_nowhere_that_does_not_exist() {
+        for (path, t) in FILES {
+            assert!(
+                !t.contains("example.invalid"),
+                "{path} links to example.invalid"
             );
         }
     }

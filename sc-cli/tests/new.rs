@@ -1,5 +1,6 @@
 //! `sc new` end to end: the generated app builds and passes its own test (with a path dependency
-//! on this checkout's sc-core); bad names and existing directories get one sentence and exit 2.
+//! on this checkout's sc-core); a bad name gets one sentence and exit 2 (usage), an existing
+//! directory or a missing sc-core one sentence and exit 1 (the request was valid, it failed).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -47,7 +48,7 @@ fn sc_new_creates_an_app_that_builds_and_passes_its_test() {
 
     // Refuses to overwrite.
     let again = sc().arg("new").arg(&app).output().expect("run sc new");
-    assert_eq!(again.status.code(), Some(2));
+    assert_eq!(again.status.code(), Some(1));
     let msg = String::from_utf8_lossy(&again.stderr);
     assert!(msg.contains("already exists"), "{msg}");
 
@@ -74,5 +75,85 @@ fn sc_new_creates_an_app_that_builds_and_passes_its_test() {
         .status()
         .expect("run cargo test in the new app");
     assert!(status.success(), "the generated app's tests failed");
+
+    // Its log, redirected (a pipe, not a terminal), is plain text: no colour codes.
+    let bin = workspace().join("target/sc-new-test/debug/demo-chat");
+    let mut app_process = Command::new(&bin)
+        .current_dir(&app)
+        .env("SC_PORT", "0")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the generated app");
+    let stdout = app_process.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        let done = line.contains("sc listening");
+        log.push(line);
+        if done {
+            break;
+        }
+    }
+    let _ = app_process.kill();
+    let _ = app_process.wait();
+    let log = log.join("\n");
+    assert!(
+        log.contains("sc listening"),
+        "the app logs that it listens: {log}"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes in a redirected log: {log:?}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn an_existing_directory_or_a_missing_sc_core_fails_with_exit_1_and_help_names_no_crate() {
+    let root = std::env::temp_dir().join(format!("sc-new-codes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("taken")).expect("temp dir");
+
+    let taken = sc()
+        .arg("new")
+        .arg(root.join("taken"))
+        .output()
+        .expect("run sc new");
+    assert_eq!(taken.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&taken.stderr);
+    assert!(msg.contains("already exists"), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+
+    // No sc-core to depend on: one sentence naming the option, nothing created.
+    let missing = sc()
+        .arg("new")
+        .arg(root.join("app"))
+        .arg("--sc-core-path")
+        .arg(root.join("no-such-sc-core"))
+        .output()
+        .expect("run sc new");
+    assert_eq!(missing.status.code(), Some(1));
+    let msg = String::from_utf8_lossy(&missing.stderr);
+    assert!(msg.contains("--sc-core-path"), "{msg}");
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    assert!(!root.join("app").exists());
+
+    // sc-core is not published: the help must not promise a fallback to it.
+    let help = sc()
+        .args(["new", "--help"])
+        .output()
+        .expect("run sc new --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(!help.contains("published crate"), "{help}");
+    assert!(help.contains("--sc-core-path"), "{help}");
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -23,11 +23,12 @@ async fn soak_churns_without_errors_and_leaves_nothing_behind() {
             .output()
             .expect("run sc bench soak");
         let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
-        (out.status.success(), line)
+        let summary = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), line, summary)
     })
     .await
     .expect("soak run");
-    let (succeeded, report) = soak;
+    let (succeeded, report, summary) = soak;
     assert!(succeeded, "{report}");
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["errors"], 0, "{report}");
@@ -38,4 +39,5 @@ async fn soak_churns_without_errors_and_leaves_nothing_behind() {
     assert_eq!(report["connections_after"], 0, "{report}");
     assert_eq!(report["subscriptions_after"], 0, "{report}");
     assert!(report["rss_end_kib"].as_u64().is_some(), "{report}");
+    assert!(summary.contains("µs CPU per cycle"), "{summary}");
 }

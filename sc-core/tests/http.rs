@@ -257,6 +257,16 @@ async fn health_connections(addr: std::net::SocketAddr) -> u64 {
     health["connections"].as_u64().expect("connections")
 }
 
+/// A process on its own supervises nothing: it reports `single`, not `master`.
+#[tokio::test]
+async fn health_reports_a_single_process_as_single() {
+    let server = start(testing::builder()).await;
+    let (status, body) = http(server.addr(), &get_req("/health", "")).await;
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(health["role"], "single", "{body}");
+}
+
 #[tokio::test]
 async fn health_and_metrics_move_to_the_admin_address_and_leave_the_public_port() {
     let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));

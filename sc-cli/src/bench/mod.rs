@@ -11,6 +11,12 @@
 //!   disconnect) for the duration; fails on any error, on sockets left behind, and with `--pid`
 //!   when the server's memory does not come back near its start.
 //!
+//! The scenarios need a server that answers `echo` and lets clients subscribe and publish on any
+//! channel (the echo example). The server's first error answer (`UnhandledEventError`,
+//! `InvalidChannelError`, ..) ends the run with that reason ([`wire::Refused`]; `soak` makes
+//! each of its calls once before it starts): those answers are not lost messages, and nothing
+//! measured on such a server would mean anything.
+//!
 //! Messages carry their send time (`{"t":µs since the epoch,"p":padding}`), so latency is measured
 //! by the receiver on the same clock. The instrument reports its own CPU use; with `--pid` it also
 //! reports the server's CPU time per message and memory per socket.
@@ -26,12 +32,13 @@ use serde_json::{json, Value};
 
 mod soak;
 mod wire;
-use wire::{Frame, Wire};
+use wire::{Frame, Refused, Wire};
 
 /// Arguments of `sc bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Server URL.
+    /// Server URL: a server with an `echo` handler and open channels, e.g. the echo example
+    /// (`cargo run --release -p echo`).
     #[arg(
         long,
         global = true,
@@ -305,6 +312,15 @@ fn rss_kib(pid: u32) -> Option<u64> {
     Some(own + children)
 }
 
+/// The human summary's "; server N µs CPU per <what>" (with `--pid`; empty without it, or
+/// when nothing was counted).
+fn server_cpu_per(server_cpu_s: Option<f64>, count: u64, what: &str) -> String {
+    match server_cpu_s {
+        Some(s) if count > 0 => format!("; server {:.2} µs CPU per {what}", s * 1e6 / count as f64),
+        _ => String::new(),
+    }
+}
+
 /// Measures this process's and the server's CPU over a phase.
 struct CpuMeter {
     wall: Instant,
@@ -370,7 +386,7 @@ async fn connect(ctx: &Ctx, n: usize, rate: f64, hold: Duration) -> Result<Value
             tokio::pin!(stopped);
             loop {
                 tokio::select! {
-                    f = wire.next_frame() => match f {
+                    f = wire.next_frame("#handshake") => match f {
                         Some(Ok(_)) => {}
                         Some(Err(_)) | None => {
                             dropped.fetch_add(1, Ordering::Relaxed);
@@ -413,13 +429,14 @@ async fn connect(ctx: &Ctx, n: usize, rate: f64, hold: Duration) -> Result<Value
     }
     let rate_achieved = connected as f64 / elapsed;
     eprintln!(
-        "connect: {} sockets in {:.2} s ({:.0}/s), {} failed, {dropped} dropped while held; handshake p50 {:.2} ms, p99 {:.2} ms{}",
+        "connect: {} sockets in {:.2} s ({:.0}/s), {} failed, {dropped} dropped while held; handshake p50 {:.2} ms, p99 {:.2} ms{}{}",
         connected,
         elapsed,
         rate_achieved,
         failed,
         hist.value_at_quantile(0.5) as f64 / 1000.0,
         hist.value_at_quantile(0.99) as f64 / 1000.0,
+        server_cpu_per(server_cpu, connected as u64, "handshake"),
         per_socket
             .map(|b| format!("; server RSS {:.1} KB per socket", b / 1000.0))
             .unwrap_or_default()
@@ -435,6 +452,7 @@ async fn connect(ctx: &Ctx, n: usize, rate: f64, hold: Duration) -> Result<Value
         "server_rss_bytes_per_socket": per_socket,
         "bench_cpu_percent": own_cpu.round(),
         "server_cpu_s": server_cpu,
+        "server_cpu_us_per_handshake": server_cpu.filter(|_| connected > 0).map(|s| (s * 1e6 / connected as f64 * 100.0).round() / 100.0),
     }))
 }
 
@@ -475,7 +493,7 @@ async fn fanout(
                 let mut n = 0u64;
                 loop {
                     let frame = tokio::select! {
-                        f = wire.next_frame() => f,
+                        f = wire.next_frame("#subscribe") => f,
                         _ = stop.changed() => break,
                     };
                     match frame {
@@ -499,6 +517,8 @@ async fn fanout(
     // Acknowledged publishes per channel: each receiver must get exactly its channel's count.
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..channels).map(|_| AtomicU64::new(0)).collect());
     let failures = Arc::new(AtomicU64::new(0));
+    // The first error the server answers a publish with: it ends the run (see `Refused`).
+    let refusal = Arc::new(std::sync::OnceLock::<Box<Refused>>::new());
     let meter = CpuMeter::start(ctx.pid);
     let started = Instant::now();
     let deadline = started + ctx.duration;
@@ -512,6 +532,7 @@ async fn fanout(
         let pad = pad.clone();
         let acked = acked.clone();
         let failures = failures.clone();
+        let refusal = refusal.clone();
         senders.push(tokio::spawn(async move {
             let mut i = p;
             let mut n = 0u64;
@@ -545,17 +566,18 @@ async fn fanout(
                     break;
                 }
                 // A server that never acknowledges must not hang the run.
-                let frame = tokio::time::timeout(Duration::from_secs(10), wire.next_frame()).await;
+                let frame =
+                    tokio::time::timeout(Duration::from_secs(10), wire.next_frame("#publish"))
+                        .await;
                 match frame {
-                    Ok(Some(Ok(Frame::Response(_, error)))) => {
-                        let Some(channel) = outstanding.pop_front() else {
-                            continue;
-                        };
-                        if error {
-                            failures.fetch_add(1, Ordering::Relaxed);
-                        } else {
+                    Ok(Some(Ok(Frame::Response(_, None)))) => {
+                        if let Some(channel) = outstanding.pop_front() {
                             acked[channel].fetch_add(1, Ordering::Relaxed);
                         }
+                    }
+                    Ok(Some(Ok(Frame::Response(_, Some(refused))))) => {
+                        let _ = refusal.set(refused);
+                        return;
                     }
                     Ok(Some(Ok(_))) => {}
                     Ok(Some(Err(_)) | None) | Err(_) => {
@@ -569,6 +591,10 @@ async fn fanout(
     }
     for s in senders {
         let _ = s.await;
+    }
+    if let Some(refused) = refusal.get() {
+        let _ = stop_tx.send(true);
+        return Err(refused.to_string().into());
     }
     let publish_secs = started.elapsed().as_secs_f64();
     let published: u64 = acked.iter().map(|a| a.load(Ordering::Relaxed)).sum();
@@ -618,10 +644,7 @@ async fn fanout(
         hist.value_at_quantile(0.9) as f64 / 1000.0,
         hist.value_at_quantile(0.99) as f64 / 1000.0,
         hist.max() as f64 / 1000.0,
-        server_cpu
-            .filter(|_| delivered > 0)
-            .map(|s| format!("; server {:.2} µs CPU per delivery", s * 1e6 / delivered as f64))
-            .unwrap_or_default()
+        server_cpu_per(server_cpu, delivered, "delivery"),
     );
     Ok(json!({
         "scenario": scenario,
@@ -653,7 +676,8 @@ async fn rpc(ctx: &Ctx, sockets: usize, inflight: usize) -> Result<Value, BoxErr
         let pad = pad.clone();
         tasks.push(tokio::spawn(async move {
             let mut hist = histogram();
-            let mut failed = 0u64;
+            // Calls unanswered when the connection ends (an error answer ends the run instead).
+            let lost = |outstanding: &std::collections::VecDeque<_>| outstanding.len() as u64;
             // Answers come in order (one socket's calls are handled in order), so the oldest
             // outstanding call is nearly always the one answered.
             let mut outstanding: std::collections::VecDeque<(u64, Instant)> =
@@ -666,40 +690,40 @@ async fn rpc(ctx: &Ctx, sockets: usize, inflight: usize) -> Result<Value, BoxErr
                 while outstanding.len() < inflight && now < deadline {
                     match wire.feed_invoke("echo", t, &pad, None).await {
                         Ok(cid) => outstanding.push_back((cid, now)),
-                        Err(_) => return (hist, failed + outstanding.len() as u64),
+                        Err(_) => return Ok((hist, lost(&outstanding))),
                     }
                 }
                 if outstanding.is_empty() {
                     break;
                 }
-                match wire.next_frame().await {
-                    Some(Ok(Frame::Response(rid, error))) => {
+                match wire.next_frame("echo").await {
+                    Some(Ok(Frame::Response(rid, None))) => {
                         let Some(at) = outstanding.iter().position(|(cid, _)| *cid == rid) else {
                             continue;
                         };
-                        let Some((_, t0)) = outstanding.remove(at) else {
-                            continue;
-                        };
-                        if error {
-                            failed += 1;
-                        } else {
+                        if let Some((_, t0)) = outstanding.remove(at) {
                             let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
                         }
                     }
+                    Some(Ok(Frame::Response(_, Some(refused)))) => return Err(refused),
                     Some(Ok(_)) => {}
-                    Some(Err(_)) | None => return (hist, failed + outstanding.len() as u64),
+                    Some(Err(_)) | None => return Ok((hist, lost(&outstanding))),
                 }
             }
             wire.close().await;
-            (hist, failed)
+            Ok((hist, 0))
         }));
     }
     let mut hist = histogram();
     let mut failed = 0u64;
     for t in tasks {
-        if let Ok((h, f)) = t.await {
-            let _ = hist.add(h);
-            failed += f;
+        match t.await {
+            Ok(Ok((h, f))) => {
+                let _ = hist.add(h);
+                failed += f;
+            }
+            Ok(Err(refused)) => return Err(refused.to_string().into()),
+            Err(_) => {}
         }
     }
     let secs = started.elapsed().as_secs_f64();
@@ -707,9 +731,10 @@ async fn rpc(ctx: &Ctx, sockets: usize, inflight: usize) -> Result<Value, BoxErr
     let acks = hist.len();
     let per_s = acks as f64 / secs;
     eprintln!(
-        "rpc: {sockets} sockets x {inflight} in flight: {acks} acks in {secs:.2} s ({per_s:.0}/s), {failed} failed; latency p50 {:.2} ms p99 {:.2} ms; bench CPU {own_cpu:.0}%",
+        "rpc: {sockets} sockets x {inflight} in flight: {acks} acks in {secs:.2} s ({per_s:.0}/s), {failed} failed; latency p50 {:.2} ms p99 {:.2} ms; bench CPU {own_cpu:.0}%{}",
         hist.value_at_quantile(0.5) as f64 / 1000.0,
         hist.value_at_quantile(0.99) as f64 / 1000.0,
+        server_cpu_per(server_cpu, acks, "ack"),
     );
     Ok(json!({
         "scenario": "rpc",

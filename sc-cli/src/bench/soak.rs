@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sc_core::client::{Client, Subscription};
 use serde_json::{json, Value};
 
+use super::wire::Wire;
 use super::{options, padding, rss_kib, BoxError, CpuMeter, Ctx};
 
 /// Counters of the soak, shared by every churning client.
@@ -42,12 +43,29 @@ impl Rng {
     }
 }
 
+/// Makes each call of a cycle once over a raw connection: any error answer is the server's
+/// [`Refused`](super::wire::Refused).
+async fn probe(url: &str) -> Result<(), BoxError> {
+    let mut wire = Wire::connect(url).await?;
+    wire.subscribe("soak/0").await?;
+    wire.call("#publish", json!({"channel": "soak/probe", "data": {}}))
+        .await?;
+    wire.call("echo", json!({})).await?;
+    wire.close().await;
+    Ok(())
+}
+
 pub(super) async fn soak(
     ctx: &Ctx,
     clients: usize,
     channels: usize,
     (slack, growth): (u64, u64),
 ) -> Result<Value, BoxError> {
+    // A server that refuses the cycle's calls stops the soak at once with its reason, rather
+    // than failing every cycle for the whole duration.
+    for url in &ctx.urls {
+        probe(url).await?;
+    }
     let rss_start = ctx.pid.and_then(rss_kib);
     let warm_at = Instant::now() + ctx.duration / 4;
     let warm = Arc::new(AtomicU64::new(0));
@@ -158,7 +176,7 @@ pub(super) async fn soak(
     }
     let cycles = stats.cycles.load(Ordering::Relaxed);
     eprintln!(
-        "soak: {clients} clients, {cycles} cycles, {} publishes read back, {} invokes, {errors} errors; server RSS start {:?} KiB, a quarter in {:?} KiB, last under load {:?} KiB, peak {} KiB, after {:?} KiB; sc bench CPU {own_cpu_pct:.0}%",
+        "soak: {clients} clients, {cycles} cycles, {} publishes read back, {} invokes, {errors} errors; server RSS start {:?} KiB, a quarter in {:?} KiB, last under load {:?} KiB, peak {} KiB, after {:?} KiB; sc bench CPU {own_cpu_pct:.0}%{}",
         stats.publishes.load(Ordering::Relaxed),
         stats.invokes.load(Ordering::Relaxed),
         rss_start,
@@ -166,6 +184,7 @@ pub(super) async fn soak(
         rss_late,
         peak.load(Ordering::Relaxed),
         rss_end,
+        super::server_cpu_per(server_cpu, cycles, "cycle"),
     );
     Ok(json!({
         "scenario": "soak",

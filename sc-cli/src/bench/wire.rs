@@ -22,6 +22,47 @@ use super::BoxError;
 /// Bytes read per read call: enough for dozens of frames at full rate.
 const READ_BUFFER_SIZE: usize = 8 * 1024;
 
+/// The server answered a call with an error: the scenario cannot measure anything on this server
+/// (no handler for the event, a channel it does not allow, a limit), so the run stops with the
+/// server's reason rather than counting its answers as lost messages.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    /// The event the server refused (`echo`, `#subscribe`, `#publish`).
+    pub(crate) event: String,
+    /// The error's name (`UnhandledEventError`, `InvalidChannelError`, ..).
+    pub(crate) name: String,
+    pub(crate) message: String,
+}
+
+impl Refused {
+    fn from_error(event: &str, error: &Value) -> Self {
+        let field = |k: &str| match &error[k] {
+            Value::String(s) => s.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        Self {
+            event: event.to_owned(),
+            name: field("name"),
+            message: field("message"),
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the server refused `{}`: {}: {}. The scenarios need a server that answers `echo` and \
+             lets clients subscribe and publish on any channel, e.g. the echo example \
+             (`cargo run --release -p echo`, on port 8000)",
+            self.event, self.name, self.message
+        )
+    }
+}
+
+impl std::error::Error for Refused {}
+
 /// One raw connection that completed `#handshake`.
 pub(crate) struct Wire {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
@@ -33,8 +74,8 @@ pub(crate) struct Wire {
 pub(crate) enum Frame {
     /// A `#publish` delivery; its message's `t` (send time, µs) when present.
     Publish(Option<u64>),
-    /// A response: its `rid`, and whether it carries an error.
-    Response(u64, bool),
+    /// A response: its `rid`, and the server's error when it carries one.
+    Response(u64, Option<Box<Refused>>),
     /// Anything else (pings are answered and never returned).
     Other,
 }
@@ -70,7 +111,7 @@ impl Wire {
             };
             if reply["rid"] == json!(cid) {
                 if let Some(error) = reply.get("error").filter(|e| !e.is_null()) {
-                    return Err(format!("{event} failed: {error}").into());
+                    return Err(Refused::from_error(event, error).into());
                 }
                 return Ok(reply["data"].clone());
             }
@@ -121,12 +162,13 @@ impl Wire {
     }
 
     /// The next frame, classified; `None` once closed. Flushes queued writes before waiting.
-    pub(crate) async fn next_frame(&mut self) -> Option<Result<Frame, BoxError>> {
+    /// `event` names what this connection invokes, for the refusal an error response becomes.
+    pub(crate) async fn next_frame(&mut self, event: &str) -> Option<Result<Frame, BoxError>> {
         let text = match self.next_text().await? {
             Ok(t) => t,
             Err(e) => return Some(Err(e)),
         };
-        Some(Ok(classify(&text)))
+        Some(Ok(classify(&text, event)))
     }
 
     /// The next non-ping text frame. Pings are answered here; queued writes are flushed before
@@ -204,16 +246,23 @@ async fn tcp_connect(url: &str) -> Result<TcpStream, BoxError> {
     Ok(stream)
 }
 
-/// Classifies a frame by its text, without parsing JSON.
-fn classify(text: &str) -> Frame {
+/// Classifies a frame by its text, without parsing JSON (but for an error response, which
+/// ends the run).
+fn classify(text: &str, event: &str) -> Frame {
     if let Some(digits) = text.strip_prefix("{\"rid\":") {
         let end = digits
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(digits.len());
-        return match digits[..end].parse() {
-            Ok(rid) => Frame::Response(rid, text.contains("\"error\":")),
-            Err(_) => Frame::Other,
+        let Ok(rid) = digits[..end].parse() else {
+            return Frame::Other;
         };
+        if !text.contains("\"error\":") {
+            return Frame::Response(rid, None);
+        }
+        let error = serde_json::from_str::<Value>(text)
+            .map(|reply| reply["error"].clone())
+            .unwrap_or(Value::Null);
+        return Frame::Response(rid, Some(Box::new(Refused::from_error(event, &error))));
     }
     if text.starts_with("{\"event\":\"#publish\"") {
         return Frame::Publish(number_after(text, "\"t\":"));
@@ -238,21 +287,31 @@ mod tests {
     fn frames_are_classified_from_their_text() {
         let publish = r##"{"event":"#publish","data":{"channel":"bench/1/0","data":{"t":1764000000123456,"p":"xx"}}}"##;
         assert!(matches!(
-            classify(publish),
+            classify(publish, "echo"),
             Frame::Publish(Some(1764000000123456))
         ));
         assert!(matches!(
-            classify(r#"{"rid":42,"data":{"t":1,"p":""}}"#),
-            Frame::Response(42, false)
+            classify(r#"{"rid":42,"data":{"t":1,"p":""}}"#, "echo"),
+            Frame::Response(42, None)
         ));
+        let Frame::Response(7, Some(refused)) = classify(
+            r#"{"rid":7,"error":{"name":"UnhandledEventError","message":"m"}}"#,
+            "echo",
+        ) else {
+            panic!("an error response is a refusal");
+        };
+        assert_eq!(
+            (
+                refused.event.as_str(),
+                refused.name.as_str(),
+                refused.message.as_str()
+            ),
+            ("echo", "UnhandledEventError", "m")
+        );
         assert!(matches!(
-            classify(r#"{"rid":7,"error":{"name":"E","message":"m"}}"#),
-            Frame::Response(7, true)
-        ));
-        assert!(matches!(
-            classify(r##"{"event":"#kickOut"}"##),
+            classify(r##"{"event":"#kickOut"}"##, "echo"),
             Frame::Other
         ));
-        assert!(matches!(classify("{\"rid\":x}"), Frame::Other));
+        assert!(matches!(classify("{\"rid\":x}", "echo"), Frame::Other));
     }
 }

@@ -106,6 +106,7 @@ impl Builder {
                     if let Some(f) = on_listening {
                         f(server.local_addr());
                     }
+                    let role = crate::server::SINGLE_ROLE;
                     tracing::info!(addr = ?server.listening_on(), %role, "sc listening");
                     server.serve_until(shutdown_signal()).await
                 })

@@ -46,11 +46,14 @@ use crate::socket::{Shared, Socket};
 /// How `/metrics` asks for the whole cluster's counters.
 pub(crate) type ClusterMetrics = Arc<dyn Fn() -> BoxFuture<'static, Option<String>> + Send + Sync>;
 
+/// The role a process on its own reports (`/health`, its log): it supervises nothing.
+pub(crate) const SINGLE_ROLE: &str = "single";
+
 /// What the process model decided about this process before it binds (defaults: one process on
 /// its own).
 #[derive(Default)]
 pub(crate) struct Placement {
-    /// `/health`'s role; `None`: `master`.
+    /// `/health`'s role; `None`: [`SINGLE_ROLE`].
     pub(crate) role: Option<String>,
     /// The auth secret the master hands every worker, so a token signed by one verifies on all.
     pub(crate) cluster_secret: Option<AuthKey>,
@@ -260,7 +263,7 @@ impl Builder {
         let state = Arc::new(ServerState {
             ctx,
             origins,
-            role: self.placement.role.unwrap_or_else(|| "master".to_owned()),
+            role: self.placement.role.unwrap_or(SINGLE_ROLE.into()),
             cluster_metrics: self.placement.cluster_metrics,
         });
         let router = routes::build(state.clone(), self.router, self.serve_dir);

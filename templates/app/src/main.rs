@@ -6,6 +6,8 @@ fn main() -> sc_core::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        // Colours on a terminal only: a log redirected to a file stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let public = std::env::var("SC_PUBLIC_DIR").unwrap_or_else(|_| "public".into());
     sc_core::SocketCluster::builder()
