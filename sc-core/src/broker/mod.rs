@@ -14,6 +14,7 @@
 //!   key-value store on Redis.
 
 pub mod cluster;
+pub mod history;
 pub mod kv;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -38,6 +39,7 @@ use serde_json::Value;
 pub use futures_util::future::BoxFuture;
 
 pub use cluster::ClusterBroker;
+pub use history::{HistoryPolicy, HistorySince, Position};
 pub use kv::{KvOp, KvStore};
 #[cfg(feature = "redis")]
 pub use redis::Redis;
@@ -53,9 +55,11 @@ pub use redis::Redis;
 pub struct Publication {
     /// The channel.
     pub channel: Arc<str>,
-    /// `{"event":"#publish","data":{"channel":..,"data":..}}`, ready to write.
+    /// `{"event":"#publish","data":{"channel":..,"data":..}}`, ready to write (with `"offset"`
+    /// and `"epoch"` after `data` on a channel with history: see [`history`]).
     pub frame: Utf8Bytes,
     data: OnceLock<Option<Value>>,
+    position: Option<Position>,
 }
 
 impl Publication {
@@ -68,6 +72,7 @@ impl Publication {
             channel,
             frame: frame.into(),
             data: OnceLock::from(data),
+            position: None,
         })
     }
 
@@ -81,7 +86,51 @@ impl Publication {
             channel: channel.into(),
             frame,
             data: OnceLock::new(),
+            position: None,
         }
+    }
+
+    /// An already-encoded positioned publication (as received from a broker process or Redis):
+    /// `frame` must already carry `position` (see [`with_position`](Self::with_position)).
+    pub fn from_positioned_frame(
+        channel: impl Into<Arc<str>>,
+        frame: Utf8Bytes,
+        position: Position,
+    ) -> Self {
+        Self {
+            position: Some(position),
+            ..Self::from_frame(channel, frame)
+        }
+    }
+
+    /// Its position in the channel's history (`None` on a channel without history).
+    pub fn position(&self) -> Option<&Position> {
+        self.position.as_ref()
+    }
+
+    /// The same publication at `position`: its frame gets `"offset"` and `"epoch"` after
+    /// `data` (spliced in before the frame's closing `}}`, without parsing it again).
+    pub fn with_position(&self, position: Position) -> Result<Self, BrokerError> {
+        let frame = self.frame.as_str();
+        let head = frame
+            .strip_suffix("}}")
+            .ok_or_else(|| BrokerError::Encode("a #publish frame must end with }}".into()))?;
+        let epoch = serde_json::to_string(&position.epoch)
+            .map_err(|e| BrokerError::Encode(e.to_string()))?;
+        let spliced = format!(
+            "{head},\"offset\":{},\"epoch\":{epoch}}}}}",
+            position.offset
+        );
+        let data = OnceLock::new();
+        if let Some(d) = self.data.get() {
+            let _ = data.set(d.clone());
+        }
+        Ok(Self {
+            channel: self.channel.clone(),
+            frame: spliced.into(),
+            data,
+            position: Some(position),
+        })
     }
 
     /// The published data (`None`: published without data). Parsed from the frame on first use
@@ -168,6 +217,29 @@ pub trait BrokerEngine: Send + Sync + 'static {
     /// Publishes to every worker subscribed to the channel (this one included). Completes when the
     /// engine accepted the message; the in-process engine also completes local delivery first.
     fn publish(&self, publication: Arc<Publication>) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Publishes on a channel with history: the engine gives the publication the channel's next
+    /// [`Position`] ([`Publication::with_position`]), keeps it under `policy`, and delivers it
+    /// (positioned) to every worker subscribed, like [`publish`](Self::publish). Engines without
+    /// history answer [`BrokerError::Unsupported`].
+    fn publish_with_history(
+        &self,
+        publication: Arc<Publication>,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'_, Result<Position, BrokerError>> {
+        let _ = (publication, policy);
+        Box::pin(async { Err(BrokerError::Unsupported("channel history")) })
+    }
+    /// The channel's kept publications after `since` (every kept one for `None`), and its latest
+    /// position: see [`HistorySince`].
+    fn history(
+        &self,
+        channel: &str,
+        since: Option<Position>,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'_, Result<HistorySince, BrokerError>> {
+        let _ = (channel, since, policy);
+        Box::pin(async { Err(BrokerError::Unsupported("channel history")) })
+    }
     /// Runs one operation on the cluster-wide key-value store (see [`KvOp`] for each operation's
     /// result). Engines without a store answer [`BrokerError::Unsupported`].
     fn kv(&self, op: KvOp) -> BoxFuture<'_, Result<Value, BrokerError>> {
@@ -195,6 +267,21 @@ impl<T: BrokerEngine + ?Sized> BrokerEngine for Arc<T> {
     }
     fn publish(&self, publication: Arc<Publication>) -> BoxFuture<'_, Result<(), BrokerError>> {
         (**self).publish(publication)
+    }
+    fn publish_with_history(
+        &self,
+        publication: Arc<Publication>,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'_, Result<Position, BrokerError>> {
+        (**self).publish_with_history(publication, policy)
+    }
+    fn history(
+        &self,
+        channel: &str,
+        since: Option<Position>,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'_, Result<HistorySince, BrokerError>> {
+        (**self).history(channel, since, policy)
     }
     fn kv(&self, op: KvOp) -> BoxFuture<'_, Result<Value, BrokerError>> {
         (**self).kv(op)
@@ -310,5 +397,28 @@ mod tests {
         }
         let broken = Publication::from_frame("ch", Utf8Bytes::from("not json"));
         assert_eq!(broken.data(), None);
+    }
+
+    #[test]
+    fn a_position_is_spliced_into_the_frame_and_the_data_stays() {
+        for data in [None, Some(json!({"text": "}}\"", "n": 1}))] {
+            let plain = Publication::new("rooms/1", data.clone()).expect("encodes");
+            let position = Position {
+                offset: 7,
+                epoch: "e\"1".into(),
+            };
+            let positioned = plain.with_position(position.clone()).expect("splices");
+            let frame: Value = serde_json::from_str(positioned.frame.as_str()).expect("json");
+            assert_eq!(frame["event"], "#publish");
+            assert_eq!(frame["data"]["channel"], "rooms/1");
+            assert_eq!(frame["data"]["offset"], 7);
+            assert_eq!(frame["data"]["epoch"], "e\"1");
+            assert_eq!(frame["data"].get("data"), data.as_ref());
+            assert_eq!(positioned.position(), Some(&position));
+            assert_eq!(positioned.data(), data.as_ref());
+            let received =
+                Publication::from_positioned_frame("rooms/1", positioned.frame.clone(), position);
+            assert_eq!(received.data(), data.as_ref());
+        }
     }
 }
