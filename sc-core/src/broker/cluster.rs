@@ -55,8 +55,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
+use serde::Deserialize;
+
+use super::history::{HistoryPolicy, HistorySince, Position};
 use super::kv::KvOp;
-use super::wire::{BrokerCodec, Frame, VERSION};
+use super::wire::{BrokerCodec, Frame, HistoryQuery, VERSION};
 use super::{BoxFuture, BrokerEngine, BrokerError, DeliverySink, Publication};
 
 /// The hash that shards names over brokers: Java's `String.hashCode` over the name's UTF-16 code
@@ -269,6 +272,17 @@ impl ClusterBroker {
         Err(error)
     }
 
+    /// One request to the broker that owns `name`, within the request timeout.
+    async fn ask(
+        &self,
+        name: &str,
+        frame: impl FnOnce(u64) -> Frame,
+    ) -> Result<Value, BrokerError> {
+        let link = self.link_for(name)?;
+        link.request(frame, self.inner.options.request_timeout)
+            .await
+    }
+
     async fn kv_at(&self, op: KvOp) -> Result<Value, BrokerError> {
         let links = &self.inner.links;
         let timeout = self.inner.options.request_timeout;
@@ -369,17 +383,49 @@ impl BrokerEngine for ClusterBroker {
 
     fn publish(&self, publication: Arc<Publication>) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
-            let link = self.link_for(&publication.channel)?;
-            link.request(
-                |id| Frame::Publish {
-                    id,
-                    channel: publication.channel.clone(),
-                    frame: publication.frame.clone(),
-                },
-                self.inner.options.request_timeout,
-            )
+            let (channel, frame) = (publication.channel.clone(), publication.frame.clone());
+            self.ask(&publication.channel, |id| Frame::Publish {
+                id,
+                channel,
+                frame,
+            })
             .await
             .map(drop)
+        })
+    }
+
+    fn publish_with_history(
+        &self,
+        publication: Arc<Publication>,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'_, Result<Position, BrokerError>> {
+        Box::pin(async move {
+            let (channel, frame) = (publication.channel.clone(), publication.frame.clone());
+            let answer = self
+                .ask(&publication.channel, |id| Frame::PublishWithHistory {
+                    id,
+                    policy,
+                    channel,
+                    frame,
+                })
+                .await?;
+            Position::deserialize(&answer).map_err(|e| BrokerError::Decode(e.to_string()))
+        })
+    }
+
+    fn history(
+        &self,
+        channel: &str,
+        since: Option<Position>,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'_, Result<HistorySince, BrokerError>> {
+        let query = HistoryQuery::new(channel, since, policy);
+        let channel: Arc<str> = channel.into();
+        Box::pin(async move {
+            let answer = self
+                .ask(&channel, |id| Frame::HistoryRequest { id, query })
+                .await?;
+            HistoryQuery::decode_answer(channel, answer)
         })
     }
 
@@ -654,6 +700,15 @@ async fn read_loop(
             Ok(Frame::Deliver { channel, frame }) => {
                 let publication = Arc::new(Publication::from_frame(channel, frame));
                 // Fails only when the sink is gone: nobody to deliver to.
+                let _ = deliveries.send(publication).await;
+            }
+            Ok(Frame::DeliverAt {
+                position,
+                channel,
+                frame,
+            }) => {
+                let publication =
+                    Arc::new(Publication::from_positioned_frame(channel, frame, position));
                 let _ = deliveries.send(publication).await;
             }
             Ok(Frame::Ack { id }) => link.resolve(id, Ok(Value::Null)),

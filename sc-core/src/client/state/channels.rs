@@ -323,6 +323,16 @@ impl State {
                 if *last_epoch == epoch && offset <= *last {
                     return;
                 }
+                // The history was lost (a broker restarted) and the new epoch's first
+                // publications went by: nobody can tell the app what it missed.
+                if *last_epoch != epoch && offset > 1 {
+                    emit(
+                        &self.events,
+                        ClientEvent::NotRecovered {
+                            channel: name.clone(),
+                        },
+                    );
+                }
             }
             ch.position = Some((offset, epoch));
         }
@@ -566,6 +576,18 @@ mod tests {
         rig.feed(&publish(9, "e2"));
         rig.feed(&publish(10, "e2"));
         assert_eq!(sub.rx.try_recv().ok(), Some(json!(10)));
+        rig.events();
+        // A live publication of a new epoch past its first: a gap nobody can fill.
+        rig.feed(&publish(3, "e3"));
+        assert_eq!(sub.rx.try_recv().ok(), Some(json!(3)));
+        assert!(rig.events().contains(&ClientEvent::NotRecovered {
+            channel: "room".into()
+        }));
+        rig.feed(&publish(1, "e4"));
+        assert!(
+            rig.events().is_empty(),
+            "a new epoch from its start misses nothing"
+        );
     }
 
     #[test]
