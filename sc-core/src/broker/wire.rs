@@ -113,7 +113,10 @@ impl HistoryQuery {
             serde_json::from_value(answer).map_err(|e| BrokerError::Decode(e.to_string()))?;
         let top = answer.top;
         let publications = answer.frames.map(|frames| {
-            let first = (top.offset + 1).saturating_sub(frames.len() as u64);
+            let first = top
+                .offset
+                .saturating_add(1)
+                .saturating_sub(frames.len() as u64);
             (first..)
                 .zip(frames)
                 .map(|(offset, frame)| {
