@@ -158,7 +158,10 @@ async fn the_ack_carries_the_top_and_handlers_read_history() {
         .map(|p| p.data().cloned().unwrap_or(Value::Null))
         .collect();
     assert_eq!(kept, [json!(3), json!(4)]);
-    let too_old = Position { offset: 0, epoch };
+    let too_old = Position {
+        offset: 0,
+        epoch: epoch.clone(),
+    };
     assert!(exchange
         .history("feed/3", Some(too_old))
         .await
@@ -170,4 +173,22 @@ async fn the_ack_carries_the_top_and_handlers_read_history() {
         "no history declared"
     );
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_history_of_zero_publications_fails_at_startup() {
+    let app = App::new().channel_contract(
+        ChannelContract::new("feed/{id}").history(HistoryPolicy::new(0, Duration::from_secs(1))),
+    );
+    let error = testing::builder()
+        .app(app)
+        .bind()
+        .await
+        .expect_err("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("keeps a history of 0 publications"),
+        "{error}"
+    );
 }
