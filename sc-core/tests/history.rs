@@ -93,6 +93,8 @@ async fn a_cut_subscriber_gets_every_number_once_in_order() {
     }
     assert!(reconnects >= 3, "{reconnects} reconnects");
     assert_eq!(not_recovered, 0);
+    assert_eq!(sub.not_recovered(), 0);
+    assert_eq!(sub.position().map(|(offset, _)| offset), Some(total));
     server.stop().await;
 }
 
@@ -124,6 +126,8 @@ async fn a_gap_bigger_than_the_history_is_not_recovered_and_nothing_partial_is_s
     publisher.publish("feed/2", &22).await.expect("published");
     // Nothing of the gap (17..=21 are still kept): the next one is live.
     assert_eq!(next(&mut sub).await, json!(22));
+    assert_eq!(sub.not_recovered(), 1);
+    assert_eq!(sub.position().map(|(offset, _)| offset), Some(22));
     server.stop().await;
 }
 
