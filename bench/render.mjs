@@ -73,6 +73,17 @@ dep('single process (in-process broker)', single);
 dep('2 workers + 1 broker process', cluster);
 dep('2 nodes through Redis (subscribers split)', redis);
 lines.push('');
+const history = get('fanout-max-history', 'sc');
+if (single && history) {
+  const a = single.server_cpu_us_per_delivery;
+  const b = history.server_cpu_us_per_delivery;
+  const extra = a && b ? (b / a - 1) * 100 : null;
+  lines.push('## History (fan-out, 1000 subscribers, every channel keeping 100 publications)', '');
+  lines.push('| | deliveries/s | server µs CPU per delivery | p99 ms |', '|---|---|---|---|');
+  lines.push(`| without history | ${fmt(single.deliveries_per_s)} | ${fmt(a, 2)} | ${fmt(single.latency_ms?.p99, 1)} |`);
+  lines.push(`| SC_HISTORY_SIZE=100 | ${fmt(history.deliveries_per_s)} | ${fmt(b, 2)} | ${fmt(history.latency_ms?.p99, 1)} |`);
+  lines.push('', `History adds ${extra == null ? 'n/a' : `${fmt(extra, 0)}%`} server CPU per delivery (target: at most 20%).`, '');
+}
 for (const r of rows) {
   lines.push(`<details><summary>${r.name} (${r.result.label})</summary>\n\n\`\`\`json\n${JSON.stringify(r.result)}\n\`\`\`\n</details>`);
 }

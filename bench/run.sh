@@ -87,6 +87,12 @@ for peer in sc node; do
   start "$peer"; bench idle-memory "$peer" "--pid $SERVER_PID" connect --sockets "$IDLE_SOCKETS" --hold 3; stop
 done
 
+# History (issue 17): the same fan-out with every channel keeping its last 100 publications
+# (each delivery carries its position); compared on server CPU per delivery.
+start sc SC_HISTORY_SIZE=100 SC_HISTORY_TTL=300
+bench fanout-max-history sc "--pid $SERVER_PID" fanout --subscribers 1000
+stop
+
 # The process model: the same fan-out with 2 workers and 1 broker.
 start sc SC_WORKERS=2 SC_BROKERS=1
 bench fanout-max-cluster sc "" fanout --subscribers 1000
