@@ -10,6 +10,7 @@ pub use crate::app::handler::{
 };
 pub use crate::app::middleware::{Decision, IntoDecision, MiddlewareKind};
 pub use crate::app::{App, Source};
+pub use crate::broker::history::HistoryPolicy;
 pub use crate::channel::{captures, parse_capture, CaptureValue, TypedChannel};
 pub use crate::protocol::ScError;
 pub use crate::pubsub::exchange::ChannelTarget;

@@ -139,6 +139,11 @@ pub struct Config {
     /// instance (`SC_REDIS_QUEUE_BYTES`, default 64 MiB); messages beyond it are dropped and
     /// logged.
     pub redis_queue_bytes: usize,
+    /// Publications kept per channel on every channel no declared pattern covers
+    /// (`SC_HISTORY_SIZE`, default 0: no history); see `ChannelContract::history`.
+    pub history_size: usize,
+    /// How long each of them is kept (`SC_HISTORY_TTL`, in seconds, default 300).
+    pub history_ttl: Duration,
 }
 
 impl Default for Config {
@@ -190,6 +195,8 @@ impl Default for Config {
             balancer_idle_timeout: Duration::from_millis(60_000),
             broker_queue_bytes: 64 * 1024 * 1024,
             redis_queue_bytes: 64 * 1024 * 1024,
+            history_size: 0,
+            history_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -354,6 +361,9 @@ impl Config {
         env!("SC_BALANCER_IDLE_TIMEOUT", ms, self.balancer_idle_timeout);
         env!("SC_BROKER_QUEUE_BYTES", parse, self.broker_queue_bytes);
         env!("SC_REDIS_QUEUE_BYTES", parse, self.redis_queue_bytes);
+        env!("SC_HISTORY_SIZE", parse, self.history_size);
+        let secs = |n: &str, r: &str| parse::<u64>(n, r).map(Duration::from_secs);
+        env!("SC_HISTORY_TTL", secs, self.history_ttl);
         Ok(())
     }
 
@@ -364,6 +374,12 @@ impl Config {
                 "path {:?} must start with '/'",
                 self.path
             )));
+        }
+        if self.history_size > 0 && self.history_ttl.is_zero() {
+            return Err(ConfigError(
+                "history_ttl (SC_HISTORY_TTL) must be at least 1 second when history_size is set"
+                    .into(),
+            ));
         }
         if !self.ping_timeout_disabled && self.ping_interval.is_zero() {
             return Err(ConfigError("ping_interval must be greater than 0".into()));

@@ -3,6 +3,8 @@
 //! `server`: no client) and `publish = server | authenticated | anyone | guard_fn` (default
 //! `server`: clients may not publish). Where clients may publish, their messages must deserialize
 //! as the message type. The words win over a guard fn of the same name: write `self::server`.
+//! `history = N` (at least 1) with `history_ttl = "30s" | "5m" | "1h" | "2d"` (default 5 minutes)
+//! keeps the channel's history for recovery (`ChannelContract::history`).
 //!
 //! The pattern is checked by `sc-pattern`, the grammar sc-core matches names with at run time,
 //! with every mistake reported in its compile-time wording; its captures must be exactly the
@@ -23,7 +25,7 @@ use crate::handler_fn::source;
 
 const SPEC: Spec = Spec {
     macro_name: "channel",
-    options: &["message", "subscribe", "publish"],
+    options: &["message", "subscribe", "publish", "history", "history_ttl"],
     example: "#[channel(\"rooms/{id}\", message = ChatMsg)]",
 };
 
@@ -39,6 +41,82 @@ struct ChannelAttr {
     subscribe: Access,
     /// `publish = ..`: who may publish from a client.
     publish: Access,
+    /// `history = N, history_ttl = ".."`: publications kept per channel, and for how many
+    /// seconds (default [`DEFAULT_HISTORY_TTL`]).
+    history: Option<(usize, u64)>,
+}
+
+/// The `history_ttl` of a channel declared with `history = N` alone: 5 minutes.
+const DEFAULT_HISTORY_TTL: u64 = 300;
+
+/// Reads `history = N` and `history_ttl = "5m"`, reporting mistakes into `errors`.
+fn parse_history(
+    size: Option<crate::attr::NamedArg>,
+    ttl: Option<crate::attr::NamedArg>,
+    errors: &mut Errors,
+) -> Option<(usize, u64)> {
+    let ttl = ttl.map(|arg| {
+        let parsed = match &arg.value {
+            Value::Expr(Expr::Lit(ExprLit {
+                lit: Lit::Str(lit), ..
+            })) => parse_duration(&lit.value()),
+            _ => None,
+        };
+        if parsed.is_none() {
+            errors.push(syn::Error::new(
+                arg.value.span(),
+                format!(
+                    "`history_ttl` takes a duration string of a number and a unit (`s`, `m`, `h` or `d`) greater than 0, e.g. `history_ttl = \"5m\"`, not `{}`",
+                    compact(&arg.value)
+                ),
+            ));
+        }
+        (arg.key.span(), parsed)
+    });
+    let Some(size) = size else {
+        if let Some((span, _)) = ttl {
+            errors.push(syn::Error::new(
+                span,
+                "`history_ttl` needs `history = N` (how many publications to keep), e.g. `history = 100, history_ttl = \"5m\"`",
+            ));
+        }
+        return None;
+    };
+    let parsed = match &size.value {
+        Value::Expr(Expr::Lit(ExprLit {
+            lit: Lit::Int(lit), ..
+        })) => lit.base10_parse::<usize>().ok().filter(|n| *n >= 1),
+        _ => None,
+    };
+    if parsed.is_none() {
+        errors.push(syn::Error::new(
+            size.value.span(),
+            format!(
+                "`history` takes how many publications to keep per channel, an integer of at least 1, e.g. `history = 100`, not `{}`",
+                compact(&size.value)
+            ),
+        ));
+    }
+    let ttl = match ttl {
+        Some((_, parsed)) => parsed?,
+        None => DEFAULT_HISTORY_TTL,
+    };
+    Some((parsed?, ttl))
+}
+
+/// `"30s"`, `"5m"`, `"1h"`, `"2d"` -> seconds; `None` for anything else or 0.
+fn parse_duration(text: &str) -> Option<u64> {
+    let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(unit_at);
+    let number: u64 = number.parse().ok()?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    number.checked_mul(scale).filter(|s| *s > 0)
 }
 
 /// Who may do an action from a client, as written.
@@ -113,6 +191,9 @@ fn parse_attr(attr: TokenStream, errors: &mut Errors) -> Option<ChannelAttr> {
     let subscribe = parse_access(subscribe, "subscribe", errors);
     let publish = args.take("publish", errors);
     let publish = parse_access(publish, "publish", errors);
+    let history = args.take("history", errors);
+    let history_ttl = args.take("history_ttl", errors);
+    let history = parse_history(history, history_ttl, errors);
     let mut positional = args.positional.drain(..);
     let mut pattern = None;
     match positional.next() {
@@ -184,6 +265,7 @@ fn parse_attr(attr: TokenStream, errors: &mut Errors) -> Option<ChannelAttr> {
         message: message?,
         subscribe,
         publish,
+        history,
     })
 }
 
@@ -452,6 +534,12 @@ fn contract(attr: &ChannelAttr, ident: &Ident) -> TokenStream {
         let message = &attr.message;
         tokens.extend(quote_spanned!(message.span()=> .message::<#message>()));
     }
+    if let Some((size, ttl)) = attr.history {
+        tokens.extend(quote!(.history(#private::HistoryPolicy::new(
+            #size,
+            ::core::time::Duration::from_secs(#ttl),
+        ))));
+    }
     tokens
 }
 
@@ -529,5 +617,31 @@ mod tests {
         assert!(first("a/{1}").contains("is not a valid capture"));
         assert!(first("{id}/{id}").starts_with("duplicate capture `{id}`"));
         assert_eq!(problems("a//{b/{c}{d}").len(), 3);
+    }
+
+    #[test]
+    fn reads_history_sizes_and_durations() {
+        let mut errors = Errors::default();
+        let attr = parse_attr(
+            quote!("rooms/{id}", message = M, history = 100, history_ttl = "5m"),
+            &mut errors,
+        )
+        .expect("valid");
+        assert!(errors.finish().is_ok());
+        assert_eq!(attr.history, Some((100, 300)));
+        assert_eq!(parse_duration("30s"), Some(30));
+        assert_eq!(parse_duration("1h"), Some(3600));
+        for bad in ["", "5", "m", "0s", "5 m", "5ms", "-1s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+        for bad in [
+            quote!("r/{id}", message = M, history = 0),
+            quote!("r/{id}", message = M, history = 1, history_ttl = "soon"),
+            quote!("r/{id}", message = M, history_ttl = "5m"),
+        ] {
+            let mut errors = Errors::default();
+            let _ = parse_attr(bad, &mut errors);
+            assert!(errors.finish().is_err());
+        }
     }
 }

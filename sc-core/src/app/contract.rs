@@ -35,6 +35,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::broker::history::HistoryPolicy;
+
 use super::handler::{erase, ErasedHandler, Handler};
 use super::middleware::{Decision, IntoDecision};
 
@@ -97,6 +99,7 @@ pub struct ChannelContract {
     pub(crate) subscribe: Access,
     pub(crate) publish: Access,
     pub(crate) message: Option<(Arc<str>, MessageCheck)>,
+    pub(crate) history: Option<HistoryPolicy>,
 }
 
 impl fmt::Debug for ChannelContract {
@@ -106,6 +109,7 @@ impl fmt::Debug for ChannelContract {
             .field("subscribe", &self.subscribe)
             .field("publish", &self.publish)
             .field("message", &self.message.as_ref().map(|(name, _)| name))
+            .field("history", &self.history)
             .finish()
     }
 }
@@ -118,6 +122,7 @@ impl ChannelContract {
             subscribe: Access::Anyone,
             publish: Access::Server,
             message: None,
+            history: None,
         }
     }
 
@@ -143,6 +148,19 @@ impl ChannelContract {
             serde_json::to_value(&message).map_err(|e| e.to_string())
         });
         self.message = Some((short_type_name(std::any::type_name::<M>()), check));
+        self
+    }
+}
+
+impl ChannelContract {
+    /// Keeps history on every channel the pattern matches (see [`crate::broker::history`]):
+    /// each publication gets a position, and a client that resubscribes with its last position
+    /// gets what it missed, or an explicit "not recovered". Overrides the server-wide default
+    /// (`Config::history_size`). `#[channel(.., history = 100, history_ttl = "5m")]` writes
+    /// `.history(HistoryPolicy::new(100, Duration::from_secs(300)))`. A size of 0 fails at
+    /// startup.
+    pub fn history(mut self, policy: HistoryPolicy) -> Self {
+        self.history = Some(policy);
         self
     }
 }

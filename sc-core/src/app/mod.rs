@@ -289,6 +289,16 @@ impl App {
                 "channel pattern '{pattern}' at {at} is invalid: {error}"
             ));
         }
+        if let Some(bad) = self
+            .channels
+            .iter()
+            .find(|d| d.contract.history.is_some_and(|h| h.size == 0))
+        {
+            return Err(format!(
+                "channel '{}' at {} keeps a history of 0 publications: give a size of at least 1, or no history",
+                bad.pattern, bad.source
+            ));
+        }
         for (i, later) in self.channels.iter().enumerate() {
             let (second, second_at) = (&later.pattern, &later.source);
             for earlier in &self.channels[..i] {

@@ -300,6 +300,8 @@ pub struct LocalBroker {
     sink: OnceLock<Weak<dyn DeliverySink>>,
     kv: Arc<KvStore>,
     sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Channel history, lost with the process: a restart gives every channel a new epoch.
+    history: history::HistoryStore,
 }
 
 impl LocalBroker {
@@ -338,6 +340,39 @@ impl BrokerEngine for LocalBroker {
                 )),
             }
         })
+    }
+
+    fn publish_with_history(
+        &self,
+        publication: Arc<Publication>,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'_, Result<Position, BrokerError>> {
+        Box::pin(async move {
+            let Some(sink) = self.sink.get().and_then(Weak::upgrade) else {
+                return Err(BrokerError::Unavailable(
+                    "the local broker is not running".into(),
+                ));
+            };
+            // The delivery starts under the store's lock, so one channel's publications are
+            // delivered in offset order (the registry queues them to every socket when called).
+            let (position, delivered) =
+                self.history
+                    .append_with(&publication, policy, |positioned| {
+                        sink.deliver(positioned.clone())
+                    })?;
+            delivered.await;
+            Ok(position)
+        })
+    }
+
+    fn history(
+        &self,
+        channel: &str,
+        since: Option<Position>,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'_, Result<HistorySince, BrokerError>> {
+        let answer = self.history.since(channel, since.as_ref(), policy);
+        Box::pin(async move { Ok(answer) })
     }
 
     fn kv(&self, op: KvOp) -> BoxFuture<'_, Result<Value, BrokerError>> {

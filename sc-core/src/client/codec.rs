@@ -65,9 +65,20 @@ pub(crate) fn response_frame(rid: u64, result: &Result<Option<Value>, ScError>) 
 
 /// The `data` of a `#subscribe` invoke, `{"channel":C[,"waitForAuth":true][,"data":D]}`, with
 /// the official client's rules: `waitForAuth` only when set, `data` only when truthy.
-pub(crate) fn subscribe_data(channel: &str, wait_for_auth: bool, data: Option<&Value>) -> String {
+pub(crate) fn subscribe_data(
+    channel: &str,
+    wait_for_auth: bool,
+    data: Option<&Value>,
+    recover: Option<&(u64, String)>,
+) -> String {
     let mut out = String::from("{\"channel\":");
     out.push_str(&json_string(channel));
+    if let Some((offset, epoch)) = recover {
+        out.push_str(&format!(
+            ",\"recover\":{{\"offset\":{offset},\"epoch\":{}}}",
+            json_string(epoch)
+        ));
+    }
     if wait_for_auth {
         out.push_str(",\"waitForAuth\":true");
     }
@@ -137,13 +148,16 @@ mod tests {
             response_frame(2, &Err(ScError::new("ClientErr", "client says no"))),
             r#"{"rid":2,"error":{"message":"client says no","name":"ClientErr"}}"#
         );
-        assert_eq!(subscribe_data("room", false, None), r#"{"channel":"room"}"#);
         assert_eq!(
-            subscribe_data("s", true, Some(&json!({"hint":1}))),
+            subscribe_data("room", false, None, None),
+            r#"{"channel":"room"}"#
+        );
+        assert_eq!(
+            subscribe_data("s", true, Some(&json!({"hint":1})), None),
             r#"{"channel":"s","waitForAuth":true,"data":{"hint":1}}"#
         );
         assert_eq!(
-            subscribe_data("s", false, Some(&json!(0))),
+            subscribe_data("s", false, Some(&json!(0)), None),
             r#"{"channel":"s"}"#
         );
     }

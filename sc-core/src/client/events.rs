@@ -82,6 +82,13 @@ pub enum ClientEvent {
         /// The server's message, if any.
         message: Option<Value>,
     },
+    /// The server could not send what the client missed on a channel with history while it was
+    /// away (the history overflowed, expired or was lost): nothing of the gap was delivered,
+    /// live publications follow; reload the channel's state.
+    NotRecovered {
+        /// The channel.
+        channel: String,
+    },
     /// An error the official client would emit: `SocketProtocolError` (with `code`) for closes
     /// other than 1000/1001, the handshake's `TimeoutError` or rejection error.
     Error(ScError),

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::{data_of, PubSub};
 use crate::app::handler::{FromRequestParts, Parts};
-use crate::broker::{BrokerError, KvOp, Publication};
+use crate::broker::{BrokerError, HistorySince, KvOp, Position, Publication};
 use crate::protocol::ScError;
 
 /// Something that names a channel that accepts messages of type `M`.
@@ -107,7 +107,33 @@ impl Exchange {
         data: Option<Value>,
     ) -> Result<(), BrokerError> {
         let publication = Arc::new(Publication::new(channel, data)?);
-        self.pubsub.engine.publish(publication).await
+        match self.pubsub.history.of(channel) {
+            Some(policy) => self
+                .pubsub
+                .engine
+                .publish_with_history(publication, policy)
+                .await
+                .map(drop),
+            None => self.pubsub.engine.publish(publication).await,
+        }
+    }
+
+    /// The channel's kept publications after `since` (all of them for `None`), oldest first,
+    /// and its latest position (see [`HistorySince`]: `publications` is `None` when they cannot
+    /// be told exactly). A channel without history (no declaration or default gives it one) is
+    /// [`BrokerError::Refused`].
+    /// A typed channel's name is its `to_string()`.
+    pub async fn history(
+        &self,
+        name: &str,
+        since: Option<Position>,
+    ) -> Result<HistorySince, BrokerError> {
+        let Some(policy) = self.pubsub.history.of(name) else {
+            return Err(BrokerError::Refused(format!(
+                "channel '{name}' has no history: declare it with `history = N` or set history_size"
+            )));
+        };
+        self.pubsub.engine.history(name, since, policy).await
     }
 
     /// Publishes without waiting (SocketCluster's `transmitPublish`); failures are logged.

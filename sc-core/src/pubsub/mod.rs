@@ -12,6 +12,7 @@
 //! [`Exchange`](exchange::Exchange) is the server-side API over it.
 
 pub mod exchange;
+pub(crate) mod recovery;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,13 +21,17 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::broker::{BoxFuture, BrokerEngine, BrokerError, DeliverySink, Publication};
+use crate::broker::{
+    BoxFuture, BrokerEngine, BrokerError, DeliverySink, HistoryPolicy, Position, Publication,
+};
 use crate::metrics::Metrics;
 use crate::socket::{Socket, SocketChannels};
 
 #[derive(Clone)]
 pub(crate) enum Subscriber {
     Socket(Socket),
+    /// A socket subscribed to a channel with history (see [`recovery`]).
+    Gated(Socket, Arc<recovery::Gate>),
     Server {
         id: u64,
         tx: mpsc::UnboundedSender<Arc<Publication>>,
@@ -35,7 +40,14 @@ pub(crate) enum Subscriber {
 
 impl Subscriber {
     fn is_socket(&self, socket: &Socket) -> bool {
-        matches!(self, Self::Socket(s) if s == socket)
+        matches!(self, Self::Socket(s) | Self::Gated(s, _) if s == socket)
+    }
+
+    fn socket(&self) -> Option<&Socket> {
+        match self {
+            Self::Socket(s) | Self::Gated(s, _) => Some(s),
+            Self::Server { .. } => None,
+        }
     }
 }
 
@@ -54,6 +66,8 @@ pub(crate) struct PubSub {
     pub(crate) engine: Arc<dyn BrokerEngine>,
     metrics: Arc<Metrics>,
     next_server_sub: AtomicU64,
+    /// Which channels have history, and how much.
+    pub(crate) history: recovery::HistoryPolicies,
 }
 
 /// Outcome of adding a subscriber.
@@ -73,7 +87,14 @@ impl PubSub {
             engine,
             metrics,
             next_server_sub: AtomicU64::new(1),
+            history: Default::default(),
         }
+    }
+
+    /// The registry with history policies (see [`recovery::HistoryPolicies`]).
+    pub(crate) fn with_history(mut self, history: recovery::HistoryPolicies) -> Self {
+        self.history = history;
+        self
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Registry> {
@@ -89,7 +110,7 @@ impl PubSub {
         // Checked under the lock: `remove_socket` runs after the socket is marked closed, so a
         // late subscribe (a handler that outlived its socket) either sees it closed here or is
         // removed there.
-        if let Subscriber::Socket(socket) = &sub {
+        if let Some(socket) = sub.socket() {
             if !socket.is_open() {
                 return Added::Closed;
             }
@@ -101,7 +122,7 @@ impl PubSub {
         } = &mut *registry;
         let added = match channels.get_mut(channel) {
             Some(list) => {
-                if let Subscriber::Socket(s) = &sub {
+                if let Some(s) = sub.socket() {
                     if list.iter().any(|x| x.is_socket(s)) {
                         return Added::AlreadySubscribed;
                     }
@@ -118,7 +139,7 @@ impl PubSub {
         };
         // A first subscriber counts as subscribed only once the engine confirmed the channel
         // (see `subscribe_socket`).
-        if let (Subscriber::Socket(socket), Added::Joined) = (&sub, &added) {
+        if let (Some(socket), Added::Joined) = (sub.socket(), &added) {
             if by_socket
                 .entry(socket.0.id.clone())
                 .or_default()
@@ -187,8 +208,58 @@ impl PubSub {
         socket: &Socket,
         channel: Arc<str>,
     ) -> Result<(), BrokerError> {
-        match self.add(&channel, Subscriber::Socket(socket.clone())) {
-            Added::Joined | Added::AlreadySubscribed => Ok(()),
+        self.join(socket, channel, Subscriber::Socket(socket.clone()))
+            .await
+            .map(drop)
+    }
+
+    /// Subscribes a socket to a channel with history, behind a closed gate, and reads the
+    /// history since `since` (`None`: only the top is wanted). The caller sends the ack, then
+    /// [`Recovery::finish`](recovery::Recovery::finish).
+    pub(crate) async fn subscribe_with_history(
+        &self,
+        socket: &Socket,
+        channel: Arc<str>,
+        policy: HistoryPolicy,
+        since: Option<Position>,
+    ) -> Result<recovery::Recovery, BrokerError> {
+        let gate = recovery::Gate::closed();
+        let subscriber = Subscriber::Gated(socket.clone(), gate.clone());
+        let fresh = self.join(socket, channel.clone(), subscriber).await?;
+        let asked = since.is_some();
+        let read = since.unwrap_or_else(crate::broker::history::top_only);
+        let answer = match self.engine.history(&channel, Some(read), policy).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.unsubscribe_socket(socket, &channel);
+                return Err(e);
+            }
+        };
+        // Already subscribed: live publications flow already; only the top is news.
+        let (recovered, missed) = match (asked && fresh, answer.publications) {
+            (true, Some(missed)) => (Some(true), missed),
+            (true, None) => (Some(false), Vec::new()),
+            (false, _) => (None, Vec::new()),
+        };
+        Ok(recovery::Recovery {
+            top: answer.top,
+            recovered,
+            missed,
+            gate,
+        })
+    }
+
+    /// Adds a socket's subscriber, telling the engine about a channel new to this worker;
+    /// true when the socket was not subscribed already.
+    async fn join(
+        &self,
+        socket: &Socket,
+        channel: Arc<str>,
+        subscriber: Subscriber,
+    ) -> Result<bool, BrokerError> {
+        match self.add(&channel, subscriber) {
+            Added::Joined => Ok(true),
+            Added::AlreadySubscribed => Ok(false),
             Added::Closed => Err(BrokerError::Unavailable("the socket is closed".into())),
             Added::First => {
                 let confirmed = self.engine.subscribe(&channel).await;
@@ -200,7 +271,7 @@ impl PubSub {
                         .or_default()
                         .insert(channel);
                     registry.subscriptions += usize::from(added);
-                    return Ok(());
+                    return Ok(true);
                 }
                 // Failed, or the socket closed meanwhile (after `remove_socket` ran).
                 let emptied = Self::remove(&mut registry, &channel, |s| s.is_socket(socket));
@@ -329,6 +400,11 @@ impl DeliverySink for PubSub {
             match sub {
                 Subscriber::Socket(socket) => {
                     if socket.deliver(&publication).is_ok() {
+                        queued += 1;
+                    }
+                }
+                Subscriber::Gated(socket, gate) => {
+                    if gate.offer(socket, &publication) {
                         queued += 1;
                     }
                 }

@@ -222,7 +222,8 @@ impl Builder {
         // Bottom up: the registry (and the engine behind it), the exchange over it, the state
         // every socket shares, and what every connection runs with.
         let metrics = Arc::new(Metrics::default());
-        let pubsub = Arc::new(PubSub::new(engine.clone(), metrics.clone()));
+        let history = crate::pubsub::recovery::HistoryPolicies::new(&app, &config);
+        let pubsub = Arc::new(PubSub::new(engine.clone(), metrics.clone()).with_history(history));
         let exchange = Exchange::new(pubsub.clone());
         let mut services = Extensions::new();
         services.insert(exchange.clone());

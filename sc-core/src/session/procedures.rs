@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::contracts::{admit, check_name};
@@ -12,6 +12,7 @@ use super::dispatch::{parts, reply};
 use super::Context;
 use crate::app::handler::Request;
 use crate::app::middleware::MiddlewareKind;
+use crate::broker::{HistoryPolicy, Position};
 use crate::protocol::{self, close, ScError};
 use crate::socket::{AuthState, Socket};
 
@@ -263,9 +264,14 @@ pub(super) async fn subscribe(
         return;
     }
     // A #subscribe without a cid passes middleware but subscribes nothing (v20 reference).
-    if cid.is_none() {
+    let Some(cid) = cid else {
         return;
+    };
+    if let Some(policy) = ctx.pubsub.history.of(&channel) {
+        let since = recover_field(obj);
+        return subscribe_with_history(ctx, socket, cid, channel, policy, since).await;
     }
+    let cid = Some(cid);
     let result = ctx
         .pubsub
         .subscribe_socket(socket, channel.clone())
@@ -276,6 +282,59 @@ pub(super) async fn subscribe(
             ))
         });
     reply(socket, cid, result);
+}
+
+/// The position a `#subscribe` recovers from: its `recover`, else its subscription data's
+/// `recover` (what the official client can send: it resends a subscription's `data` on every
+/// resubscribe). Anything that is not `{offset, epoch}` is no recovery.
+fn recover_field(obj: &Map<String, Value>) -> Option<Position> {
+    let field = obj
+        .get("recover")
+        .or_else(|| obj.get("data").and_then(|d| d.get("recover")))?;
+    Position::deserialize(field).ok()
+}
+
+/// A `#subscribe` on a channel with history: the ack carries the channel's top
+/// (`{"offset","epoch"}`, and `"recovered"` when a recovery was asked), then come the missed
+/// publications and the live ones, each once; when the history cannot cover the gap,
+/// `#recoveryFailed` follows the ack and nothing partial is sent.
+async fn subscribe_with_history(
+    ctx: &Context,
+    socket: &Socket,
+    cid: u64,
+    channel: Arc<str>,
+    policy: HistoryPolicy,
+    since: Option<Position>,
+) {
+    let recovery = match ctx
+        .pubsub
+        .subscribe_with_history(socket, channel.clone(), policy, since)
+        .await
+    {
+        Ok(recovery) => recovery,
+        Err(e) => {
+            let e = ScError::broker(format!(
+                "Failed to subscribe socket to the {channel} channel - {e}"
+            ));
+            return reply(socket, Some(cid), Err(e));
+        }
+    };
+    let mut ack = serde_json::json!({"offset": recovery.top.offset, "epoch": recovery.top.epoch});
+    if let Some(recovered) = recovery.recovered {
+        ack["recovered"] = Value::Bool(recovered);
+    }
+    match protocol::encode_response(cid, Some(&ack)) {
+        Ok(frame) => {
+            let _ = socket.push(frame.into());
+        }
+        Err(e) => tracing::error!(error = %e, "could not encode a #subscribe ack"),
+    }
+    if recovery.recovered == Some(false) {
+        let failed = serde_json::json!({"event": "#recoveryFailed", "data": {
+            "channel": &*channel, "offset": recovery.top.offset, "epoch": recovery.top.epoch}});
+        let _ = socket.push(failed.to_string().into());
+    }
+    recovery.finish(socket);
 }
 
 pub(super) fn unsubscribe(ctx: &Context, socket: &Socket, data: Option<Value>, cid: Option<u64>) {

@@ -161,7 +161,7 @@ impl State {
                 let _ = reply.send(result);
             }
             Some(Pending::Subscribe { channel }) => {
-                self.on_subscribe_reply(&channel, rid, error);
+                self.on_subscribe_reply(&channel, rid, data, error);
             }
             None => tracing::trace!(rid, "response to an unknown call id"),
         }

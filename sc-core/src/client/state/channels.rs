@@ -31,6 +31,9 @@ pub(super) struct Channel {
     listeners: Vec<(u64, mpsc::UnboundedSender<Value>)>,
     /// `subscribe()` calls waiting for the server's ack, by handle id.
     waiters: Vec<(u64, oneshot::Sender<Result<(), InvokeError>>)>,
+    /// On a channel with history, the last (offset, epoch) received: sent as `recover` on every
+    /// resubscribe, and publications at or below it (in its epoch) are dropped as duplicates.
+    position: Option<(u64, String)>,
 }
 
 /// Options of a new channel entry.
@@ -88,6 +91,7 @@ impl State {
                     in_flight: None,
                     listeners: Vec::new(),
                     waiters: Vec::new(),
+                    position: None,
                 },
             );
         }
@@ -132,7 +136,12 @@ impl State {
         {
             return;
         }
-        let data = codec::subscribe_data(name, ch.wait_for_auth, ch.data.as_ref());
+        let data = codec::subscribe_data(
+            name,
+            ch.wait_for_auth,
+            ch.data.as_ref(),
+            ch.position.as_ref(),
+        );
         let cid = self.next_cid();
         if let Some(ch) = self.channels.get_mut(name) {
             ch.in_flight = Some(cid);
@@ -160,7 +169,13 @@ impl State {
         }
     }
 
-    pub(super) fn on_subscribe_reply(&mut self, name: &str, cid: u64, error: Option<Value>) {
+    pub(super) fn on_subscribe_reply(
+        &mut self,
+        name: &str,
+        cid: u64,
+        data: Option<Value>,
+        error: Option<Value>,
+    ) {
         let authenticated = self.auth.is_authenticated();
         let Some(ch) = self.channels.get_mut(name) else {
             return;
@@ -171,6 +186,30 @@ impl State {
         ch.in_flight = None;
         match error {
             None => {
+                // On a channel with history the ack says where the channel is: without a
+                // recovery (or a failed one) the client continues from there; after a
+                // successful one the missed publications follow and move the position.
+                let top = data
+                    .as_ref()
+                    .and_then(Value::as_object)
+                    .and_then(position_of);
+                let recovered = data
+                    .as_ref()
+                    .and_then(|d| d.get("recovered"))
+                    .and_then(Value::as_bool);
+                if let Some(top) = top {
+                    if recovered != Some(true) {
+                        ch.position = Some(top);
+                    }
+                }
+                if recovered == Some(false) {
+                    emit(
+                        &self.events,
+                        ClientEvent::NotRecovered {
+                            channel: name.to_owned(),
+                        },
+                    );
+                }
                 if ch.state != ChannelState::Subscribed {
                     ch.state = ChannelState::Subscribed;
                     emit(
@@ -279,6 +318,14 @@ impl State {
         let Some(ch) = self.channels.get_mut(name.as_str()) else {
             return;
         };
+        if let Some((offset, epoch)) = position_of(&d) {
+            if let Some((last, last_epoch)) = &ch.position {
+                if *last_epoch == epoch && offset <= *last {
+                    return;
+                }
+            }
+            ch.position = Some((offset, epoch));
+        }
         let payload = d.remove("data").unwrap_or(Value::Null);
         ch.listeners
             .retain(|(_, tx)| tx.send(payload.clone()).is_ok());
@@ -305,6 +352,13 @@ impl State {
             self.drop_channel(&channel, false);
         }
     }
+}
+
+/// The `{"offset","epoch"}` of a positioned `#publish` or a `#subscribe` ack.
+fn position_of(data: &serde_json::Map<String, Value>) -> Option<(u64, String)> {
+    let offset = data.get("offset")?.as_u64()?;
+    let epoch = data.get("epoch")?.as_str()?;
+    Some((offset, epoch.to_owned()))
 }
 
 #[cfg(test)]
@@ -458,6 +512,60 @@ mod tests {
         assert!(!rig.st.is_subscribed("a", false));
         rig.feed(r#"{"rid":7}"#);
         assert!(rig.st.is_subscribed("a", false));
+    }
+
+    #[test]
+    fn positions_are_tracked_sent_as_recover_and_duplicates_dropped() {
+        let mut rig = Rig::open();
+        let mut sub = rig.subscribe("room");
+        rig.feed(r#"{"rid":2,"data":{"offset":3,"epoch":"e1"}}"#);
+        rig.sent();
+        rig.events();
+        let publish = |n: u64, epoch: &str| {
+            format!(
+                r##"{{"event":"#publish","data":{{"channel":"room","data":{n},"offset":{n},"epoch":"{epoch}"}}}}"##
+            )
+        };
+        rig.feed(&publish(4, "e1"));
+        rig.feed(&publish(4, "e1"));
+        rig.feed(&publish(3, "e1"));
+        rig.feed(&publish(5, "e1"));
+        let mut got = Vec::new();
+        while let Ok(v) = sub.rx.try_recv() {
+            got.push(v);
+        }
+        assert_eq!(got, [json!(4), json!(5)], "each offset once");
+
+        rig.close(4000);
+        rig.reconnect();
+        rig.reply_handshake(status("s2", 1000));
+        let sent = rig.sent();
+        assert_eq!(
+            sent[1],
+            r##"{"event":"#subscribe","data":{"channel":"room","recover":{"offset":5,"epoch":"e1"}},"cid":4}"##
+        );
+        rig.events();
+        // Recovered: the missed ones follow the ack and move the position.
+        rig.feed(r#"{"rid":4,"data":{"offset":6,"epoch":"e1","recovered":true}}"#);
+        rig.feed(&publish(6, "e1"));
+        assert_eq!(sub.rx.try_recv().ok(), Some(json!(6)));
+        assert!(!rig.events().contains(&ClientEvent::NotRecovered {
+            channel: "room".into()
+        }));
+
+        // Not recovered (another epoch): the event, and the client goes on from the new top.
+        rig.close(4000);
+        rig.reconnect();
+        rig.reply_handshake(status("s3", 1000));
+        assert!(rig.sent()[1].contains(r#""recover":{"offset":6,"epoch":"e1"}"#));
+        rig.events();
+        rig.feed(r#"{"rid":6,"data":{"offset":9,"epoch":"e2","recovered":false}}"#);
+        assert!(rig.events().contains(&ClientEvent::NotRecovered {
+            channel: "room".into()
+        }));
+        rig.feed(&publish(9, "e2"));
+        rig.feed(&publish(10, "e2"));
+        assert_eq!(sub.rx.try_recv().ok(), Some(json!(10)));
     }
 
     #[test]

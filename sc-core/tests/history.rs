@@ -1,0 +1,231 @@
+//! Channel history and recovery end to end, in process: our server on 127.0.0.1, the Rust
+//! client as subscriber, its TCP connection cut by a proxy in between while a numbered stream
+//! is published.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sc_core::app::contract::ChannelContract;
+use sc_core::broker::{HistoryPolicy, Position};
+use sc_core::client::{Client, ClientEvent};
+use sc_core::prelude::*;
+use sc_core::testing::{self, TestServer};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A TCP proxy to `target` whose connections can all be cut at once (both sockets dropped, no
+/// close frame: what a network drop looks like to both ends).
+struct Proxy {
+    addr: SocketAddr,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+    /// While set, new connections are dropped at once (the network stays down).
+    down: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = listener.local_addr().expect("addr");
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let kept = links.clone();
+        let down: Arc<AtomicBool> = Arc::default();
+        let is_down = down.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if is_down.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                kept.lock().expect("lock").push(link);
+            }
+        });
+        Self {
+            addr,
+            links,
+            accept,
+            down,
+        }
+    }
+
+    fn cut(&self) {
+        for link in self.links.lock().expect("lock").drain(..) {
+            link.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+fn app(size: usize) -> App {
+    App::new().channel_contract(
+        ChannelContract::new("feed/{id}")
+            .publish(sc_core::app::contract::Access::Anyone)
+            .history(HistoryPolicy::new(size, Duration::from_secs(60))),
+    )
+}
+
+async fn client_via(proxy: &Proxy, server: &TestServer) -> Client {
+    let url = server
+        .url()
+        .replace(&server.addr().to_string(), &proxy.addr.to_string());
+    testing::connect(url).await
+}
+
+async fn next(sub: &mut sc_core::client::Subscription) -> Value {
+    tokio::time::timeout(Duration::from_secs(5), sub.recv())
+        .await
+        .expect("a publication in time")
+        .expect("the subscription is open")
+}
+
+async fn wait_for_event(
+    events: &mut tokio::sync::broadcast::Receiver<ClientEvent>,
+    want: &ClientEvent,
+) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await {
+                Ok(e) if &e == want => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {want:?} in time"));
+}
+
+#[tokio::test]
+async fn a_cut_subscriber_gets_every_number_once_in_order() {
+    let server = TestServer::start_app(app(1000)).await;
+    let proxy = Proxy::start(server.addr()).await;
+    let subscriber = client_via(&proxy, &server).await;
+    let mut events = subscriber.events();
+    let mut sub = subscriber.subscribe("feed/1").await.expect("subscribes");
+    let publisher = testing::connect(server.url()).await;
+    let total = 300u64;
+    let publishing = tokio::spawn(async move {
+        for n in 1..=total {
+            publisher.publish("feed/1", &n).await.expect("published");
+            if n % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut cuts = 0;
+    while got.len() < total as usize {
+        got.push(next(&mut sub).await.as_u64().expect("a number"));
+        if got.len() % 75 == 0 {
+            proxy.cut();
+            cuts += 1;
+        }
+    }
+    publishing.await.expect("publisher");
+    assert_eq!(got, (1..=total).collect::<Vec<_>>());
+    assert!(cuts >= 3);
+    // Every cut was a real reconnect, and none lost anything.
+    let mut reconnects = 0;
+    let mut not_recovered = 0;
+    while let Ok(e) = events.try_recv() {
+        match e {
+            ClientEvent::Connect { .. } => reconnects += 1,
+            ClientEvent::NotRecovered { .. } => not_recovered += 1,
+            _ => {}
+        }
+    }
+    assert!(reconnects >= 3, "{reconnects} reconnects");
+    assert_eq!(not_recovered, 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_gap_bigger_than_the_history_is_not_recovered_and_nothing_partial_is_sent() {
+    let server = TestServer::start_app(app(5)).await;
+    let proxy = Proxy::start(server.addr()).await;
+    let subscriber = client_via(&proxy, &server).await;
+    let mut events = subscriber.events();
+    let mut sub = subscriber.subscribe("feed/2").await.expect("subscribes");
+    let publisher = testing::connect(server.url()).await;
+    publisher.publish("feed/2", &1).await.expect("published");
+    assert_eq!(next(&mut sub).await, json!(1));
+    // The network stays down while 20 (more than the 5 kept) are published.
+    proxy.down.store(true, Ordering::SeqCst);
+    proxy.cut();
+    let unsubscribed = ClientEvent::Unsubscribe {
+        channel: "feed/2".into(),
+    };
+    wait_for_event(&mut events, &unsubscribed).await;
+    for n in 2..=21 {
+        publisher.publish("feed/2", &n).await.expect("published");
+    }
+    proxy.down.store(false, Ordering::SeqCst);
+    let not_recovered = ClientEvent::NotRecovered {
+        channel: "feed/2".into(),
+    };
+    wait_for_event(&mut events, &not_recovered).await;
+    publisher.publish("feed/2", &22).await.expect("published");
+    // Nothing of the gap (17..=21 are still kept): the next one is live.
+    assert_eq!(next(&mut sub).await, json!(22));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_ack_carries_the_top_and_handlers_read_history() {
+    let server = TestServer::start_app(app(3)).await;
+    let publisher = testing::connect(server.url()).await;
+    for n in 1..=4 {
+        publisher.publish("feed/3", &n).await.expect("published");
+    }
+    let top: Option<Value> = publisher
+        .invoke("#subscribe", &json!({"channel": "feed/3"}))
+        .await
+        .expect("acked");
+    let top = top.expect("with data");
+    assert_eq!(top["offset"], 4);
+    assert!(top.get("recovered").is_none());
+    let epoch = top["epoch"].as_str().expect("an epoch").to_owned();
+    let exchange = server.handle().exchange();
+    let since = Position {
+        offset: 2,
+        epoch: epoch.clone(),
+    };
+    let answer = exchange
+        .history("feed/3", Some(since))
+        .await
+        .expect("history");
+    let kept: Vec<Value> = answer
+        .publications
+        .expect("recoverable")
+        .iter()
+        .map(|p| p.data().cloned().unwrap_or(Value::Null))
+        .collect();
+    assert_eq!(kept, [json!(3), json!(4)]);
+    let too_old = Position { offset: 0, epoch };
+    assert!(exchange
+        .history("feed/3", Some(too_old))
+        .await
+        .expect("history")
+        .publications
+        .is_none());
+    assert!(
+        exchange.history("other", None).await.is_err(),
+        "no history declared"
+    );
+    server.stop().await;
+}
