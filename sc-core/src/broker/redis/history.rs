@@ -52,8 +52,8 @@ return {offset, epoch}
     )
 });
 
-/// KEYS: stream, meta. ARGV: ttl in ms, a new epoch (used when there is none), the epoch asked
-/// for (empty: every kept publication), the offset asked for. Answers `{epoch, top, offset1,
+/// KEYS: stream, meta. ARGV: ttl in ms, a new epoch (used when there is none), `since` or `all`
+/// (every kept publication), the epoch and the offset asked for. Answers `{epoch, top, offset1,
 /// frame1, ...}`: the entries after the offset asked for that are younger than ttl, read only
 /// when the epoch is the one asked for. Creating the epoch here (and keeping it while the channel
 /// is read) gives a subscriber of a quiet channel a position it can recover from later.
@@ -68,11 +68,12 @@ if not epoch then
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 local out = {epoch, top}
-if ARGV[3] ~= '' and ARGV[3] ~= epoch then return out end
+local since = ARGV[3] == 'since'
+if since and ARGV[4] ~= epoch then return out end
 local now = redis.call('TIME')
 local cutoff = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[1])
 local from = '-'
-if ARGV[3] ~= '' then from = '(' .. ARGV[4] .. '-0' end
+if since then from = '(' .. ARGV[5] .. '-0' end
 for _, entry in ipairs(redis.call('XRANGE', KEYS[1], from, '+')) do
   local fields, frame, t = entry[2], nil, 0
   for i = 1, #fields, 2 do
@@ -140,8 +141,8 @@ impl Redis {
             .arg(ttl_ms(policy))
             .arg(new_epoch());
         match &since {
-            Some(p) => invocation.arg(&p.epoch).arg(p.offset),
-            None => invocation.arg("").arg(0),
+            Some(p) => invocation.arg("since").arg(&p.epoch).arg(p.offset),
+            None => invocation.arg("all").arg("").arg(0),
         };
         let raw: Vec<redis::Value> = self.script(shard, invocation).await?;
         decode_read(channel, since.as_ref(), &raw)
