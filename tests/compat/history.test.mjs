@@ -39,7 +39,13 @@ async function drop(socket, once) {
 }
 
 async function publishAll(publisher, channel, numbers) {
-  for (const n of numbers) await publisher.publish(channel, n);
+  for (const n of numbers) await publisher.invokePublish(channel, n);
+}
+
+/** `promise`, or a rejection naming `what` after 3 s. */
+function within(promise, what) {
+  const timeout = sleep(3000).then(() => Promise.reject(new Error(`timed out waiting for ${what}`)));
+  return Promise.race([promise, timeout]);
 }
 
 const range = (from, to) => Array.from({length: to - from + 1}, (_, i) => from + i);
@@ -49,7 +55,7 @@ test('browser client: a dropped subscriber gets what it missed, in order, exactl
     const [publisher] = await connectedClient(server);
     const subscriber = await browserSocket(400);
     const channel = subscriber.subscribe('hist/1');
-    await new Promise((resolve) => subscriber.on('subscribe', resolve));
+    await within(new Promise((resolve) => subscriber.on('subscribe', resolve)), 'subscribe');
     // The #subscribe ack gives the channel's position, so even a gap before the first message
     // is recovered.
     assert.equal(channel.position?.offset, 0);
@@ -96,7 +102,7 @@ test('browser client: a gap the history cannot cover gives recoveryFail and no p
     await drop(subscriber, (e, fn) => subscriber.on(e, fn));
     // Five in the gap; the channel keeps two.
     await publishAll(publisher, 'histsmall/1', range(2, 6));
-    const failure = await failed;
+    const failure = await within(failed, 'recoveryFail');
     assert.equal(failure.channel, 'histsmall/1');
     assert.equal(failure.offset, 6);
     assert.equal(typeof failure.epoch, 'string');
@@ -152,10 +158,11 @@ test('official client: a subscriber that opts in through its data recovers too',
   await publishAll(publisher, 'hist/2', range(1, 3));
   await waitUntil(() => got.length === 3);
   const dropped = subscriber.listener('disconnect').once();
-  await subscriber.invoke('disconnectMe', {code: 4000, reason: 'drop'}).catch(() => {});
+  // 1012 (service restart): the official client reconnects at once after 4000 (ping timeout).
+  await subscriber.invoke('disconnectMe', {code: 1012, reason: 'drop'}).catch(() => {});
   await dropped;
   await publishAll(publisher, 'hist/2', range(4, 10));
-  await channel.listener('subscribe').once();
+  await within(channel.listener('subscribe').once(), 'the resubscription');
   await publishAll(publisher, 'hist/2', [11]);
   await waitUntil(() => got.length >= 11, {what: 'all eleven'});
   await sleep(200);
