@@ -474,9 +474,9 @@ fn app() -> App {
         authenticate_mw,
     ]
     .state(Store::default())
-    // History (history.test.mjs): `hist/{id}` keeps 100 publications, `histsmall/{id}` two, so a
+    // History (history.test.mjs): `hist/{id}` keeps 1000 publications, `histsmall/{id}` two, so a
     // gap of more is not recovered; clients publish on both.
-    .channel_contract(history_channel("hist/{id}", 100))
+    .channel_contract(history_channel("hist/{id}", 1000))
     .channel_contract(history_channel("histsmall/{id}", 2))
 }
 
