@@ -5,6 +5,10 @@
 //! which sc-core takes over), so the port never closes: the new build starts accepting before the
 //! old one is asked to leave (SIGTERM: it closes its WebSockets with 1001 and clients reconnect).
 //! A build that fails is reported and the previous build keeps serving.
+//!
+//! Every build gets the same auth key ([`auth_key`]: `SC_AUTH_KEY` when set, otherwise a key made
+//! once per app in `.sc/auth-key`), so a swap keeps users logged in. Editors' temporary files
+//! ([`is_editor_temp`]) do not trigger a rebuild.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
@@ -56,12 +60,13 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
     say(format_args!(
         "serving http://{addr}/ (the port stays open across rebuilds)"
     ));
+    let key = auth_key(&dir)?;
 
     let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
             if event.kind.is_modify() || event.kind.is_create() || event.kind.is_remove() {
-                for path in event.paths {
+                for path in event.paths.into_iter().filter(|p| !is_editor_temp(p)) {
                     let _ = tx.send(path);
                 }
             }
@@ -89,7 +94,7 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
                 .map_err(|e| e.to_string())?
         };
         match build {
-            Ok(exe) => match start(&exe, &listener, &dir) {
+            Ok(exe) => match start(&exe, &listener, &dir, &key) {
                 Ok(child) => {
                     say(format_args!(
                         "started {} (pid {})",
@@ -178,11 +183,12 @@ fn build(dir: &Path, manifest: &Path, bin: Option<&str>, release: bool) -> Resul
     exe.ok_or_else(|| "the build produced no binary for this package (use --bin)".into())
 }
 
-/// Starts the app with the kept socket as fd 3.
-fn start(exe: &Path, listener: &TcpListener, dir: &Path) -> std::io::Result<Child> {
+/// Starts the app with the kept socket as fd 3 and the app's auth key in `SC_AUTH_KEY`.
+fn start(exe: &Path, listener: &TcpListener, dir: &Path, key: &str) -> std::io::Result<Child> {
     let fd = OwnedFd::from(listener.try_clone()?);
     let mut cmd = Command::new(exe);
     cmd.current_dir(dir)
+        .env("SC_AUTH_KEY", key)
         .env("LISTEN_FDS", "1")
         .env_remove("LISTEN_PID")
         .stdin(Stdio::null());
@@ -208,4 +214,106 @@ fn retire(mut old: Child) {
         let _ = old.kill();
         let _ = old.wait();
     });
+}
+
+/// Where `sc dev` keeps an app's auth key, relative to the app's directory.
+const KEY_FILE: &str = ".sc/auth-key";
+
+/// The auth key every build of the app in `dir` gets: `SC_AUTH_KEY` when set; otherwise the one
+/// in `.sc/auth-key`, made on first use (32 random bytes as hex, mode 0600). Without one key for
+/// all builds each start would sign with a new random key and a swap would log every user out.
+/// `.sc/` carries its own `.gitignore` (`*`), so the key stays out of version control even in an
+/// app whose `.gitignore` predates it.
+fn auth_key(dir: &Path) -> Result<String, String> {
+    if let Some(key) = std::env::var("SC_AUTH_KEY").ok().filter(|k| !k.is_empty()) {
+        say(format_args!("auth key: SC_AUTH_KEY"));
+        return Ok(key);
+    }
+    let path = dir.join(KEY_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(key) if !key.trim().is_empty() => {
+            say(format_args!(
+                "auth key: {KEY_FILE} (logins survive rebuilds)"
+            ));
+            return Ok(key.trim().to_owned());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    let key = new_key().map_err(|e| format!("cannot make an auth key: {e}"))?;
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let sc = dir.join(".sc");
+        std::fs::create_dir_all(&sc)?;
+        std::fs::write(
+            sc.join(".gitignore"),
+            "# sc dev's files (the auth key): never commit them\n*\n",
+        )?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        writeln!(file, "{key}")
+    };
+    write().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    say(format_args!(
+        "auth key: made {KEY_FILE} (kept for this app; logins survive rebuilds)"
+    ));
+    Ok(key)
+}
+
+/// 32 bytes from the OS generator, as 64 hex characters.
+fn new_key() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Files editors write next to the one being edited (vim's `.x.swp`/`.x.swx` and its `4913`
+/// probe, backups `x~`, emacs's lock `.#x` and autosave `#x#`, `.tmp` saves): changes to them are
+/// not changes to the app.
+fn is_editor_temp(path: &Path) -> bool {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    name == "4913"
+        || name.ends_with('~')
+        || name.starts_with(".#")
+        || (name.starts_with('#') && name.ends_with('#'))
+        || [".swp", ".swx", ".swo", ".tmp"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn editor_temporary_files_are_not_changes() {
+        for temp in [
+            "src/.lib.rs.swp",
+            "src/.lib.rs.swx",
+            "src/4913",
+            "src/lib.rs~",
+            "src/.#lib.rs",
+            "src/#lib.rs#",
+            "public/index.html.tmp",
+        ] {
+            assert!(is_editor_temp(Path::new(temp)), "{temp}");
+        }
+        for real in [
+            "src/lib.rs",
+            "public/index.html",
+            "Cargo.toml",
+            "src/swp.rs",
+        ] {
+            assert!(!is_editor_temp(Path::new(real)), "{real}");
+        }
+    }
 }

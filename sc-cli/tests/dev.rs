@@ -1,6 +1,8 @@
 //! `sc dev` end to end on a generated app: a handler's source changes, the running app answers
 //! with the new behaviour, a broken edit keeps the previous build serving, and a prober that opens
-//! TCP connections the whole time never sees a refused connection.
+//! TCP connections the whole time never sees a refused connection. Without `SC_AUTH_KEY`, a
+//! logged-in client stays logged in and in its room across the swap (the app's `.sc/auth-key`),
+//! and an editor's swap file does not trigger a rebuild.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -101,6 +103,7 @@ async fn sc_dev_swaps_builds_without_refusing_connections() {
             workspace().join("target").join("sc-new-test"),
         )
         .env("RUST_LOG", "warn")
+        .env_remove("SC_AUTH_KEY")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -143,6 +146,17 @@ async fn sc_dev_swaps_builds_without_refusing_connections() {
     let client = Client::connect_with(opts).await.expect("client connects");
     let before = version(&client).await.expect_err("no `version` event yet");
     assert!(before.contains("UnhandledEventError"), "{before}");
+    let () = client.invoke("login", &"ann").await.expect("login");
+    let mut room = client.subscribe("rooms/1").await.expect("ann joins room 1");
+
+    // The key every build gets: made once, kept out of version control by its own .gitignore.
+    let key = std::fs::read_to_string(app.join(".sc/auth-key")).expect(".sc/auth-key");
+    assert_eq!(key.trim().len(), 64, "{key}");
+    let ignore = std::fs::read_to_string(app.join(".sc/.gitignore")).expect(".sc/.gitignore");
+    assert!(ignore.lines().any(|l| l == "*"), "{ignore}");
+
+    // An editor's swap file is not a change.
+    std::fs::write(app.join("src/.lib.rs.swp"), "vim").expect("swap file");
 
     // Add a `version` event to the app's source.
     let lib = app.join("src/lib.rs");
@@ -159,6 +173,18 @@ async fn sc_dev_swaps_builds_without_refusing_connections() {
         + "\n#[event(\"version\")]\nasync fn version() -> Json<u32> {\n    Json(2)\n}\n";
     std::fs::write(&lib, &changed).expect("edit lib.rs");
     dev.wait_for("[sc dev] started", 2, Duration::from_secs(600));
+    assert_eq!(
+        dev.count(".swp"),
+        0,
+        "a swap file triggered a rebuild:\n{}",
+        dev.text()
+    );
+    assert_eq!(
+        dev.count("src/lib.rs changed: rebuilding"),
+        1,
+        "{}",
+        dev.text()
+    );
 
     // The client that stayed connected is moved to the new build (it reconnects by itself).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -172,6 +198,30 @@ async fn sc_dev_swaps_builds_without_refusing_connections() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Still logged in (the new build has the same key) and back in room 1.
+    assert!(
+        client.is_authenticated(),
+        "the swap logged ann out:\n{}",
+        dev.text()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !room.is_subscribed() {
+        assert!(Instant::now() < deadline, "room 1 not resubscribed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let () = client
+        .invoke(
+            "chat",
+            &serde_json::json!({"room": 1, "text": "after the swap"}),
+        )
+        .await
+        .expect("ann may still chat");
+    let got = tokio::time::timeout(Duration::from_secs(5), room.recv())
+        .await
+        .expect("delivered in time")
+        .expect("still subscribed");
+    assert_eq!(got["text"], "after the swap");
+    assert_eq!(dev.count("no auth key configured"), 0, "{}", dev.text());
 
     // A broken edit: reported, and the running build keeps serving.
     std::fs::write(&lib, format!("{changed}\nthis is not rust\n")).expect("break lib.rs");

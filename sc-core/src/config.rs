@@ -468,20 +468,18 @@ impl Config {
             ));
         }
         // Checked only with balancers: a single process with long pings must not trip on it.
+        // A live socket is never silent longer than ping_interval, and a dead one gets the
+        // worker's 4001 after ping_timeout: the idle timeout must not come before either.
         if self.balancers > 0
             && !self.ping_timeout_disabled
-            && self.balancer_idle_timeout <= self.ping_interval
+            && !self.balancer_idle_timeout.is_zero()
+            && self.balancer_idle_timeout < self.ping_interval + self.ping_timeout
         {
             return Err(ConfigError(format!(
-                "balancer_idle_timeout ({} ms) must be longer than ping_interval ({} ms), or balancers close live sockets between pings",
+                "balancer_idle_timeout ({} ms) must be 0 (off) or at least ping_interval + ping_timeout ({} ms), or balancers close live sockets between pings",
                 self.balancer_idle_timeout.as_millis(),
-                self.ping_interval.as_millis()
+                (self.ping_interval + self.ping_timeout).as_millis()
             )));
-        }
-        if self.balancer_idle_timeout.is_zero() {
-            return Err(ConfigError(
-                "balancer_idle_timeout must be greater than 0".into(),
-            ));
         }
         if self.broker_queue_bytes < 64 * 1024 || self.redis_queue_bytes < 64 * 1024 {
             return Err(ConfigError(

@@ -1,11 +1,20 @@
 // The chat page (templates/app/public, served by examples/chat) in headless Chromium: two pages
-// chat with each other through the browser client at /socketcluster.js, and after the server
-// restarts on the same port both reconnect, stay logged in (token in localStorage) and resubscribe.
+// chat with each other through the browser client at /socketcluster.js; a swap (the server
+// restarted on the same port) keeps both logged in and in their room; a server restarted with a
+// new key makes the page ask for the name again, and logging in rejoins the room; a refused
+// action is shown.
+//
+// The swap test starts the chat the way `sc dev` does, without SC_AUTH_KEY in the environment it
+// was given: one key made once for the app and handed to every start as SC_AUTH_KEY (`sc dev`
+// keeps it in the app's `.sc/auth-key`; sc-cli/tests/dev.rs checks that part with a real
+// `sc dev` and a real swap). Running `sc dev` here would rebuild the chat for every run.
 //
 // Needs Chromium (`CHROMIUM`, default /usr/bin/chromium) and the chat binary (`CHAT_BIN`, default
 // target/debug/chat); scripts/test-all.sh builds it and .ci/run installs Chromium.
+// `CHAT_SCREENSHOT=docs/chat.png npm test` also saves the README's screenshot.
 import assert from 'node:assert/strict';
 import {spawn} from 'node:child_process';
+import {randomBytes} from 'node:crypto';
 import {existsSync} from 'node:fs';
 import path from 'node:path';
 import {test} from 'node:test';
@@ -15,44 +24,78 @@ import {chromium} from 'playwright-core';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const chatBin = process.env.CHAT_BIN || path.join(here, '..', '..', 'target', 'debug', 'chat');
 const browserPath = process.env.CHROMIUM || '/usr/bin/chromium';
+const RANDOM_KEY_WARNING = 'no auth key configured';
 
-/** Starts the chat server on `port` (0: any) and resolves with {port, stop()}. */
-function startChat(port) {
+/** Starts the chat on `port` (0: any) with `env` added to an environment without SC_AUTH_KEY;
+ * resolves with {port, stop(), output(), waitForOutput()}; the output is stdout and stderr
+ * (the log goes to stdout). */
+function startChat(port, env = {}) {
   if (!existsSync(chatBin)) throw new Error(`chat binary not found at ${chatBin}: run \`cargo build -p chat\``);
+  const base = {...process.env};
+  delete base.SC_AUTH_KEY;
   const child = spawn(chatBin, [], {
-    env: {...process.env, SC_PORT: String(port), SC_HOST: '127.0.0.1', SC_AUTH_KEY: 'browser-test-key', RUST_LOG: 'warn'},
+    env: {...base, SC_PORT: String(port), SC_HOST: '127.0.0.1', RUST_LOG: 'warn', ...env},
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stderr = '';
-  child.stderr.on('data', (d) => { stderr += d; });
+  let output = '';
+  const waiters = [];
+  for (const stream of [child.stdout, child.stderr]) {
+    stream.setEncoding('utf8');
+    stream.on('data', (d) => {
+      output += d;
+      for (const w of [...waiters]) w();
+    });
+  }
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`chat did not start:\n${stderr}`)), 15000);
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (text) => {
-      const m = /listening on http:\/\/[^:]+:(\d+)\//.exec(text);
+    const timer = setTimeout(() => reject(new Error(`chat did not start:\n${output}`)), 15000);
+    child.stdout.on('data', () => {
+      const m = /listening on http:\/\/[^:]+:(\d+)\//.exec(output);
       if (m) {
         clearTimeout(timer);
         resolve({
           port: Number(m[1]),
+          output: () => output,
+          /** Resolves once `re` has matched the output `n` times. */
+          waitForOutput: (re, n, ms = 15000) => new Promise((ok, fail) => {
+            const t = setTimeout(() => fail(new Error(`no ${n}x ${re} in:\n${output}`)), ms);
+            const check = () => {
+              if ((output.match(new RegExp(re, 'g')) ?? []).length >= n) {
+                clearTimeout(t);
+                waiters.splice(waiters.indexOf(check), 1);
+                ok();
+              }
+            };
+            waiters.push(check);
+            check();
+          }),
           stop: () => new Promise((done) => {
+            if (child.exitCode !== null) return done();
             child.once('exit', done);
             child.kill('SIGTERM');
           }),
         });
       }
     });
-    child.once('exit', (code) => reject(new Error(`chat exited (${code}):\n${stderr}`)));
+    child.once('exit', (code) => reject(new Error(`chat exited (${code}):\n${output}`)));
   });
 }
 
-async function login(page, url, name) {
-  await page.goto(url);
-  await page.waitForSelector('#status:has-text("connected as guest")');
+/** A page that records every failed HTTP response (a 404 favicon would show here). */
+async function openPage(browser, failures) {
+  const page = await (await browser.newContext({viewport: {width: 820, height: 640}})).newPage();
+  page.on('response', (r) => { if (r.status() >= 400) failures.push(`${r.status()} ${r.url()}`); });
+  return page;
+}
+
+async function login(page, name) {
+  await page.waitForSelector('#login:visible');
+  assert.equal(await page.isVisible('#say'), false, 'no Send box before login');
   await page.fill('#name', name);
   await page.click('#login button');
-  await page.waitForSelector(`#status:has-text("connected as ${name}")`);
-  await page.waitForSelector('#say:not([hidden])');
-  await page.waitForSelector('body[data-room="joined"]', {state: 'attached'});
+  await page.waitForSelector(`#me:has-text("${name}")`);
+  await page.waitForSelector('#say:visible');
+  await page.waitForSelector('#login', {state: 'hidden'});
+  await page.waitForSelector('body[data-room="1"]', {state: 'attached'});
 }
 
 async function say(page, text) {
@@ -62,37 +105,119 @@ async function say(page, text) {
 
 const logText = (page) => page.locator('#log').innerText();
 
-test('two pages chat, and both come back after a server restart', {timeout: 90000}, async () => {
-  let server = await startChat(0);
-  const url = `http://127.0.0.1:${server.port}/`;
-  const browser = await chromium.launch({executablePath: browserPath, args: ['--no-sandbox']});
+test('two pages chat, and a swap keeps them logged in and in their room', {timeout: 90000}, async () => {
+  const key = randomBytes(32).toString('hex'); // what `sc dev` keeps in .sc/auth-key
+  const failures = [];
+  let browser;
+  let server;
   try {
+    browser = await chromium.launch({executablePath: browserPath, args: ['--no-sandbox']});
+    server = await startChat(0, {SC_AUTH_KEY: key});
+    const url = `http://127.0.0.1:${server.port}/`;
     // Separate contexts: separate localStorage, as two people on two machines.
-    const ann = await (await browser.newContext()).newPage();
-    const bob = await (await browser.newContext()).newPage();
-    await login(ann, url, 'ann');
-    await login(bob, url, 'bob');
+    const ann = await openPage(browser, failures);
+    const bob = await openPage(browser, failures);
+    for (const page of [ann, bob]) {
+      await page.goto(url);
+      await page.waitForSelector('#conn[data-state="connected"]');
+    }
+    await login(ann, 'ann');
+    await login(bob, 'bob');
+    assert.equal(await ann.inputValue('#name'), '', 'the login form does not keep the name');
     await say(ann, 'hello bob');
     await bob.waitForSelector('#log li:has-text("hello bob")');
-    assert.match(await logText(bob), /ann\s*hello bob/);
-    await ann.waitForSelector('#log li:has-text("hello bob")');
+    assert.match(await logText(bob), /\d{1,2}:\d\d(\s*[AP]M)?\s*ann\s*hello bob/i, 'a timestamp, the sender, the text');
+    await ann.waitForSelector('#log li.mine:has-text("hello bob")');
+    assert.equal(await ann.inputValue('#text'), '', 'a sent message leaves the box');
+    await say(bob, 'hi ann');
+    await ann.waitForSelector('#log li:has-text("hi ann")');
 
-    // The server restarts on the same port: the pages reconnect by themselves, still logged in.
-    await server.stop();
-    await ann.waitForSelector('#status:has-text("reconnecting")');
-    await bob.waitForSelector('#status:has-text("reconnecting")');
-    server = await startChat(Number(new URL(url).port));
-    await ann.waitForSelector('#status:has-text("connected as ann")', {timeout: 20000});
-    await bob.waitForSelector('#status:has-text("connected as bob")', {timeout: 20000});
-    for (const page of [ann, bob]) {
-      await page.waitForSelector('body[data-room="joined"]', {state: 'attached', timeout: 10000});
+    // A refused action is shown, and the refused text stays in the box.
+    await say(ann, '   ');
+    await ann.waitForSelector('#notice:visible:has-text("a message has 1 to 2000 bytes")');
+    assert.equal(await ann.inputValue('#text'), '   ');
+    if (process.env.CHAT_SCREENSHOT) {
+      await say(ann, 'see you after the swap');
+      await bob.waitForSelector('#log li:has-text("see you after the swap")');
+      await bob.screenshot({path: process.env.CHAT_SCREENSHOT});
     }
-    // Resubscribed: a message after the restart reaches the other page.
+
+    // The swap: the server restarts on the same port with the same key. Both pages reconnect
+    // by themselves, still logged in and back in room 1.
+    await server.stop();
+    await ann.waitForSelector('#conn[data-state="reconnecting"]');
+    await bob.waitForSelector('#conn[data-state="reconnecting"]');
+    server = await startChat(Number(new URL(url).port), {SC_AUTH_KEY: key});
+    for (const [page, name] of [[ann, 'ann'], [bob, 'bob']]) {
+      await page.waitForSelector('#conn[data-state="connected"]', {timeout: 20000});
+      await page.waitForSelector('body[data-room="1"]', {state: 'attached', timeout: 10000});
+      assert.equal(await page.textContent('#me'), name);
+      assert.equal(await page.isVisible('#login'), false, `${name} is not asked to log in again`);
+    }
     await say(bob, 'back again');
     await ann.waitForSelector('#log li:has-text("back again")', {timeout: 10000});
     assert.match(await logText(ann), /bob\s*back again/);
+
+    // Rooms: ann moves to room 2; bob, in room 1, does not get its messages, then follows.
+    await ann.fill('#room', '2');
+    await ann.click('#room-form button');
+    await ann.waitForSelector('body[data-room="2"]', {state: 'attached'});
+    assert.equal(await ann.locator('#log li').count(), 0, 'room 2 starts empty');
+    await say(ann, 'in room two');
+    await ann.waitForSelector('#log li:has-text("in room two")');
+    await bob.goto(`${url}#room=2`);
+    await bob.waitForSelector('body[data-room="2"]', {state: 'attached'});
+    await bob.waitForSelector('#log li:has-text("in room two")'); // the room's recent messages
+    assert.doesNotMatch(await logText(bob), /back again/);
+
+    assert.deepEqual(failures, [], 'no failed request (favicon included)');
+    assert.match(await ann.getAttribute('link[rel=icon]', 'href'), /^data:image\/svg\+xml,/);
+    assert.ok(!server.output().includes(RANDOM_KEY_WARNING), server.output());
   } finally {
-    await browser.close();
+    await browser?.close();
+    await server?.stop();
+  }
+});
+
+test('a server restarted with a new key: the page asks for the name again and rejoins', {timeout: 60000}, async () => {
+  // No key at all: each start signs with a new random key, and says so once.
+  let browser;
+  let server;
+  try {
+    browser = await chromium.launch({executablePath: browserPath, args: ['--no-sandbox']});
+    server = await startChat(0);
+    const url = `http://127.0.0.1:${server.port}/`;
+    await server.waitForOutput(RANDOM_KEY_WARNING, 1);
+    const ann = await openPage(browser, []);
+    await ann.goto(url);
+    await login(ann, 'ann');
+    await server.stop();
+    await ann.waitForSelector('#conn[data-state="reconnecting"]');
+    server = await startChat(Number(new URL(url).port));
+    // The stored token is refused: the login form is back, with the name, and no Send box.
+    await ann.waitForSelector('#login:visible', {timeout: 20000});
+    await ann.waitForSelector('#notice:visible:has-text("log in again")');
+    assert.equal(await ann.isVisible('#say'), false);
+    assert.equal(await ann.inputValue('#name'), 'ann');
+    await ann.click('#login button');
+    await ann.waitForSelector('#say:visible');
+    await ann.waitForSelector('body[data-room="1"]', {state: 'attached'});
+    await say(ann, 'here again');
+    await ann.waitForSelector('#log li:has-text("here again")'); // delivered through the room
+    assert.equal(await ann.isVisible('#notice'), false, 'the notice goes once logged in');
+    assert.equal((server.output().match(/no auth key configured/g) ?? []).length, 1, server.output());
+  } finally {
+    await browser?.close();
+    await server?.stop();
+  }
+});
+
+test('a cluster without a key warns once, not once per worker', {timeout: 30000}, async () => {
+  const server = await startChat(0, {SC_WORKERS: '2', RUST_LOG: 'info'});
+  try {
+    await server.waitForOutput('sc listening', 2); // both workers are up
+    assert.equal((server.output().match(/no auth key configured/g) ?? []).length, 1, server.output());
+  } finally {
     await server.stop();
   }
 });

@@ -1,6 +1,6 @@
 //! Channel history: what an engine keeps of a channel's publications so that a client that
 //! resubscribes with the last position it saw gets what it missed (recovery), and handlers can
-//! read a channel's recent messages (`Exchange::history`).
+//! read a channel's recent messages (the exchange, in the pub/sub layer above).
 //!
 //! A channel with history (declared with a [`HistoryPolicy`]) gives every publication a
 //! [`Position`]: an `offset` that grows by one per publication, and an `epoch` that changes

@@ -29,7 +29,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 #[cfg(feature = "test-util")]
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -70,6 +70,8 @@ struct Peer {
     limit: usize,
     /// Cancelled to drop the connection (from another connection's task, for a slow reader).
     kill: CancellationToken,
+    /// Set by the one publisher that drops this peer.
+    dropping: Arc<AtomicBool>,
     /// Slow workers dropped by this broker since it started (shared by every connection).
     dropped: Arc<AtomicU64>,
 }
@@ -118,6 +120,7 @@ impl Peer {
             queued: queued.clone(),
             limit,
             kill: CancellationToken::new(),
+            dropping: Arc::default(),
             dropped,
         };
         (peer, PeerQueue { rx, queued })
@@ -133,6 +136,10 @@ impl Peer {
         let queued = self.queued.fetch_add(size, Ordering::AcqRel);
         if queued > 0 && queued + size > self.limit {
             self.queued.fetch_sub(size, Ordering::AcqRel);
+            // Publishers race here; the one that drops the peer logs and counts it.
+            if self.dropping.swap(true, Ordering::AcqRel) {
+                return;
+            }
             let total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(
                 peer = self.id,
@@ -144,8 +151,10 @@ impl Peer {
             self.kill.cancel();
             return;
         }
-        // Err: the connection is closing.
-        let _ = self.tx.send((frame, size));
+        if self.tx.send((frame, size)).is_err() {
+            // The connection is closing: nothing will write these bytes.
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+        }
     }
 }
 

@@ -10,7 +10,9 @@
 //!   the kernel's backlog never fills with connections nobody will serve);
 //! - the TLS handshake and the client's first byte must both arrive within `handshake_timeout` of
 //!   the accept; only then is a worker connection opened, so silent peers cost no worker anything;
-//! - no byte in either direction for `balancer_idle_timeout`: both sides are closed;
+//!   at most a quarter of the cap may be waiting for that first byte, so silent peers cannot take
+//!   every slot;
+//! - no byte in either direction for `balancer_idle_timeout` (unless 0): both sides are closed;
 //! - when either side ends (or fails), its end is passed on and both are closed once the other
 //!   side has been silent for [`CLOSE_GRACE`] (a client that half-closes cannot park a connection).
 //!
@@ -32,6 +34,10 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::server::StartupError as Error;
+
+/// Each direction of a relayed connection reads through a buffer this big (as
+/// `copy_bidirectional` does); the client's first read uses the one its direction keeps.
+const BUFFER: usize = 8 * 1024;
 
 /// Once one side of a relayed connection has ended, how long the other may stay silent before both
 /// are closed. Short: a peer that ended its side has nothing left to wait for but data in flight.
@@ -87,6 +93,9 @@ struct Relay {
     limits: Limits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     slots: Arc<Semaphore>,
+    /// Connections waiting for their first byte: a quarter of the slots at most (all of a
+    /// small cap, up to 16).
+    waiting: Arc<Semaphore>,
     /// Connections closed at accept because the cap was reached: logged once per burst.
     refused: AtomicU64,
     refusing: AtomicBool,
@@ -104,6 +113,11 @@ impl Relay {
             // Semaphore::new panics above MAX_PERMITS; a cap that high is no cap anyway.
             slots: Arc::new(Semaphore::new(
                 limits.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
+            waiting: Arc::new(Semaphore::new(
+                (limits.max_connections / 4)
+                    .max(limits.max_connections.min(16))
+                    .clamp(1, Semaphore::MAX_PERMITS),
             )),
             limits,
             tls,
@@ -197,7 +211,13 @@ impl Relay {
         peer: std::net::SocketAddr,
         deadline: Instant,
     ) {
-        let mut first = vec![0u8; 16 * 1024];
+        // Connections still waiting for their first byte have a budget of their own (a quarter
+        // of the cap): silent peers cannot take every slot and lock real clients out.
+        let Ok(waiting) = self.waiting.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many connections waiting for their first byte; closed");
+            return;
+        };
+        let mut first = vec![0u8; BUFFER];
         let n = match tokio::time::timeout_at(deadline, client.read(&mut first)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return,
             Ok(Ok(n)) => n,
@@ -210,11 +230,11 @@ impl Relay {
             tracing::error!(%peer, "no worker accepted the connection");
             return;
         };
+        drop(waiting);
         if upstream.write_all(&first[..n]).await.is_err() {
             return;
         }
-        drop(first);
-        pipe_both(client, upstream, self.limits.idle, self.limits.grace).await;
+        pipe_both(client, upstream, first, self.limits.idle, self.limits.grace).await;
     }
 }
 
@@ -224,6 +244,7 @@ impl Relay {
 async fn pipe_both(
     client: impl AsyncRead + AsyncWrite + Unpin,
     upstream: impl AsyncRead + AsyncWrite + Unpin,
+    client_buffer: Vec<u8>,
     idle: Duration,
     grace: Duration,
 ) {
@@ -232,8 +253,8 @@ async fn pipe_both(
     let last = AtomicU64::new(0);
     let (client_read, client_write) = tokio::io::split(client);
     let (upstream_read, upstream_write) = tokio::io::split(upstream);
-    let up = copy_one_way(client_read, upstream_write, &last, start);
-    let down = copy_one_way(upstream_read, client_write, &last, start);
+    let up = copy_one_way(client_read, upstream_write, client_buffer, &last, start);
+    let down = copy_one_way(upstream_read, client_write, vec![0u8; BUFFER], &last, start);
     tokio::pin!(up, down);
     let silent_for = |limit: Duration| {
         let last = &last;
@@ -254,7 +275,8 @@ async fn pipe_both(
         _ = &mut down => {
             tokio::select! { _ = &mut up => {}, _ = silent_for(grace) => {} }
         }
-        _ = silent_for(idle) => {}
+        // 0: no idle timeout (pings disabled, say).
+        _ = silent_for(idle), if !idle.is_zero() => {}
     }
 }
 
@@ -262,20 +284,30 @@ async fn pipe_both(
 async fn copy_one_way(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
+    mut buf: Vec<u8>,
     last: &AtomicU64,
     start: Instant,
 ) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
+    'copy: loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if to.write_all(&buf[..n]).await.is_err() {
+        let mut sent = 0;
+        while sent < n {
+            match to.write(&buf[sent..n]).await {
+                Ok(0) | Err(_) => break 'copy,
+                Ok(k) => sent += k,
+            }
+            // Every byte written is progress: a client reading slowly but steadily (after a
+            // half-close too) is not silent.
+            last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        // TLS keeps what the socket did not take inside rustls until a flush (TCP and Unix
+        // sockets flush for free): without it the end of a burst would wait for the next write.
+        if to.flush().await.is_err() {
             break;
         }
-        // A write that completes is progress, so a client reading slowly but steadily stays.
-        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
     // The end counts as activity: the other side gets the whole grace from now to finish.
     last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);

@@ -10,9 +10,9 @@
 //!   with its role and id, panics included.
 //! - Every child heartbeats on the control channel; one silent for `heartbeat_timeout` (stopped,
 //!   or its runtime stuck) is SIGKILLed, said so in the log, and respawned like a crash.
-//! - SIGTERM/SIGINT: workers (sockets closed with 1001, through the balancers too), then
-//!   balancers, then brokers get SIGTERM and exit on their own within `shutdown_timeout`; one
-//!   still there a second later is
+//! - SIGTERM/SIGINT: workers and balancers (sockets closed with 1001, through the balancers
+//!   too), then brokers get SIGTERM and exit on their own within `shutdown_timeout`; one still
+//!   there a second later is
 //!   SIGKILLed, loudly (a bug, not the plan). SIGUSR2: workers, then balancers, are replaced one
 //!   at a time (rolling restart), each new one serving before the old one is asked to leave.
 //! - A child whose master dies sees its stdin close and shuts down: no orphans.
@@ -449,18 +449,20 @@ impl Master {
     async fn shutdown(&mut self, events: &mut mpsc::UnboundedReceiver<Event>) {
         self.shutting_down = true;
         say(format_args!("shutting down"));
-        // Workers first: they close their sockets with 1001, which reaches clients behind
-        // balancers too, as the balancers still relay. Then the balancers, which have nothing
-        // left to relay, and brokers last, so in-flight publishes still have somewhere to go.
-        for stage in [Stage::Workers, Stage::Balancers, Stage::Brokers] {
+        // Workers and balancers together: the workers close their sockets with 1001, which
+        // reaches clients behind balancers too, as a stopping balancer stops accepting (no new
+        // connection is routed to a stopping worker) but relays what it has until it ends.
+        // Brokers last, so in-flight publishes still have somewhere to go.
+        let front: &[Stage] = &[Stage::Workers, Stage::Balancers];
+        for stages in [front, &[Stage::Brokers]] {
             let pids: Vec<u32> = self
                 .slots
                 .iter()
-                .filter(|(r, _)| stage.includes(**r))
+                .filter(|(r, _)| stages.iter().any(|stage| stage.includes(**r)))
                 .filter_map(|(_, s)| s.pid)
                 .collect();
             self.stop(&pids, events).await;
-            if matches!(stage, Stage::Workers) {
+            if stages == front {
                 // The workers' Unix sockets go with them: a connection a balancer relays to
                 // one meanwhile is refused at once instead of waiting in a backlog nobody reads.
                 self.sockets
@@ -470,7 +472,7 @@ impl Master {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Balancers,
     Workers,

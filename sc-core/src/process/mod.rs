@@ -57,6 +57,7 @@ impl Builder {
                 if let Some(f) = self.on_listening.take() {
                     f(public.local_addr()?);
                 }
+                self.warn_if_random_key();
                 master::run(config, public)
             }
             Role::Broker(_) => {

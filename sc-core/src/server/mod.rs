@@ -10,6 +10,7 @@
 //! what it decided to the builder ([`Placement`]) before binding.
 
 mod http;
+mod key_source;
 mod listener;
 mod options;
 mod routes;
@@ -176,25 +177,9 @@ impl Builder {
         let origins = Origins::parse(&config.origins)?;
         let mut app = self.app;
         app.validate().map_err(StartupError::App)?;
-        let key = match self.key {
-            KeySource::Given(k) => k,
-            KeySource::Env(var) => match std::env::var(&var) {
-                Ok(v) if !v.is_empty() => AuthKey::Secret(v.into_bytes()),
-                _ => self
-                    .placement
-                    .cluster_secret
-                    .unwrap_or_else(AuthEngine::random_secret),
-            },
-            KeySource::Random => match std::env::var("SC_AUTH_KEY") {
-                Ok(v) if !v.is_empty() && self.use_env => AuthKey::Secret(v.into_bytes()),
-                // Workers of one cluster must agree on the key, or a token signed by one
-                // would be rejected by the next: the master hands them one random secret.
-                _ => self
-                    .placement
-                    .cluster_secret
-                    .unwrap_or_else(AuthEngine::random_secret),
-            },
-        };
+        let key = self
+            .key
+            .resolve(self.use_env, self.placement.cluster_secret);
         let auth = AuthEngine::new(AuthOptions {
             key,
             algorithm: self.algorithm,

@@ -11,6 +11,9 @@ use sc_core::prelude::*;
 pub struct ChatMsg {
     pub from: String,
     pub text: String,
+    /// When the server accepted it, in milliseconds since the Unix epoch (the page shows it in
+    /// the reader's time zone).
+    pub at: u64,
 }
 
 /// `rooms/{id}` carries only `ChatMsg`, and its declaration is its contract: only logged-in users
@@ -63,9 +66,13 @@ async fn chat(
     if text.is_empty() || text.len() > 2000 {
         return Err(ScError::new("ChatError", "a message has 1 to 2000 bytes"));
     }
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let msg = ChatMsg {
         from: me.name,
         text: text.to_owned(),
+        at,
     };
     {
         let mut rooms = history.0.lock().unwrap_or_else(|p| p.into_inner());
