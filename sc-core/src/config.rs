@@ -739,4 +739,23 @@ mod tests {
             assert!(bad.validate().is_err());
         }
     }
+
+    #[test]
+    fn history_defaults_off_parses_seconds_and_needs_a_ttl() {
+        assert_eq!(Config::default().history_size, 0);
+        let mut c = Config::default();
+        let vars = |n: &str| match n {
+            "SC_HISTORY_SIZE" => Some("100".to_string()),
+            "SC_HISTORY_TTL" => Some("30".to_string()),
+            _ => None,
+        };
+        c.apply_vars(vars).expect("valid env");
+        assert_eq!(
+            (c.history_size, c.history_ttl),
+            (100, Duration::from_secs(30))
+        );
+        assert!(c.validate().is_ok());
+        c.history_ttl = Duration::ZERO;
+        assert!(c.validate().is_err());
+    }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use sc_core::broker::cluster::{broker_index, ClusterOptions};
-use sc_core::broker::{server, BrokerError, ClusterBroker};
-use sc_core::client::{Client, InvokeError, Subscription};
+use sc_core::broker::{server, BrokerError, ClusterBroker, HistoryPolicy, Position};
+use sc_core::client::{Client, ClientEvent, InvokeError, Subscription};
 use sc_core::testing::{self, TestServer};
 use sc_core::Exchange;
 use serde_json::{json, Value};
@@ -71,6 +71,11 @@ fn init_logs() {
 
 impl Cluster {
     async fn start() -> Self {
+        Self::start_app(sc_core::App::new()).await
+    }
+
+    /// Both workers serve `app`.
+    async fn start_app(app: sc_core::App) -> Self {
         init_logs();
         let dir = TempDir::new();
         let paths: Vec<PathBuf> = (0..2).map(|i| dir.0.join(format!("b{i}.sock"))).collect();
@@ -80,8 +85,13 @@ impl Cluster {
         }
         let engine_a = ClusterBroker::new(paths.clone());
         let engine_b = ClusterBroker::new(paths.clone());
-        let a = TestServer::start(testing::builder().broker_engine(engine_a.clone())).await;
-        let b = TestServer::start(testing::builder().broker_engine(engine_b.clone())).await;
+        let builder = |engine: &ClusterBroker| {
+            testing::builder()
+                .broker_engine(engine.clone())
+                .app(app.clone())
+        };
+        let a = TestServer::start(builder(&engine_a)).await;
+        let b = TestServer::start(builder(&engine_b)).await;
         let cluster = Self {
             _dir: dir,
             paths,
@@ -558,4 +568,111 @@ async fn a_broker_with_a_secret_serves_only_workers_that_send_it() {
     let err = b.handle().exchange().count().await.expect_err("refused");
     assert!(matches!(err, BrokerError::Unavailable(_)), "{err:?}");
     assert!(!wrong.is_connected(0));
+}
+
+/// Every channel of `feed/...` keeps 1000 publications for a minute; clients may publish.
+fn history_app() -> sc_core::App {
+    use sc_core::app::contract::{Access, ChannelContract};
+    sc_core::App::new().channel_contract(
+        ChannelContract::new("feed/{id}")
+            .publish(Access::Anyone)
+            .history(HistoryPolicy::new(1000, Duration::from_secs(60))),
+    )
+}
+
+#[tokio::test]
+async fn history_lives_with_the_broker_shared_by_workers_and_lost_with_it() {
+    let cluster = Cluster::start_app(history_app()).await;
+    let (ex_a, ex_b) = cluster.exchanges();
+    let channel = channel_on("feed", 1);
+    for n in 1..=5 {
+        ex_a.publish(channel.as_str(), &n).await.expect("publish");
+    }
+    let publisher = cluster.b.client().await;
+    publisher
+        .publish(&channel, &6)
+        .await
+        .expect("client publish");
+    // Both workers read the one history its broker keeps.
+    let on_a = ex_a.history(&channel, None).await.expect("history");
+    let on_b = ex_b.history(&channel, None).await.expect("history");
+    assert_eq!(on_a.top, on_b.top);
+    assert_eq!(on_a.top.offset, 6);
+    let numbers = |h: &sc_core::broker::HistorySince| -> Vec<(u64, Value)> {
+        h.publications
+            .as_ref()
+            .expect("kept")
+            .iter()
+            .map(|p| {
+                let at = p.position().expect("positioned").offset;
+                (at, p.data().cloned().unwrap_or(Value::Null))
+            })
+            .collect()
+    };
+    let expected: Vec<(u64, Value)> = (1..=6).map(|n| (n, json!(n))).collect();
+    assert_eq!(numbers(&on_a), expected);
+    assert_eq!(numbers(&on_b), expected);
+    let since = Position {
+        offset: 4,
+        epoch: on_a.top.epoch.clone(),
+    };
+    let after = ex_b
+        .history(&channel, Some(since.clone()))
+        .await
+        .expect("history");
+    assert_eq!(numbers(&after), expected[4..]);
+
+    // The broker dies and comes back: its history and epoch are gone.
+    cluster.brokers[1].abort();
+    cluster.wait_disconnected(1).await;
+    let _restarted = start_broker(cluster.paths[1].clone()).await;
+    cluster.wait_connected(1).await;
+    let lost = ex_a.history(&channel, Some(since)).await.expect("history");
+    assert!(
+        lost.publications.is_none(),
+        "not recovered after a broker restart"
+    );
+    assert_ne!(lost.top.epoch, on_a.top.epoch);
+}
+
+#[tokio::test]
+async fn a_subscriber_cut_from_its_worker_recovers_from_the_broker_exactly_once() {
+    let cluster = Cluster::start_app(history_app()).await;
+    let proxy = Proxy::start(cluster.a.addr()).await;
+    let subscriber = testing::connect(proxy.url_of(&cluster.a)).await;
+    let mut events = subscriber.events();
+    let channels = [channel_on("feed", 0), channel_on("feed", 1)];
+    let mut subs = subscribe_all(&subscriber, &channels).await;
+    let publisher = cluster.b.client().await;
+    let total = 200u64;
+    let publishing = tokio::spawn(async move {
+        for n in 1..=total {
+            for channel in &channels {
+                publisher.publish(channel, &n).await.expect("published");
+            }
+            if n % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    let mut got = vec![Vec::new(), Vec::new()];
+    while got[1].len() < total as usize {
+        for (i, sub) in subs.iter_mut().enumerate() {
+            got[i].push(recv(sub).await.as_u64().expect("a number"));
+        }
+        if got[1].len() % 50 == 0 {
+            proxy.cut();
+        }
+    }
+    publishing.await.expect("publisher");
+    for numbers in &got {
+        assert_eq!(*numbers, (1..=total).collect::<Vec<_>>());
+    }
+    assert_quiet(&mut subs).await;
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, ClientEvent::NotRecovered { .. }),
+            "{event:?}"
+        );
+    }
 }

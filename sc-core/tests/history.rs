@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use common::Proxy;
 
 use sc_core::app::contract::ChannelContract;
 use sc_core::broker::{HistoryPolicy, Position};
@@ -15,61 +15,6 @@ use sc_core::client::{Client, ClientEvent};
 use sc_core::prelude::*;
 use sc_core::testing::{self, TestServer};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-
-/// A TCP proxy to `target` whose connections can all be cut at once (both sockets dropped, no
-/// close frame: what a network drop looks like to both ends).
-struct Proxy {
-    addr: SocketAddr,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-    /// While set, new connections are dropped at once (the network stays down).
-    down: Arc<AtomicBool>,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
-        let addr = listener.local_addr().expect("addr");
-        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let kept = links.clone();
-        let down: Arc<AtomicBool> = Arc::default();
-        let is_down = down.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if is_down.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let link = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                kept.lock().expect("lock").push(link);
-            }
-        });
-        Self {
-            addr,
-            links,
-            accept,
-            down,
-        }
-    }
-
-    fn cut(&self) {
-        for link in self.links.lock().expect("lock").drain(..) {
-            link.abort();
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
-    }
-}
 
 fn app(size: usize) -> App {
     App::new().channel_contract(
@@ -80,10 +25,7 @@ fn app(size: usize) -> App {
 }
 
 async fn client_via(proxy: &Proxy, server: &TestServer) -> Client {
-    let url = server
-        .url()
-        .replace(&server.addr().to_string(), &proxy.addr.to_string());
-    testing::connect(url).await
+    testing::connect(proxy.url_of(server)).await
 }
 
 async fn next(sub: &mut sc_core::client::Subscription) -> Value {
@@ -151,6 +93,8 @@ async fn a_cut_subscriber_gets_every_number_once_in_order() {
     }
     assert!(reconnects >= 3, "{reconnects} reconnects");
     assert_eq!(not_recovered, 0);
+    assert_eq!(sub.not_recovered(), 0);
+    assert_eq!(sub.position().map(|(offset, _)| offset), Some(total));
     server.stop().await;
 }
 
@@ -182,6 +126,8 @@ async fn a_gap_bigger_than_the_history_is_not_recovered_and_nothing_partial_is_s
     publisher.publish("feed/2", &22).await.expect("published");
     // Nothing of the gap (17..=21 are still kept): the next one is live.
     assert_eq!(next(&mut sub).await, json!(22));
+    assert_eq!(sub.not_recovered(), 1);
+    assert_eq!(sub.position().map(|(offset, _)| offset), Some(22));
     server.stop().await;
 }
 
@@ -216,7 +162,10 @@ async fn the_ack_carries_the_top_and_handlers_read_history() {
         .map(|p| p.data().cloned().unwrap_or(Value::Null))
         .collect();
     assert_eq!(kept, [json!(3), json!(4)]);
-    let too_old = Position { offset: 0, epoch };
+    let too_old = Position {
+        offset: 0,
+        epoch: epoch.clone(),
+    };
     assert!(exchange
         .history("feed/3", Some(too_old))
         .await
@@ -228,4 +177,22 @@ async fn the_ack_carries_the_top_and_handlers_read_history() {
         "no history declared"
     );
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_history_of_zero_publications_fails_at_startup() {
+    let app = App::new().channel_contract(
+        ChannelContract::new("feed/{id}").history(HistoryPolicy::new(0, Duration::from_secs(1))),
+    );
+    let error = testing::builder()
+        .app(app)
+        .bind()
+        .await
+        .expect_err("refused");
+    assert!(
+        error
+            .to_string()
+            .contains("keeps a history of 0 publications"),
+        "{error}"
+    );
 }

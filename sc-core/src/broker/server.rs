@@ -43,8 +43,10 @@ use tokio::task::JoinSet;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
+use super::history::{HistoryPolicy, HistoryStore};
 use super::kv::{self, KvStore};
-use super::wire::{BrokerCodec, Frame, WireError, MAX_FRAME_LEN, VERSION};
+use super::wire::{BrokerCodec, Frame, HistoryQuery, WireError, MAX_FRAME_LEN, VERSION};
+use super::Publication;
 
 /// The longest hello a broker reads (a version and a secret of 64 hex digits fit many times).
 const MAX_HELLO_LEN: usize = 1024;
@@ -80,13 +82,19 @@ struct Peer {
 fn cost(frame: &Frame) -> usize {
     ENTRY_OVERHEAD
         + match frame {
-            Frame::Deliver { channel, frame } | Frame::Publish { channel, frame, .. } => {
-                channel.len() + frame.len()
-            }
+            Frame::Deliver { channel, frame }
+            | Frame::Publish { channel, frame, .. }
+            | Frame::PublishWithHistory { channel, frame, .. } => channel.len() + frame.len(),
+            Frame::DeliverAt {
+                position,
+                channel,
+                frame,
+            } => position.epoch.len() + channel.len() + frame.len(),
             Frame::Subscribe { channel, .. } | Frame::Unsubscribe { channel } => channel.len(),
             Frame::KvResponse { result, .. } => json_len(result),
             Frame::Error { message, .. } => message.len(),
             Frame::KvRequest { .. }
+            | Frame::HistoryRequest { .. }
             | Frame::Hello { .. }
             | Frame::Ack { .. }
             | Frame::Ping { .. } => 0,
@@ -168,6 +176,8 @@ struct Broker {
     /// Copy-on-write subscriber lists: a publish clones one `Arc` under the lock.
     channels: Mutex<HashMap<Arc<str>, Arc<[Peer]>>>,
     kv: Arc<KvStore>,
+    /// The history of the channels this broker owns (lost with the process: new epochs).
+    history: HistoryStore,
     /// Each worker connection's queue bound, in bytes.
     queue_bytes: usize,
     /// Worker connections dropped for reading too slowly, since start.
@@ -257,6 +267,7 @@ pub async fn serve_with(
     let broker = Arc::new(Broker {
         channels: Mutex::default(),
         kv: Arc::default(),
+        history: HistoryStore::new(),
         queue_bytes,
         slow_dropped: Arc::default(),
     });
@@ -414,9 +425,52 @@ async fn read_loop(
                 let result = broker.kv.apply(op);
                 peer.send(Frame::KvResponse { id, result });
             }
+            Frame::PublishWithHistory {
+                id,
+                policy,
+                channel,
+                frame,
+            } => {
+                let publication = Publication::from_frame(channel.clone(), frame);
+                // Fanned out under the store's lock: one channel's publications reach every
+                // worker in offset order.
+                let result = broker
+                    .history
+                    .append_with(&publication, policy, |positioned| {
+                        let Some(position) = positioned.position() else {
+                            return;
+                        };
+                        for sub in broker.subscribers(&channel).iter().flat_map(|s| s.iter()) {
+                            sub.send(Frame::DeliverAt {
+                                position: position.clone(),
+                                channel: channel.clone(),
+                                frame: positioned.frame.clone(),
+                            });
+                        }
+                    });
+                match result {
+                    Ok((position, ())) => peer.send(Frame::KvResponse {
+                        id,
+                        result: serde_json::json!(position),
+                    }),
+                    Err(e) => peer.send(Frame::Error {
+                        id,
+                        message: e.to_string(),
+                    }),
+                }
+            }
+            Frame::HistoryRequest { id, query } => {
+                let policy = HistoryPolicy::new(query.size, Duration::from_millis(query.ttl_ms));
+                let answer = broker
+                    .history
+                    .since(&query.channel, query.since.as_ref(), policy);
+                let result = HistoryQuery::encode_answer(&answer);
+                peer.send(Frame::KvResponse { id, result });
+            }
             Frame::Ping { id } => peer.send(Frame::Ack { id }),
             Frame::Hello { .. }
             | Frame::Deliver { .. }
+            | Frame::DeliverAt { .. }
             | Frame::KvResponse { .. }
             | Frame::Ack { .. }
             | Frame::Error { .. } => {

@@ -17,6 +17,14 @@
 //! | `0x07` | [`Frame::Ack`] | broker -> worker | id `u64` (answers `Subscribe`, `Publish`, `Ping`) |
 //! | `0x08` | [`Frame::Ping`] | worker -> broker | id `u64`; answered with `Ack` after every earlier frame |
 //! | `0x09` | [`Frame::Error`] | broker -> worker | id `u64`, message (rest): the request failed |
+//! | `0x0a` | [`Frame::PublishWithHistory`] | worker -> broker | id `u64`, size `u64`, ttl ms `u64`, channel length `u32`, channel, `#publish` frame (rest); answered with `KvResponse` `{"offset","epoch"}` |
+//! | `0x0b` | [`Frame::DeliverAt`] | broker -> worker | offset `u64`, epoch length `u32`, epoch, channel length `u32`, channel, positioned `#publish` frame (rest) |
+//! | `0x0c` | [`Frame::HistoryRequest`] | worker -> broker | id `u64`, [`HistoryQuery`] as JSON (rest); answered with `KvResponse` `{"top":{"offset","epoch"},"frames":[..] or null}` |
+//!
+//! History (see [`super::history`]) lives with the channel's broker: it gives each publication
+//! on a channel with history its position, keeps it, and fans out the positioned frame
+//! (`DeliverAt`), so a worker crash loses nothing. A broker that restarts starts a new epoch
+//! base: every channel it owns is "not recovered" once.
 //!
 //! A publication crosses as its already-encoded `#publish` text, so the broker forwards it and the
 //! worker writes it to its sockets without any JSON work. The broker handles one connection's
@@ -33,10 +41,12 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde_json::Value;
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
+use super::history::{HistoryPolicy, HistorySince, Position};
 use super::kv::KvOp;
+use super::{BrokerError, Publication};
 
 /// The protocol version sent in [`Frame::Hello`]; a broker refuses any other.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// The largest payload of one frame: 16 MiB (a `#publish` frame of the largest `max_payload`
 /// anyone should configure, or a big key-value value).
@@ -54,6 +64,73 @@ const OP_KV_RESPONSE: u8 = 0x06;
 const OP_ACK: u8 = 0x07;
 const OP_PING: u8 = 0x08;
 const OP_ERROR: u8 = 0x09;
+const OP_PUBLISH_WITH_HISTORY: u8 = 0x0a;
+const OP_DELIVER_AT: u8 = 0x0b;
+const OP_HISTORY_REQUEST: u8 = 0x0c;
+
+/// A worker's question for a channel's history ([`Frame::HistoryRequest`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryQuery {
+    /// The channel.
+    pub channel: String,
+    /// The position after which publications are wanted (`None`: all kept ones).
+    pub since: Option<Position>,
+    /// The channel's policy: most publications kept.
+    pub size: usize,
+    /// The channel's policy: how long each is kept, in milliseconds.
+    pub ttl_ms: u64,
+}
+
+impl HistoryQuery {
+    /// The question for `channel`'s history since `since` under `policy`.
+    pub fn new(channel: &str, since: Option<Position>, policy: HistoryPolicy) -> Self {
+        Self {
+            channel: channel.to_owned(),
+            since,
+            size: policy.size,
+            ttl_ms: u64::try_from(policy.ttl.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// The broker's answer: `{"top": position, "frames": [positioned #publish frames] | null}`.
+    pub fn encode_answer(answer: &HistorySince) -> Value {
+        let frames: Option<Vec<&str>> = answer
+            .publications
+            .as_ref()
+            .map(|kept| kept.iter().map(|p| p.frame.as_str()).collect());
+        serde_json::json!({"top": answer.top, "frames": frames})
+    }
+
+    /// The worker's reading of [`encode_answer`](Self::encode_answer): the kept frames are
+    /// consecutive and end at the top, so each one's position follows from the top's.
+    pub fn decode_answer(channel: Arc<str>, answer: Value) -> Result<HistorySince, BrokerError> {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            top: Position,
+            frames: Option<Vec<String>>,
+        }
+        let answer: Answer =
+            serde_json::from_value(answer).map_err(|e| BrokerError::Decode(e.to_string()))?;
+        let top = answer.top;
+        let publications = answer.frames.map(|frames| {
+            let first = top
+                .offset
+                .saturating_add(1)
+                .saturating_sub(frames.len() as u64);
+            (first..)
+                .zip(frames)
+                .map(|(offset, frame)| {
+                    let epoch = top.epoch.clone();
+                    let position = Position { offset, epoch };
+                    let publication =
+                        Publication::from_positioned_frame(channel.clone(), frame.into(), position);
+                    Arc::new(publication)
+                })
+                .collect()
+        });
+        Ok(HistorySince { top, publications })
+    }
+}
 
 /// One frame of the worker <-> broker protocol (see the module docs for the byte layout).
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +195,34 @@ pub enum Frame {
         /// Request id.
         id: u64,
     },
+    /// Publish on a channel with history: the broker positions, keeps and fans out the
+    /// publication ([`Frame::DeliverAt`]), and answers its position as a `KvResponse`.
+    PublishWithHistory {
+        /// Request id.
+        id: u64,
+        /// The channel's policy.
+        policy: HistoryPolicy,
+        /// The channel.
+        channel: Arc<str>,
+        /// The encoded `#publish` frame (without a position).
+        frame: Utf8Bytes,
+    },
+    /// A positioned publication on a channel the worker subscribed to.
+    DeliverAt {
+        /// Its position.
+        position: Position,
+        /// The channel.
+        channel: Arc<str>,
+        /// The `#publish` frame with `offset` and `epoch`.
+        frame: Utf8Bytes,
+    },
+    /// A channel's history since a position; answered as a `KvResponse`.
+    HistoryRequest {
+        /// Request id.
+        id: u64,
+        /// What is asked.
+        query: HistoryQuery,
+    },
     /// The request failed (a key-value result too large to send).
     Error {
         /// The request's id.
@@ -141,6 +246,9 @@ impl Frame {
             Self::Ack { .. } => "ack",
             Self::Ping { .. } => "ping",
             Self::Error { .. } => "error",
+            Self::PublishWithHistory { .. } => "publish with history",
+            Self::DeliverAt { .. } => "deliver at",
+            Self::HistoryRequest { .. } => "history request",
         }
     }
 
@@ -148,7 +256,11 @@ impl Frame {
     pub fn request_id(&self) -> Option<u64> {
         match self {
             Self::Subscribe { id, .. } if *id != 0 => Some(*id),
-            Self::Publish { id, .. } | Self::KvRequest { id, .. } | Self::Ping { id } => Some(*id),
+            Self::Publish { id, .. }
+            | Self::KvRequest { id, .. }
+            | Self::Ping { id }
+            | Self::PublishWithHistory { id, .. }
+            | Self::HistoryRequest { id, .. } => Some(*id),
             _ => None,
         }
     }
@@ -260,6 +372,40 @@ fn encode(frame: &Frame, dst: &mut BytesMut) -> Result<(), WireError> {
             dst.put_slice(secret);
             return Ok(());
         }
+        Frame::PublishWithHistory {
+            id,
+            policy,
+            channel,
+            frame,
+        } => {
+            let ttl_ms = u64::try_from(policy.ttl.as_millis()).unwrap_or(u64::MAX);
+            let head = [*id, policy.size as u64, ttl_ms];
+            return put_frame(
+                dst,
+                OP_PUBLISH_WITH_HISTORY,
+                &head,
+                &[channel],
+                frame.as_bytes(),
+            );
+        }
+        Frame::DeliverAt {
+            position,
+            channel,
+            frame,
+        } => {
+            let head = [position.offset];
+            return put_frame(
+                dst,
+                OP_DELIVER_AT,
+                &head,
+                &[&position.epoch, channel],
+                frame.as_bytes(),
+            );
+        }
+        Frame::HistoryRequest { id, query } => {
+            json = serde_json::to_vec(query).map_err(|e| malformed(e.to_string()))?;
+            (OP_HISTORY_REQUEST, Some(*id), None, &json)
+        }
         Frame::Subscribe { id, channel } => (OP_SUBSCRIBE, Some(*id), None, channel.as_bytes()),
         Frame::Unsubscribe { channel } => (OP_UNSUBSCRIBE, None, None, channel.as_bytes()),
         Frame::Publish { id, channel, frame } => {
@@ -292,6 +438,33 @@ fn encode(frame: &Frame, dst: &mut BytesMut) -> Result<(), WireError> {
     if let Some(channel) = channel {
         dst.put_u32(channel.len() as u32);
         dst.put_slice(channel.as_bytes());
+    }
+    dst.put_slice(body);
+    Ok(())
+}
+
+/// Op, `u64`s, length-prefixed strings, then the body.
+fn put_frame(
+    dst: &mut BytesMut,
+    op: u8,
+    numbers: &[u64],
+    strings: &[&str],
+    body: &[u8],
+) -> Result<(), WireError> {
+    let len =
+        1 + 8 * numbers.len() + strings.iter().map(|s| 4 + s.len()).sum::<usize>() + body.len();
+    if len > MAX_FRAME_LEN {
+        return Err(WireError::TooLong);
+    }
+    dst.reserve(4 + len);
+    dst.put_u32(len as u32);
+    dst.put_u8(op);
+    for n in numbers {
+        dst.put_u64(*n);
+    }
+    for s in strings {
+        dst.put_u32(s.len() as u32);
+        dst.put_slice(s.as_bytes());
     }
     dst.put_slice(body);
     Ok(())
@@ -391,6 +564,31 @@ fn parse(mut b: Bytes) -> Result<Frame, WireError> {
             message: String::from_utf8(b.to_vec())
                 .map_err(|_| malformed("error message is not UTF-8"))?,
         },
+        OP_PUBLISH_WITH_HISTORY => {
+            let id = take_u64(&mut b)?;
+            let size = usize::try_from(take_u64(&mut b)?).unwrap_or(usize::MAX);
+            let ttl = std::time::Duration::from_millis(take_u64(&mut b)?);
+            Frame::PublishWithHistory {
+                id,
+                policy: HistoryPolicy::new(size, ttl),
+                channel: take_channel(&mut b)?,
+                frame: rest_text(b)?,
+            }
+        }
+        OP_DELIVER_AT => {
+            let offset = take_u64(&mut b)?;
+            let epoch = take_channel(&mut b)?.to_string();
+            Frame::DeliverAt {
+                position: Position { offset, epoch },
+                channel: take_channel(&mut b)?,
+                frame: rest_text(b)?,
+            }
+        }
+        OP_HISTORY_REQUEST => Frame::HistoryRequest {
+            id: take_u64(&mut b)?,
+            query: serde_json::from_slice(&b)
+                .map_err(|e| malformed(format!("history request: {e}")))?,
+        },
         other => return Err(malformed(format!("unknown op 0x{other:02x}"))),
     };
     Ok(frame)
@@ -445,7 +643,33 @@ mod tests {
             },
             Frame::Deliver {
                 channel: ch.clone(),
+                frame: text.clone(),
+            },
+            Frame::PublishWithHistory {
+                id: 8,
+                policy: HistoryPolicy::new(100, std::time::Duration::from_millis(300_000)),
+                channel: ch.clone(),
+                frame: text.clone(),
+            },
+            Frame::DeliverAt {
+                position: Position {
+                    offset: 9,
+                    epoch: "ab-1".into(),
+                },
+                channel: ch.clone(),
                 frame: text,
+            },
+            Frame::HistoryRequest {
+                id: 10,
+                query: HistoryQuery {
+                    channel: ch.to_string(),
+                    since: Some(Position {
+                        offset: 3,
+                        epoch: "e".into(),
+                    }),
+                    size: 5,
+                    ttl_ms: 1000,
+                },
             },
             Frame::KvRequest {
                 id: 1,

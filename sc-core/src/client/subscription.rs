@@ -44,6 +44,20 @@ impl Subscription {
         self.shared.lock().is_subscribed(&self.channel, false)
     }
 
+    /// On a channel with history, the position (offset, epoch) of the last publication received
+    /// (or the channel's top from the last ack): what the client sends as `recover` when it
+    /// resubscribes. `None` on a channel without history.
+    pub fn position(&self) -> Option<(u64, String)> {
+        self.shared.lock().history_of(&self.channel).0
+    }
+
+    /// How many times, on a channel with history, what the client missed while away could not
+    /// be recovered (also a [`ClientEvent::NotRecovered`](super::ClientEvent::NotRecovered)):
+    /// the app should reload the channel's state when this grows.
+    pub fn not_recovered(&self) -> u64 {
+        self.shared.lock().history_of(&self.channel).1
+    }
+
     /// The next publication; `None` once the subscription has ended.
     pub async fn recv(&mut self) -> Option<Value> {
         self.rx.recv().await

@@ -2,7 +2,13 @@
 //! API: `sc_core::testing` (`TestServer`, `testing::builder()`, `TestServer::client`).
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 
 use sc_core::client::ClientEvent;
 use tokio::sync::broadcast;
@@ -41,5 +47,65 @@ pub async fn eventually(mut cond: impl FnMut() -> bool) {
 pub async fn assert_silent(sub: &mut sc_core::client::Subscription, ms: u64) {
     if let Ok(Some(v)) = tokio::time::timeout(Duration::from_millis(ms), sub.recv()).await {
         panic!("unexpected message {v}");
+    }
+}
+
+/// A TCP proxy to `target` whose connections can all be cut at once (both sockets dropped, no
+/// close frame: what a network drop looks like to both ends).
+pub struct Proxy {
+    pub addr: SocketAddr,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+    /// While set, new connections are dropped at once (the network stays down).
+    pub down: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = listener.local_addr().expect("addr");
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let kept = links.clone();
+        let down: Arc<AtomicBool> = Arc::default();
+        let is_down = down.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if is_down.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                kept.lock().expect("lock").push(link);
+            }
+        });
+        Self {
+            addr,
+            links,
+            accept,
+            down,
+        }
+    }
+
+    /// `server`'s URL through this proxy.
+    pub fn url_of(&self, server: &sc_core::testing::TestServer) -> String {
+        server
+            .url()
+            .replace(&server.addr().to_string(), &self.addr.to_string())
+    }
+
+    pub fn cut(&self) {
+        for link in self.links.lock().expect("lock").drain(..) {
+            link.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
     }
 }

@@ -915,3 +915,103 @@ async fn a_process_without_the_run_secret_cannot_use_brokers_or_the_control_sock
     c.publish("news", &json!("real")).await.expect("publish");
     assert_eq!(take_exactly(&mut news, 1).await, vec![json!("real")]);
 }
+
+/// History on every channel (`SC_HISTORY_SIZE`): a subscriber whose worker is SIGKILLed, twice,
+/// while another client publishes a numbered stream through another worker, gets every number
+/// exactly once and in order (its client recovers from the broker's history on reconnect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_carries_a_subscriber_across_worker_kills_exactly_once_in_order() {
+    let cluster = Cluster::start_with(
+        2,
+        2,
+        1,
+        &[("SC_HISTORY_SIZE", "10000"), ("SC_HISTORY_TTL", "60")],
+    );
+    let url = cluster.url();
+    let mut clients = clients_on_every_worker(&url, 2).await.into_iter();
+    let (subscriber, _) = clients.next().expect("a client");
+    let mut sub_pid = worker_pid(&subscriber).await;
+    let (publisher, pub_pid) = clients
+        .find(|(_, pid)| *pid != sub_pid)
+        .expect("a client on the other worker");
+    let mut events = subscriber.events();
+    let mut sub = subscriber.subscribe("stream-1").await.expect("subscribe");
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let publishing = tokio::spawn(async move {
+        let mut n = 0u64;
+        while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            n += 1;
+            publisher
+                .publish("stream-1", &n)
+                .await
+                .unwrap_or_else(|e| panic!("publish {n} failed: {e}"));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        n
+    });
+
+    let mut got: Vec<u64> = Vec::new();
+    for round in 0..2 {
+        got.extend(numbers(&mut sub, 100).await);
+        // SIGKILL the subscriber's worker (never the publisher's) and wait for its reconnect.
+        assert_ne!(sub_pid, pub_pid);
+        sigkill(sub_pid as i32);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !matches!(events.recv().await, Ok(ClientEvent::Connect { .. })) {}
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: no reconnect:\n{}", cluster.log_text()));
+        got.extend(numbers(&mut sub, 100).await);
+        // Back on a worker other than the publisher's (the master respawned the killed one).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            sub_pid = worker_pid(&subscriber).await;
+            if sub_pid != pub_pid {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}",
+                cluster.log_text()
+            );
+            subscriber.reconnect();
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while !matches!(events.recv().await, Ok(ClientEvent::Connect { .. })) {}
+            })
+            .await
+            .expect("reconnects");
+            got.extend(numbers(&mut sub, 20).await);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let last = publishing.await.expect("publisher");
+    let rest = last as usize - got.len();
+    got.extend(numbers(&mut sub, rest).await);
+    assert_eq!(got, (1..=last).collect::<Vec<_>>());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sub.recv())
+            .await
+            .is_err(),
+        "nothing after the last number"
+    );
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, ClientEvent::NotRecovered { .. }),
+            "{event:?}"
+        );
+    }
+}
+
+/// The next `count` publications on `sub`, as numbers (5 s each at most).
+async fn numbers(sub: &mut Subscription, count: usize) -> Vec<u64> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        match tokio::time::timeout(Duration::from_secs(5), sub.recv()).await {
+            Ok(Some(v)) => got.push(v.as_u64().expect("a number")),
+            _ => panic!("only {} of {count} numbers arrived", got.len()),
+        }
+    }
+    got
+}

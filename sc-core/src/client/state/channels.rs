@@ -34,6 +34,8 @@ pub(super) struct Channel {
     /// On a channel with history, the last (offset, epoch) received: sent as `recover` on every
     /// resubscribe, and publications at or below it (in its epoch) are dropped as duplicates.
     position: Option<(u64, String)>,
+    /// How many times what was missed could not be recovered.
+    not_recovered: u64,
 }
 
 /// Options of a new channel entry.
@@ -61,6 +63,14 @@ impl State {
             .collect();
         list.sort_by_key(|(_, c)| c.seq);
         list.into_iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// A channel with history: its last position received, and how many times a gap could
+    /// not be recovered.
+    pub(crate) fn history_of(&self, channel: &str) -> (Option<(u64, String)>, u64) {
+        self.channels
+            .get(channel)
+            .map_or((None, 0), |c| (c.position.clone(), c.not_recovered))
     }
 
     pub(crate) fn is_subscribed(&self, channel: &str, include_pending: bool) -> bool {
@@ -92,6 +102,7 @@ impl State {
                     listeners: Vec::new(),
                     waiters: Vec::new(),
                     position: None,
+                    not_recovered: 0,
                 },
             );
         }
@@ -203,6 +214,7 @@ impl State {
                     }
                 }
                 if recovered == Some(false) {
+                    ch.not_recovered += 1;
                     emit(
                         &self.events,
                         ClientEvent::NotRecovered {
@@ -322,6 +334,17 @@ impl State {
             if let Some((last, last_epoch)) = &ch.position {
                 if *last_epoch == epoch && offset <= *last {
                     return;
+                }
+                // The history was lost (a broker restarted) and the new epoch's first
+                // publications went by: nobody can tell the app what it missed.
+                if *last_epoch != epoch && offset > 1 {
+                    ch.not_recovered += 1;
+                    emit(
+                        &self.events,
+                        ClientEvent::NotRecovered {
+                            channel: name.clone(),
+                        },
+                    );
                 }
             }
             ch.position = Some((offset, epoch));
@@ -563,9 +586,22 @@ mod tests {
         assert!(rig.events().contains(&ClientEvent::NotRecovered {
             channel: "room".into()
         }));
+        assert_eq!(rig.st.history_of("room"), (Some((9, "e2".into())), 1));
         rig.feed(&publish(9, "e2"));
         rig.feed(&publish(10, "e2"));
         assert_eq!(sub.rx.try_recv().ok(), Some(json!(10)));
+        rig.events();
+        // A live publication of a new epoch past its first: a gap nobody can fill.
+        rig.feed(&publish(3, "e3"));
+        assert_eq!(sub.rx.try_recv().ok(), Some(json!(3)));
+        assert!(rig.events().contains(&ClientEvent::NotRecovered {
+            channel: "room".into()
+        }));
+        rig.feed(&publish(1, "e4"));
+        assert!(
+            rig.events().is_empty(),
+            "a new epoch from its start misses nothing"
+        );
     }
 
     #[test]
