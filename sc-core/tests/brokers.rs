@@ -625,8 +625,16 @@ async fn history_lives_with_the_broker_shared_by_workers_and_lost_with_it() {
     // The broker dies and comes back: its history and epoch are gone.
     cluster.brokers[1].abort();
     cluster.wait_disconnected(1).await;
+    // Subscribing while the history cannot be read still subscribes (as without history).
+    let late = cluster.a.client().await;
+    let mut late_sub = late
+        .subscribe(&channel)
+        .await
+        .expect("subscribes while down");
     let _restarted = start_broker(cluster.paths[1].clone()).await;
     cluster.wait_connected(1).await;
+    ex_b.publish(channel.as_str(), &7).await.expect("publish");
+    assert_eq!(recv(&mut late_sub).await, json!(7));
     let lost = ex_a.history(&channel, Some(since)).await.expect("history");
     assert!(
         lost.publications.is_none(),

@@ -230,9 +230,16 @@ impl PubSub {
         let read = since.unwrap_or_else(crate::broker::history::top_only);
         let answer = match self.engine.history(&channel, Some(read), policy).await {
             Ok(answer) => answer,
+            // The subscription stands (live publications flow once the engine is back), as for
+            // a channel without history; the client learns its gap is not recovered.
             Err(e) => {
-                self.unsubscribe_socket(socket, &channel);
-                return Err(e);
+                tracing::warn!(%channel, error = %e, "history read failed on #subscribe");
+                return Ok(recovery::Recovery {
+                    top: None,
+                    recovered: (asked && fresh).then_some(false),
+                    missed: Vec::new(),
+                    gate,
+                });
             }
         };
         // Already subscribed: live publications flow already; only the top is news.
@@ -242,7 +249,7 @@ impl PubSub {
             (false, _) => (None, Vec::new()),
         };
         Ok(recovery::Recovery {
-            top: answer.top,
+            top: Some(answer.top),
             recovered,
             missed,
             gate,

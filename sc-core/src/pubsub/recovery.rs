@@ -103,8 +103,9 @@ fn send_once(state: &mut GateState, socket: &Socket, publication: &Arc<Publicati
 
 /// What a subscribe on a channel with history read, to be sent after the ack.
 pub(crate) struct Recovery {
-    /// The channel's latest position when the history was read.
-    pub(crate) top: Position,
+    /// The channel's latest position when the history was read (`None`: the engine could not
+    /// be asked).
+    pub(crate) top: Option<Position>,
     /// `Some(true)`: the missed publications follow; `Some(false)`: they could not be told
     /// exactly, nothing follows; `None`: no recovery was asked.
     pub(crate) recovered: Option<bool>,
@@ -117,7 +118,7 @@ impl Recovery {
     /// them, and opens the gate. Call after the ack is queued.
     pub(crate) fn finish(self, socket: &Socket) {
         let mut state = self.gate.lock();
-        state.last = Some(self.top.clone());
+        state.last = self.top.clone();
         // The top itself was counted as seen: replay from the first missed one.
         if let Some(first) = self.missed.first().and_then(|p| p.position()) {
             state.last = Some(Position {
@@ -128,7 +129,9 @@ impl Recovery {
         for publication in &self.missed {
             send_once(&mut state, socket, publication);
         }
-        state.last = Some(self.top);
+        if self.top.is_some() {
+            state.last = self.top;
+        }
         let buffered = state.buffer.take().unwrap_or_default();
         for publication in &buffered {
             send_once(&mut state, socket, publication);

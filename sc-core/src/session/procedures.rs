@@ -319,20 +319,29 @@ async fn subscribe_with_history(
             return reply(socket, Some(cid), Err(e));
         }
     };
-    let mut ack = serde_json::json!({"offset": recovery.top.offset, "epoch": recovery.top.epoch});
-    if let Some(recovered) = recovery.recovered {
-        ack["recovered"] = Value::Bool(recovered);
+    let mut ack = serde_json::Map::new();
+    if let Some(top) = &recovery.top {
+        ack.insert("offset".into(), top.offset.into());
+        ack.insert("epoch".into(), top.epoch.clone().into());
     }
-    match protocol::encode_response(cid, Some(&ack)) {
+    if let Some(recovered) = recovery.recovered {
+        ack.insert("recovered".into(), recovered.into());
+    }
+    let ack = (!ack.is_empty()).then_some(Value::Object(ack));
+    match protocol::encode_response(cid, ack.as_ref()) {
         Ok(frame) => {
             let _ = socket.push(frame.into());
         }
         Err(e) => tracing::error!(error = %e, "could not encode a #subscribe ack"),
     }
     if recovery.recovered == Some(false) {
-        let failed = serde_json::json!({"event": "#recoveryFailed", "data": {
-            "channel": &*channel, "offset": recovery.top.offset, "epoch": recovery.top.epoch}});
-        let _ = socket.push(failed.to_string().into());
+        let mut failed = serde_json::json!({"channel": &*channel});
+        if let Some(top) = &recovery.top {
+            failed["offset"] = top.offset.into();
+            failed["epoch"] = top.epoch.clone().into();
+        }
+        let event = serde_json::json!({"event": "#recoveryFailed", "data": failed});
+        let _ = socket.push(event.to_string().into());
     }
     recovery.finish(socket);
 }
