@@ -15,8 +15,9 @@
 // Recovery: on a channel with history the server positions every publication (offset, epoch).
 // The client keeps the last position per channel and resubscribes with it, so the server sends
 // what was missed, in order, before live messages, each once. When the history no longer covers
-// the gap, nothing partial arrives and the socket emits `recoveryFail` ({channel, offset, epoch}):
-// reload the channel's state then; `channel.position` is the server's latest from there on.
+// the gap, nothing partial arrives and the socket emits `recoveryFail` ({channel, offset, epoch};
+// no offset when the server could not read the history): reload the channel's state then;
+// `channel.position` is the server's latest from there on.
 //
 //   socket.on('recoveryFail', ({channel}) => reloadRoom(channel));
 
@@ -399,10 +400,12 @@ export class Socket {
         const last = channel.position;
         const behind = !last || last.epoch !== top?.epoch || last.offset < top.offset;
         if (top && behind && !(recover && ack.recovered === true)) channel.position = top;
+        const failed = recover && ack?.recovered === false;
+        // Not recovered and no position (the server could not read the history): start afresh
+        // rather than ask for the same gap again later.
+        if (failed && !top && channel.position === recover) channel.position = null;
         this._emit('subscribe', { channel: channel.name });
-        if (recover && top && ack.recovered === false) {
-          this._emit('recoveryFail', { channel: channel.name, ...top });
-        }
+        if (failed) this._emit('recoveryFail', { channel: channel.name, ...(top ?? {}) });
       },
       (error) => {
         if (error.name === 'BadConnectionError') return; // retried after the reconnect

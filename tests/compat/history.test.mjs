@@ -176,3 +176,74 @@ test('official client: a subscriber that opts in through its data recovers too',
     .at(-1);
   assert.deepEqual(resubscribe.data.data, {recover: {offset: 3, epoch: resubscribe.data.data.recover.epoch}});
 }, {skip});
+
+/**
+ * A scripted server (a bare `ws` server) for what a real one rarely does: `onSubscribe(packet,
+ * count)` answers the n-th `#subscribe` with a list of frames (sent as they are), then the
+ * connection is dropped when `drop()` is called.
+ */
+async function scriptedServer(onSubscribe) {
+  const {WebSocketServer} = await import('ws');
+  const wss = new WebSocketServer({port: 0, host: '127.0.0.1'});
+  await new Promise((resolve) => wss.once('listening', resolve));
+  const subscribes = [];
+  let current = null;
+  wss.on('connection', (ws) => {
+    current = ws;
+    ws.on('message', (raw) => {
+      const text = raw.toString();
+      if (text === '') return ws.send('');
+      const p = JSON.parse(text);
+      if (p.event === '#handshake') ws.send(JSON.stringify({rid: p.cid, data: {id: 'x', pingTimeout: 20000, isAuthenticated: false}}));
+      if (p.event === '#subscribe') {
+        subscribes.push(p.data);
+        for (const frame of onSubscribe(p, subscribes.length)) ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
+      }
+    });
+  });
+  return {
+    url: `ws://127.0.0.1:${wss.address().port}/socketcluster/`,
+    subscribes,
+    drop: () => current?.terminate(),
+    close: () => new Promise((resolve) => wss.close(resolve)),
+  };
+}
+
+const publish = (offset, epoch, data) => ({event: '#publish', data: {channel: 'c', data, offset, epoch}});
+
+test('browser client: ack and publications in one frame, an ack without a position, duplicates', async () => {
+  const server = await scriptedServer((p, n) => {
+    if (n === 1) {
+      // The ack and two publications batched in one frame; then a duplicate of offset 6.
+      return [[{rid: p.cid, data: {offset: 4, epoch: 'e'}}, publish(5, 'e', 'five'), publish(6, 'e', 'six')], publish(6, 'e', 'six again')];
+    }
+    // The server could not read the history: not recovered, no position.
+    return [{rid: p.cid, data: {recovered: false}}, {event: '#recoveryFailed', data: {channel: 'c'}}];
+  });
+  const socket = create({url: server.url, ackTimeout: 2000, reconnect: {initialDelay: 50, randomness: 0}});
+  try {
+    const channel = socket.subscribe('c');
+    const got = [];
+    channel.listen((m) => got.push(m));
+    const failures = [];
+    socket.on('recoveryFail', (f) => failures.push(f));
+    await waitUntil(() => got.length === 2 && channel.state === 'subscribed');
+    await sleep(100);
+    assert.deepEqual(got, ['five', 'six']);
+    // The publications batched with the ack moved the position past the ack's top.
+    assert.deepEqual(channel.position, {offset: 6, epoch: 'e'});
+
+    server.drop();
+    await waitUntil(() => failures.length === 1, {what: 'recoveryFail'});
+    assert.deepEqual(server.subscribes[1], {channel: 'c', recover: {offset: 6, epoch: 'e'}});
+    assert.deepEqual(failures, [{channel: 'c'}]);
+    // Without a position the next resubscription asks for nothing.
+    assert.equal(channel.position, null);
+    server.drop();
+    await waitUntil(() => server.subscribes.length === 3, {what: 'a third #subscribe'});
+    assert.deepEqual(server.subscribes[2], {channel: 'c'});
+  } finally {
+    socket.disconnect();
+    await server.close();
+  }
+}, {skip: isReference && 'a scripted server: nothing to compare'});
