@@ -11,6 +11,15 @@
 //
 // Reconnects with backoff (1 s + up to 1 s random, x1.5, at most 30 s: quicker than the official
 // client's 10 s first delay, for development) and resubscribes every channel after a reconnect.
+//
+// Recovery: on a channel with history the server positions every publication (offset, epoch).
+// The client keeps the last position per channel and resubscribes with it, so the server sends
+// what was missed, in order, before live messages, each once. When the history no longer covers
+// the gap, nothing partial arrives and the socket emits `recoveryFail` ({channel, offset, epoch};
+// no offset when the server could not read the history): reload the channel's state then;
+// `channel.position` is the server's latest from there on.
+//
+//   socket.on('recoveryFail', ({channel}) => reloadRoom(channel));
 
 const DEFAULTS = {
   path: '/socketcluster/',
@@ -42,13 +51,15 @@ function defaultUrl(path) {
 }
 
 /** A subscription handle: `listen(fn)` (returns a function that stops listening), async iteration
- * over the channel's messages, `unsubscribe()`, and `state` ('pending' | 'subscribed' |
- * 'unsubscribed'). */
+ * over the channel's messages, `unsubscribe()`, `state` ('pending' | 'subscribed' |
+ * 'unsubscribed') and `position` ({offset, epoch} of the last message received on a channel with
+ * history, or null). */
 class Channel {
   constructor(socket, name) {
     this.socket = socket;
     this.name = name;
     this.state = 'pending';
+    this.position = null;
     this.listeners = new Set();
     this.enders = new Set();
   }
@@ -97,6 +108,17 @@ class Channel {
     for (const end of this.enders) end();
   }
 
+  /** Delivers a publication once: on a channel with history, one at or before the last position
+   * of the same epoch was already delivered. */
+  _publication(p) {
+    if (typeof p.offset === 'number' && typeof p.epoch === 'string') {
+      const last = this.position;
+      if (last && last.epoch === p.epoch && p.offset <= last.offset) return;
+      this.position = { offset: p.offset, epoch: p.epoch };
+    }
+    this._deliver(p.data);
+  }
+
   _deliver(data) {
     for (const fn of this.listeners) {
       try {
@@ -130,8 +152,8 @@ export class Socket {
   }
 
   /** `socket.on('connect' | 'disconnect' | 'error' | 'authenticate' | 'deauthenticate' |
-   * 'subscribe' | 'subscribeFail' | 'unsubscribe' | 'kickOut', fn)`; returns an unsubscribe
-   * function. */
+   * 'subscribe' | 'subscribeFail' | 'unsubscribe' | 'kickOut' | 'recoveryFail', fn)`; returns an
+   * unsubscribe function. */
   on(event, fn) {
     if (!this.handlers.has(event)) this.handlers.set(event, new Set());
     this.handlers.get(event).add(fn);
@@ -252,7 +274,7 @@ export class Socket {
     switch (p.event) {
       case '#publish': {
         const channel = this.channels.get(p.data?.channel);
-        if (channel) channel._deliver(p.data.data);
+        if (channel) channel._publication(p.data);
         return;
       }
       case '#setAuthToken':
@@ -363,11 +385,27 @@ export class Socket {
 
   _subscribeOnServer(channel) {
     channel.state = 'pending';
-    this._call('#subscribe', { channel: channel.name }, { queue: false }).then(
-      () => {
+    const request = { channel: channel.name };
+    const recover = channel.position;
+    if (recover) request.recover = recover;
+    this._call('#subscribe', request, { queue: false }).then(
+      (ack) => {
         if (this.channels.get(channel.name) !== channel) return;
         channel.state = 'subscribed';
+        // A channel with history answers its latest position. When recovering, the missed
+        // messages follow and move the position; otherwise it is where this subscriber starts.
+        const top = typeof ack?.offset === 'number' && typeof ack?.epoch === 'string' ? { offset: ack.offset, epoch: ack.epoch } : null;
+        // (Messages batched with the ack in one frame are handled before this runs: keep a
+        // position they moved past the top.)
+        const last = channel.position;
+        const behind = !last || last.epoch !== top?.epoch || last.offset < top.offset;
+        if (top && behind && !(recover && ack.recovered === true)) channel.position = top;
+        const failed = recover && ack?.recovered === false;
+        // Not recovered and no position (the server could not read the history): start afresh
+        // rather than ask for the same gap again later.
+        if (failed && !top && channel.position === recover) channel.position = null;
         this._emit('subscribe', { channel: channel.name });
+        if (failed) this._emit('recoveryFail', { channel: channel.name, ...(top ?? {}) });
       },
       (error) => {
         if (error.name === 'BadConnectionError') return; // retried after the reconnect

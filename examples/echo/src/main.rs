@@ -7,7 +7,10 @@
 //! - invoke `login`: sets an auth token whose claims are the data (an object), answers no data;
 //! - clients may subscribe and publish to any channel;
 //! - the auth key comes from `SC_AUTH_KEY` when set;
-//! - `SC_WORKERS`, `SC_BROKERS`, `SC_BALANCERS` turn the same binary into a cluster.
+//! - `SC_WORKERS`, `SC_BROKERS`, `SC_BALANCERS` turn the same binary into a cluster;
+//! - `SC_HISTORY_SIZE` (publications kept per channel) and `SC_HISTORY_TTL` (seconds, default
+//!   300) turn history and recovery on for every channel (sc-core's server-wide default: no
+//!   code here), to measure what history costs.
 
 use sc_core::prelude::*;
 use serde_json::{Map, Value};

@@ -22,6 +22,8 @@
 //! - Redis down: publishes (after local delivery) and subscribes fail at once with
 //!   [`BrokerError::Unavailable`]; a watchdog pings every second, which keeps reconnection going,
 //!   and logs the loss and the recovery. Subscriptions are restored by the connection manager.
+//! - Channel history (the `history` submodule): a Redis Stream per channel, positioned and published by one
+//!   Lua script; positioned publications reach the publishing node's sockets through Redis too.
 //! - The key-value store keeps [`KvOp`]'s semantics with one Redis command or Lua script per
 //!   operation (atomic per key): scalars as JSON strings, lists as Redis lists of JSON elements.
 
@@ -36,10 +38,12 @@ use tokio::sync::mpsc;
 
 use super::cluster::broker_index;
 use super::{
-    lock, BoxFuture, BrokerEngine, BrokerError, DeliverySink, KvOp, Publication, REDIS_SEPARATOR,
+    lock, BoxFuture, BrokerEngine, BrokerError, DeliverySink, HistoryPolicy, HistorySince, KvOp,
+    Position, Publication, REDIS_SEPARATOR,
 };
 use inbound::{read_pushes, PushQueue};
 
+mod history;
 mod inbound;
 
 /// Length of the node id that prefixes every message (hex).
@@ -569,6 +573,24 @@ impl BrokerEngine for Redis {
                 .await?;
             Ok(())
         })
+    }
+
+    fn publish_with_history(
+        &self,
+        publication: Arc<Publication>,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'_, Result<Position, BrokerError>> {
+        Box::pin(async move { self.publish_positioned(&publication, policy).await })
+    }
+
+    fn history(
+        &self,
+        channel: &str,
+        since: Option<Position>,
+        policy: HistoryPolicy,
+    ) -> BoxFuture<'_, Result<HistorySince, BrokerError>> {
+        let channel = channel.to_owned();
+        Box::pin(async move { self.read_history(&channel, since, policy).await })
     }
 
     fn kv(&self, op: KvOp) -> BoxFuture<'_, Result<Value, BrokerError>> {

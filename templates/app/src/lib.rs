@@ -1,9 +1,6 @@
 //! {{name}}: a chat written with sc. Handlers are async functions annotated with what they
 //! handle; `app()` lists them. `src/main.rs` serves it, `tests/chat.rs` tests it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use sc_core::prelude::*;
 
 /// What every member of a room receives.
@@ -21,7 +18,18 @@ pub struct ChatMsg {
 /// talk through the `chat` event, which sets `from` from their token, so a client's own
 /// `#publish` to a room, forged or not, is refused with `PublishRefusedError`. Publishing anything
 /// but a `ChatMsg` on a `Room` from the server does not compile.
-#[channel("rooms/{id}", message = ChatMsg, subscribe = authenticated)]
+///
+/// Each room keeps its last 50 messages for an hour (`history`, shared by every worker and node):
+/// the `history` event reads them, and a member whose connection drops gets what it missed when
+/// it reconnects (the browser client asks by itself), or a `recoveryFail` event when the gap is
+/// longer than what is kept.
+#[channel(
+    "rooms/{id}",
+    message = ChatMsg,
+    subscribe = authenticated,
+    history = 50,
+    history_ttl = "1h"
+)]
 pub struct Room {
     pub id: u64,
 }
@@ -36,10 +44,6 @@ struct Say {
     room: u64,
     text: String,
 }
-
-/// The last messages of each room (per process).
-#[derive(Clone, Default)]
-struct History(Arc<Mutex<HashMap<u64, Vec<ChatMsg>>>>);
 
 /// `login {"name": "ann"}`: issues a token (the browser client keeps it in localStorage).
 #[event("login")]
@@ -58,7 +62,6 @@ async fn login(socket: Socket, Json(name): Json<String>) -> Result<(), ScError> 
 #[event("chat")]
 async fn chat(
     exchange: Exchange,
-    State(history): State<History>,
     Auth(me): Auth<Claims>,
     Json(say): Json<Say>,
 ) -> Result<(), ScError> {
@@ -74,22 +77,23 @@ async fn chat(
         text: text.to_owned(),
         at,
     };
-    {
-        let mut rooms = history.0.lock().unwrap_or_else(|p| p.into_inner());
-        let room = rooms.entry(say.room).or_default();
-        room.push(msg.clone());
-        let excess = room.len().saturating_sub(50);
-        room.drain(..excess);
-    }
     exchange.publish(&Room { id: say.room }, &msg).await?;
     Ok(())
 }
 
-/// `history 1`: the room's last messages.
+/// `history 1`: the room's last messages, oldest first (the channel's history).
 #[event("history")]
-async fn history(State(history): State<History>, Json(room): Json<u64>) -> Json<Vec<ChatMsg>> {
-    let rooms = history.0.lock().unwrap_or_else(|p| p.into_inner());
-    Json(rooms.get(&room).cloned().unwrap_or_default())
+async fn history(exchange: Exchange, Json(room): Json<u64>) -> Result<Json<Vec<ChatMsg>>, ScError> {
+    let kept = exchange
+        .history(&Room { id: room }.to_string(), None)
+        .await?;
+    let messages = kept
+        .publications
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| serde_json::from_value(p.data()?.clone()).ok())
+        .collect();
+    Ok(Json(messages))
 }
 
 /// Only rooms can be subscribed to: any other name (`rooms/abc`, `secrets`) is refused with
@@ -99,5 +103,5 @@ async fn rooms_only(Channel(_room): Channel<Room>) {}
 
 /// The whole app.
 pub fn app() -> App {
-    handlers![Room, login, chat, history, rooms_only].state(History::default())
+    handlers![Room, login, chat, history, rooms_only]
 }

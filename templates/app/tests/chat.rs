@@ -33,7 +33,21 @@ async fn members_chat_and_strangers_cannot_join() {
     assert_eq!((got.from.as_str(), got.text.as_str()), ("ann", "hello"));
     assert!(got.at > 1_600_000_000_000, "a timestamp in milliseconds: {}", got.at);
     let history: Vec<ChatMsg> = bob.invoke("history", &json!(1)).await.expect("history");
-    assert_eq!(history, vec![got]);
+    assert_eq!(history, vec![got.clone()]);
+    // `history` reads the room's channel history: whatever is published on the room is in it,
+    // the last 50 (its declared size), whichever worker or node published it.
+    let exchange = server.handle().exchange();
+    for n in 0..60 {
+        let msg = ChatMsg { from: "server".into(), text: n.to_string(), at: got.at };
+        exchange.publish(&Room { id: 1 }, &msg).await.expect("published");
+    }
+    let history: Vec<ChatMsg> = ann.invoke("history", &json!(1)).await.expect("history");
+    let texts: Vec<String> = history.into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, (10..60).map(|n| n.to_string()).collect::<Vec<_>>());
+    for _ in 0..60 {
+        let delivered = tokio::time::timeout(Duration::from_secs(5), room.recv()).await;
+        assert!(matches!(delivered, Ok(Some(Ok(_)))), "{delivered:?}");
+    }
 
     // A client's own #publish to a room is refused, forged sender or not, and reaches nobody.
     for publisher in [&stranger, &ann] {

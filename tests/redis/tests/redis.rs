@@ -16,7 +16,7 @@ use std::time::Duration;
 #[path = "../../support/mod.rs"]
 mod support;
 
-use sc_core::client::{Client, ClientOptions};
+use sc_core::client::{Backoff, Client, ClientEvent, ClientOptions};
 use serde_json::{json, Value};
 use support::{kv, take_exactly};
 
@@ -60,9 +60,10 @@ impl Node {
     }
 
     fn start_with(redis_url: &str, prefix: &str, env: &[(&str, &str)]) -> Self {
+        // `env` may name a port (`SC_PORT`), to start a node again where it was.
         let mut child = Command::new(env!("CARGO_BIN_EXE_redis-compat-server"))
-            .envs(env.iter().copied())
             .env("SC_PORT", "0")
+            .envs(env.iter().copied())
             .env("SC_HOST", "127.0.0.1")
             .env("SC_REDIS_URL", redis_url)
             .env("SC_REDIS_PREFIX", prefix)
@@ -491,4 +492,111 @@ async fn a_prefix_with_the_separator_is_refused_at_startup() {
         stderr.contains("redis_prefix") && stderr.contains("must not contain '#'"),
         "{stderr}"
     );
+}
+
+/// Issue 17 (b): a subscriber (the Rust client) on a channel with history loses nothing while the
+/// node it is connected to is killed and started again on the same port, as a publisher on
+/// another node goes on: the history is in Redis, so the new process recovers the gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_loses_nothing_while_its_node_restarts() {
+    require_shared_redis();
+    let prefix = fresh_prefix();
+    let url = format!("redis://{SHARED_REDIS}");
+    let mut a = Node::start(&url, &prefix);
+    let b = Node::start(&url, &prefix);
+    let mut options = ClientOptions::new(a.url());
+    options.ack_timeout = Duration::from_secs(5);
+    options.backoff = Backoff {
+        initial_delay: Duration::from_millis(100),
+        randomness: Duration::from_millis(50),
+        multiplier: 1.0,
+        max_delay: Duration::from_millis(200),
+    };
+    let subscriber = Client::connect_with(options).await.expect("connects");
+    let mut events = subscriber.events();
+    // `hist/{id}` keeps 1000 publications (tests/compat/server).
+    let mut sub = subscriber.subscribe("hist/1").await.expect("subscribe");
+    let publisher = client(&b.url()).await;
+    let total = 400u64;
+    let publishing = tokio::spawn(async move {
+        for n in 1..=total {
+            publisher.publish("hist/1", &n).await.expect("published");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let mut got = Vec::new();
+    let mut restarted = false;
+    while got.len() < total as usize {
+        let next = tokio::time::timeout(Duration::from_secs(10), sub.recv()).await;
+        let Ok(Some(n)) = next else {
+            panic!("only {} of {total} arrived:\n{}", got.len(), a.log_text());
+        };
+        got.push(n.as_u64().expect("a number"));
+        if got.len() == 50 && !restarted {
+            restarted = true;
+            let port = a.port.to_string();
+            drop(a);
+            a = Node::start_with(&url, &prefix, &[("SC_PORT", &port)]);
+        }
+    }
+    publishing.await.expect("publisher");
+    assert_eq!(got, (1..=total).collect::<Vec<_>>());
+    let mut connects = 0;
+    while let Ok(e) = events.try_recv() {
+        match e {
+            ClientEvent::Connect { .. } => connects += 1,
+            ClientEvent::NotRecovered { channel } => panic!("{channel} was not recovered"),
+            _ => {}
+        }
+    }
+    assert!(
+        connects >= 1,
+        "the subscriber reconnected to the new process"
+    );
+    drop(a);
+}
+
+/// Recovery across nodes: a subscriber that saw a channel on one node and comes back on another
+/// (with the position it saw, as the official client's `data.recover`) gets what it missed there,
+/// in order, then live publications.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_recovers_on_another_node() {
+    require_shared_redis();
+    let prefix = fresh_prefix();
+    let url = format!("redis://{SHARED_REDIS}");
+    let (a, b) = (Node::start(&url, &prefix), Node::start(&url, &prefix));
+    let publisher = client(&a.url()).await;
+    let on_a = client(&a.url()).await;
+    let mut sub = on_a.subscribe("hist/9").await.expect("subscribe on a");
+    for n in 1..=3 {
+        publisher.publish("hist/9", &n).await.expect("published");
+    }
+    assert_eq!(
+        take_exactly(&mut sub, 3).await,
+        vec![json!(1), json!(2), json!(3)]
+    );
+    let (offset, epoch) = sub
+        .position()
+        .expect("a position on a channel with history");
+    assert_eq!(offset, 3);
+    drop(sub);
+    drop(on_a);
+    for n in 4..=6 {
+        publisher.publish("hist/9", &n).await.expect("published");
+    }
+    let on_b = client(&b.url()).await;
+    let options = sc_core::client::SubscribeOptions {
+        data: Some(json!({"recover": {"offset": offset, "epoch": epoch}})),
+        ..Default::default()
+    };
+    let mut sub = on_b
+        .subscribe_with("hist/9", options)
+        .await
+        .expect("subscribe on b");
+    publisher.publish("hist/9", &7).await.expect("published");
+    assert_eq!(
+        take_exactly(&mut sub, 4).await,
+        vec![json!(4), json!(5), json!(6), json!(7)]
+    );
+    assert_eq!(sub.not_recovered(), 0);
 }

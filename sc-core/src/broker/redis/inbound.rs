@@ -10,7 +10,7 @@ use redis::{PushInfo, PushKind, Value as RedisValue};
 use tokio::sync::mpsc;
 
 use super::NODE_ID_LEN;
-use crate::broker::{DeliverySink, Publication, REDIS_SEPARATOR};
+use crate::broker::{DeliverySink, Position, Publication, REDIS_SEPARATOR};
 
 /// What a queued message costs beyond its bytes, so that a flood of tiny messages is bounded too.
 const ENTRY_OVERHEAD: usize = 64;
@@ -91,12 +91,20 @@ pub(super) enum Incoming<'a> {
     Echo,
     /// Another node's publication: deliver `frame` to the subscribers of `channel`.
     Publication { channel: &'a str, frame: &'a str },
+    /// A publication on a channel with history, from any node (this one included: the position
+    /// comes from Redis, so every node delivers it from here, in Redis's order).
+    Positioned {
+        channel: &'a str,
+        frame: &'a str,
+        position: Position,
+    },
 }
 
 /// Reads a message on a Redis channel: the channel must be `prefix#name`, the payload a node id
-/// followed by a `#publish` frame of exactly the shape [`Publication::new`] encodes, for `name`
-/// (no other or repeated fields: a client reading the last of two `event` fields would see another
-/// event). The error says what is wrong, for the log.
+/// followed by a `#publish` frame of exactly the shape [`Publication::new`] encodes (with
+/// `offset` and `epoch` after `data` when positioned), for `name` (no other or repeated fields: a
+/// client reading the last of two `event` fields would see another event). The error says what is
+/// wrong, for the log.
 pub(super) fn parse_message<'a>(
     prefix: &str,
     node: &str,
@@ -119,6 +127,9 @@ pub(super) fn parse_message<'a>(
         /// Read only to check that it is JSON: the frame is forwarded as it is.
         #[serde(default, borrow, rename = "data")]
         _data: Option<&'a serde_json::value::RawValue>,
+        offset: Option<u64>,
+        #[serde(borrow)]
+        epoch: Option<std::borrow::Cow<'a, str>>,
     }
     let channel = std::str::from_utf8(channel).map_err(|_| "the channel is not UTF-8")?;
     let (their_prefix, name) = channel
@@ -132,10 +143,12 @@ pub(super) fn parse_message<'a>(
     if !from.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err("no node id");
     }
-    if from == node {
+    let frame = &payload[NODE_ID_LEN..];
+    // A positioned frame ends with its epoch, a string: an own echo that does not end like one
+    // is dropped without parsing it (one whose data is a string is parsed, then dropped).
+    if from == node && !frame.ends_with("\"}}") {
         return Ok(Incoming::Echo);
     }
-    let frame = &payload[NODE_ID_LEN..];
     let parsed: Frame<'_> =
         serde_json::from_str(frame).map_err(|_| "not a #publish frame of the expected shape")?;
     if parsed.event != "#publish" {
@@ -144,10 +157,22 @@ pub(super) fn parse_message<'a>(
     if parsed.data.channel != name {
         return Err("the frame names another channel");
     }
-    Ok(Incoming::Publication {
-        channel: name,
-        frame,
-    })
+    match (parsed.data.offset, parsed.data.epoch) {
+        (Some(offset), Some(epoch)) => Ok(Incoming::Positioned {
+            channel: name,
+            frame,
+            position: Position {
+                offset,
+                epoch: epoch.into_owned(),
+            },
+        }),
+        (None, None) if from == node => Ok(Incoming::Echo),
+        (None, None) => Ok(Incoming::Publication {
+            channel: name,
+            frame,
+        }),
+        _ => Err("a #publish frame with only one of offset and epoch"),
+    }
 }
 
 /// Hands every Redis message on our channels to the worker; logs disconnections.
@@ -174,6 +199,21 @@ pub(super) async fn read_pushes(
                     Ok(Incoming::Publication { channel, frame }) => {
                         let publication =
                             Publication::from_frame(channel, Utf8Bytes::from(frame.to_owned()));
+                        let Some(sink) = sink.upgrade() else {
+                            return;
+                        };
+                        sink.deliver(Arc::new(publication)).await;
+                    }
+                    Ok(Incoming::Positioned {
+                        channel,
+                        frame,
+                        position,
+                    }) => {
+                        let publication = Publication::from_positioned_frame(
+                            channel,
+                            Utf8Bytes::from(frame.to_owned()),
+                            position,
+                        );
                         let Some(sink) = sink.upgrade() else {
                             return;
                         };
@@ -255,6 +295,56 @@ mod tests {
         assert!(parse_message("sc:", node, b"sc:#room", frame.as_bytes()).is_err());
         assert!(parse_message("sc:", node, b"sc:#room", b"short").is_err());
         assert!(parse_message("sc:", node, b"sc:#room", &[0xff; 40]).is_err());
+    }
+
+    #[test]
+    fn positioned_frames_are_delivered_from_every_node_this_one_included() {
+        let node = "00000000000000aa";
+        let position = Position {
+            offset: 7,
+            epoch: "e1".into(),
+        };
+        for data in [
+            None,
+            Some(serde_json::json!("text")),
+            Some(serde_json::json!(1)),
+        ] {
+            let frame = Publication::new("room", data)
+                .and_then(|p| p.with_position(position.clone()))
+                .expect("encodes")
+                .frame;
+            for from in [node, "00000000000000bb"] {
+                let payload = format!("{from}{}", frame.as_str());
+                assert_eq!(
+                    parse_message("sc:", node, b"sc:#room", payload.as_bytes()),
+                    Ok(Incoming::Positioned {
+                        channel: "room",
+                        frame: frame.as_str(),
+                        position: position.clone(),
+                    })
+                );
+            }
+        }
+        // An own plain echo whose data is a string ends like a positioned frame: still an echo.
+        let plain = Publication::new("room", Some(serde_json::json!("x\"}}")))
+            .expect("encodes")
+            .frame;
+        let own = format!("{node}{}", plain.as_str());
+        assert_eq!(
+            parse_message("sc:", node, b"sc:#room", own.as_bytes()),
+            Ok(Incoming::Echo)
+        );
+        for half in [
+            r##"{"event":"#publish","data":{"channel":"room","data":1,"offset":7}}"##,
+            r##"{"event":"#publish","data":{"channel":"room","data":1,"epoch":"e"}}"##,
+            r##"{"event":"#publish","data":{"channel":"room","offset":-1,"epoch":"e"}}"##,
+        ] {
+            let payload = format!("00000000000000bb{half}");
+            assert!(
+                parse_message("sc:", node, b"sc:#room", payload.as_bytes()).is_err(),
+                "{half}"
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use sc_core::app::contract::{Access, ChannelContract};
+use sc_core::broker::HistoryPolicy;
 use sc_core::prelude::*;
 use sc_core::socket::AuthTokenOptions;
 use serde_json::{json, Value};
@@ -472,6 +474,16 @@ fn app() -> App {
         authenticate_mw,
     ]
     .state(Store::default())
+    // History (history.test.mjs): `hist/{id}` keeps 1000 publications, `histsmall/{id}` two, so a
+    // gap of more is not recovered; clients publish on both.
+    .channel_contract(history_channel("hist/{id}", 1000))
+    .channel_contract(history_channel("histsmall/{id}", 2))
+}
+
+fn history_channel(pattern: &str, size: usize) -> ChannelContract {
+    ChannelContract::new(pattern)
+        .publish(Access::Anyone)
+        .history(HistoryPolicy::new(size, std::time::Duration::from_secs(60)))
 }
 
 /// One binary for every role: single-process by default, a cluster when `SC_WORKERS`,

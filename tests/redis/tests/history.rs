@@ -1,0 +1,283 @@
+//! Channel history on the Redis engine, with two engines (two nodes) on the shared Redis
+//! (127.0.0.1:6379) and a fresh prefix per test: positions are the same on every node, history
+//! is read from any node, an exact MAXLEN makes an overflowed gap unrecoverable, and an expired
+//! channel starts a new epoch.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use sc_core::broker::{
+    BoxFuture, BrokerEngine, DeliverySink, HistoryPolicy, Position, Publication, Redis,
+};
+use serde_json::{json, Value};
+
+const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
+
+/// What a node's sockets would receive: (channel, position, data).
+type Received = Arc<Mutex<Vec<(String, Option<Position>, Option<Value>)>>>;
+
+struct Collect(Received);
+
+impl DeliverySink for Collect {
+    fn deliver(&self, publication: Arc<Publication>) -> BoxFuture<'_, ()> {
+        self.0.lock().expect("lock").push((
+            publication.channel.to_string(),
+            publication.position().cloned(),
+            publication.data().cloned(),
+        ));
+        Box::pin(async {})
+    }
+}
+
+/// A started engine and what it delivered; the sink is kept alive here (engines hold it weakly).
+struct Node {
+    engine: Redis,
+    received: Received,
+    _sink: Arc<dyn DeliverySink>,
+}
+
+async fn node(prefix: &str) -> Node {
+    if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
+        panic!("Redis is not running on 127.0.0.1:6379: start it with `redis-server --daemonize yes --port 6379 --save \"\"`");
+    }
+    let received = Received::default();
+    let sink: Arc<dyn DeliverySink> = Arc::new(Collect(received.clone()));
+    let engine = Redis::new(SHARED_REDIS).prefix(prefix);
+    engine
+        .start(Arc::downgrade(&sink) as Weak<dyn DeliverySink>)
+        .await
+        .expect("the engine starts");
+    Node {
+        engine,
+        received,
+        _sink: sink,
+    }
+}
+
+fn fresh_prefix() -> String {
+    format!("sctest:h{:016x}:", rand_u64())
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+async fn publish(node: &Node, channel: &str, data: Value, policy: HistoryPolicy) -> Position {
+    let publication = Publication::new(channel, Some(data)).expect("encodes");
+    node.engine
+        .publish_with_history(Arc::new(publication), policy)
+        .await
+        .expect("publishes")
+}
+
+/// Waits until `node` delivered `n` publications, and answers them.
+async fn delivered(node: &Node, n: usize) -> Vec<(String, Option<Position>, Option<Value>)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = node.received.lock().expect("lock").clone();
+        if got.len() >= n {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let got = node.received.lock().expect("lock").clone();
+            assert_eq!(got.len(), n, "exactly {n} deliveries: {got:?}");
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {n} publications were delivered: {got:?}",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn offsets(since: &sc_core::broker::HistorySince) -> Option<Vec<u64>> {
+    since.publications.as_ref().map(|p| {
+        p.iter()
+            .map(|p| p.position().expect("positioned").offset)
+            .collect()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_see_the_same_positions_and_the_same_history() {
+    let prefix = fresh_prefix();
+    let (a, b) = (node(&prefix).await, node(&prefix).await);
+    let policy = HistoryPolicy::new(10, Duration::from_secs(60));
+    a.engine.subscribe("rooms/1").await.expect("subscribe");
+    b.engine.subscribe("rooms/1").await.expect("subscribe");
+
+    // Publications from both nodes, interleaved: one sequence of offsets in one epoch.
+    let mut positions = Vec::new();
+    for n in 0..4 {
+        let from = if n % 2 == 0 { &a } else { &b };
+        positions.push(publish(from, "rooms/1", json!({"n": n}), policy).await);
+    }
+    let epoch = positions[0].epoch.clone();
+    assert_eq!(
+        positions,
+        (1..=4)
+            .map(|offset| Position {
+                offset,
+                epoch: epoch.clone()
+            })
+            .collect::<Vec<_>>()
+    );
+    // Every node, the publishing one included, delivers each once, positioned, in order.
+    for node in [&a, &b] {
+        let got = delivered(node, 4).await;
+        for (i, (channel, position, data)) in got.iter().enumerate() {
+            assert_eq!(channel, "rooms/1");
+            assert_eq!(position.as_ref(), Some(&positions[i]));
+            assert_eq!(data, &Some(json!({"n": i})));
+        }
+    }
+
+    // History from either node: everything, or what followed a position.
+    let all = b
+        .engine
+        .history("rooms/1", None, policy)
+        .await
+        .expect("history");
+    assert_eq!(all.top, positions[3]);
+    assert_eq!(offsets(&all), Some(vec![1, 2, 3, 4]));
+    let kept = all.publications.expect("complete");
+    assert_eq!(kept[2].data(), Some(&json!({"n": 2})));
+    let since = a
+        .engine
+        .history("rooms/1", Some(positions[1].clone()), policy)
+        .await
+        .expect("history");
+    assert_eq!(offsets(&since), Some(vec![3, 4]));
+    let up_to_date = a
+        .engine
+        .history("rooms/1", Some(positions[3].clone()), policy)
+        .await
+        .expect("history");
+    assert_eq!(offsets(&up_to_date), Some(vec![]));
+    let other_epoch = Position {
+        offset: 2,
+        epoch: "not-this-one".into(),
+    };
+    let lost = a
+        .engine
+        .history("rooms/1", Some(other_epoch), policy)
+        .await
+        .expect("history");
+    assert_eq!(lost.top, positions[3]);
+    assert_eq!(offsets(&lost), None);
+    let ahead = Position {
+        offset: 9,
+        epoch: epoch.clone(),
+    };
+    let future = a
+        .engine
+        .history("rooms/1", Some(ahead), policy)
+        .await
+        .expect("history");
+    assert_eq!(offsets(&future), None);
+
+    // A quiet channel gets an epoch when first read, and keeps it for its first publication,
+    // so a subscriber that saw "offset 0" recovers the first publications.
+    let quiet = a
+        .engine
+        .history("quiet", None, policy)
+        .await
+        .expect("history");
+    assert_eq!(quiet.top.offset, 0);
+    assert_eq!(offsets(&quiet), Some(vec![]));
+    let first = publish(&b, "quiet", json!("first"), policy).await;
+    assert_eq!(first.epoch, quiet.top.epoch);
+    let caught_up = a
+        .engine
+        .history("quiet", Some(quiet.top.clone()), policy)
+        .await
+        .expect("history");
+    assert_eq!(offsets(&caught_up), Some(vec![1]));
+    // Not subscribed to `quiet`: nothing delivered beyond the four above.
+    assert_eq!(delivered(&a, 4).await.len(), 4);
+    a.engine.shutdown().await;
+    b.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overflowed_gap_is_not_recovered_partially() {
+    let prefix = fresh_prefix();
+    let a = node(&prefix).await;
+    let policy = HistoryPolicy::new(3, Duration::from_secs(60));
+    let mut positions = Vec::new();
+    for n in 0..5 {
+        positions.push(publish(&a, "c", json!(n), policy).await);
+    }
+    let all = a.engine.history("c", None, policy).await.expect("history");
+    assert_eq!(offsets(&all), Some(vec![3, 4, 5]), "exactly `size` kept");
+    // Since 2: 3, 4, 5 are all kept. Since 1: 2 is gone, so nothing.
+    let since_2 = a
+        .engine
+        .history("c", Some(positions[1].clone()), policy)
+        .await
+        .expect("history");
+    assert_eq!(offsets(&since_2), Some(vec![3, 4, 5]));
+    let since_1 = a
+        .engine
+        .history("c", Some(positions[0].clone()), policy)
+        .await
+        .expect("history");
+    assert_eq!(since_1.top, positions[4]);
+    assert_eq!(offsets(&since_1), None);
+    a.engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_channel_starts_a_new_epoch() {
+    let prefix = fresh_prefix();
+    let (a, b) = (node(&prefix).await, node(&prefix).await);
+    let policy = HistoryPolicy::new(10, Duration::from_millis(600));
+    let old = publish(&a, "c", json!("old"), policy).await;
+    assert_eq!(old.offset, 1);
+    // Within the ttl, publications keep the epoch (each one renews the expiry).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = publish(&b, "c", json!("second"), policy).await;
+    assert_eq!((second.offset, &second.epoch), (2, &old.epoch));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The first is past its ttl (800 ms old), the second is not: a read since 0 is incomplete,
+    // a read since 1 is not.
+    let since_1 = a
+        .engine
+        .history("c", Some(old.clone()), policy)
+        .await
+        .expect("history");
+    assert_eq!(offsets(&since_1), Some(vec![2]));
+    let since_0 = Position {
+        offset: 0,
+        epoch: old.epoch.clone(),
+    };
+    let from_start = a
+        .engine
+        .history("c", Some(since_0), policy)
+        .await
+        .expect("history");
+    assert_eq!(offsets(&from_start), None);
+
+    // Nothing published for longer than the ttl: the history, and its epoch, are gone.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let new = publish(&b, "c", json!("new"), policy).await;
+    assert_eq!(new.offset, 1);
+    assert_ne!(new.epoch, old.epoch);
+    let since_old = a
+        .engine
+        .history("c", Some(second), policy)
+        .await
+        .expect("history");
+    assert_eq!(since_old.top, new);
+    assert_eq!(offsets(&since_old), None);
+    a.engine.shutdown().await;
+    b.engine.shutdown().await;
+}
