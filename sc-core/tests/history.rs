@@ -196,3 +196,61 @@ async fn a_history_of_zero_publications_fails_at_startup() {
         "{error}"
     );
 }
+
+/// An engine that keeps no history (like a custom one written before history existed).
+struct NoHistory(sc_core::broker::LocalBroker);
+
+impl sc_core::broker::BrokerEngine for NoHistory {
+    fn start(
+        &self,
+        sink: std::sync::Weak<dyn sc_core::broker::DeliverySink>,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        self.0.start(sink)
+    }
+    fn subscribe(
+        &self,
+        channel: &str,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        self.0.subscribe(channel)
+    }
+    fn unsubscribe(
+        &self,
+        channel: &str,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        self.0.unsubscribe(channel)
+    }
+    fn publish(
+        &self,
+        publication: std::sync::Arc<sc_core::broker::Publication>,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        self.0.publish(publication)
+    }
+}
+
+#[tokio::test]
+async fn an_engine_without_history_refuses_to_start_when_history_is_configured() {
+    let mut config = sc_core::config::Config::default();
+    config.history_size = 10;
+    let error = testing::builder()
+        .config(config)
+        .broker_engine(NoHistory(Default::default()))
+        .bind()
+        .await
+        .expect_err("refused");
+    assert!(error.to_string().contains("SC_HISTORY_SIZE"), "{error}");
+    let error = testing::builder()
+        .app(app(10))
+        .broker_engine(NoHistory(Default::default()))
+        .bind()
+        .await
+        .expect_err("refused");
+    assert!(
+        error.to_string().contains("channel 'feed/{id}'")
+            && error.to_string().contains("does not keep history"),
+        "{error}"
+    );
+    // Without history the same engine starts.
+    let server =
+        TestServer::start(testing::builder().broker_engine(NoHistory(Default::default()))).await;
+    server.stop().await;
+}

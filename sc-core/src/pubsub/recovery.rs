@@ -42,6 +42,18 @@ impl HistoryPolicies {
         Self { declared, default }
     }
 
+    /// What gives some channel history, in words for a startup error: the first declaration
+    /// with `history`, else the server-wide default; `None` when no channel has history.
+    pub(crate) fn configured_by(app: &App, config: &Config) -> Option<HistorySource> {
+        if let Some(d) = app.channels.iter().find(|d| d.contract.history.is_some()) {
+            return Some(HistorySource::Declared(format!(
+                "channel '{}' at {} declares history",
+                d.pattern, d.source
+            )));
+        }
+        (config.history_size > 0).then_some(HistorySource::Config)
+    }
+
     /// The policy for `channel`, if it has history.
     pub(crate) fn of(&self, channel: &str) -> Option<HistoryPolicy> {
         match self.declared.iter().find(|(p, _)| p.matches(channel)) {
@@ -49,6 +61,14 @@ impl HistoryPolicies {
             None => self.default,
         }
     }
+}
+
+/// What gives some channel history ([`HistoryPolicies::configured_by`]).
+pub(crate) enum HistorySource {
+    /// A channel declaration, described.
+    Declared(String),
+    /// `Config::history_size` (`SC_HISTORY_SIZE`).
+    Config,
 }
 
 /// A socket's subscription to a channel with history: buffers live publications until its
