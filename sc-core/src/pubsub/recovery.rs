@@ -83,9 +83,11 @@ struct GateState {
     buffered_bytes: usize,
     /// The most `buffer` holds; past it the buffer is dropped and `overflowed` set.
     buffer_limit: usize,
-    /// The newest position offered after the buffer overflowed: the recovery is not
-    /// recovered and the socket continues from there.
-    overflowed: Option<Position>,
+    /// The buffer overflowed during the read: the recovery is not recovered and the socket
+    /// continues from `newest`.
+    overflowed: bool,
+    /// The newest position offered after the buffer overflowed.
+    newest: Option<Position>,
     /// The last position delivered to the socket (or the position the socket was told to
     /// continue from).
     last: Option<Position>,
@@ -100,7 +102,8 @@ impl Gate {
             buffer: Some(Vec::new()),
             buffered_bytes: 0,
             buffer_limit,
-            overflowed: None,
+            overflowed: false,
+            newest: None,
             last: None,
             removed: false,
         })))
@@ -119,20 +122,17 @@ impl Gate {
         }
         let state = &mut *state;
         if let Some(buffer) = &mut state.buffer {
-            if state.overflowed.is_none() {
+            if !state.overflowed {
                 state.buffered_bytes += frame_cost(publication.frame.len());
                 if state.buffered_bytes <= state.buffer_limit {
                     buffer.push(publication.clone());
                     return true;
                 }
                 buffer.clear();
-                state.overflowed = Some(Position {
-                    offset: 0,
-                    epoch: String::new(),
-                });
+                state.overflowed = true;
             }
             if let Some(position) = publication.position() {
-                state.overflowed = Some(position.clone());
+                state.newest = Some(position.clone());
             }
             return false;
         }
@@ -217,13 +217,13 @@ impl Recovery {
             return;
         }
         let mut state = self.gate.lock();
-        let Some(newest) = state.overflowed.take() else {
+        if !std::mem::take(&mut state.overflowed) {
             return;
-        };
+        }
         state.buffer = Some(Vec::new());
         state.buffered_bytes = 0;
         self.missed.clear();
-        if !newest.epoch.is_empty() {
+        if let Some(newest) = state.newest.take() {
             self.top = Some(newest);
         }
         if self.recovered.is_some() {
