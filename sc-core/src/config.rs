@@ -375,7 +375,7 @@ impl Config {
                 self.path
             )));
         }
-        if self.history_size > 0 && self.history_ttl.is_zero() {
+        if self.history_size > 0 && self.history_ttl < Duration::from_secs(1) {
             return Err(ConfigError(
                 "history_ttl (SC_HISTORY_TTL) must be at least 1 second when history_size is set"
                     .into(),
@@ -755,6 +755,8 @@ mod tests {
             (100, Duration::from_secs(30))
         );
         assert!(c.validate().is_ok());
+        c.history_ttl = Duration::from_millis(500);
+        assert!(c.validate().is_err(), "under a second");
         c.history_ttl = Duration::ZERO;
         assert!(c.validate().is_err());
     }

@@ -684,3 +684,41 @@ async fn a_subscriber_cut_from_its_worker_recovers_from_the_broker_exactly_once(
         );
     }
 }
+
+#[tokio::test]
+async fn a_subscriber_that_stays_connected_through_a_broker_restart_is_told_of_the_gap() {
+    let cluster = Cluster::start_app(history_app()).await;
+    let (_, ex_b) = cluster.exchanges();
+    let channel = channel_on("feed", 1);
+    let subscriber = cluster.a.client().await;
+    let mut events = subscriber.events();
+    let mut sub = subscriber.subscribe(&channel).await.expect("subscribes");
+    for n in 1..=3 {
+        ex_b.publish(channel.as_str(), &n).await.expect("publish");
+    }
+    for n in 1..=3 {
+        assert_eq!(recv(&mut sub).await, json!(n));
+    }
+    // The broker (and the history, and whatever was in flight) goes while the subscriber
+    // stays connected to its worker; publications go on in a new epoch.
+    cluster.brokers[1].abort();
+    cluster.wait_disconnected(1).await;
+    let _restarted = start_broker(cluster.paths[1].clone()).await;
+    cluster.wait_connected(1).await;
+    ex_b.publish(channel.as_str(), &4).await.expect("publish");
+    assert_eq!(recv(&mut sub).await, json!(4));
+    // Nothing is known of what the old epoch had after 3: the server says so.
+    let mut not_recovered = 0;
+    while let Ok(event) = events.try_recv() {
+        if event
+            == (ClientEvent::NotRecovered {
+                channel: channel.clone(),
+            })
+        {
+            not_recovered += 1;
+        }
+    }
+    assert_eq!(not_recovered, 1);
+    assert_eq!(sub.not_recovered(), 1);
+    assert_eq!(sub.position().map(|(offset, _)| offset), Some(1));
+}

@@ -157,8 +157,8 @@ impl ChannelContract {
     /// each publication gets a position, and a client that resubscribes with its last position
     /// gets what it missed, or an explicit "not recovered". Overrides the server-wide default
     /// (`Config::history_size`). `#[channel(.., history = 100, history_ttl = "5m")]` writes
-    /// `.history(HistoryPolicy::new(100, Duration::from_secs(300)))`. A size of 0 fails at
-    /// startup.
+    /// `.history(HistoryPolicy::new(100, Duration::from_secs(300)))`. A size of 0 or a ttl under
+    /// 1 s fails at startup.
     pub fn history(mut self, policy: HistoryPolicy) -> Self {
         self.history = Some(policy);
         self

@@ -299,6 +299,16 @@ impl App {
                 bad.pattern, bad.source
             ));
         }
+        if let Some(bad) = self.channels.iter().find(|d| {
+            d.contract
+                .history
+                .is_some_and(|h| h.ttl < std::time::Duration::from_secs(1))
+        }) {
+            return Err(format!(
+                "channel '{}' at {} keeps its history for less than a second: give a history_ttl of at least 1 s",
+                bad.pattern, bad.source
+            ));
+        }
         for (i, later) in self.channels.iter().enumerate() {
             let (second, second_at) = (&later.pattern, &later.source);
             for earlier in &self.channels[..i] {

@@ -392,6 +392,10 @@ impl BrokerEngine for ClusterBroker {
         })
     }
 
+    fn supports_history(&self) -> bool {
+        true
+    }
+
     fn publish_with_history(
         &self,
         publication: Arc<Publication>,

@@ -322,12 +322,14 @@ mod tests {
 
     #[test]
     fn expiry_drops_old_entries_then_the_channel_with_its_epoch() {
-        let policy = HistoryPolicy::new(10, Duration::from_millis(150));
+        // Margins of 300 ms each way: a busy machine that stalls this thread for less than
+        // that does not change the outcome (the store reads the real clock).
+        let policy = HistoryPolicy::new(10, Duration::from_millis(600));
         let store = HistoryStore::new();
         let first = publish(&store, "c", 1, policy);
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(350));
         publish(&store, "c", 2, policy);
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(300));
         // 1 expired, 2 is still kept: from 0 is partial, from 1 is whole.
         let at = |offset| Position {
             offset,
@@ -338,7 +340,7 @@ mod tests {
             numbers(&store.since("c", Some(&at(1)), policy)),
             Some(vec![2])
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(700));
         // The newest expired: the channel is gone, a new epoch starts at 1.
         assert_eq!(numbers(&store.since("c", Some(&at(2)), policy)), None);
         let again = publish(&store, "c", 3, policy);

@@ -217,6 +217,12 @@ pub trait BrokerEngine: Send + Sync + 'static {
     /// Publishes to every worker subscribed to the channel (this one included). Completes when the
     /// engine accepted the message; the in-process engine also completes local delivery first.
     fn publish(&self, publication: Arc<Publication>) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Whether the engine keeps channel history ([`publish_with_history`](Self::publish_with_history)
+    /// and [`history`](Self::history)). The server refuses to start when history is configured
+    /// and its engine says no, rather than failing every publish on those channels.
+    fn supports_history(&self) -> bool {
+        false
+    }
     /// Publishes on a channel with history: the engine gives the publication the channel's next
     /// [`Position`] ([`Publication::with_position`]), keeps it under `policy`, and delivers it
     /// (positioned) to every worker subscribed, like [`publish`](Self::publish). Engines without
@@ -267,6 +273,9 @@ impl<T: BrokerEngine + ?Sized> BrokerEngine for Arc<T> {
     }
     fn publish(&self, publication: Arc<Publication>) -> BoxFuture<'_, Result<(), BrokerError>> {
         (**self).publish(publication)
+    }
+    fn supports_history(&self) -> bool {
+        (**self).supports_history()
     }
     fn publish_with_history(
         &self,
@@ -340,6 +349,10 @@ impl BrokerEngine for LocalBroker {
                 )),
             }
         })
+    }
+
+    fn supports_history(&self) -> bool {
+        true
     }
 
     fn publish_with_history(

@@ -25,7 +25,7 @@ use crate::broker::{
     BoxFuture, BrokerEngine, BrokerError, DeliverySink, HistoryPolicy, Position, Publication,
 };
 use crate::metrics::Metrics;
-use crate::socket::{Socket, SocketChannels};
+use crate::socket::{frame_cost, Socket, SocketChannels};
 
 #[derive(Clone)]
 pub(crate) enum Subscriber {
@@ -161,6 +161,11 @@ impl PubSub {
             return false;
         };
         let before = list.len();
+        for s in list.iter().filter(|s| is_match(s)) {
+            if let Subscriber::Gated(_, gate) = s {
+                gate.remove();
+            }
+        }
         let v: Vec<Subscriber> = list.iter().filter(|s| !is_match(s)).cloned().collect();
         if v.len() == before {
             return false;
@@ -223,9 +228,21 @@ impl PubSub {
         policy: HistoryPolicy,
         since: Option<Position>,
     ) -> Result<recovery::Recovery, BrokerError> {
-        let gate = recovery::Gate::closed();
+        let gate = recovery::Gate::closed(socket.0.shared.config.outbound_queue_bytes);
         let subscriber = Subscriber::Gated(socket.clone(), gate.clone());
         let fresh = self.join(socket, channel.clone(), subscriber).await?;
+        if !fresh {
+            // Already subscribed: its gate is open and sending; the ack tells where it is, so
+            // that a client moving its position to the ack's skips nothing still behind it.
+            let gate = self.gate_of(socket, &channel).unwrap_or(gate);
+            return Ok(recovery::Recovery {
+                top: gate.last(),
+                recovered: since.is_some().then_some(true),
+                missed: Vec::new(),
+                gate,
+                fresh,
+            });
+        }
         let asked = since.is_some();
         let read = since.unwrap_or_else(crate::broker::history::top_only);
         let answer = match self.engine.history(&channel, Some(read), policy).await {
@@ -236,23 +253,39 @@ impl PubSub {
                 tracing::warn!(%channel, error = %e, "history read failed on #subscribe");
                 return Ok(recovery::Recovery {
                     top: None,
-                    recovered: (asked && fresh).then_some(false),
+                    recovered: asked.then_some(false),
                     missed: Vec::new(),
                     gate,
+                    fresh,
                 });
             }
         };
-        // Already subscribed: live publications flow already; only the top is news.
-        let (recovered, missed) = match (asked && fresh, answer.publications) {
+        let (mut recovered, mut missed) = match (asked, answer.publications) {
             (true, Some(missed)) => (Some(true), missed),
             (true, None) => (Some(false), Vec::new()),
             (false, _) => (None, Vec::new()),
         };
+        // A replay the socket's outbound queue cannot take would close it as a slow consumer
+        // (4100), and the client would come back asking for the same replay forever.
+        let replay: usize = missed.iter().map(|p| frame_cost(p.frame.len())).sum();
+        if replay > socket.outbound_free() {
+            recovered = Some(false);
+            missed = Vec::new();
+        }
         Ok(recovery::Recovery {
             top: Some(answer.top),
             recovered,
             missed,
             gate,
+            fresh,
+        })
+    }
+
+    /// The gate of `socket`'s subscription to `channel`, if it has one.
+    fn gate_of(&self, socket: &Socket, channel: &str) -> Option<Arc<recovery::Gate>> {
+        self.subscribers(channel)?.iter().find_map(|s| match s {
+            Subscriber::Gated(s, gate) if s == socket => Some(gate.clone()),
+            _ => None,
         })
     }
 

@@ -202,6 +202,22 @@ impl Builder {
             )),
             (None, None) => Arc::new(LocalBroker::new()),
         };
+        // An engine without history would fail every publish on those channels: refuse now.
+        if !engine.supports_history() {
+            use crate::pubsub::recovery::{HistoryPolicies, HistorySource};
+            const NO: &str = "but the broker engine does not keep history (the in-process engine and broker processes do)";
+            match HistoryPolicies::configured_by(&app, &config) {
+                Some(HistorySource::Declared(what)) => {
+                    return Err(StartupError::App(format!(
+                        "{what}, {NO}: remove it or change the engine"
+                    )));
+                }
+                Some(HistorySource::Config) => {
+                    return Err(ConfigError(format!("history_size (SC_HISTORY_SIZE) is set, {NO}: unset it or change the engine")).into());
+                }
+                None => {}
+            }
+        }
         let addr = SocketAddr::new(config.host, config.port);
 
         // Bottom up: the registry (and the engine behind it), the exchange over it, the state

@@ -306,7 +306,7 @@ async fn subscribe_with_history(
     policy: HistoryPolicy,
     since: Option<Position>,
 ) {
-    let recovery = match ctx
+    let mut recovery = match ctx
         .pubsub
         .subscribe_with_history(socket, channel.clone(), policy, since)
         .await
@@ -319,6 +319,7 @@ async fn subscribe_with_history(
             return reply(socket, Some(cid), Err(e));
         }
     };
+    recovery.settle();
     let mut ack = serde_json::Map::new();
     if let Some(top) = &recovery.top {
         ack.insert("offset".into(), top.offset.into());
@@ -335,13 +336,7 @@ async fn subscribe_with_history(
         Err(e) => tracing::error!(error = %e, "could not encode a #subscribe ack"),
     }
     if recovery.recovered == Some(false) {
-        let mut failed = serde_json::json!({"channel": &*channel});
-        if let Some(top) = &recovery.top {
-            failed["offset"] = top.offset.into();
-            failed["epoch"] = top.epoch.clone().into();
-        }
-        let event = serde_json::json!({"event": "#recoveryFailed", "data": failed});
-        let _ = socket.push(event.to_string().into());
+        crate::pubsub::recovery::send_recovery_failed(socket, &channel, recovery.top.as_ref());
     }
     recovery.finish(socket);
 }

@@ -527,6 +527,11 @@ impl Socket {
         Ok(())
     }
 
+    /// The bytes of frames (see [`frame_cost`]) the outbound queue takes before it is full.
+    pub(crate) fn outbound_free(&self) -> usize {
+        self.0.out.free()
+    }
+
     fn push_item(&self, item: Outbound) -> Result<(), SendError> {
         self.outcome(self.0.out.push(item))
     }
@@ -594,4 +599,62 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A socket with no connection behind it, for the unit tests of the layers above: what it
+/// would send is read with [`Socket::take_sent`].
+#[cfg(test)]
+pub(crate) mod testkit {
+    use super::*;
+    use crate::config::Config;
+
+    struct NoChannels;
+
+    impl SocketChannels for NoChannels {
+        fn of(&self, _: &Socket) -> Vec<Arc<str>> {
+            Vec::new()
+        }
+        fn contains(&self, _: &Socket, _: &str) -> bool {
+            false
+        }
+        fn count(&self, _: &Socket) -> usize {
+            0
+        }
+        fn unsubscribe(&self, _: &Socket, _: &str) -> bool {
+            false
+        }
+        fn total(&self) -> usize {
+            0
+        }
+    }
+
+    /// A socket under `config` (its outbound limit and slow-consumer policy apply).
+    pub(crate) fn socket(config: Config) -> Socket {
+        let shared = Arc::new(Shared::new(
+            config,
+            crate::auth::AuthEngine::new(crate::auth::AuthOptions::default()).expect("auth"),
+            Arc::default(),
+            axum::http::Extensions::new(),
+            axum::http::Extensions::new(),
+            Arc::new(NoChannels),
+            false,
+        ));
+        Socket::new(shared, Arc::default(), None)
+    }
+
+    impl Socket {
+        /// The frames queued so far (taken: the queue is empty afterwards).
+        pub(crate) fn take_sent(&self) -> Vec<String> {
+            let mut batch = std::collections::VecDeque::new();
+            self.0.out.try_take(&mut batch);
+            self.0.out.release(batch.iter().map(outbox::cost).sum());
+            batch
+                .into_iter()
+                .filter_map(|item| match item {
+                    Outbound::Frame(frame) => Some(frame.to_string()),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
 }

@@ -103,6 +103,11 @@ impl Outbox {
         Ok(())
     }
 
+    /// The bytes that can still be queued before the limit.
+    pub(crate) fn free(&self) -> usize {
+        self.limit.saturating_sub(lock(&self.state).bytes)
+    }
+
     /// Queues a control item (start pinging, close after the queue); never refused while open.
     pub(crate) fn push_control(&self, item: Outbound) -> bool {
         {

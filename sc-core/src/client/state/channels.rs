@@ -354,6 +354,36 @@ impl State {
             .retain(|(_, tx)| tx.send(payload.clone()).is_ok());
     }
 
+    /// `#recoveryFailed` from the server: publications before the one after its position will
+    /// not come (a live gap: lost between a broker and the server, or dropped from a full
+    /// queue); the client reports it and continues from there. After a `#subscribe` ack with
+    /// `recovered:false` it repeats the ack's position, already reported.
+    pub(super) fn on_recovery_failed(&mut self, data: Option<&Value>) {
+        let Some(d) = data.and_then(Value::as_object) else {
+            return;
+        };
+        let Some(Value::String(name)) = d.get("channel") else {
+            return;
+        };
+        let Some(ch) = self.channels.get_mut(name.as_str()) else {
+            return;
+        };
+        let at = position_of(d);
+        if at.is_some() && at == ch.position {
+            return;
+        }
+        if at.is_some() {
+            ch.position = at;
+        }
+        ch.not_recovered += 1;
+        emit(
+            &self.events,
+            ClientEvent::NotRecovered {
+                channel: name.clone(),
+            },
+        );
+    }
+
     /// `#kickOut` from the server: the server already dropped the subscription, so the channel
     /// is dropped without telling it.
     pub(super) fn on_kick_out(&mut self, data: Option<Value>) {
@@ -602,6 +632,31 @@ mod tests {
             rig.events().is_empty(),
             "a new epoch from its start misses nothing"
         );
+    }
+
+    #[test]
+    fn a_live_recovery_failed_is_reported_once_and_moves_the_position() {
+        let mut rig = Rig::open();
+        let _sub = rig.subscribe("room");
+        rig.feed(r#"{"rid":2,"data":{"offset":3,"epoch":"e1","recovered":false}}"#);
+        rig.feed(
+            r##"{"event":"#recoveryFailed","data":{"channel":"room","offset":3,"epoch":"e1"}}"##,
+        );
+        let not_recovered = ClientEvent::NotRecovered {
+            channel: "room".into(),
+        };
+        let events = rig.events();
+        assert_eq!(
+            events.iter().filter(|e| **e == not_recovered).count(),
+            1,
+            "the ack's failure is not counted twice: {events:?}"
+        );
+        // A gap while subscribed: the server tells where to continue from.
+        rig.feed(
+            r##"{"event":"#recoveryFailed","data":{"channel":"room","offset":0,"epoch":"e2"}}"##,
+        );
+        assert!(rig.events().contains(&not_recovered));
+        assert_eq!(rig.st.history_of("room"), (Some((0, "e2".into())), 2));
     }
 
     #[test]

@@ -228,6 +228,10 @@ impl State {
                 ("#removeAuthToken", _) => self.on_remove_auth_token(cid),
                 ("#publish", None) => self.on_publish(data),
                 ("#kickOut", None) => self.on_kick_out(data),
+                ("#recoveryFailed", None) => {
+                    self.on_recovery_failed(data.as_ref());
+                    self.on_server_transmit(&event, data);
+                }
                 (_, Some(cid)) => self.on_server_invoke(event, data, cid),
                 (_, None) => self.on_server_transmit(&event, data),
             },
