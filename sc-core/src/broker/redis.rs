@@ -490,6 +490,10 @@ async fn watch(conn: ConnectionManager, shard: String, up: Arc<AtomicBool>) {
 }
 
 impl BrokerEngine for Redis {
+    fn supports_history(&self) -> bool {
+        true
+    }
+
     fn start(&self, sink: Weak<dyn DeliverySink>) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
             if self.urls.is_empty() {
