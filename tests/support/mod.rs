@@ -30,3 +30,16 @@ pub async fn take_exactly(sub: &mut Subscription, n: usize) -> Vec<Value> {
 pub async fn kv(c: &Client, op: Value) -> Value {
     c.invoke("kv", &op).await.expect("kv operation")
 }
+
+/// A Redis prefix no other test run uses, so runs do not see each other's channels and keys.
+pub fn fresh_prefix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    format!("sctest:{:016x}:", h.finish())
+}

@@ -608,7 +608,8 @@ pub(crate) mod testkit {
     use super::*;
     use crate::config::Config;
 
-    struct NoChannels;
+    /// A registry that knows no channels (the socket layer's own tests use it too).
+    pub(crate) struct NoChannels;
 
     impl SocketChannels for NoChannels {
         fn of(&self, _: &Socket) -> Vec<Arc<str>> {

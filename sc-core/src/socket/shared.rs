@@ -172,26 +172,6 @@ impl Shared {
 mod tests {
     use super::*;
 
-    struct NoChannels;
-
-    impl SocketChannels for NoChannels {
-        fn of(&self, _: &Socket) -> Vec<Arc<str>> {
-            Vec::new()
-        }
-        fn contains(&self, _: &Socket, _: &str) -> bool {
-            false
-        }
-        fn count(&self, _: &Socket) -> usize {
-            0
-        }
-        fn unsubscribe(&self, _: &Socket, _: &str) -> bool {
-            false
-        }
-        fn total(&self) -> usize {
-            0
-        }
-    }
-
     /// `/health` and the metrics read the count while connects and disconnects hold the
     /// registry's lock: the count must not wait for it.
     #[test]
@@ -202,7 +182,7 @@ mod tests {
             Arc::default(),
             Extensions::new(),
             Extensions::new(),
-            Arc::new(NoChannels),
+            Arc::new(crate::socket::testkit::NoChannels),
             false,
         ));
         let held = lock(&shared.clients);

@@ -3,6 +3,9 @@
 //! is read from any node, an exact MAXLEN makes an overflowed gap unrecoverable, and an expired
 //! channel starts a new epoch.
 
+#[path = "../../support/mod.rs"]
+mod support;
+
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -10,6 +13,7 @@ use sc_core::broker::{
     BoxFuture, BrokerEngine, DeliverySink, HistoryPolicy, Position, Publication, Redis,
 };
 use serde_json::{json, Value};
+use support::fresh_prefix;
 
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
 
@@ -52,22 +56,6 @@ async fn node(prefix: &str) -> Node {
         received,
         _sink: sink,
     }
-}
-
-fn fresh_prefix() -> String {
-    format!("sctest:h{:016x}:", rand_u64())
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.finish()
 }
 
 async fn publish(node: &Node, channel: &str, data: Value, policy: HistoryPolicy) -> Position {

@@ -18,7 +18,7 @@ mod support;
 
 use sc_core::client::{Backoff, Client, ClientEvent, ClientOptions};
 use serde_json::{json, Value};
-use support::{kv, take_exactly};
+use support::{fresh_prefix, kv, take_exactly};
 
 const SHARED_REDIS: &str = "127.0.0.1:6379";
 
@@ -28,23 +28,6 @@ fn require_shared_redis() {
             "Redis is not running on {SHARED_REDIS}: start it with `redis-server --daemonize yes --port 6379 --save \"\"`"
         );
     }
-}
-
-/// A prefix no other test run uses, so runs do not see each other's channels and keys.
-fn fresh_prefix() -> String {
-    format!("sctest:{:016x}:", rand_u64())
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    h.finish()
 }
 
 /// One compat-server process (a node); killed on drop.
