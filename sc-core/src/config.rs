@@ -144,6 +144,10 @@ pub struct Config {
     pub history_size: usize,
     /// How long each of them is kept (`SC_HISTORY_TTL`, in seconds, default 300).
     pub history_ttl: Duration,
+    /// Connections the kernel queues on each listening socket before they are accepted
+    /// (`SC_LISTEN_BACKLOG`, default the system's `net.core.somaxconn`, at least 1024): the
+    /// public port, the admin port and the cluster's Unix sockets. Linux caps it at somaxconn.
+    pub listen_backlog: u32,
 }
 
 impl Default for Config {
@@ -197,6 +201,7 @@ impl Default for Config {
             redis_queue_bytes: 64 * 1024 * 1024,
             history_size: 0,
             history_ttl: Duration::from_secs(300),
+            listen_backlog: crate::backlog::default_backlog(),
         }
     }
 }
@@ -364,6 +369,7 @@ impl Config {
         env!("SC_HISTORY_SIZE", parse, self.history_size);
         let secs = |n: &str, r: &str| parse::<u64>(n, r).map(Duration::from_secs);
         env!("SC_HISTORY_TTL", secs, self.history_ttl);
+        env!("SC_LISTEN_BACKLOG", parse, self.listen_backlog);
         Ok(())
     }
 
@@ -484,6 +490,12 @@ impl Config {
         if self.broker_queue_bytes < 64 * 1024 || self.redis_queue_bytes < 64 * 1024 {
             return Err(ConfigError(
                 "broker_queue_bytes and redis_queue_bytes must be at least 65536".into(),
+            ));
+        }
+        if self.listen_backlog == 0 {
+            return Err(ConfigError(
+                "listen_backlog must be at least 1, or every connection waits for a SYN retransmit"
+                    .into(),
             ));
         }
         crate::broker::validate_redis_prefix(&self.redis_prefix).map_err(ConfigError)

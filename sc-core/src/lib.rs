@@ -30,6 +30,7 @@
 // The layers, each importing only those below it (README "Layout"):
 //
 //   protocol, config, auth, metrics, limit    wire codec, close codes, wire errors; leaves
+//   backlog                                    the listen backlog of every listening socket; a leaf
 //   broker                                     engine trait, in-process / broker-process / Redis engines
 //   socket                                     the socket handle and the state it shares with the server
 //   app, channel                               handlers, extractors, middleware, typed channels, App
@@ -39,6 +40,7 @@
 //   process                                    roles, master, balancer, control channel
 pub mod app;
 pub mod auth;
+mod backlog;
 pub mod broker;
 pub mod channel;
 pub mod config;

@@ -2,6 +2,8 @@
 //! file with `#[path]`).
 #![allow(dead_code)]
 
+pub mod backlog;
+
 use std::time::Duration;
 
 use sc_core::client::{Client, Subscription};

@@ -143,18 +143,18 @@ pub(crate) fn run(config: Config, public: std::net::TcpListener) -> Result<(), E
         let brokers = config.effective_brokers();
         let mut sockets = HashMap::new();
         for id in 0..brokers {
-            let l = RunDir::bind(&run_dir.broker_socket(id))?;
+            let l = RunDir::bind(&run_dir.broker_socket(id), config.listen_backlog)?;
             sockets.insert(Role::Broker(id), Arc::new(Owned::Unix(l)));
         }
         if config.balancers > 0 {
             for id in 0..config.workers {
-                let l = RunDir::bind(&run_dir.worker_socket(id))?;
+                let l = RunDir::bind(&run_dir.worker_socket(id), config.listen_backlog)?;
                 sockets.insert(Role::Worker(id), Arc::new(Owned::Unix(l)));
             }
         }
         let addr = public.local_addr()?;
         let control = Arc::new(std::sync::Mutex::new(Control::default()));
-        let control_listener = RunDir::bind(&run_dir.control_socket())?;
+        let control_listener = RunDir::bind(&run_dir.control_socket(), config.listen_backlog)?;
         control_listener.set_nonblocking(true)?;
         let control_listener = tokio::net::UnixListener::from_std(control_listener)?;
         tokio::spawn(serve_control(

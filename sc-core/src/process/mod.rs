@@ -54,6 +54,8 @@ impl Builder {
                             .map_err(|source| Error::Bind { addr, source })?
                     }
                 };
+                // One queue for the whole cluster: workers and balancers accept from this socket.
+                crate::backlog::listen(&public, config.listen_backlog)?;
                 if let Some(f) = self.on_listening.take() {
                     f(public.local_addr()?);
                 }

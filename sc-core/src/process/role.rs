@@ -109,10 +109,15 @@ impl RunDir {
     }
 
     /// Binds a Unix socket in the run directory, readable and writable by this user only
-    /// (0600, whatever the umask: the directory's mode already keeps others out, this too).
-    pub(super) fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    /// (0600, whatever the umask: the directory's mode already keeps others out, this too), with
+    /// `backlog` (a worker behind balancers takes a burst of relayed connections on it).
+    pub(super) fn bind(
+        path: &Path,
+        backlog: u32,
+    ) -> std::io::Result<std::os::unix::net::UnixListener> {
         let listener = std::os::unix::net::UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        crate::backlog::listen(&listener, backlog)?;
         Ok(listener)
     }
 
@@ -173,7 +178,7 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o700, "{mode:o}");
         let path = dir.broker_socket(0);
-        let _listener = RunDir::bind(&path).expect("bind");
+        let _listener = RunDir::bind(&path, 64).expect("bind");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         std::fs::remove_dir_all(&dir.0).expect("clean up");

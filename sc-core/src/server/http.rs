@@ -54,6 +54,8 @@ pub(crate) async fn serve<L>(
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
+        // A burst drains here without waiting: `accept` answers at once while the kernel's queue
+        // holds connections (tokio only yields every 128 operations, its fairness budget).
         let (io, addr) = tokio::select! {
             conn = listener.accept() => conn,
             _ = &mut shutdown => break,

@@ -42,19 +42,42 @@ pub(crate) fn take_inherited() -> std::io::Result<Option<Inherited>> {
     }
 }
 
-/// [`take_inherited`] as a listener of the running runtime.
-pub(crate) fn inherited() -> std::io::Result<Option<Listener>> {
+/// [`take_inherited`] as a listener of the running runtime, with `backlog` (a supervisor other
+/// than sc's master, `systemd` say, may have chosen a shorter one).
+pub(crate) fn inherited(backlog: u32) -> std::io::Result<Option<Listener>> {
     Ok(match take_inherited()? {
         Some(Inherited::Tcp(l)) => {
             l.set_nonblocking(true)?;
+            crate::backlog::listen(&l, backlog)?;
             Some(Listener::Tcp(tokio::net::TcpListener::from_std(l)?))
         }
         Some(Inherited::Unix(l)) => {
             l.set_nonblocking(true)?;
+            crate::backlog::listen(&l, backlog)?;
             Some(Listener::Unix(tokio::net::UnixListener::from_std(l)?))
         }
         None => None,
     })
+}
+
+/// Binds the public port of a server on its own (as `TcpListener::bind` would: `SO_REUSEADDR`, so
+/// a restart does not wait for the old connections' `TIME_WAIT`), with `backlog`.
+pub(crate) fn public(
+    addr: std::net::SocketAddr,
+    backlog: u32,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tcp_socket(addr)?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+fn tcp_socket(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
 }
 
 /// Binds the admin address. Under a supervisor (`shared`: a cluster's worker, an app under
@@ -64,16 +87,13 @@ pub(crate) fn inherited() -> std::io::Result<Option<Listener>> {
 pub(crate) fn admin(
     addr: std::net::SocketAddr,
     shared: bool,
+    backlog: u32,
 ) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
+    let socket = tcp_socket(addr)?;
     socket.set_reuseaddr(true)?;
     if shared {
         socket.set_reuseport(true)?;
     }
     socket.bind(addr)?;
-    socket.listen(1024)
+    socket.listen(backlog)
 }

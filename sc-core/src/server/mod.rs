@@ -245,14 +245,14 @@ impl Builder {
         });
         let sink: Arc<dyn DeliverySink> = pubsub;
         engine.start(Arc::downgrade(&sink)).await?;
-        let inherited = listener::inherited()?;
+        let backlog = ctx.shared.config.listen_backlog;
+        let inherited = listener::inherited(backlog)?;
         // A supervisor's (the master's, `sc dev`'s) replacement overlaps the process it replaces.
         let supervised = inherited.is_some();
         let listener = match inherited {
             Some(l) => l,
             None => Listener::Tcp(
-                tokio::net::TcpListener::bind(addr)
-                    .await
+                listener::public(addr, backlog)
                     .map_err(|source| StartupError::Bind { addr, source })?,
             ),
         };
@@ -275,7 +275,7 @@ impl Builder {
                 if addr.port() != 0 {
                     addr.set_port(addr.port().saturating_add(offset.unwrap_or(0)));
                 }
-                let listener = listener::admin(addr, supervised)
+                let listener = listener::admin(addr, supervised, backlog)
                     .map_err(|source| StartupError::Bind { addr, source })?;
                 Some((listener, routes::admin(state.clone())))
             }

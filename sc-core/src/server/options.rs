@@ -134,6 +134,13 @@ impl Builder {
         redis_queue_bytes: usize => redis_queue_bytes;
     }
 
+    setters! {
+        /// Connections the kernel queues on each listening socket before they are accepted
+        /// (default the system's `net.core.somaxconn`, at least 1024; Linux caps it there).
+        /// `SC_LISTEN_BACKLOG` overrides.
+        listen_backlog: u32 => listen_backlog;
+    }
+
     /// Pub/sub and the key-value store through Redis (comma-separated URLs; feature `redis`).
     /// `SC_REDIS_URL` overrides. For more control, pass a [`Redis`](crate::broker::Redis) engine
     /// to [`broker_engine`](Self::broker_engine).

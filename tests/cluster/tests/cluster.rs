@@ -1015,3 +1015,27 @@ async fn numbers(sub: &mut Subscription, count: usize) -> Vec<u64> {
     }
     got
 }
+
+/// Issue 19: `listen_backlog` reaches every listening socket of a cluster: the public port (the
+/// one queue workers and balancers accept from), the workers' sockets behind the balancer, the
+/// broker's and the control socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listening_socket_of_a_cluster_gets_listen_backlog() {
+    use support::backlog::{listen_backlog, somaxconn, tcp_listen_backlog};
+    let want = 777.min(somaxconn());
+    let cluster = Cluster::start_with(2, 1, 1, &[("SC_LISTEN_BACKLOG", &want.to_string())]);
+    // Through the balancer to a worker: every process is up.
+    drop(client(&cluster.url()).await);
+    assert_eq!(tcp_listen_backlog(cluster.port), want, "public port");
+    let dir = cluster.run_dir();
+    for name in [
+        "worker-0.sock",
+        "worker-1.sock",
+        "broker-0.sock",
+        "master.sock",
+    ] {
+        let path = dir.join(name);
+        let path = path.to_str().expect("a UTF-8 path");
+        assert_eq!(listen_backlog(&["-xH", "src", path]), want, "{name}");
+    }
+}
