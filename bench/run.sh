@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: examples/echo (release) and the Node reference (bench/peers/node-sc),
-# the same `sc bench` scenarios against each, one after the other, each on a freshly started
-# server; then sc as a cluster (2 workers + 1 broker) and two sc nodes through Redis against one
-# node. Writes bench/results/latest.jsonl and bench/RESULTS.md.
+# Side-by-side benchmark: examples/echo (release), the minimal SocketCluster-protocol server
+# (bench/peers/minimal: the ceiling, what the kernel and the load generator allow here) and the
+# Node reference (bench/peers/node-sc), the same `sc bench` scenarios against each, one after the
+# other, each on a freshly started server; then sc as a cluster (2 workers + 1 broker) and two sc
+# nodes through Redis against one node. Writes bench/results/latest.jsonl and bench/RESULTS.md.
 #
-#   bash bench/run.sh                 # DURATION=10 IDLE_SOCKETS=19000 by default
+#   bash bench/run.sh                 # DURATION=10 IDLE_SOCKETS=19000 STORM_SOCKETS=10000 by default
 #   DURATION=5 IDLE_SOCKETS=5000 bash bench/run.sh
 #   SERVER_CPUS=0-1 BENCH_CPUS=2-3 bash bench/run.sh   # pin server and generator to their own cores
 #
@@ -17,6 +18,7 @@ cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
 IDLE_SOCKETS=${IDLE_SOCKETS:-19000}
+STORM_SOCKETS=${STORM_SOCKETS:-10000}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 PORT=${PORT:-8700}
 SERVER_CPUS=${SERVER_CPUS:-}
@@ -31,10 +33,13 @@ mkdir -p bench/results
 : > "$OUT"
 
 echo "== building (release)" >&2
+TARGET=${CARGO_TARGET_DIR:-target}
 cargo build --release -q -p echo -p sc-cli
+# Its own workspace and lockfile (not a member of sc's), built into the same target directory.
+cargo build --release -q --locked --manifest-path bench/peers/minimal/Cargo.toml --target-dir "$TARGET"
 (cd bench/peers/node-sc && { [ -d node_modules ] || npm ci --silent --no-audit --no-fund; })
 
-SC=target/release/sc
+SC=$TARGET/release/sc
 URL="ws://127.0.0.1:$PORT/socketcluster/"
 SERVER_PID=""
 
@@ -43,7 +48,7 @@ wait_port() {
   echo "server on port $1 did not start" >&2; return 1
 }
 
-start() { # start PEER [ENV...]: PEER is sc or node
+start() { # start PEER [ENV...]: PEER is sc, minimal or node
   local peer=$1; shift
   # A server left over on the port would answer in place of the one started here.
   if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
@@ -53,7 +58,9 @@ start() { # start PEER [ENV...]: PEER is sc or node
     # The per-socket message rate limit (default 5000/s, bursts of 10000) is off: the Node
     # reference has none, and in rpc each of the 100 sockets carries more than 5000 invokes/s.
     env SC_PORT="$PORT" SC_HOST=127.0.0.1 SC_MESSAGE_RATE_LIMIT=0 RUST_LOG=warn "$@" \
-      "${SERVER_PIN[@]}" target/release/echo >/dev/null 2>&1 &
+      "${SERVER_PIN[@]}" "$TARGET/release/echo" >/dev/null 2>&1 &
+  elif [ "$peer" = minimal ]; then
+    env SC_PORT="$PORT" "$@" "${SERVER_PIN[@]}" "$TARGET/release/sc-bench-minimal" >/dev/null 2>&1 &
   else
     env SC_PORT="$PORT" "$@" "${SERVER_PIN[@]}" node bench/peers/node-sc/server.mjs >/dev/null 2>&1 &
   fi
@@ -79,12 +86,15 @@ bench() { # bench NAME PEER PID_FLAG ARGS...
   echo "{\"name\":\"$name\",\"result\":$line}" >> "$OUT"
 }
 
-for peer in sc node; do
+for peer in sc minimal node; do
   start "$peer"; bench fanout-max "$peer" "--pid $SERVER_PID" fanout --subscribers 1000; stop
   start "$peer"; bench fanout-20 "$peer" "--pid $SERVER_PID" fanout --subscribers 1000 --rate 20; stop
   start "$peer"; bench rpc "$peer" "--pid $SERVER_PID" rpc --sockets 100 --inflight 10; stop
   start "$peer"; bench connect "$peer" "--pid $SERVER_PID" connect --sockets 5000; stop
   start "$peer"; bench idle-memory "$peer" "--pid $SERVER_PID" connect --sockets "$IDLE_SOCKETS" --hold 3; stop
+  # Every socket at once, as after a restart (issue 19: a short listen backlog showed here as
+  # SYN-retransmit stalls of a full second).
+  start "$peer"; bench storm "$peer" "--pid $SERVER_PID" storm --sockets "$STORM_SOCKETS"; stop
 done
 
 # History (issue 17): the same fan-out with every channel keeping its last 100 publications
@@ -115,5 +125,5 @@ fi
 
 PINNED=""
 if [ -n "$SERVER_CPUS$BENCH_CPUS" ]; then PINNED="SERVER_CPUS=$SERVER_CPUS BENCH_CPUS=$BENCH_CPUS "; fi
-SERVER_CPUS="$SERVER_CPUS" BENCH_CPUS="$BENCH_CPUS" node bench/render.mjs "$OUT" "${PINNED}DURATION=$DURATION IDLE_SOCKETS=$IDLE_SOCKETS bash bench/run.sh" > "$RESULTS"
+SERVER_CPUS="$SERVER_CPUS" BENCH_CPUS="$BENCH_CPUS" node bench/render.mjs "$OUT" "${PINNED}DURATION=$DURATION IDLE_SOCKETS=$IDLE_SOCKETS STORM_SOCKETS=$STORM_SOCKETS bash bench/run.sh" > "$RESULTS"
 cat "$RESULTS"

@@ -76,6 +76,18 @@ async fn bench_scenarios_run_end_to_end_without_loss() {
     .await
     .expect("connect run");
     assert_eq!(connect["sockets"], 50, "{connect}");
+
+    // Every socket at once (a small storm: this test checks the tool, not the machine).
+    let url2 = url.clone();
+    let storm = tokio::task::spawn_blocking(move || {
+        sc_bench(&url2, &["storm", "--sockets", "300", "--hold", "0"])
+    })
+    .await
+    .expect("storm run");
+    assert_eq!(storm["scenario"], "storm", "{storm}");
+    assert_eq!(storm["sockets"], 300, "{storm}");
+    assert_eq!(storm["lost"], 0, "{storm}");
+    assert!(storm["handshake_ms"]["p99"].is_number(), "{storm}");
 }
 
 /// Runs `sc bench ARGS` against `url`, expecting it to fail; returns its stderr.

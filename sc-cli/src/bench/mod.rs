@@ -3,6 +3,9 @@
 //! servers it measures); `soak` uses the full Rust client, whose behaviour it checks. Each prints a human summary and one JSON line (`{"scenario":..}`) for scripts.
 //!
 //! - `connect`: N sockets opened at a rate, held; handshake latency; server RSS per socket.
+//! - `storm`: N sockets (10,000) opened all at once, as clients reconnect after a restart.
+//! - `exact`: a fixed count of handshakes, invokes or publishes in lockstep, for instruction
+//!   counts under callgrind (`bench/callgrind.sh`).
 //! - `fanout`: N subscribers on one channel, a publisher at max rate (W publishes in flight) or
 //!   at a fixed rate; deliveries/s, end-to-end latency, loss.
 //! - `channels`: many channels with subscribers, many publishers.
@@ -30,6 +33,8 @@ use hdrhistogram::Histogram;
 use sc_core::client::ClientOptions;
 use serde_json::{json, Value};
 
+mod connect;
+mod exact;
 mod soak;
 mod wire;
 use wire::{Frame, Refused, Wire};
@@ -78,6 +83,29 @@ enum Scenario {
         /// Seconds to hold the sockets open before measuring memory.
         #[arg(long, default_value_t = 2.0)]
         hold: f64,
+    },
+    /// Open every socket at once (a restart's reconnect burst) and hold them: handshake
+    /// latency and rate when nothing paces the clients.
+    Storm {
+        /// Sockets to open, all at once.
+        #[arg(long, default_value_t = 10_000)]
+        sockets: usize,
+        /// Seconds to hold the sockets open before measuring memory.
+        #[arg(long, default_value_t = 1.0)]
+        hold: f64,
+    },
+    /// A fixed amount of work in lockstep, for instruction counts (bench/callgrind.sh): not timed.
+    Exact {
+        /// What to repeat: `handshake` (connect, handshake, close), `invoke` (`echo` round trips
+        /// on one socket) or `publish` (to `--subscribers` sockets on one channel).
+        #[arg(long, value_enum)]
+        op: exact::Op,
+        /// How many times.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Subscribers of `publish`.
+        #[arg(long, default_value_t = 50)]
+        subscribers: usize,
     },
     /// One channel, many subscribers, one publisher.
     Fanout {
@@ -153,7 +181,18 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             sockets,
             rate,
             hold,
-        } => connect(&ctx, sockets, rate, Duration::from_secs_f64(hold.max(0.0))).await?,
+        } => {
+            let hold = Duration::from_secs_f64(hold.max(0.0));
+            connect::connect(&ctx, sockets, rate, connect::CONNECT_AT_ONCE, hold).await?
+        }
+        Scenario::Exact {
+            op,
+            count,
+            subscribers,
+        } => exact::exact(&ctx, op, count.max(1), subscribers.max(1)).await?,
+        Scenario::Storm { sockets, hold } => {
+            connect::storm(&ctx, sockets, Duration::from_secs_f64(hold.max(0.0))).await?
+        }
         Scenario::Fanout {
             subscribers,
             rate,
@@ -346,114 +385,6 @@ impl CpuMeter {
             .and_then(|(p, c0)| proc_cpu(p).map(|c| c.saturating_sub(c0).as_secs_f64()));
         (own, server)
     }
-}
-
-async fn connect(ctx: &Ctx, n: usize, rate: f64, hold: Duration) -> Result<Value, BoxError> {
-    let rss_before = ctx.pid.and_then(rss_kib);
-    let meter = CpuMeter::start(ctx.pid);
-    let started = Instant::now();
-    let gate = Arc::new(tokio::sync::Semaphore::new(64));
-    // Each socket, once connected, keeps answering pings until the end, so that however long
-    // connecting and holding take, no server drops it for a missed pong before it is measured.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let dropped = Arc::new(AtomicU64::new(0));
-    let mut holders = Vec::with_capacity(n);
-    for i in 0..n {
-        if rate > 0.0 {
-            let due = started + Duration::from_secs_f64(i as f64 / rate);
-            tokio::time::sleep_until(due.into()).await;
-        }
-        let url = ctx.url(i).to_owned();
-        let gate = gate.clone();
-        let done = done_tx.clone();
-        let mut stop = stop_rx.clone();
-        let dropped = dropped.clone();
-        holders.push(tokio::spawn(async move {
-            let permit = if rate > 0.0 {
-                None
-            } else {
-                gate.acquire_owned().await.ok()
-            };
-            let t0 = Instant::now();
-            let wire = Wire::connect(&url).await;
-            drop(permit);
-            let _ = done.send(wire.as_ref().map(|_| t0.elapsed()).map_err(|_| ()));
-            // The collector stops once every sender is gone: not held while the socket is.
-            drop(done);
-            let Ok(mut wire) = wire else { return };
-            let stopped = stop.changed();
-            tokio::pin!(stopped);
-            loop {
-                tokio::select! {
-                    f = wire.next_frame("#handshake") => match f {
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) | None => {
-                            dropped.fetch_add(1, Ordering::Relaxed);
-                            return;
-                        }
-                    },
-                    _ = &mut stopped => return,
-                }
-            }
-        }));
-    }
-    drop(done_tx);
-    let mut connected = 0usize;
-    let mut hist = histogram();
-    let mut failed = 0u64;
-    while let Some(result) = done_rx.recv().await {
-        match result {
-            Ok(took) => {
-                let _ = hist.record(took.as_micros().max(1) as u64);
-                connected += 1;
-            }
-            Err(()) => failed += 1,
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let (own_cpu, server_cpu) = meter.stop();
-    tokio::time::sleep(hold).await;
-    let rss_after = ctx.pid.and_then(rss_kib);
-    let dropped = dropped.load(Ordering::Relaxed);
-    let held = connected.saturating_sub(dropped as usize);
-    let per_socket = match (rss_before, rss_after) {
-        (Some(b), Some(a)) if held > 0 => {
-            Some(((a.saturating_sub(b)) as f64 * 1024.0 / held as f64).round())
-        }
-        _ => None,
-    };
-    let _ = stop_tx.send(true);
-    for h in holders {
-        let _ = h.await;
-    }
-    let rate_achieved = connected as f64 / elapsed;
-    eprintln!(
-        "connect: {} sockets in {:.2} s ({:.0}/s), {} failed, {dropped} dropped while held; handshake p50 {:.2} ms, p99 {:.2} ms{}{}",
-        connected,
-        elapsed,
-        rate_achieved,
-        failed,
-        hist.value_at_quantile(0.5) as f64 / 1000.0,
-        hist.value_at_quantile(0.99) as f64 / 1000.0,
-        server_cpu_per(server_cpu, connected as u64, "handshake"),
-        per_socket
-            .map(|b| format!("; server RSS {:.1} KB per socket", b / 1000.0))
-            .unwrap_or_default()
-    );
-    Ok(json!({
-        "scenario": "connect",
-        "sockets": connected,
-        "failed": failed,
-        "dropped_during_hold": dropped,
-        "lost": failed + dropped,
-        "handshakes_per_s": rate_achieved.round(),
-        "handshake_ms": latency_ms(&hist),
-        "server_rss_bytes_per_socket": per_socket,
-        "bench_cpu_percent": own_cpu.round(),
-        "server_cpu_s": server_cpu,
-        "server_cpu_us_per_handshake": server_cpu.filter(|_| connected > 0).map(|s| (s * 1e6 / connected as f64 * 100.0).round() / 100.0),
-    }))
 }
 
 /// Fan-out over `channels` channels with `subscribers` sockets each and `publishers` sockets
