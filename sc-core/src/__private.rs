@@ -17,7 +17,7 @@ pub use crate::pubsub::exchange::ChannelTarget;
 pub use serde;
 
 use crate::app::extract::{
-    Auth, Channel, EventName, Json, MaybeAuth, Raw, State, TryJson, WaitForAuth,
+    Auth, Channel, EventName, Json, MaybeAuth, Raw, RawJson, State, TryJson, WaitForAuth,
 };
 use crate::server::ServerHandle;
 use crate::socket::{RequestInfo, Socket};
@@ -79,6 +79,7 @@ usable_everywhere! {
 usable_with_socket! {
     [] Socket;
     [] Raw;
+    [] RawJson;
     [C] Auth<C>;
     [T] Json<T>;
     [T] TryJson<T>;

@@ -86,7 +86,7 @@ pub mod prelude {
     pub use crate::app::App;
     pub use crate::exchange::{ChannelTarget, Exchange};
     pub use crate::extract::{
-        Auth, Channel, EventName, Json, MaybeAuth, Raw, State, TryJson, WaitForAuth,
+        Auth, Channel, EventName, Json, MaybeAuth, Raw, RawJson, State, TryJson, WaitForAuth,
     };
     pub use crate::limit::{LimitAction, RateLimit, SlowConsumer};
     pub use crate::middleware::{Block, Decision, MiddlewareKind};

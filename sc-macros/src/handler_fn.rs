@@ -19,7 +19,7 @@ use syn::{Attribute, FnArg, Ident, Item, ItemFn, ReturnType, Type};
 use crate::attr::{compact, Errors};
 
 /// Payload extractors: they consume the payload, so a handler has at most one, last.
-const PAYLOAD_EXTRACTORS: [&str; 3] = ["Json", "TryJson", "Raw"];
+const PAYLOAD_EXTRACTORS: [&str; 4] = ["Json", "TryJson", "Raw", "RawJson"];
 
 /// What differs between event handlers and each middleware kind.
 pub(crate) struct Flavor {

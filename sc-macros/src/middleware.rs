@@ -46,6 +46,7 @@ const KINDS: [Kind; 9] = [
             "Json",
             "TryJson",
             "Raw",
+            "RawJson",
         ],
     },
     Kind {

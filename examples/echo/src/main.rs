@@ -3,7 +3,7 @@
 //!
 //! Run: `cargo run --release -p echo` (listens on `SC_PORT`, default 8000, at `/socketcluster/`).
 //!
-//! - invoke `echo`: answers with its data;
+//! - invoke `echo`: answers with its data (passed through as text, never parsed);
 //! - invoke `login`: sets an auth token whose claims are the data (an object), answers no data;
 //! - clients may subscribe and publish to any channel;
 //! - the auth key comes from `SC_AUTH_KEY` when set;
@@ -15,8 +15,9 @@
 use sc_core::prelude::*;
 use serde_json::{Map, Value};
 
+/// Passes the payload through as the client's text: no JSON tree in or out (`RawJson`).
 #[event("echo")]
-async fn echo(Raw(data): Raw) -> Option<Value> {
+async fn echo(data: RawJson) -> RawJson {
     data
 }
 

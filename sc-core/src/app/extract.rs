@@ -15,6 +15,7 @@
 //! | [`Json<T>`] (last) | the payload as `T` | payload not a `T` (`InvalidArgumentsError`) |
 //! | [`TryJson<T>`] (last) | `Result<T, ScError>` | never |
 //! | [`Raw`] (last) | the payload as JSON | never |
+//! | [`RawJson`] (last) | the payload as the client's JSON text, no tree | never |
 
 use std::sync::Arc;
 
@@ -175,7 +176,9 @@ impl<T: DeserializeOwned + Send> FromRequest for Json<T> {
             .as_deref()
             .map(|e| format!("event '{e}'"))
             .unwrap_or_else(|| format!("{} action", req.parts.kind.verb()));
-        T::deserialize(req.data.unwrap_or(Value::Null))
+        // From the client's text when the payload is still text: no tree on the way to `T`.
+        req.data
+            .deserialize::<T>()
             .map(Json)
             .map_err(|e| ScError::invalid_arguments(format!("Invalid data for {what}: {e}")))
     }
@@ -204,6 +207,26 @@ pub struct Raw(pub Option<Value>);
 
 impl FromRequest for Raw {
     async fn from_request(req: Request) -> Result<Self, ScError> {
-        Ok(Raw(req.data))
+        Ok(Raw(req.data.into_value()))
+    }
+}
+
+/// The payload as the client's JSON text, never parsed into a tree when the message took the
+/// fast path (one app event; otherwise the decoded tree is serialised back); `None` when the
+/// packet had no `data`. As a reply, sent as it is: a handler that passes data through (an echo,
+/// a relay) costs no JSON tree either way. Its text is what the client sent (spacing, number
+/// spelling), valid JSON.
+#[derive(Debug)]
+pub struct RawJson(pub Option<Box<serde_json::value::RawValue>>);
+
+impl FromRequest for RawJson {
+    async fn from_request(req: Request) -> Result<Self, ScError> {
+        Ok(RawJson(req.data.into_raw()))
+    }
+}
+
+impl super::handler::IntoReply for RawJson {
+    fn into_reply(self) -> super::handler::Reply {
+        super::handler::Reply::Data(self.0)
     }
 }

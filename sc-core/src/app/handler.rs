@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 pub use futures_util::future::BoxFuture;
 
 use super::MiddlewareKind;
-use crate::protocol::{IntoReplyError, ScError};
+use crate::protocol::{IntoReplyError, Payload, ScError};
 use crate::socket::{RequestInfo, Shared, Socket};
 
 /// Everything about an action except its payload: what parts extractors read.
@@ -109,7 +109,8 @@ impl Parts {
 /// One action for a handler or middleware: its [`Parts`] and its payload.
 pub struct Request {
     pub(crate) parts: Parts,
-    pub(crate) data: Option<Value>,
+    /// As decoded, or still the client's text (parsed when asked: see [`Payload`]).
+    pub(crate) data: Payload,
 }
 
 impl Request {
@@ -120,7 +121,7 @@ impl Request {
 
     /// The payload (`data` of the packet), `None` when the packet had none.
     pub fn data(&self) -> Option<&Value> {
-        self.data.as_ref()
+        self.data.value()
     }
 }
 

@@ -179,19 +179,19 @@ impl MiddlewareStack {
     pub(crate) async fn run(
         &self,
         kind: MiddlewareKind,
-        mut req: Request,
+        req: Request,
     ) -> Result<Option<Value>, Block> {
+        let Request { parts, data } = req;
+        // Middleware reads the payload and may replace it: a tree from here on.
+        let mut data = data.into_value();
         for (mw, source) in &self.by_kind[kind.index()] {
-            let data = req.data.clone();
-            let parts = req.parts.clone();
+            let req = Request {
+                parts: parts.clone(),
+                data: data.clone().into(),
+            };
             match mw(req).await {
-                Ok(Decision::Allow) => req = Request { parts, data },
-                Ok(Decision::Replace(v)) => {
-                    req = Request {
-                        parts,
-                        data: Some(v),
-                    }
-                }
+                Ok(Decision::Allow) => {}
+                Ok(Decision::Replace(v)) => data = Some(v),
                 Ok(Decision::Block(b)) => return Err(b),
                 Err(e) => {
                     tracing::debug!(middleware = %source, error = %e, "middleware extraction failed: blocking");
@@ -199,7 +199,7 @@ impl MiddlewareStack {
                 }
             }
         }
-        Ok(req.data)
+        Ok(data)
     }
 }
 

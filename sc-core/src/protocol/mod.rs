@@ -7,6 +7,9 @@
 
 mod encode;
 pub mod error;
+mod payload;
+
+pub(crate) use payload::{decode_event, Payload, RawEvent};
 
 // The encoders are the server's and the client's own business; sc's tests and fuzzers reach them
 // through the `test-util` feature.

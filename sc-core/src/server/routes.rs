@@ -219,7 +219,13 @@ async fn upgrade(
         if let Err(block) = ctx
             .app
             .middleware
-            .run(MiddlewareKind::HandshakeWs, Request { parts, data: None })
+            .run(
+                MiddlewareKind::HandshakeWs,
+                Request {
+                    parts,
+                    data: None::<serde_json::Value>.into(),
+                },
+            )
             .await
         {
             let error = block.client_error(MiddlewareKind::HandshakeWs);

@@ -102,7 +102,7 @@ pub(super) async fn admit(
     };
     let request = Request {
         parts: parts(socket, kind, None, Some(channel.clone()), expired),
-        data: data.clone(),
+        data: data.clone().into(),
     };
     match (guard.0)(request).await {
         Ok(Decision::Allow) => Ok(data),

@@ -14,7 +14,7 @@ use super::Context;
 use crate::app::handler::{Origin, Parts, Reply, Request};
 use crate::app::middleware::MiddlewareKind;
 use crate::broker::Publication;
-use crate::protocol::{self, close, Packet, ScError};
+use crate::protocol::{self, close, Packet, Payload, RawEvent, ScError};
 use crate::socket::Socket;
 
 /// The parts of an action of `socket`.
@@ -41,13 +41,18 @@ pub(super) async fn dispatch(ctx: &Context, socket: &Socket, message: InboundMes
     if let Some(raw) = message.raw {
         let req = Request {
             parts: parts(socket, MiddlewareKind::InboundRaw, None, None, None),
-            data: Some(Value::String(raw)),
+            data: Some(Value::String(raw)).into(),
         };
         if let Err(block) = Box::pin(ctx.app.middleware.run(MiddlewareKind::InboundRaw, req)).await
         {
             tracing::debug!(socket = %socket.id(), %block, "inbound message dropped by middleware");
             return;
         }
+    }
+    if let Some(RawEvent { event, data, cid }) = message.event {
+        // The fast path's app event: its payload stays text until something asks for a tree.
+        call_handler(ctx, socket, event, data.into(), cid).await;
+        return;
     }
     for packet in message.packets {
         if let Packet::Event { event, data, cid } = packet {
@@ -96,7 +101,7 @@ async fn handle_event(
         "#subscribe" => Box::pin(subscribe(ctx, socket, data, cid)).await,
         "#unsubscribe" => unsubscribe(ctx, socket, data, cid),
         "#publish" => Box::pin(publish(ctx, socket, data, cid)).await,
-        _ => call_handler(ctx, socket, event, data, cid).await,
+        _ => call_handler(ctx, socket, event, data.into(), cid).await,
     }
 }
 
@@ -104,7 +109,7 @@ async fn call_handler(
     ctx: &Context,
     socket: &Socket,
     event: String,
-    data: Option<Value>,
+    data: Payload,
     cid: Option<u64>,
 ) {
     let expired = socket.check_expiry();
@@ -122,7 +127,7 @@ async fn call_handler(
             data,
         };
         match Box::pin(ctx.app.middleware.run(kind, request)).await {
-            Ok(d) => d,
+            Ok(d) => d.into(),
             Err(block) => {
                 reply(socket, cid, Err(block.client_error(kind)));
                 return;
@@ -223,7 +228,7 @@ async fn publish_out(
             Some(publication.channel.clone()),
             None,
         ),
-        data: publication.data().cloned(),
+        data: publication.data().cloned().into(),
     };
     match ctx
         .app

@@ -5,7 +5,9 @@
 //!
 //! The bytes are measured on the decoded packets, not taken from the wire length: JSON grows
 //! when parsed (each `0,` of an array is a 32-byte [`Value`]), so 1 MB of `[0,0,...]` holds about
-//! 16 MB, while 1 MB of string holds 1 MB.
+//! 16 MB, while 1 MB of string holds 1 MB. A message of one app event is held as its text (the
+//! fast path of `protocol::decode_event`) and measured as such; only the running one may grow
+//! into a tree, when its handler asks for one.
 
 use std::collections::VecDeque;
 use std::mem::size_of;
@@ -15,7 +17,7 @@ use serde_json::Value;
 use super::dispatch::dispatch;
 use super::Context;
 use crate::config::Config;
-use crate::protocol::Packet;
+use crate::protocol::{Packet, RawEvent};
 use crate::socket::Socket;
 
 /// The handling of one message, borrowing the connection's context and socket (no clone of
@@ -27,6 +29,8 @@ pub(super) struct InboundMessage {
     /// The message text, kept only when inbound-raw middleware needs it.
     pub(super) raw: Option<String>,
     pub(super) packets: Vec<Packet>,
+    /// The one app event of a message that took the fast path (`packets` is empty then).
+    pub(super) event: Option<RawEvent>,
 }
 
 /// The socket's inbound messages: the one being handled, as a boxed future, and those waiting.
@@ -98,7 +102,12 @@ impl<'a> Inbox<'a> {
 /// entries' index overhead estimated).
 fn message_cost(message: &InboundMessage) -> usize {
     let packets: usize = message.packets.iter().map(packet_cost).sum();
+    // Its payload is text: what it holds is its length.
+    let event = message.event.as_ref().map_or(0, |e| {
+        e.event.capacity() + e.data.as_ref().map_or(0, |d| d.get().len())
+    });
     size_of::<InboundMessage>()
+        + event
         + message.raw.as_ref().map_or(0, String::capacity)
         + message.packets.capacity() * size_of::<Packet>()
         + packets
@@ -141,7 +150,11 @@ mod tests {
         let Inbound::Packets(packets) = decode(text) else {
             panic!("not a packet: {text}");
         };
-        message_cost(&InboundMessage { raw: None, packets })
+        message_cost(&InboundMessage {
+            raw: None,
+            packets,
+            event: None,
+        })
     }
 
     #[test]
@@ -182,6 +195,7 @@ mod tests {
         let message = InboundMessage {
             raw: Some("x".repeat(2000)),
             packets: Vec::new(),
+            event: None,
         };
         let cost = message_cost(&message);
         inbox.bytes += cost;
@@ -198,6 +212,7 @@ mod tests {
             InboundMessage {
                 raw: None,
                 packets: Vec::new(),
+                event: None,
             },
             0,
         ));

@@ -12,6 +12,15 @@ use crate::socket::Socket;
 /// The socket went over a limit whose action is to disconnect it.
 pub(super) struct Closed;
 
+/// What a limit says about one event.
+enum Admission {
+    Pass,
+    /// Dropped (an invoke was answered with the limit's error).
+    Refused,
+    /// Over a limit whose action is to disconnect.
+    Disconnect,
+}
+
 /// This socket's rate-limit buckets.
 pub(super) struct Limits {
     socket: Option<Bucket>,
@@ -60,36 +69,11 @@ impl Limits {
             if disconnect {
                 return false;
             }
-            let mut refused = None;
-            if let Some(bucket) = &mut self.socket {
-                if !bucket.take(now) {
-                    refused = Some((bucket.limit, ""));
-                }
-            }
-            let limited = app.app_event_limits || event.starts_with('#');
-            if refused.is_none() && limited && !app.event_limits.is_empty() {
-                if let Some(limit) = app.event_limits.get(event.as_str()) {
-                    let buckets = self.events.get_or_insert_with(Box::default);
-                    if !buckets.contains_key(event.as_str()) {
-                        buckets.insert(event.clone(), Bucket::new(*limit, now));
-                    }
-                    let bucket = buckets.get_mut(event.as_str());
-                    if bucket.is_some_and(|b| !b.take(now)) {
-                        refused = Some((*limit, " for this event"));
-                    }
-                }
-            }
-            match refused {
-                None => true,
-                Some((limit, _)) if limit.action == LimitAction::Disconnect => {
+            match self.admit(socket, app, event, *cid, now) {
+                Admission::Pass => true,
+                Admission::Refused => false,
+                Admission::Disconnect => {
                     disconnect = true;
-                    false
-                }
-                Some((limit, what)) => {
-                    if let Some(cid) = cid {
-                        let error = limit.error(what);
-                        let _ = socket.push(protocol::encode_error_response(*cid, &error).into());
-                    }
                     false
                 }
             }
@@ -98,6 +82,63 @@ impl Limits {
             return Err(self.close(socket));
         }
         Ok(packets)
+    }
+
+    /// [`apply`](Self::apply) for a message of one event (the fast path's): whether it may go on.
+    pub(super) fn apply_one(
+        &mut self,
+        socket: &Socket,
+        app: &App,
+        event: &str,
+        cid: Option<u64>,
+        now: std::time::Instant,
+    ) -> Result<bool, Closed> {
+        match self.admit(socket, app, event, cid, now) {
+            Admission::Pass => Ok(true),
+            Admission::Refused => Ok(false),
+            Admission::Disconnect => Err(self.close(socket)),
+        }
+    }
+
+    /// Charges one event; a refused invoke is answered here.
+    fn admit(
+        &mut self,
+        socket: &Socket,
+        app: &App,
+        event: &str,
+        cid: Option<u64>,
+        now: std::time::Instant,
+    ) -> Admission {
+        let mut refused = None;
+        if let Some(bucket) = &mut self.socket {
+            if !bucket.take(now) {
+                refused = Some((bucket.limit, ""));
+            }
+        }
+        let limited = app.app_event_limits || event.starts_with('#');
+        if refused.is_none() && limited && !app.event_limits.is_empty() {
+            if let Some(limit) = app.event_limits.get(event) {
+                let buckets = self.events.get_or_insert_with(Box::default);
+                if !buckets.contains_key(event) {
+                    buckets.insert(event.to_owned(), Bucket::new(*limit, now));
+                }
+                let bucket = buckets.get_mut(event);
+                if bucket.is_some_and(|b| !b.take(now)) {
+                    refused = Some((*limit, " for this event"));
+                }
+            }
+        }
+        match refused {
+            None => Admission::Pass,
+            Some((limit, _)) if limit.action == LimitAction::Disconnect => Admission::Disconnect,
+            Some((limit, what)) => {
+                if let Some(cid) = cid {
+                    let error = limit.error(what);
+                    let _ = socket.push(protocol::encode_error_response(cid, &error).into());
+                }
+                Admission::Refused
+            }
+        }
     }
 
     fn close(&self, socket: &Socket) -> Closed {

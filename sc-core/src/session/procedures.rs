@@ -46,7 +46,7 @@ pub(super) async fn handshake(
 
     let req = Request {
         parts: parts(socket, MiddlewareKind::Handshake, None, None, None),
-        data,
+        data: data.into(),
     };
     if ctx.app.middleware.has(MiddlewareKind::Handshake) {
         if let Err(block) = ctx.app.middleware.run(MiddlewareKind::Handshake, req).await {
@@ -152,7 +152,7 @@ async fn authenticate(ctx: &Context, socket: &Socket, token: &Value) -> Result<(
         p.auth = Some(payload.clone());
         let req = Request {
             parts: p,
-            data: Some(token.clone()),
+            data: Some(token.clone()).into(),
         };
         if let Err(block) = ctx
             .app
@@ -251,7 +251,7 @@ pub(super) async fn subscribe(
             MiddlewareKind::Subscribe,
             Request {
                 parts: p,
-                data: sub_data,
+                data: sub_data.into(),
             },
         )
         .await
@@ -412,7 +412,7 @@ pub(super) async fn publish(ctx: &Context, socket: &Socket, data: Option<Value>,
             Some(channel.clone()),
             expired,
         ),
-        data: pub_data,
+        data: pub_data.into(),
     };
     let pub_data = match ctx.app.middleware.run(MiddlewareKind::PublishIn, req).await {
         Ok(d) => d,

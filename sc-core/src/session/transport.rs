@@ -382,6 +382,7 @@ fn read_messages<'a>(
                 InboundMessage {
                     raw: None,
                     packets: rest,
+                    event: None,
                 },
             );
         }
@@ -452,6 +453,30 @@ fn read_messages<'a>(
                 last_reset = now;
                 watchdog.as_mut().reset(now + ping_timeout);
             }
+            // One app event (most messages): its payload stays the client's text.
+            if !raw_middleware {
+                if let Some(event) = protocol::decode_event(&text) {
+                    match limits.apply_one(
+                        socket,
+                        &ctx.app,
+                        &event.event,
+                        event.cid,
+                        now.into_std(),
+                    ) {
+                        Ok(true) => {
+                            let message = InboundMessage {
+                                raw: None,
+                                packets: Vec::new(),
+                                event: Some(event),
+                            };
+                            inbox.push(ctx, socket, message);
+                        }
+                        Ok(false) => {}
+                        Err(Closed) => break,
+                    }
+                    continue;
+                }
+            }
             let (packets, lone_surrogate) = match protocol::decode(&text) {
                 Inbound::Raw => match protocol::decode_lone_surrogates(&text) {
                     Some(packets) => (packets, true),
@@ -502,6 +527,7 @@ fn read_messages<'a>(
                 InboundMessage {
                     raw: raw_middleware.then(|| text.to_string()),
                     packets,
+                    event: None,
                 },
             );
         }

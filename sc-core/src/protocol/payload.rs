@@ -1,0 +1,344 @@
+//! The fast path for the common inbound message, one app event such as
+//! `{"event":"echo","data":{..},"cid":7}`: [`decode_event`] keeps its `data` as the text the
+//! client sent ([`RawValue`]), and [`Payload`] parses it into a tree only when something asks
+//! (middleware, `Json<Value>`, `Raw`); `Json<T>` deserialises `T` straight from the text and
+//! `RawJson` passes it through untouched. A payload a handler passes through never becomes a tree.
+//!
+//! The fast path takes only messages whose meaning it knows to be exactly [`decode`](super::decode)'s;
+//! anything else (a batch, a `#` event, `rid` or unknown keys, `\u` escapes, deep nesting,
+//! exponents or very long numbers) goes the general way, so both agree on every message they
+//! accept: the materialised tree is the one `decode` would have built.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::OnceLock;
+
+use serde::de::{Deserialize, DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// One app event decoded by the fast path.
+#[derive(Debug)]
+pub(crate) struct RawEvent {
+    pub(crate) event: String,
+    /// `None` when the packet had no `data` key (`"data":null` is `Some("null")`).
+    pub(crate) data: Option<Box<RawValue>>,
+    pub(crate) cid: Option<u64>,
+}
+
+/// Nesting the fast path takes (serde_json's limit for a tree is 128, the envelope included);
+/// deeper data goes the general way, which decides.
+const MAX_DEPTH: usize = 100;
+/// Longest run of digits the fast path takes: longer numbers go the general way, which decides
+/// whether they are in range.
+const MAX_DIGITS: usize = 300;
+
+/// `text` as one app event, when it is a single object with a string `event` not starting with
+/// `#` and nothing but `data` and `cid` besides; `None` sends it the general way.
+pub(crate) fn decode_event(text: &str) -> Option<RawEvent> {
+    // `#` events, written with `event` first by every client, go the general way at once.
+    if text.starts_with("{\"event\":\"#") {
+        return None;
+    }
+    if !text.trim_start().starts_with('{') || text.contains("\\u") {
+        return None;
+    }
+    let envelope = serde_json::from_str::<Envelope>(text).ok()?.0?;
+    if !envelope.data.as_deref().is_none_or(plain) {
+        return None;
+    }
+    Some(envelope)
+}
+
+/// Whether raw JSON is free of what only the general parse can judge: deep nesting, exponents
+/// (out-of-range floats) and very long numbers. Strings are skipped (no `\u` in them here).
+fn plain(raw: &RawValue) -> bool {
+    let (mut depth, mut digits, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    let mut previous = b' ';
+    for &b in raw.get().as_bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'e' | b'E' if previous.is_ascii_digit() || previous == b'.' => return false,
+            _ => {}
+        }
+        digits = if b.is_ascii_digit() { digits + 1 } else { 0 };
+        if digits > MAX_DIGITS {
+            return false;
+        }
+        previous = b;
+    }
+    true
+}
+
+/// The envelope of one event; `None` inside when it has keys the fast path leaves alone.
+struct Envelope(Option<RawEvent>);
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnvelopeVisitor;
+        impl<'de> Visitor<'de> for EnvelopeVisitor {
+            type Value = Envelope;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an event")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+                let (mut event, mut data, mut cid) = (None, None, None);
+                // Like `JSON.parse`, a repeated key keeps its last value.
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match &*key {
+                        // A `#` event (the usual first key) ends the fast path before its data
+                        // is scanned: `#publish` and the rest go the general way.
+                        "event" => match map.next_value::<Value>()? {
+                            Value::String(e) if !e.starts_with('#') => event = Some(e),
+                            _ => return Ok(Envelope(None)),
+                        },
+                        "data" => data = Some(map.next_value::<Box<RawValue>>()?),
+                        // Only a whole non-negative number is a call id (see `packet_of_map`).
+                        "cid" => cid = map.next_value::<Value>()?.as_u64().map(Some).or(Some(None)),
+                        _ => return Ok(Envelope(None)),
+                    }
+                }
+                Ok(Envelope(event.map(|event| RawEvent {
+                    event,
+                    data,
+                    cid: cid.flatten(),
+                })))
+            }
+        }
+        deserializer.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+/// A packet's `data`, as decoded or as text still to be parsed.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    /// A tree (the general decoder's, or middleware's replacement); `None`: no `data`.
+    Value(Option<Value>),
+    /// The client's text (always valid JSON the general decoder accepts), and its tree once
+    /// something asked for it.
+    Raw(Box<RawValue>, OnceLock<Value>),
+}
+
+impl From<Option<Value>> for Payload {
+    fn from(value: Option<Value>) -> Self {
+        Self::Value(value)
+    }
+}
+
+impl From<Option<Box<RawValue>>> for Payload {
+    fn from(raw: Option<Box<RawValue>>) -> Self {
+        match raw {
+            Some(raw) => Self::Raw(raw, OnceLock::new()),
+            None => Self::Value(None),
+        }
+    }
+}
+
+/// The tree of text [`decode_event`] accepted (so it parses; `null` would only hide a bug).
+fn tree(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+}
+
+impl Payload {
+    /// The payload as a tree, parsed on first use.
+    pub(crate) fn value(&self) -> Option<&Value> {
+        match self {
+            Self::Value(v) => v.as_ref(),
+            Self::Raw(raw, parsed) => Some(parsed.get_or_init(|| tree(raw))),
+        }
+    }
+
+    /// The payload as a tree.
+    pub(crate) fn into_value(self) -> Option<Value> {
+        match self {
+            Self::Value(v) => v,
+            Self::Raw(raw, parsed) => Some(parsed.into_inner().unwrap_or_else(|| tree(&raw))),
+        }
+    }
+
+    /// The payload as JSON text (a tree is serialised; text is passed on as it came).
+    pub(crate) fn into_raw(self) -> Option<Box<RawValue>> {
+        match self {
+            Self::Value(v) => v.and_then(|v| serde_json::value::to_raw_value(&v).ok()),
+            Self::Raw(raw, _) => Some(raw),
+        }
+    }
+
+    /// `T` from the payload (a missing payload is `null`): from the text when there is text, so
+    /// no tree is built. The error reads the same either way (no line and column).
+    pub(crate) fn deserialize<T: DeserializeOwned>(self) -> Result<T, String> {
+        let result = match self {
+            Self::Value(v) => T::deserialize(v.unwrap_or(Value::Null)),
+            Self::Raw(raw, _) => serde_json::from_str(raw.get()),
+        };
+        result.map_err(|e| {
+            let text = e.to_string();
+            let at = format!(" at line {} column {}", e.line(), e.column());
+            match text.strip_suffix(&at) {
+                Some(message) if e.line() > 0 => message.to_owned(),
+                _ => text,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{decode, Inbound, Packet};
+
+    /// The fast path agrees with `decode` on everything it takes.
+    fn agrees(text: &str) -> bool {
+        let Some(fast) = decode_event(text) else {
+            return false;
+        };
+        let Inbound::Packets(packets) = decode(text) else {
+            panic!("the fast path took what decode refuses: {text}");
+        };
+        let [Packet::Event { event, data, cid }] = &packets[..] else {
+            panic!("the fast path took what is not one event: {text}");
+        };
+        assert_eq!(&fast.event, event, "{text}");
+        assert_eq!(&fast.cid, cid, "{text}");
+        assert_eq!(Payload::from(fast.data).into_value(), *data, "{text}");
+        true
+    }
+
+    #[test]
+    fn the_fast_path_takes_plain_app_events_exactly_as_decode_reads_them() {
+        for text in [
+            r#"{"event":"echo","data":{"t":1,"p":"xx"},"cid":7}"#,
+            r#"{"event":"echo","data":null,"cid":7}"#,
+            r#"{"event":"echo","cid":7}"#,
+            r#"{"event":"echo","data":[1,2.5,-3,true,false,null,"e1"]}"#,
+            r#"{"event":"echo","data":"a \"quoted\" \\ string with e5"}"#,
+            r#"  {"data":{"b":1,"a":2},"event":"x","cid":1.5}"#,
+            r#"{"event":"x","cid":-1,"data":1}"#,
+            r#"{"event":"x","cid":"7","data":1}"#,
+            r#"{"event":"x","data":1,"data":{"later":"wins"},"cid":1,"cid":2}"#,
+            r#"{"event":"x","data":12345678901234567890123}"#,
+        ] {
+            assert!(agrees(text), "the fast path should take {text}");
+        }
+    }
+
+    #[test]
+    fn everything_else_goes_the_general_way() {
+        let deep = format!(
+            r#"{{"event":"x","data":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let long = format!(r#"{{"event":"x","data":1{}}}"#, "0".repeat(400));
+        for text in [
+            r#"[{"event":"echo","data":1,"cid":1}]"#,
+            r##"{"event":"#publish","data":{"channel":"a","data":1},"cid":1}"##,
+            r#"{"event":"x","data":"\ud834"}"#,
+            r#"{"event":"x","data":"\u0041"}"#,
+            r#"{"event":"x","data":1e400}"#,
+            r#"{"event":"x","data":1.5E3}"#,
+            r#"{"event":"x","data":1,"other":2}"#,
+            r#"{"rid":1,"data":1}"#,
+            r#"{"event":42,"data":1}"#,
+            r#"{"data":1}"#,
+            r#"{"event":"x","data":1"#,
+            "#1",
+            "",
+            &deep,
+            &long,
+        ] {
+            assert!(decode_event(text).is_none(), "{text}");
+        }
+    }
+
+    /// JSON-ish text: punctuation, keys, numbers and escapes the two decoders might read apart.
+    fn jsonish() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let atoms = prop::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            "\"",
+            "\\",
+            "\"event\"",
+            "\"data\"",
+            "\"cid\"",
+            "\"rid\"",
+            "\"#x\"",
+            "\"e\"",
+            "1",
+            "-1",
+            "1.50",
+            "1e5",
+            "2E-3",
+            "0.0",
+            "null",
+            "true",
+            "false",
+            "\"\\n\"",
+            "\"\\u0041\"",
+            " ",
+            "é",
+            "99999999999999999999",
+        ]);
+        prop::collection::vec(atoms, 0..24).prop_map(|parts| parts.concat())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Whatever the fast path takes, it reads exactly as `decode` does.
+        #[test]
+        fn the_fast_path_never_disagrees_with_decode(data in jsonish(), cid in jsonish()) {
+            agrees(&format!(r#"{{"event":"e","data":{data},"cid":{cid}}}"#));
+            agrees(&format!(r#"{{"event":"e","data":{data}}}"#));
+            agrees(&format!(r#"{{"data":{data},"event":"e"{cid}}}"#));
+            agrees(&data);
+        }
+    }
+
+    #[test]
+    fn a_payload_deserialises_from_its_text_with_the_same_error_as_from_a_tree() {
+        let raw = || Payload::from(serde_json::value::RawValue::from_string("\"a\"".into()).ok());
+        let tree = || Payload::from(Some(Value::String("a".into())));
+        let from_raw = raw().deserialize::<u32>().expect_err("not a number");
+        assert_eq!(
+            from_raw,
+            tree().deserialize::<u32>().expect_err("not a number")
+        );
+        assert_eq!(from_raw, "invalid type: string \"a\", expected u32");
+        assert_eq!(raw().deserialize::<String>().as_deref(), Ok("a"));
+        assert_eq!(
+            raw().into_raw().map(|r| r.get().to_owned()).as_deref(),
+            Some("\"a\"")
+        );
+        assert_eq!(
+            tree().into_raw().map(|r| r.get().to_owned()).as_deref(),
+            Some("\"a\"")
+        );
+        assert_eq!(raw().value(), Some(&Value::String("a".into())));
+        assert_eq!(
+            Payload::from(None::<Value>).deserialize::<Option<u8>>(),
+            Ok(None)
+        );
+    }
+}
