@@ -26,11 +26,7 @@ pub(super) async fn storm(ctx: &Ctx, n: usize, hold: Duration) -> Result<Value, 
         )
         .into());
     }
-    let mut report = connect(ctx, n, 0.0, n, hold).await?;
-    if let Value::Object(map) = &mut report {
-        map.insert("scenario".into(), json!("storm"));
-    }
-    Ok(report)
+    connect(ctx, "storm", n, 0.0, n, hold).await
 }
 
 /// Raises the soft open-file limit to the hard one; returns the limit now in force.
@@ -44,9 +40,10 @@ fn raise_open_files() -> Option<u64> {
 }
 
 /// Opens `n` sockets, at `rate` per second or (rate 0) `at_once` attempts at a time, and holds
-/// them for `hold` before measuring memory.
+/// them for `hold` before measuring memory; reported as `scenario`.
 pub(super) async fn connect(
     ctx: &Ctx,
+    scenario: &str,
     n: usize,
     rate: f64,
     at_once: usize,
@@ -133,7 +130,7 @@ pub(super) async fn connect(
     }
     let rate_achieved = connected as f64 / elapsed;
     eprintln!(
-        "connect: {} sockets in {:.2} s ({:.0}/s), {} failed, {dropped} dropped while held; handshake p50 {:.2} ms, p99 {:.2} ms{}{}",
+        "{scenario}: {} sockets in {:.2} s ({:.0}/s), {} failed, {dropped} dropped while held; handshake p50 {:.2} ms, p99 {:.2} ms{}{}",
         connected,
         elapsed,
         rate_achieved,
@@ -146,7 +143,7 @@ pub(super) async fn connect(
             .unwrap_or_default()
     );
     Ok(json!({
-        "scenario": "connect",
+        "scenario": scenario,
         "sockets": connected,
         "failed": failed,
         "dropped_during_hold": dropped,

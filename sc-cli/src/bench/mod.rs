@@ -183,7 +183,15 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             hold,
         } => {
             let hold = Duration::from_secs_f64(hold.max(0.0));
-            connect::connect(&ctx, sockets, rate, connect::CONNECT_AT_ONCE, hold).await?
+            connect::connect(
+                &ctx,
+                "connect",
+                sockets,
+                rate,
+                connect::CONNECT_AT_ONCE,
+                hold,
+            )
+            .await?
         }
         Scenario::Exact {
             op,
