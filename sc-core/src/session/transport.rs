@@ -76,6 +76,9 @@ pub(super) fn write_loop(
                         Ok(false) => {
                             if writer.pinging && !was_pinging {
                                 ping_timer.as_mut().reset(Instant::now() + config.ping_interval);
+                                // Past the handshake, most sockets go quiet: they keep no
+                                // buffer (issue 19, idle memory).
+                                writer.release_buffers(outbox);
                             }
                         }
                         Ok(true) | Err(()) => break,
@@ -87,6 +90,8 @@ pub(super) fn write_loop(
                         break;
                     }
                     ping_timer.as_mut().reset(Instant::now() + config.ping_interval);
+                    // A socket that went quiet after a burst gives its buffers back.
+                    writer.release_buffers(outbox);
                 }
             }
         }
@@ -105,6 +110,14 @@ struct BatchWriter {
 }
 
 impl BatchWriter {
+    /// Frees the (empty) batch buffer and the outbox's, when it is empty too.
+    fn release_buffers(&mut self, outbox: &crate::socket::Outbox) {
+        if self.batch.capacity() > 0 {
+            self.batch = std::collections::VecDeque::new();
+        }
+        outbox.shrink_if_empty();
+    }
+
     /// Writes the batch and flushes once; `Ok(true)` when it ended with a close (sent, and the
     /// socket marked closed), `Err` when the connection failed. Releases the batch's bytes.
     async fn write(

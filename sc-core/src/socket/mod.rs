@@ -24,7 +24,8 @@ use tokio::sync::{oneshot, Notify};
 
 pub(crate) use outbox::cost;
 pub(crate) use outbox::frame_cost;
-use outbox::{Outbox, PushError};
+pub(crate) use outbox::Outbox;
+use outbox::PushError;
 pub(crate) use shared::{Shared, SocketChannels};
 
 use crate::auth::SignError;

@@ -148,6 +148,15 @@ impl Outbox {
         true
     }
 
+    /// Frees the queue's buffer when it holds nothing: a socket gone idle keeps no allocation
+    /// (the writer's batches swap buffers with the queue, so it would otherwise keep one).
+    pub(crate) fn shrink_if_empty(&self) {
+        let mut state = lock(&self.state);
+        if state.queue.is_empty() && state.queue.capacity() > 0 {
+            state.queue = VecDeque::new();
+        }
+    }
+
     /// The writer flushed frames worth `bytes` (as counted by [`cost`]).
     pub(crate) fn release(&self, bytes: usize) {
         let mut state = lock(&self.state);
@@ -178,6 +187,24 @@ mod tests {
 
     fn frame(n: usize) -> Outbound {
         Outbound::Frame("x".repeat(n).into())
+    }
+
+    #[test]
+    fn an_empty_queue_gives_its_buffer_back_and_a_busy_one_keeps_it() {
+        let outbox = Outbox::new(10_000, SlowConsumer::Disconnect);
+        outbox.push(frame(10)).expect("queued");
+        outbox.shrink_if_empty();
+        assert!(lock(&outbox.state).queue.capacity() > 0, "it holds a frame");
+        // The writer's batch swaps its (empty, allocated) buffer into the queue.
+        let mut batch = VecDeque::with_capacity(8);
+        assert!(outbox.try_take(&mut batch));
+        assert!(lock(&outbox.state).queue.capacity() >= 8);
+        outbox.shrink_if_empty();
+        assert_eq!(
+            lock(&outbox.state).queue.capacity(),
+            0,
+            "idle: no allocation"
+        );
     }
 
     #[test]
