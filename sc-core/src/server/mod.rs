@@ -200,7 +200,9 @@ impl Builder {
                 Default::default(),
                 self.placement.broker_secret,
             )),
-            (None, None) => Arc::new(LocalBroker::new()),
+            (None, None) => Arc::new(LocalBroker::with_history_limits(
+                crate::broker::HistoryLimits::from_config(&config),
+            )),
         };
         // An engine without history would fail every publish on those channels: refuse now.
         if !engine.supports_history() {
@@ -311,7 +313,8 @@ fn redis_engine(config: &Config) -> Result<Arc<dyn BrokerEngine>> {
     Ok(Arc::new(
         crate::broker::Redis::with_urls(urls)
             .prefix(config.redis_prefix.clone())
-            .queue_bytes(config.redis_queue_bytes),
+            .queue_bytes(config.redis_queue_bytes)
+            .history_tombstone_ttl(config.history_tombstone_ttl),
     ))
 }
 
