@@ -467,3 +467,45 @@ async fn a_channel_evicted_by_the_memory_cap_recovers_a_client_at_its_top_and_no
     assert_eq!(behind_sub.not_recovered(), 1);
     server.stop().await;
 }
+
+/// `sc dev` swaps the server process; with the in-process engine the history goes with it.
+/// What a swap does to a recovering client, without `sc dev`'s build: a new server on the same
+/// port.
+#[tokio::test]
+async fn a_restart_on_the_same_port_is_not_recovered_not_a_silent_gap() {
+    let first = TestServer::start_app(app(100)).await;
+    let port = first.addr().port();
+    let subscriber = testing::connect(first.url()).await;
+    let mut events = subscriber.events();
+    let mut sub = subscriber.subscribe("feed/swap").await.expect("subscribes");
+    let publisher = testing::connect(first.url()).await;
+    publisher.publish("feed/swap", &1).await.expect("published");
+    assert_eq!(next(&mut sub).await, json!(1));
+    let old_epoch = sub.position().map(|(_, epoch)| epoch);
+    first.stop().await;
+    let mut second = None;
+    for _ in 0..50 {
+        match testing::builder().app(app(100)).port(port).bind().await {
+            Ok(bound) => {
+                second = Some(bound);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let second = second.expect("the port is free again");
+    let serving = tokio::spawn(second.serve_until(std::future::pending::<()>()));
+    let not_recovered = ClientEvent::NotRecovered {
+        channel: "feed/swap".into(),
+    };
+    wait_for_event(&mut events, &not_recovered).await;
+    let url = format!("ws://127.0.0.1:{port}/socketcluster/");
+    let publisher = testing::connect(url).await;
+    publisher.publish("feed/swap", &2).await.expect("published");
+    assert_eq!(next(&mut sub).await, json!(2));
+    assert_eq!(sub.not_recovered(), 1);
+    let new_epoch = sub.position().map(|(_, epoch)| epoch);
+    assert_ne!(new_epoch, old_epoch, "the new process has its own epochs");
+    assert_eq!(sub.position().map(|(offset, _)| offset), Some(1));
+    serving.abort();
+}

@@ -233,8 +233,16 @@ async fn an_expired_channel_keeps_its_position_for_the_tombstone_ttl_then_starts
     // The position (the meta hash) outlives the stream by 800 ms.
     let tombstone = Duration::from_millis(800);
     let (a, b) = (
-        node_with(&prefix, Redis::new(SHARED_REDIS).history_tombstone_ttl(tombstone)).await,
-        node_with(&prefix, Redis::new(SHARED_REDIS).history_tombstone_ttl(tombstone)).await,
+        node_with(
+            &prefix,
+            Redis::new(SHARED_REDIS).history_tombstone_ttl(tombstone),
+        )
+        .await,
+        node_with(
+            &prefix,
+            Redis::new(SHARED_REDIS).history_tombstone_ttl(tombstone),
+        )
+        .await,
     );
     let policy = HistoryPolicy::new(10, Duration::from_millis(600));
     let old = publish(&a, "c", json!("old"), policy).await;
