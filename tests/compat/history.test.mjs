@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import {WebSocket} from 'ws';
 import {test, startServer, FAST_ENV, isReference, waitUntil, connectedClient, sleep} from './harness.mjs';
+import {within, range, recoverWithOfficialClient} from './recovery.mjs';
 
 globalThis.WebSocket = WebSocket;
 const {create} = await import(new URL('../../sc-core/assets/socketcluster.js', import.meta.url).href);
@@ -41,14 +42,6 @@ async function drop(socket, once) {
 async function publishAll(publisher, channel, numbers) {
   for (const n of numbers) await publisher.invokePublish(channel, n);
 }
-
-/** `promise`, or a rejection naming `what` after 3 s. */
-function within(promise, what) {
-  const timeout = sleep(3000).then(() => Promise.reject(new Error(`timed out waiting for ${what}`)));
-  return Promise.race([promise, timeout]);
-}
-
-const range = (from, to) => Array.from({length: to - from + 1}, (_, i) => from + i);
 
 test('browser client: a dropped subscriber gets what it missed, in order, exactly once', async () => {
   try {
@@ -117,33 +110,6 @@ test('browser client: a gap the history cannot cover gives recoveryFail and no p
     closeSockets();
   }
 }, {skip});
-
-/**
- * The official client's opt-in, as in the README: socketcluster-client v20 keeps the
- * subscription's `data` object by reference and resends it with every `#subscribe`, so the last
- * position seen in the raw `#publish` frames (its channel iterator yields only the data) goes
- * into `data.recover`.
- */
-function recoverWithOfficialClient(socket, channelName) {
-  const data = {};
-  (async () => {
-    for await (const {message} of socket.listener('message')) {
-      if (typeof message !== 'string' || !message.includes('"offset"')) continue;
-      let packets;
-      try {
-        packets = [JSON.parse(message)].flat();
-      } catch {
-        continue;
-      }
-      for (const p of packets) {
-        if (p?.event === '#publish' && p.data?.channel === channelName && typeof p.data.offset === 'number') {
-          data.recover = {offset: p.data.offset, epoch: p.data.epoch};
-        }
-      }
-    }
-  })();
-  return socket.subscribe(channelName, {data});
-}
 
 test('official client: a subscriber that opts in through its data recovers too', async () => {
   const [publisher] = await connectedClient(server);
