@@ -17,7 +17,9 @@
 // what was missed, in order, before live messages, each once. When the history no longer covers
 // the gap, nothing partial arrives and the socket emits `recoveryFail` ({channel, offset, epoch};
 // no offset when the server could not read the history): reload the channel's state then;
-// `channel.position` is the server's latest from there on.
+// `channel.position` is the server's latest from there on. The same event (once per gap) tells of
+// a gap while subscribed: the server's `#recoveryFailed` (publications lost before reaching it, a
+// broker restart's new epoch), or a publication that opens a new epoch past its first offset.
 //
 //   socket.on('recoveryFail', ({channel}) => reloadRoom(channel));
 
@@ -60,6 +62,9 @@ class Channel {
     this.name = name;
     this.state = 'pending';
     this.position = null;
+    // The last position a `recoveryFail` was emitted for, so one gap is reported once (the ack,
+    // the server's `#recoveryFailed` and a new epoch's publication can all tell of it).
+    this.reported = null;
     this.listeners = new Set();
     this.enders = new Set();
   }
@@ -114,9 +119,21 @@ class Channel {
     if (typeof p.offset === 'number' && typeof p.epoch === 'string') {
       const last = this.position;
       if (last && last.epoch === p.epoch && p.offset <= last.offset) return;
+      // The history was lost (a broker restarted) and the new epoch's first publications went
+      // by: nobody can tell the app what it missed.
+      if (last && last.epoch !== p.epoch && p.offset > 1) this._gap({ offset: p.offset - 1, epoch: p.epoch });
       this.position = { offset: p.offset, epoch: p.epoch };
     }
     this._deliver(p.data);
+  }
+
+  /** Publications up to `at` (a position, or null when unknown) will not come: emits
+   * `recoveryFail` unless this gap was reported already. */
+  _gap(at) {
+    const seen = this.reported;
+    if (at && seen && seen.epoch === at.epoch && seen.offset >= at.offset) return;
+    this.reported = at;
+    this.socket._emit('recoveryFail', { channel: this.name, ...(at ?? {}) });
   }
 
   _deliver(data) {
@@ -284,6 +301,23 @@ export class Socket {
       case '#removeAuthToken':
         this._forgetToken();
         return;
+      case '#recoveryFailed': {
+        // A gap the server saw (publications lost before reaching it, a dropped frame, a new
+        // epoch): continue from its position. After a `recovered:false` ack it repeats the
+        // ack's top (reported once, by whichever is handled first); without a position it only
+        // repeats an ack's, which reports it.
+        const channel = this.channels.get(p.data?.channel);
+        const d = p.data;
+        if (channel && typeof d.offset === 'number' && typeof d.epoch === 'string') {
+          const at = { offset: d.offset, epoch: d.epoch };
+          const last = channel.position;
+          if (!last || last.epoch !== at.epoch || last.offset < at.offset) {
+            channel.position = at;
+            channel._gap(at);
+          }
+        }
+        break; // receivers still get it, as before
+      }
       case '#kickOut': {
         const channel = this.channels.get(p.data?.channel);
         if (channel) {
@@ -405,7 +439,7 @@ export class Socket {
         // rather than ask for the same gap again later.
         if (failed && !top && channel.position === recover) channel.position = null;
         this._emit('subscribe', { channel: channel.name });
-        if (failed) this._emit('recoveryFail', { channel: channel.name, ...(top ?? {}) });
+        if (failed) channel._gap(top);
       },
       (error) => {
         if (error.name === 'BadConnectionError') return; // retried after the reconnect

@@ -171,6 +171,7 @@ async function scriptedServer(onSubscribe) {
     url: `ws://127.0.0.1:${wss.address().port}/socketcluster/`,
     subscribes,
     drop: () => current?.terminate(),
+    send: (frame) => current?.send(typeof frame === 'string' ? frame : JSON.stringify(frame)),
     close: () => new Promise((resolve) => wss.close(resolve)),
   };
 }
@@ -208,6 +209,53 @@ test('browser client: ack and publications in one frame, an ack without a positi
     server.drop();
     await waitUntil(() => server.subscribes.length === 3, {what: 'a third #subscribe'});
     assert.deepEqual(server.subscribes[2], {channel: 'c'});
+  } finally {
+    socket.disconnect();
+    await server.close();
+  }
+}, {skip: isReference && 'a scripted server: nothing to compare'});
+
+test('browser client: a gap while subscribed is reported once (the server\'s notice, a new epoch past its first offset, a batched not-recovered ack)', async () => {
+  const server = await scriptedServer((p, n) => {
+    if (n === 1) return [{rid: p.cid, data: {offset: 2, epoch: 'e'}}];
+    // Not recovered: the ack, the server's notice of the same gap and a live publication, in one frame.
+    return [[
+      {rid: p.cid, data: {offset: 10, epoch: 'g', recovered: false}},
+      {event: '#recoveryFailed', data: {channel: 'c', offset: 10, epoch: 'g'}},
+      publish(11, 'g', 'eleven'),
+    ]];
+  });
+  const socket = create({url: server.url, ackTimeout: 2000, reconnect: {initialDelay: 50, randomness: 0}});
+  try {
+    const channel = socket.subscribe('c');
+    const got = [];
+    channel.listen((m) => got.push(m));
+    const failures = [];
+    socket.on('recoveryFail', (f) => failures.push(f));
+    const notices = [];
+    socket.receiver('#recoveryFailed', (d) => notices.push(d));
+    await waitUntil(() => channel.state === 'subscribed');
+    server.send(publish(3, 'e', 'three'));
+    // 4 and 5 were lost before reaching the server: it says so before 6.
+    server.send({event: '#recoveryFailed', data: {channel: 'c', offset: 5, epoch: 'e'}});
+    server.send(publish(6, 'e', 'six'));
+    // A new epoch whose first two publications went by, told by nobody else.
+    server.send(publish(3, 'f', 'f-three'));
+    server.send(publish(4, 'f', 'f-four'));
+    await waitUntil(() => got.length === 4, {what: 'four publications'});
+    await sleep(50);
+    assert.deepEqual(got, ['three', 'six', 'f-three', 'f-four']);
+    assert.deepEqual(failures, [{channel: 'c', offset: 5, epoch: 'e'}, {channel: 'c', offset: 2, epoch: 'f'}]);
+    assert.equal(notices.length, 1, 'receivers still get the server\'s notice');
+    assert.deepEqual(channel.position, {offset: 4, epoch: 'f'});
+
+    server.drop();
+    await waitUntil(() => got.length === 5, {what: 'the publication after the resubscribe'});
+    await sleep(100);
+    assert.deepEqual(server.subscribes[1], {channel: 'c', recover: {offset: 4, epoch: 'f'}});
+    assert.deepEqual(failures.slice(2), [{channel: 'c', offset: 10, epoch: 'g'}], 'one report for the ack and its notice');
+    assert.equal(got.at(-1), 'eleven');
+    assert.deepEqual(channel.position, {offset: 11, epoch: 'g'});
   } finally {
     socket.disconnect();
     await server.close();
