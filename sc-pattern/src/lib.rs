@@ -352,11 +352,14 @@ impl ChannelPattern {
     /// pattern on each publish to a channel with history, or through a contract.
     pub fn matches(&self, name: &str) -> bool {
         let mut parts = name.split('/');
-        self.segments.iter().all(|segment| match (segment, parts.next()) {
-            (Segment::Literal(text), Some(part)) => text == part,
-            (Segment::Capture(_), Some(part)) => !part.is_empty(),
-            (_, None) => false,
-        }) && parts.next().is_none()
+        self.segments
+            .iter()
+            .all(|segment| match (segment, parts.next()) {
+                (Segment::Literal(text), Some(part)) => text == part,
+                (Segment::Capture(_), Some(part)) => !part.is_empty(),
+                (_, None) => false,
+            })
+            && parts.next().is_none()
     }
 
     /// When some channel name matches both patterns, one such name (captures filled with `x`).
@@ -563,8 +566,22 @@ mod tests {
         // `matches` and `match_name` agree.
         for pattern in ["rooms/{id}", "lobby", "a/{x}/b/{y}", "{any}"] {
             let p = parse(pattern);
-            for name in ["rooms/1", "rooms//", "a/1/b/2", "a/1/b/", "lobby", "x", "", "/", "a/1/b/2/c"] {
-                assert_eq!(p.matches(name), p.match_name(name).is_some(), "{pattern} {name}");
+            for name in [
+                "rooms/1",
+                "rooms//",
+                "a/1/b/2",
+                "a/1/b/",
+                "lobby",
+                "x",
+                "",
+                "/",
+                "a/1/b/2/c",
+            ] {
+                assert_eq!(
+                    p.matches(name),
+                    p.match_name(name).is_some(),
+                    "{pattern} {name}"
+                );
             }
         }
     }

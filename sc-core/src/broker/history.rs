@@ -100,15 +100,3 @@ impl Default for HistoryLimits {
         }
     }
 }
-
-impl HistoryLimits {
-    /// The limits `config` sets (`history_max_bytes`, `history_tombstone_bytes`,
-    /// `history_tombstone_ttl`).
-    pub fn from_config(config: &crate::config::Config) -> Self {
-        Self {
-            max_bytes: config.history_max_bytes,
-            tombstone_bytes: config.history_tombstone_bytes,
-            tombstone_ttl: config.history_tombstone_ttl,
-        }
-    }
-}

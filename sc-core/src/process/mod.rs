@@ -76,7 +76,7 @@ impl Builder {
                     heartbeat(role, &config, &secret, || None);
                     let secret = bytes::Bytes::from(secret.into_bytes());
                     tokio::select! {
-                        r = crate::broker::server::serve_limited(listener, secret, config.broker_queue_bytes, crate::broker::HistoryLimits::from_config(&config)) => r.map_err(Error::Io),
+                        r = crate::broker::server::serve_limited(listener, secret, config.broker_queue_bytes, crate::server::history_limits(&config)) => r.map_err(Error::Io),
                         _ = child_shutdown_signal() => Ok(()),
                     }
                 })

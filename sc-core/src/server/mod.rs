@@ -200,9 +200,7 @@ impl Builder {
                 Default::default(),
                 self.placement.broker_secret,
             )),
-            (None, None) => Arc::new(LocalBroker::with_history_limits(
-                crate::broker::HistoryLimits::from_config(&config),
-            )),
+            (None, None) => Arc::new(LocalBroker::with_history_limits(history_limits(&config))),
         };
         // An engine without history would fail every publish on those channels: refuse now.
         if !engine.supports_history() {
@@ -316,6 +314,16 @@ fn redis_engine(config: &Config) -> Result<Arc<dyn BrokerEngine>> {
             .queue_bytes(config.redis_queue_bytes)
             .history_tombstone_ttl(config.history_tombstone_ttl),
     ))
+}
+
+/// The bounds of an in-memory channel history (the in-process engine's, a broker process's)
+/// that `config` sets.
+pub(crate) fn history_limits(config: &Config) -> crate::broker::HistoryLimits {
+    crate::broker::HistoryLimits {
+        max_bytes: config.history_max_bytes,
+        tombstone_bytes: config.history_tombstone_bytes,
+        tombstone_ttl: config.history_tombstone_ttl,
+    }
 }
 
 #[cfg(not(feature = "redis"))]

@@ -54,16 +54,17 @@ pub const TOMBSTONE_OVERHEAD: usize = std::mem::size_of::<(Arc<str>, Entry)>() +
 /// Every store starts with a random epoch base (so a restarted process never reuses an
 /// epoch), and each channel gets its own epoch from it when its history starts.
 pub struct HistoryStore {
-    shards: Box<[Mutex<HashMap<Arc<str>, Entry>>]>,
+    shards: Box<[Mutex<Shard>]>,
     hasher: std::collections::hash_map::RandomState,
     limits: HistoryLimits,
     live_bytes: AtomicUsize,
     dead_bytes: AtomicUsize,
-    /// Counts publications, to order channels by their last one.
-    clock: AtomicU64,
+    /// What `last_used` and `next_sweep` count from.
+    started: Instant,
     next_epoch: AtomicU64,
     base: String,
-    next_sweep: Mutex<Option<Instant>>,
+    /// When the next sweep is due, in ms since `started` (an atomic: every call checks it).
+    next_sweep: AtomicU64,
     /// Held by the one caller evicting (others go on: the store is briefly over its bound).
     evicting: Mutex<()>,
 }
@@ -81,6 +82,9 @@ pub struct HistoryUsage {
     pub tombstone_bytes: usize,
 }
 
+/// Some of the channels, by name.
+type Shard = HashMap<Arc<str>, Entry>;
+
 enum Entry {
     Live(Arc<Slot>),
     Dead(Tombstone),
@@ -88,7 +92,8 @@ enum Entry {
 
 struct Slot {
     channel: Mutex<Channel>,
-    /// The store's clock at this channel's last publication (its place in the eviction order).
+    /// When this channel was last published to, in ns since the store started (its place in
+    /// the eviction order).
     last_used: AtomicU64,
 }
 
@@ -211,10 +216,10 @@ impl HistoryStore {
             limits,
             live_bytes: AtomicUsize::new(0),
             dead_bytes: AtomicUsize::new(0),
-            clock: AtomicU64::new(0),
+            started: Instant::now(),
             next_epoch: AtomicU64::new(0),
             base: format!("{:016x}", rand::random::<u64>()),
-            next_sweep: Mutex::new(None),
+            next_sweep: AtomicU64::new(0),
             evicting: Mutex::new(()),
         }
     }
@@ -228,8 +233,8 @@ impl HistoryStore {
         format!("{}-{n}", self.base)
     }
 
-    fn tick(&self) -> u64 {
-        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.duration_since(self.started).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Keeps `publication` as the channel's next position under `policy` and returns it
@@ -246,7 +251,7 @@ impl HistoryStore {
         let now = Instant::now();
         self.sweep(now);
         let (position, result) = loop {
-            let slot = self.live_slot(&publication.channel, now);
+            let slot = self.live_slot(&publication.channel, policy, now);
             let mut channel = lock(&slot.channel);
             if channel.gone {
                 // Evicted since the lookup: its tombstone continues the same position.
@@ -273,7 +278,7 @@ impl HistoryStore {
             }
             channel.trim(now);
             self.account(before, channel.bytes);
-            slot.last_used.store(self.tick(), Ordering::Relaxed);
+            slot.last_used.store(self.nanos(now), Ordering::Relaxed);
             break (position, then(&positioned));
         };
         if self.live_bytes.load(Ordering::Relaxed) > self.limits.max_bytes {
@@ -365,18 +370,15 @@ impl HistoryStore {
     }
 
     /// The channel's slot, created (from its tombstone, or with a new epoch) if it has none.
-    fn live_slot(&self, name: &Arc<str>, now: Instant) -> Arc<Slot> {
+    fn live_slot(&self, name: &Arc<str>, policy: HistoryPolicy, now: Instant) -> Arc<Slot> {
         let mut shard = lock(&self.shards[self.shard_of(name)]);
-        let (epoch, top) = match shard.remove(&**name) {
-            Some(Entry::Live(slot)) => {
-                let found = slot.clone();
-                shard.insert(name.clone(), Entry::Live(slot));
-                return found;
-            }
+        let (epoch, top) = match shard.get(&**name) {
+            Some(Entry::Live(slot)) => return slot.clone(),
+            // Replaced below: its position continues.
             Some(Entry::Dead(dead)) => {
                 self.dead_bytes
                     .fetch_sub(tombstone_cost(name, &dead.epoch), Ordering::Relaxed);
-                (dead.epoch, dead.top)
+                (dead.epoch.clone(), dead.top)
             }
             None => (self.new_epoch(), 0),
         };
@@ -388,12 +390,12 @@ impl HistoryStore {
                 epoch,
                 top,
                 touched: now,
-                ttl: Duration::MAX,
+                ttl: policy.ttl,
                 entries: VecDeque::new(),
                 bytes,
                 gone: false,
             }),
-            last_used: AtomicU64::new(self.tick()),
+            last_used: AtomicU64::new(self.nanos(now)),
         });
         shard.insert(name.clone(), Entry::Live(slot.clone()));
         slot
@@ -513,14 +515,19 @@ impl HistoryStore {
     /// At most once per [`SWEEP_EVERY`]: drops expired publications, turns channels whose
     /// newest expired into tombstones, and drops tombstones older than `tombstone_ttl`.
     fn sweep(&self, now: Instant) {
+        let ms = |at: Instant| u64::try_from(at.duration_since(self.started).as_millis());
+        let (Ok(due), Ok(next)) = (ms(now), ms(now + SWEEP_EVERY)) else {
+            return;
+        };
+        let at = self.next_sweep.load(Ordering::Relaxed);
+        // One caller sweeps: the one that moves the due time on.
+        if due < at
+            || self
+                .next_sweep
+                .compare_exchange(at, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
         {
-            let Some(mut next) = try_lock(&self.next_sweep) else {
-                return;
-            };
-            if next.is_some_and(|at| now < at) {
-                return;
-            }
-            *next = Some(now + SWEEP_EVERY);
+            return;
         }
         let tombstone_ttl = self.limits.tombstone_ttl;
         for shard in self.shards.iter() {
