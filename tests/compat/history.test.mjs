@@ -176,6 +176,17 @@ async function scriptedServer(onSubscribe) {
   };
 }
 
+/** A browser-client socket on `server` subscribed to `c`, recording what it receives. */
+function watchC(server) {
+  const socket = create({url: server.url, ackTimeout: 2000, reconnect: {initialDelay: 50, randomness: 0}});
+  const channel = socket.subscribe('c');
+  const got = [];
+  channel.listen((m) => got.push(m));
+  const failures = [];
+  socket.on('recoveryFail', (f) => failures.push(f));
+  return {socket, channel, got, failures};
+}
+
 const publish = (offset, epoch, data) => ({event: '#publish', data: {channel: 'c', data, offset, epoch}});
 
 test('browser client: ack and publications in one frame, an ack without a position, duplicates', async () => {
@@ -187,13 +198,8 @@ test('browser client: ack and publications in one frame, an ack without a positi
     // The server could not read the history: not recovered, no position.
     return [{rid: p.cid, data: {recovered: false}}, {event: '#recoveryFailed', data: {channel: 'c'}}];
   });
-  const socket = create({url: server.url, ackTimeout: 2000, reconnect: {initialDelay: 50, randomness: 0}});
+  const {socket, channel, got, failures} = watchC(server);
   try {
-    const channel = socket.subscribe('c');
-    const got = [];
-    channel.listen((m) => got.push(m));
-    const failures = [];
-    socket.on('recoveryFail', (f) => failures.push(f));
     await waitUntil(() => got.length === 2 && channel.state === 'subscribed');
     await sleep(100);
     assert.deepEqual(got, ['five', 'six']);
@@ -225,13 +231,8 @@ test('browser client: a gap while subscribed is reported once (the server\'s not
       publish(11, 'g', 'eleven'),
     ]];
   });
-  const socket = create({url: server.url, ackTimeout: 2000, reconnect: {initialDelay: 50, randomness: 0}});
+  const {socket, channel, got, failures} = watchC(server);
   try {
-    const channel = socket.subscribe('c');
-    const got = [];
-    channel.listen((m) => got.push(m));
-    const failures = [];
-    socket.on('recoveryFail', (f) => failures.push(f));
     const notices = [];
     socket.receiver('#recoveryFailed', (d) => notices.push(d));
     await waitUntil(() => channel.state === 'subscribed');
