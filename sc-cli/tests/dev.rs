@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sc_core::client::{Backoff, Client, ClientOptions};
+use sc_core::client::{Backoff, Client, ClientEvent, ClientOptions};
 use serde_json::Value;
 
 fn workspace() -> PathBuf {
@@ -148,6 +148,21 @@ async fn sc_dev_swaps_builds_without_refusing_connections() {
     assert!(before.contains("UnhandledEventError"), "{before}");
     let () = client.invoke("login", &"ann").await.expect("login");
     let mut room = client.subscribe("rooms/1").await.expect("ann joins room 1");
+    // Room 1 keeps a history (the template's `history = 50`): ann's client has a position in it.
+    let mut events = client.events();
+    let () = client
+        .invoke(
+            "chat",
+            &serde_json::json!({"room": 1, "text": "before the swap"}),
+        )
+        .await
+        .expect("ann chats");
+    let got = tokio::time::timeout(Duration::from_secs(5), room.recv())
+        .await
+        .expect("delivered in time")
+        .expect("subscribed");
+    assert_eq!(got["text"], "before the swap");
+    assert!(room.position().is_some(), "a positioned publication");
 
     // The key every build gets: made once, kept out of version control by its own .gitignore.
     let key = std::fs::read_to_string(app.join(".sc/auth-key")).expect(".sc/auth-key");
@@ -221,6 +236,13 @@ async fn sc_dev_swaps_builds_without_refusing_connections() {
         .expect("delivered in time")
         .expect("still subscribed");
     assert_eq!(got["text"], "after the swap");
+    // The in-process history went with the old build (README, History and recovery: decided),
+    // so the resubscription was told "not recovered", once, not left with a silent gap.
+    let mut not_recovered = 0;
+    while let Ok(e) = events.try_recv() {
+        not_recovered += usize::from(matches!(e, ClientEvent::NotRecovered { .. }));
+    }
+    assert_eq!((not_recovered, room.not_recovered()), (1, 1));
     assert_eq!(dev.count("no auth key configured"), 0, "{}", dev.text());
 
     // A broken edit: reported, and the running build keeps serving.
