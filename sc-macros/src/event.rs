@@ -99,8 +99,15 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         unavailable: &["Channel"],
     };
     let name = &attr.name;
+    let payload = crate::ts::payload(&handler.args);
+    let reply = crate::ts::reply(&handler.item.sig.output);
     let register = quote! {
-        ::sc_core::__private::App::event_at(__sc_app, #name, __sc_handler, __sc_source)
+        ::sc_core::__private::App::event_types(
+            ::sc_core::__private::App::event_at(__sc_app, #name, __sc_handler, __sc_source),
+            #name,
+            #payload,
+            #reply,
+        )
     };
     Ok(handler.generate(&flavor, register))
 }

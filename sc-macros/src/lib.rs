@@ -45,6 +45,7 @@ mod handler_fn;
 mod handlers;
 mod middleware;
 mod output;
+mod ts;
 
 use proc_macro::TokenStream;
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::http::Extensions;
 use axum::Router;
 
-pub use routes::BROWSER_CLIENT;
+pub use routes::{BROWSER_CLIENT, BROWSER_CLIENT_TYPES};
 
 use listener::Listener;
 pub(crate) use listener::{take_inherited, Inherited};
@@ -165,6 +165,33 @@ impl std::fmt::Debug for Builder {
 }
 
 impl Builder {
+    /// Writes the app's TypeScript contract to `path` (`sc-types.d.ts`), its companion module
+    /// next to it (`sc-types.js`: the hash the page is built against) and the browser client's
+    /// declarations (`socketcluster.d.ts`), so a page beside them imports `./socketcluster.js`
+    /// and `./sc-types.js` typed. The app is validated first: an invalid app writes nothing.
+    pub fn write_types(&self, path: &std::path::Path) -> Result<()> {
+        self.app.validate().map_err(StartupError::App)?;
+        let dir = path.parent().unwrap_or(std::path::Path::new(""));
+        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
+        let stem = file
+            .strip_suffix(".d.ts")
+            .or_else(|| file.strip_suffix(".ts"))
+            .unwrap_or(file);
+        if stem.is_empty() {
+            return Err(StartupError::App(format!(
+                "SC_EMIT_TYPES={} names no file: give the declaration file's path, e.g. public/sc-types.d.ts",
+                path.display()
+            )));
+        }
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, self.app.typescript())?;
+        std::fs::write(dir.join(format!("{stem}.js")), self.app.typescript_module())?;
+        std::fs::write(dir.join("socketcluster.d.ts"), BROWSER_CLIENT_TYPES)?;
+        Ok(())
+    }
+
     /// Validates the configuration, starts the broker engine and binds the port.
     pub async fn bind(self) -> Result<Server> {
         let mut config = self.config;
@@ -177,6 +204,7 @@ impl Builder {
         let origins = Origins::parse(&config.origins)?;
         let mut app = self.app;
         app.validate().map_err(StartupError::App)?;
+        app.contract_hash = Some(app.contract_hash().into());
         let key = self
             .key
             .resolve(self.use_env, self.placement.cluster_secret);

@@ -27,7 +27,12 @@ pub(super) fn build(state: Arc<ServerState>, user: Router, serve_dir: Option<Pat
     let path = state.ctx.shared.config.path.clone();
     let mut realtime = Router::new()
         .route(&path, any(upgrade))
-        .route("/socketcluster.js", axum::routing::get(browser_client));
+        .route("/socketcluster.js", axum::routing::get(browser_client))
+        .route(
+            "/socketcluster.d.ts",
+            axum::routing::get(browser_client_types),
+        )
+        .route("/sc-types.d.ts", axum::routing::get(contract_types));
     if state.ctx.shared.config.admin_on_public_port {
         realtime = realtime
             .route("/health", axum::routing::get(health))
@@ -127,6 +132,31 @@ async fn browser_client() -> Response {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         BROWSER_CLIENT,
+    )
+        .into_response()
+}
+
+/// The browser client's declarations (`sc-core/assets/socketcluster.d.ts`): `create()` typed by
+/// a generated contract.
+pub const BROWSER_CLIENT_TYPES: &str = include_str!("../../assets/socketcluster.d.ts");
+
+/// `/socketcluster.d.ts`: the browser client's declarations.
+async fn browser_client_types() -> Response {
+    typescript(BROWSER_CLIENT_TYPES.to_owned())
+}
+
+/// `/sc-types.d.ts`: this app's contract (`App::typescript`), as `sc types` writes it.
+async fn contract_types(State(state): State<Arc<ServerState>>) -> Response {
+    typescript(state.ctx.app.typescript())
+}
+
+fn typescript(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/typescript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
     )
         .into_response()
 }
