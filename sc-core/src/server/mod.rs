@@ -186,9 +186,19 @@ impl Builder {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(path, self.app.typescript())?;
-        std::fs::write(dir.join(format!("{stem}.js")), self.app.typescript_module())?;
-        std::fs::write(dir.join("socketcluster.d.ts"), BROWSER_CLIENT_TYPES)?;
+        // Unchanged files are not rewritten: a watcher (`sc dev`) sees no change.
+        let write = |path: &std::path::Path, text: &str| -> std::io::Result<()> {
+            if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+                return Ok(());
+            }
+            std::fs::write(path, text)
+        };
+        write(path, &self.app.typescript())?;
+        write(
+            &dir.join(format!("{stem}.js")),
+            &self.app.typescript_module(),
+        )?;
+        write(&dir.join("socketcluster.d.ts"), BROWSER_CLIENT_TYPES)?;
         Ok(())
     }
 

@@ -38,9 +38,16 @@ pub(super) fn build(state: Arc<ServerState>, user: Router, serve_dir: Option<Pat
             .route("/health", axum::routing::get(health))
             .route("/metrics", axum::routing::get(metrics));
     }
+    // The page's contract module (`sc-types.js`, written by `sc types` next to the page) when
+    // the static files have none: the running server's own, so a page whose types were never
+    // generated loads without a 404 (and is never told of a mismatch).
+    let contract_module = Router::new()
+        .route("/sc-types.js", axum::routing::get(contract_module))
+        .with_state(state.clone());
     let mut router = user.merge(realtime.with_state(state));
     if let Some(dir) = serve_dir {
-        router = router.fallback_service(tower_http::services::ServeDir::new(dir));
+        router = router
+            .fallback_service(tower_http::services::ServeDir::new(dir).fallback(contract_module));
     }
     // The reference's `ws` server answers an upgrade for any other path with 400.
     router.layer(axum::middleware::from_fn(
@@ -148,6 +155,19 @@ async fn browser_client_types() -> Response {
 /// `/sc-types.d.ts`: this app's contract (`App::typescript`), as `sc types` writes it.
 async fn contract_types(State(state): State<Arc<ServerState>>) -> Response {
     typescript(state.ctx.app.typescript())
+}
+
+/// `/sc-types.js` when the static files have none: this app's contract module
+/// (`App::typescript_module`).
+async fn contract_module(State(state): State<Arc<ServerState>>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        state.ctx.app.typescript_module(),
+    )
+        .into_response()
 }
 
 fn typescript(body: String) -> Response {
