@@ -96,16 +96,6 @@ pub fn emit(exe: &Path, dir: &Path, out: &Path) -> Result<(), String> {
 }
 
 /// The files `emit` writes for `out`: a watcher ignores changes to them.
-pub fn outputs(out: &Path) -> [PathBuf; 3] {
-    let dir = out.parent().unwrap_or(Path::new(""));
-    let file = out.file_name().and_then(|f| f.to_str()).unwrap_or("");
-    let stem = file
-        .strip_suffix(".d.ts")
-        .or_else(|| file.strip_suffix(".ts"))
-        .unwrap_or(file);
-    [
-        out.to_path_buf(),
-        dir.join(format!("{stem}.js")),
-        dir.join("socketcluster.d.ts"),
-    ]
+pub fn outputs(out: &Path) -> Vec<PathBuf> {
+    sc_core::app::typescript::files_for(out).map_or_else(Vec::new, Vec::from)
 }

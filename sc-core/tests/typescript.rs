@@ -140,7 +140,10 @@ fn the_macros_declare_each_events_and_channels_types_like_the_api_by_hand() {
         assert!(file.contains(line), "missing {line:?} in:\n{file}");
     }
     assert!(!file.contains("secret"), "{file}");
-    assert!(!file.contains("Opaque"), "no declaration without the derive:\n{file}");
+    assert!(
+        !file.contains("Opaque"),
+        "no declaration without the derive:\n{file}"
+    );
     let hash = with_macros::app().contract_hash();
     assert_eq!(hash.len(), 16);
     assert!(file.contains(&format!("hash: {hash:?}")));
@@ -186,7 +189,9 @@ async fn the_server_serves_its_contract_and_the_handshake_carries_its_hash() {
         .expect("send");
     let reply = loop {
         match ws.next().await.expect("a reply").expect("a frame") {
-            Message::Text(t) if !t.is_empty() => break serde_json::from_str::<Value>(&t).expect("JSON"),
+            Message::Text(t) if !t.is_empty() => {
+                break serde_json::from_str::<Value>(&t).expect("JSON")
+            }
             _ => continue,
         }
     };
@@ -197,4 +202,3 @@ async fn the_server_serves_its_contract_and_the_handshake_carries_its_hash() {
     // Another contract, another hash.
     assert_ne!(by_hand().contract_hash(), App::new().contract_hash());
 }
-

@@ -112,9 +112,9 @@ pub struct App {
     pub(crate) app_event_limits: bool,
     /// Each event's payload and reply types, for the TypeScript contract (`App::event_types`).
     pub(crate) event_types: HashMap<String, (typescript::TsType, typescript::TsType)>,
-    /// The contract's hash, computed once when the server binds (the handshake carries it as
-    /// `contractHash`).
-    pub(crate) contract_hash: Option<std::sync::Arc<str>>,
+    /// The contract's hash and files, computed once when the server binds (the handshake
+    /// carries the hash as `contractHash`; `/sc-types.d.ts` and `/sc-types.js` serve the files).
+    pub(crate) contract: Option<std::sync::Arc<typescript::Rendered>>,
 }
 
 impl App {

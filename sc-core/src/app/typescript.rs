@@ -267,6 +267,45 @@ fn body(app: &App) -> String {
     out
 }
 
+/// The files `sc types` writes for the declaration file `out` (`public/sc-types.d.ts`): `out`,
+/// its companion module (`public/sc-types.js`) and the browser client's declarations
+/// (`public/socketcluster.d.ts`); `None` when `out` names no file.
+pub fn files_for(out: &std::path::Path) -> Option<[std::path::PathBuf; 3]> {
+    let dir = out.parent().unwrap_or(std::path::Path::new(""));
+    let file = out.file_name().and_then(|f| f.to_str())?;
+    let stem = file
+        .strip_suffix(".d.ts")
+        .or_else(|| file.strip_suffix(".ts"))
+        .unwrap_or(file);
+    if stem.is_empty() {
+        return None;
+    }
+    Some([
+        out.to_path_buf(),
+        dir.join(format!("{stem}.js")),
+        dir.join("socketcluster.d.ts"),
+    ])
+}
+
+/// What a server computes once when it binds: the contract's hash (the handshake carries it as
+/// `contractHash`) and the files it serves (`/sc-types.d.ts`, `/sc-types.js`).
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    pub(crate) hash: String,
+    pub(crate) declarations: String,
+    pub(crate) module: String,
+}
+
+impl Rendered {
+    pub(crate) fn of(app: &App) -> Self {
+        Self {
+            hash: hash(app),
+            declarations: render(app),
+            module: module(app),
+        }
+    }
+}
+
 /// The hash of the app's contract, as the handshake carries it (`contractHash`).
 pub(crate) fn hash(app: &App) -> String {
     fnv1a(&body(app))
@@ -314,6 +353,12 @@ mod tests {
         let pattern = crate::channel::ChannelPattern::parse("a`b/{id}/c$d").expect("valid");
         assert_eq!(pattern_type(&pattern, &[]), r"`a\`b/${string}/c\$d`");
         assert_eq!(literal("a\"b"), r#""a\"b""#);
+        let [d, js, client] =
+            files_for(std::path::Path::new("public/sc-types.d.ts")).expect("a file");
+        assert_eq!(d, std::path::Path::new("public/sc-types.d.ts"));
+        assert_eq!(js, std::path::Path::new("public/sc-types.js"));
+        assert_eq!(client, std::path::Path::new("public/socketcluster.d.ts"));
+        assert!(files_for(std::path::Path::new("public/")).is_none());
     }
 
     #[test]
@@ -321,9 +366,17 @@ mod tests {
         async fn chat() {}
         let app = App::new().event("chat", chat).channel("rooms/{id}");
         let file = render(&app);
-        assert!(file.contains(r#""chat": { payload: unknown; reply: unknown };"#), "{file}");
-        assert!(file.contains("pattern: `rooms/${string}`; message: unknown"), "{file}");
-        let typed = app.clone().event_types("chat", TsType::undefined(), TsType::void());
+        assert!(
+            file.contains(r#""chat": { payload: unknown; reply: unknown };"#),
+            "{file}"
+        );
+        assert!(
+            file.contains("pattern: `rooms/${string}`; message: unknown"),
+            "{file}"
+        );
+        let typed = app
+            .clone()
+            .event_types("chat", TsType::undefined(), TsType::void());
         assert_ne!(hash(&app), hash(&typed));
         assert!(file.contains(&format!("hash: {:?}", hash(&app))));
     }

@@ -171,19 +171,13 @@ impl Builder {
     /// and `./sc-types.js` typed. The app is validated first: an invalid app writes nothing.
     pub fn write_types(&self, path: &std::path::Path) -> Result<()> {
         self.app.validate().map_err(StartupError::App)?;
-        let dir = path.parent().unwrap_or(std::path::Path::new(""));
-        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-        let stem = file
-            .strip_suffix(".d.ts")
-            .or_else(|| file.strip_suffix(".ts"))
-            .unwrap_or(file);
-        if stem.is_empty() {
+        let Some([declarations, module, client]) = crate::app::typescript::files_for(path) else {
             return Err(StartupError::App(format!(
                 "SC_EMIT_TYPES={} names no file: give the declaration file's path, e.g. public/sc-types.d.ts",
                 path.display()
             )));
-        }
-        if !dir.as_os_str().is_empty() {
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
         // Unchanged files are not rewritten: a watcher (`sc dev`) sees no change.
@@ -193,12 +187,9 @@ impl Builder {
             }
             std::fs::write(path, text)
         };
-        write(path, &self.app.typescript())?;
-        write(
-            &dir.join(format!("{stem}.js")),
-            &self.app.typescript_module(),
-        )?;
-        write(&dir.join("socketcluster.d.ts"), BROWSER_CLIENT_TYPES)?;
+        write(&declarations, &self.app.typescript())?;
+        write(&module, &self.app.typescript_module())?;
+        write(&client, BROWSER_CLIENT_TYPES)?;
         Ok(())
     }
 
@@ -214,7 +205,7 @@ impl Builder {
         let origins = Origins::parse(&config.origins)?;
         let mut app = self.app;
         app.validate().map_err(StartupError::App)?;
-        app.contract_hash = Some(app.contract_hash().into());
+        app.contract = Some(Arc::new(crate::app::typescript::Rendered::of(&app)));
         let key = self
             .key
             .resolve(self.use_env, self.placement.cluster_secret);

@@ -154,7 +154,11 @@ async fn browser_client_types() -> Response {
 
 /// `/sc-types.d.ts`: this app's contract (`App::typescript`), as `sc types` writes it.
 async fn contract_types(State(state): State<Arc<ServerState>>) -> Response {
-    typescript(state.ctx.app.typescript())
+    let text = match &state.ctx.app.contract {
+        Some(files) => files.declarations.clone(),
+        None => state.ctx.app.typescript(),
+    };
+    typescript(text)
 }
 
 /// `/sc-types.js` when the static files have none: this app's contract module
@@ -165,7 +169,10 @@ async fn contract_module(State(state): State<Arc<ServerState>>) -> Response {
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        state.ctx.app.typescript_module(),
+        match &state.ctx.app.contract {
+            Some(files) => files.module.clone(),
+            None => state.ctx.app.typescript_module(),
+        },
     )
         .into_response()
 }
@@ -173,7 +180,10 @@ async fn contract_module(State(state): State<Arc<ServerState>>) -> Response {
 fn typescript(body: String) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "application/typescript; charset=utf-8"),
+            (
+                header::CONTENT_TYPE,
+                "application/typescript; charset=utf-8",
+            ),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         body,

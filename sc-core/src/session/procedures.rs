@@ -69,7 +69,7 @@ pub(super) async fn handshake(
         ping_timeout: server.config.ping_timeout.as_millis() as u64,
         auth_error: auth_error.as_ref(),
         is_authenticated: socket.is_authenticated(),
-        contract_hash: ctx.app.contract_hash.as_deref(),
+        contract_hash: ctx.app.contract.as_ref().map(|c| c.hash.as_str()),
     };
     match protocol::encode_response(cid, Some(&reply)) {
         Ok(frame) => {
