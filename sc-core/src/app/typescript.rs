@@ -358,7 +358,7 @@ mod tests {
         assert_eq!(d, std::path::Path::new("public/sc-types.d.ts"));
         assert_eq!(js, std::path::Path::new("public/sc-types.js"));
         assert_eq!(client, std::path::Path::new("public/socketcluster.d.ts"));
-        assert!(files_for(std::path::Path::new("public/")).is_none());
+        assert!(files_for(std::path::Path::new("/")).is_none());
     }
 
     #[test]
