@@ -12,7 +12,8 @@
 //! `TypedChannel` (`PATTERN`, `Message`), `ChannelTarget<Message>` (so publishing another type
 //! does not compile), `FromChannelName` (the `Channel<Room>` extractor; a name that does not match
 //! is an `InvalidChannelError`), `Display` (the name), inherent `PATTERN`, `name()` and `parse()`,
-//! and `Register` (`App::channel_contract_at`: the contract, and overlap checks at startup).
+//! and `Register` (`App::channel_contract_at`: the contract, with the TypeScript types of the
+//! message and captures, and overlap checks at startup).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};

@@ -1,6 +1,7 @@
 //! `#[event("name")]`: registers an `async fn` as the handler of client transmits and invokes
 //! named `name` (`App::event_at`). The name is a string literal, checked here: not empty, not
-//! starting with `#` (reserved by the protocol). No options yet; unknown ones are errors.
+//! starting with `#` (reserved by the protocol). No options yet; unknown ones are errors. The
+//! registration also declares the payload and reply types for the TypeScript contract (`ts.rs`).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
