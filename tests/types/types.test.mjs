@@ -2,8 +2,9 @@
 // `sc types` on the chat (the app `sc new` creates) and on examples/auth writes declarations that
 // type-check; the template's page (`templates/app/public/app.js`, `// @ts-check`) type-checks
 // against the chat's; and the typed browser client accepts the right calls and refuses the wrong
-// ones (`fixtures/typed-client.js`: every refused line carries `@ts-expect-error`, which fails
-// the check when the line type-checks).
+// ones (`fixtures/typed-client.js`, and `fixtures/typed-generic.ts` for `create<Contract>()`:
+// every refused line carries `@ts-expect-error`, which fails the check when the line
+// type-checks).
 //
 // `sc types --exe` runs the binaries already built (`SC_BIN`, `CHAT_BIN`, `AUTH_BIN`, default
 // target/debug/{sc,chat,auth}; scripts/test-all.sh builds them), so nothing is compiled here.
@@ -62,6 +63,12 @@ test('sc types on the chat: the page and the typed client type-check against it'
     copyFileSync(path.join(here, 'fixtures', 'typed-client.js'), path.join(dir, 'typed-client.js'));
     const r = typeCheck(['-p', path.join(dir, 'jsconfig.json')]);
     assert.equal(r.status, 0, `tsc found errors:\n${r.output}`);
+
+    // From TypeScript: `create<Contract>()`.
+    copyFileSync(path.join(here, 'fixtures', 'typed-generic.ts'), path.join(dir, 'typed-generic.ts'));
+    const ts = typeCheck(['--noEmit', '--strict', '--target', 'es2022', '--module', 'es2022',
+      '--moduleResolution', 'bundler', '--lib', 'es2022,dom', path.join(dir, 'typed-generic.ts')]);
+    assert.equal(ts.status, 0, `tsc found errors:\n${ts.output}`);
   } finally {
     rmSync(dir, {recursive: true, force: true});
   }
