@@ -331,7 +331,7 @@ impl App {
                 }
             }
         }
-        Ok(())
+        typescript::check_names(self)
     }
 
     pub(crate) fn route(&self, name: &str) -> Option<&EventRoute> {

@@ -207,20 +207,43 @@ fn fnv1a(text: &str) -> String {
     format!("{hash:016x}")
 }
 
+/// Every TypeScript declaration the app's types need, by name.
+fn all_decls(app: &App) -> impl Iterator<Item = (&String, &String)> {
+    let events = app.event_types.values().flat_map(|(p, r)| [p, r]);
+    let channels = app
+        .channels
+        .iter()
+        .filter_map(|d| d.contract.ts_message.as_ref());
+    events.chain(channels).flat_map(|t| t.decls.iter())
+}
+
+/// Two different Rust types with the same TypeScript name (`ChatMsg` in two modules) would make
+/// one declaration silently replace the other: a startup error instead.
+pub(crate) fn check_names(app: &App) -> Result<(), String> {
+    let mut seen: BTreeMap<&String, &String> = BTreeMap::new();
+    for (name, decl) in all_decls(app) {
+        match seen.insert(name, decl) {
+            Some(other) if other != decl => {
+                return Err(format!(
+                    "two different types are named `{name}` in the TypeScript contract: give one another name with `#[ts(rename = \"..\")]`"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The contract's types (everything but the hash), deterministic: events by name, channels by
 /// pattern, declarations by name.
 fn body(app: &App) -> String {
-    let mut decls = BTreeMap::new();
+    let decls: BTreeMap<&String, &String> = all_decls(app).collect();
     let mut events: Vec<(&String, String, String)> = Vec::new();
     let mut names: Vec<&String> = app.events.keys().collect();
     names.sort();
     for name in names {
         let (payload, reply) = match app.event_types.get(name) {
-            Some((p, r)) => {
-                decls.extend(p.decls.clone());
-                decls.extend(r.decls.clone());
-                (p.expr.clone(), r.expr.clone())
-            }
+            Some((p, r)) => (p.expr.clone(), r.expr.clone()),
             None => ("unknown".to_owned(), "unknown".to_owned()),
         };
         events.push((name, payload, reply));
@@ -228,13 +251,10 @@ fn body(app: &App) -> String {
     let mut channels: Vec<(String, String)> = Vec::new();
     for declared in &app.channels {
         let contract = &declared.contract;
-        let message = match &contract.ts_message {
-            Some(t) => {
-                decls.extend(t.decls.clone());
-                t.expr.clone()
-            }
-            None => "unknown".to_owned(),
-        };
+        let message = contract
+            .ts_message
+            .as_ref()
+            .map_or_else(|| "unknown".to_owned(), |t| t.expr.clone());
         channels.push((
             pattern_type(&declared.pattern, &contract.ts_captures),
             message,
@@ -359,6 +379,37 @@ mod tests {
         assert_eq!(js, std::path::Path::new("public/sc-types.js"));
         assert_eq!(client, std::path::Path::new("public/socketcluster.d.ts"));
         assert!(files_for(std::path::Path::new("/")).is_none());
+    }
+
+    #[cfg(feature = "typescript")]
+    #[test]
+    fn two_types_of_one_name_fail_validation() {
+        mod a {
+            #[derive(ts_rs::TS)]
+            #[allow(dead_code)]
+            pub struct Msg {
+                pub text: String,
+            }
+        }
+        mod b {
+            #[derive(ts_rs::TS)]
+            #[allow(dead_code)]
+            pub struct Msg {
+                pub n: u32,
+            }
+        }
+        let app = App::new()
+            .event_types("x", TsType::of::<a::Msg>(), TsType::void())
+            .event_types("y", TsType::of::<a::Msg>(), TsType::void());
+        assert_eq!(app.validate(), Ok(()));
+        let err = app
+            .event_types("z", TsType::of::<b::Msg>(), TsType::void())
+            .validate()
+            .expect_err("two Msg");
+        assert!(
+            err.starts_with("two different types are named `Msg`"),
+            "{err}"
+        );
     }
 
     #[test]
