@@ -2,7 +2,8 @@
 //! with the new behaviour, a broken edit keeps the previous build serving, and a prober that opens
 //! TCP connections the whole time never sees a refused connection. Without `SC_AUTH_KEY`, a
 //! logged-in client stays logged in and in its room across the swap (the app's `.sc/auth-key`),
-//! and an editor's swap file does not trigger a rebuild.
+//! and an editor's swap file does not trigger a rebuild. Every build writes the app's TypeScript
+//! contract (`public/sc-types.d.ts`), which does not trigger a rebuild either.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -118,6 +119,14 @@ async fn sc_dev_swaps_builds_without_refusing_connections() {
     });
     let dev = Dev { child, log };
     dev.wait_for("[sc dev] started", 1, Duration::from_secs(600));
+    // Every successful build writes the app's TypeScript contract next to the page.
+    let types_file = app.join("public/sc-types.d.ts");
+    let types = std::fs::read_to_string(&types_file).expect("sc dev wrote public/sc-types.d.ts");
+    assert!(
+        types.contains(r#""chat": { payload: Say; reply: void };"#),
+        "{types}"
+    );
+    assert!(!types.contains(r#""version""#), "{types}");
 
     // A prober: a TCP connection every 20 ms for the whole test; none may be refused.
     let stop = Arc::new(AtomicBool::new(false));
@@ -200,6 +209,13 @@ async fn sc_dev_swaps_builds_without_refusing_connections() {
         "{}",
         dev.text()
     );
+    // Written again from the new build; writing it is not a change to rebuild for.
+    let types = std::fs::read_to_string(&types_file).expect("types");
+    assert!(
+        types.contains(r#""version": { payload: undefined; reply: number };"#),
+        "{types}"
+    );
+    assert_eq!(dev.count("changed: rebuilding"), 1, "{}", dev.text());
 
     // The client that stayed connected is moved to the new build (it reconnects by itself).
     let deadline = Instant::now() + Duration::from_secs(30);

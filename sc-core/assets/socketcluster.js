@@ -22,6 +22,11 @@
 // broker restart's new epoch), or a publication that opens a new epoch past its first offset.
 //
 //   socket.on('recoveryFail', ({channel}) => reloadRoom(channel));
+//
+// Typed contracts (`sc types`): `create({ contract })` with the `contract` of the generated
+// `sc-types.js` types every call (socketcluster.d.ts) and compares the contract's hash with the
+// server's at every handshake; when they differ the socket emits `contractMismatch`
+// ({expected, actual}) after `connect`: the server was updated, reload the page.
 
 const DEFAULTS = {
   path: '/socketcluster/',
@@ -166,11 +171,12 @@ export class Socket {
     this.ws = null;
     this.reconnectTimer = null;
     this.closedByUser = false;
+    this.contractHash = null;
   }
 
   /** `socket.on('connect' | 'disconnect' | 'error' | 'authenticate' | 'deauthenticate' |
-   * 'subscribe' | 'subscribeFail' | 'unsubscribe' | 'kickOut' | 'recoveryFail', fn)`; returns an
-   * unsubscribe function. */
+   * 'subscribe' | 'subscribeFail' | 'unsubscribe' | 'kickOut' | 'recoveryFail' |
+   * 'contractMismatch', fn)`; returns an unsubscribe function. */
   on(event, fn) {
     if (!this.handlers.has(event)) this.handlers.set(event, new Set());
     this.handlers.get(event).add(fn);
@@ -242,6 +248,13 @@ export class Socket {
           this._forgetToken();
         }
         this._emit('connect', { id: this.id, isAuthenticated: !!reply?.isAuthenticated, authError: reply?.authError });
+        // Typed contracts: the page was built against `options.contract` (sc-types.js); a server
+        // with another contract was updated since.
+        this.contractHash = typeof reply?.contractHash === 'string' ? reply.contractHash : null;
+        const expected = this.options.contract?.hash;
+        if (typeof expected === 'string' && expected !== this.contractHash) {
+          this._emit('contractMismatch', { expected, actual: this.contractHash });
+        }
         for (const channel of this.channels.values()) this._subscribeOnServer(channel);
         const queued = this.queue;
         this.queue = [];
