@@ -401,6 +401,13 @@ impl Config {
                     .into(),
             ));
         }
+        // Redis refuses expiries past i64 milliseconds; ten years is far beyond any use.
+        let ten_years = Duration::from_secs(10 * 365 * 24 * 3600);
+        if self.history_ttl > ten_years || self.history_tombstone_ttl > ten_years {
+            return Err(ConfigError(
+                "history_ttl and history_tombstone_ttl (SC_HISTORY_TTL, SC_HISTORY_TOMBSTONE_TTL) must be at most 10 years".into(),
+            ));
+        }
         if self.history_max_bytes < 64 * 1024 {
             return Err(ConfigError(
                 "history_max_bytes (SC_HISTORY_MAX_BYTES) must be at least 65536".into(),

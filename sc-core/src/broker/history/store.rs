@@ -257,6 +257,9 @@ impl HistoryStore {
                 // Evicted since the lookup: its tombstone continues the same position.
                 continue;
             }
+            // Read under the lock: a publisher that waited behind a slow delivery must not
+            // stamp its entry older than the one before it (the sweep would drop it early).
+            let now = Instant::now();
             let position = Position {
                 offset: channel.top + 1,
                 epoch: channel.epoch.clone(),
@@ -321,8 +324,13 @@ impl HistoryStore {
                                 since: now,
                             }),
                         );
+                        // Counted under the shard's lock: a revival or eviction of this
+                        // tombstone (which subtracts its cost) cannot come first.
+                        self.dead_bytes.fetch_add(cost, Ordering::Relaxed);
                         drop(shard);
-                        self.add_dead(cost);
+                        if self.dead_bytes.load(Ordering::Relaxed) > self.limits.tombstone_bytes {
+                            self.evict_tombstones();
+                        }
                         return answer;
                     }
                 }
@@ -410,13 +418,6 @@ impl HistoryStore {
         }
     }
 
-    fn add_dead(&self, cost: usize) {
-        let total = self.dead_bytes.fetch_add(cost, Ordering::Relaxed) + cost;
-        if total > self.limits.tombstone_bytes {
-            self.evict_tombstones();
-        }
-    }
-
     /// Turns a channel (whose lock the caller holds, under its shard's lock) into a tombstone.
     fn bury(&self, channel: &mut Channel, now: Instant) -> Entry {
         channel.gone = true;
@@ -481,23 +482,25 @@ impl HistoryStore {
         }
     }
 
-    /// Drops the oldest tombstones until they hold at most 7/8 of `tombstone_bytes`: their
-    /// channels start new epochs (a client that saw them is "not recovered").
+    /// Drops tombstones, never-published names first and then the oldest, until they hold at
+    /// most 7/8 of `tombstone_bytes`: their channels start new epochs (a client that saw them is "not recovered").
     fn evict_tombstones(&self) {
         let Some(_only) = try_lock(&self.evicting) else {
             return;
         };
         let target = self.limits.tombstone_bytes / 8 * 7;
-        let mut oldest: Vec<(Instant, usize, Arc<str>)> = Vec::new();
+        let mut oldest: Vec<(bool, Instant, usize, Arc<str>)> = Vec::new();
         for (i, shard) in self.shards.iter().enumerate() {
             for (name, entry) in lock(shard).iter() {
                 if let Entry::Dead(dead) = entry {
-                    oldest.push((dead.since, i, name.clone()));
+                    oldest.push((dead.top != 0, dead.since, i, name.clone()));
                 }
             }
         }
-        oldest.sort_unstable_by_key(|(since, ..)| *since);
-        for (since, i, name) in oldest {
+        // Names nothing was published on (a subscribe to any name a client makes up leaves
+        // one) go first, so they cannot push out the positions of real quiet channels.
+        oldest.sort_unstable_by_key(|(published, since, ..)| (*published, *since));
+        for (_, since, i, name) in oldest {
             if self.dead_bytes.load(Ordering::Relaxed) <= target {
                 break;
             }

@@ -69,8 +69,16 @@ local epoch, top = meta[1], tonumber(meta[2]) or 0
 if not epoch then
   epoch = ARGV[2]
   redis.call('HSET', KEYS[2], 'e', epoch)
+  -- A new epoch: whatever the stream still holds belongs to the lost one.
+  redis.call('DEL', KEYS[1])
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
+-- A name nothing was published on (any name a client subscribes to) keeps its epoch only for
+-- the ttl, not the tombstone ttl, so made-up names cannot pile up for a day each.
+if meta[2] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+else
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+end
 local out = {epoch, top}
 local since = ARGV[3] == 'since'
 if since and ARGV[4] ~= epoch then return out end
@@ -159,14 +167,18 @@ impl Redis {
     /// The position outlives the stream by the tombstone ttl (see the module header).
     fn meta_ttl_ms(&self, policy: HistoryPolicy) -> u64 {
         let tombstone = u64::try_from(self.tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
-        ttl_ms(policy).saturating_add(tombstone)
+        ttl_ms(policy).saturating_add(tombstone).min(MAX_TTL_MS)
     }
 }
+
+/// Redis refuses a PEXPIRE past i64 milliseconds (counted from now): a declared ttl of
+/// centuries would fail every publication instead of keeping it for ten years.
+const MAX_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
 
 fn ttl_ms(policy: HistoryPolicy) -> u64 {
     u64::try_from(policy.ttl.as_millis())
         .unwrap_or(u64::MAX)
-        .max(1)
+        .clamp(1, MAX_TTL_MS)
 }
 
 fn new_epoch() -> String {

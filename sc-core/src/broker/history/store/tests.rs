@@ -278,7 +278,7 @@ fn concurrent_publishers_on_many_channels_keep_each_channel_in_offset_order() {
     // Small enough that eviction runs while publishing: a channel evicted between two
     // publications continues its epoch from its tombstone.
     let limits = HistoryLimits {
-        max_bytes: 64 * 1024,
+        max_bytes: 16 * 1024,
         ..HistoryLimits::default()
     };
     let store = Arc::new(HistoryStore::with_limits(limits));
@@ -327,5 +327,8 @@ fn concurrent_publishers_on_many_channels_keep_each_channel_in_offset_order() {
         assert_eq!(Some(&top), positions.last(), "channel c{c}");
     }
     assert_eq!(total, 8 * 500);
-    assert!(store.usage().bytes <= limits.max_bytes);
+    // 32 channels x 3 kept publications (~46 KB) cannot fit: eviction did run.
+    let usage = store.usage();
+    assert!(usage.tombstones > 0, "{usage:?}");
+    assert!(usage.bytes <= limits.max_bytes, "{usage:?}");
 }
