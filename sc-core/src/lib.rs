@@ -71,6 +71,11 @@ pub mod __private;
 #[cfg(feature = "macros")]
 pub use sc_macros::{channel, event, handlers, middleware};
 
+/// ts-rs, for `#[derive(TS)] #[ts(crate = "sc_core::ts_rs")]` on the types of the typed client
+/// contract (feature `typescript`, on by default): apps depend on sc-core alone.
+#[cfg(feature = "typescript")]
+pub use ts_rs;
+
 pub use app::App;
 pub use config::Config;
 pub use error::{IntoReplyError, ScError};
@@ -96,4 +101,6 @@ pub mod prelude {
     #[cfg(feature = "macros")]
     pub use sc_macros::{channel, event, handlers, middleware};
     pub use serde::{Deserialize, Serialize};
+    #[cfg(feature = "typescript")]
+    pub use ts_rs::TS;
 }

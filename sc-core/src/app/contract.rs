@@ -100,6 +100,10 @@ pub struct ChannelContract {
     pub(crate) publish: Access,
     pub(crate) message: Option<(Arc<str>, MessageCheck)>,
     pub(crate) history: Option<HistoryPolicy>,
+    /// The message's TypeScript type, for the contract file (`ts_message`).
+    pub(crate) ts_message: Option<super::typescript::TsType>,
+    /// The captures' TypeScript types (`ts_capture`): numbers make `${number}` in the pattern.
+    pub(crate) ts_captures: Vec<(String, super::typescript::TsType)>,
 }
 
 impl fmt::Debug for ChannelContract {
@@ -123,6 +127,8 @@ impl ChannelContract {
             publish: Access::Server,
             message: None,
             history: None,
+            ts_message: None,
+            ts_captures: Vec::new(),
         }
     }
 
@@ -161,6 +167,22 @@ impl ChannelContract {
     /// 1 s fails at startup.
     pub fn history(mut self, policy: HistoryPolicy) -> Self {
         self.history = Some(policy);
+        self
+    }
+}
+
+impl ChannelContract {
+    /// The message type in the TypeScript contract (`App::typescript`); without it, `unknown`.
+    /// `#[channel(.., message = M)]` writes it (`unknown` when `M` does not derive `TS`).
+    pub fn ts_message(mut self, message: super::typescript::TsType) -> Self {
+        self.ts_message = Some(message);
+        self
+    }
+
+    /// A capture's type in the TypeScript contract: a number makes the pattern's template
+    /// literal `rooms/${number}`; otherwise captures are `${string}`.
+    pub fn ts_capture(mut self, capture: impl Into<String>, ty: super::typescript::TsType) -> Self {
+        self.ts_captures.push((capture.into(), ty));
         self
     }
 }
