@@ -123,3 +123,19 @@ async fn invoke_middleware_sees_a_tree_and_its_replacement_reaches_raw_json() {
     assert_eq!(reply, r#"{"rid":2,"data":42}"#);
     server.stop().await;
 }
+
+/// In the app's TypeScript contract a `RawJson` payload and reply are `unknown`, like `Raw`'s
+/// (the macro reads the extractor's name).
+#[test]
+fn raw_json_is_unknown_in_the_typescript_contract() {
+    #[event("relay")]
+    async fn relay(data: RawJson) -> RawJson {
+        data
+    }
+    let app: App = handlers![relay];
+    let file = app.typescript();
+    assert!(
+        file.contains(r#""relay": { payload: unknown; reply: unknown };"#),
+        "{file}"
+    );
+}

@@ -38,15 +38,15 @@ fn first_argument(ty: &Type) -> Option<&Type> {
     })
 }
 
-/// The payload an event handler reads: `Json<T>` / `TryJson<T>` -> `T`, `Raw` -> `unknown`, no
-/// payload extractor -> `undefined`.
+/// The payload an event handler reads: `Json<T>` / `TryJson<T>` -> `T`, `Raw` and `RawJson` ->
+/// `unknown`, no payload extractor -> `undefined`.
 pub(crate) fn payload(args: &[Type]) -> TokenStream {
     let Some(last) = args.last() else {
         return simple("undefined");
     };
     match last_segment(last).as_deref() {
         Some("Json" | "TryJson") => first_argument(last).map_or_else(|| simple("unknown"), probe),
-        Some("Raw") => simple("unknown"),
+        Some("Raw" | "RawJson") => simple("unknown"),
         _ => simple("undefined"),
     }
 }
