@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use crate::app::App;
 use crate::config::Config;
 use crate::limit::{Bucket, LimitAction};
-use crate::protocol::{self, close, Packet};
+use crate::protocol::{self, close, Packet, RawEvent};
 use crate::socket::Socket;
 
 /// The socket went over a limit whose action is to disconnect it.
@@ -84,16 +84,14 @@ impl Limits {
         Ok(packets)
     }
 
-    /// [`apply`](Self::apply) for a message of one event (the fast path's): whether it may go on.
+    /// [`apply`](Self::apply) for the fast path's message of one event: whether it may go on.
     pub(super) fn apply_one(
         &mut self,
-        socket: &Socket,
-        app: &App,
-        event: &str,
-        cid: Option<u64>,
+        (socket, app): (&Socket, &App),
+        event: &RawEvent,
         now: std::time::Instant,
     ) -> Result<bool, Closed> {
-        match self.admit(socket, app, event, cid, now) {
+        match self.admit(socket, app, &event.event, event.cid, now) {
             Admission::Pass => Ok(true),
             Admission::Refused => Ok(false),
             Admission::Disconnect => Err(self.close(socket)),

@@ -469,13 +469,7 @@ fn read_messages<'a>(
             // One app event (most messages): its payload stays the client's text.
             if !raw_middleware {
                 if let Some(event) = protocol::decode_event(&text) {
-                    match limits.apply_one(
-                        socket,
-                        &ctx.app,
-                        &event.event,
-                        event.cid,
-                        now.into_std(),
-                    ) {
+                    match limits.apply_one((socket, &ctx.app), &event, now.into_std()) {
                         Ok(true) => {
                             let message = InboundMessage {
                                 raw: None,
