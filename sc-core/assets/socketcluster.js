@@ -247,10 +247,10 @@ export class Socket {
         } else if (this.signedAuthToken) {
           this._forgetToken();
         }
+        this.contractHash = typeof reply?.contractHash === 'string' ? reply.contractHash : null;
         this._emit('connect', { id: this.id, isAuthenticated: !!reply?.isAuthenticated, authError: reply?.authError });
         // Typed contracts: the page was built against `options.contract` (sc-types.js); a server
         // with another contract was updated since.
-        this.contractHash = typeof reply?.contractHash === 'string' ? reply.contractHash : null;
         const expected = this.options.contract?.hash;
         if (typeof expected === 'string' && expected !== this.contractHash) {
           this._emit('contractMismatch', { expected, actual: this.contractHash });

@@ -124,6 +124,10 @@ pub struct Config {
     /// Whether the public port also serves `/health` and `/metrics` (`SC_ADMIN_ON_PUBLIC_PORT`,
     /// default true); false answers them with 404 there.
     pub admin_on_public_port: bool,
+    /// Whether `/sc-types.d.ts` serves the app's TypeScript contract (`SC_SERVE_TYPES`, default
+    /// true); false answers it with 404, for an app that keeps its event names and types' doc
+    /// comments to itself.
+    pub serve_types: bool,
     /// Most connections one balancer relays at once (`SC_BALANCER_MAX_CONNECTIONS`, default
     /// 10000); one over it is accepted and closed at once.
     pub balancer_max_connections: usize,
@@ -201,6 +205,7 @@ impl Default for Config {
             auth_verify_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
             admin_addr: None,
             admin_on_public_port: true,
+            serve_types: true,
             balancer_max_connections: 10_000,
             balancer_idle_timeout: Duration::from_millis(60_000),
             broker_queue_bytes: 64 * 1024 * 1024,
@@ -366,6 +371,7 @@ impl Config {
         };
         env!("SC_ADMIN_ADDR", addr, self.admin_addr);
         env!("SC_ADMIN_ON_PUBLIC_PORT", flag, self.admin_on_public_port);
+        env!("SC_SERVE_TYPES", flag, self.serve_types);
         env!(
             "SC_BALANCER_MAX_CONNECTIONS",
             parse,

@@ -15,7 +15,7 @@
 import assert from 'node:assert/strict';
 import {spawn, spawnSync} from 'node:child_process';
 import {randomBytes} from 'node:crypto';
-import {copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
+import {copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import path from 'node:path';
 import {test} from 'node:test';
@@ -246,8 +246,11 @@ test('a page built against another contract is told to reload; the same contract
     await login(ann, 'ann');
     assert.equal(await ann.getAttribute('body', 'data-contract'), null, 'the same contract: no mismatch');
 
-    // The server was updated since this page was built: its handshake carries another hash.
-    writeFileSync(path.join(dir, 'sc-types.js'), module.replace(/"[0-9a-f]{16}"/, '"0000000000000000"'));
+    // The server was updated since this page was loaded: the page still holds the old module
+    // (the browser's copy), the server's handshake carries another hash. (The server itself
+    // always serves its own sc-types.js, so a reload gets the current one.)
+    const stale = module.replace(/"[0-9a-f]{16}"/, '"0000000000000000"');
+    await ann.route('**/sc-types.js', (route) => route.fulfill({contentType: 'text/javascript', body: stale}));
     await ann.reload();
     await ann.waitForSelector('body[data-contract="mismatch"]', {state: 'attached'});
     await ann.waitForSelector('#notice:visible:has-text("The server was updated: reload the page.")');
