@@ -37,6 +37,8 @@ use serde_json::Value;
 
 use crate::broker::history::HistoryPolicy;
 
+pub use super::presence::{PresenceAccess, PresencePolicy};
+
 use super::handler::{erase, ErasedHandler, Handler};
 use super::middleware::{Decision, IntoDecision};
 
@@ -100,6 +102,7 @@ pub struct ChannelContract {
     pub(crate) publish: Access,
     pub(crate) message: Option<(Arc<str>, MessageCheck)>,
     pub(crate) history: Option<HistoryPolicy>,
+    pub(crate) presence: Option<PresencePolicy>,
 }
 
 impl fmt::Debug for ChannelContract {
@@ -110,6 +113,7 @@ impl fmt::Debug for ChannelContract {
             .field("publish", &self.publish)
             .field("message", &self.message.as_ref().map(|(name, _)| name))
             .field("history", &self.history)
+            .field("presence", &self.presence)
             .finish()
     }
 }
@@ -123,6 +127,7 @@ impl ChannelContract {
             publish: Access::Server,
             message: None,
             history: None,
+            presence: None,
         }
     }
 
@@ -161,6 +166,19 @@ impl ChannelContract {
     /// 1 s fails at startup.
     pub fn history(mut self, policy: HistoryPolicy) -> Self {
         self.history = Some(policy);
+        self
+    }
+}
+
+impl ChannelContract {
+    /// Keeps presence on every channel the pattern matches (see [`PresencePolicy`]): who is
+    /// subscribed, cluster-wide, for `Exchange::presence` and the client procedure `#presence`,
+    /// and with [`PresencePolicy::join_leave`] batched join/leave events for subscribers.
+    /// Overrides the server-wide default (`Config::presence`). `#[channel(.., presence)]` writes
+    /// `.presence(PresencePolicy::new())`, `#[channel(.., presence, join_leave)]`
+    /// `.presence(PresencePolicy::new().join_leave(true))`.
+    pub fn presence(mut self, policy: PresencePolicy) -> Self {
+        self.presence = Some(policy);
         self
     }
 }
