@@ -270,13 +270,16 @@ pub trait BrokerEngine: Send + Sync + 'static {
     fn supports_presence(&self) -> bool {
         false
     }
-    /// Adds (or replaces) `entry` on `channel`, cluster-wide.
+    /// Adds (or replaces) `entry` on `channel`, cluster-wide. `join_leave`: the channel's
+    /// subscribers get join/leave events (an engine that notices a dead worker or node on its
+    /// own announces its leaves).
     fn presence_join(
         &self,
         channel: &str,
         entry: PresenceEntry,
+        join_leave: bool,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
-        let _ = (channel, entry);
+        let _ = (channel, entry, join_leave);
         Box::pin(async { Err(BrokerError::Unsupported("presence")) })
     }
     /// Removes `socket`'s entry from `channel`; the entry it had (`None`: it had none).
@@ -351,8 +354,9 @@ impl<T: BrokerEngine + ?Sized> BrokerEngine for Arc<T> {
         &self,
         channel: &str,
         entry: PresenceEntry,
+        join_leave: bool,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
-        (**self).presence_join(channel, entry)
+        (**self).presence_join(channel, entry, join_leave)
     }
     fn presence_leave(
         &self,
@@ -483,8 +487,9 @@ impl BrokerEngine for LocalBroker {
         &self,
         channel: &str,
         entry: PresenceEntry,
+        join_leave: bool,
     ) -> BoxFuture<'_, Result<(), BrokerError>> {
-        self.presence.join(channel, 0, entry);
+        self.presence.join(channel, 0, entry, join_leave);
         Box::pin(async { Ok(()) })
     }
 

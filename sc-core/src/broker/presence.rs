@@ -51,34 +51,48 @@ impl PresenceStats {
 /// Which worker link added an entry (0 in a single process).
 pub(crate) type Owner = u64;
 
+/// One channel's entries by socket id, and whether its subscribers get join/leave events (so a
+/// broker knows whether to announce the leaves of a worker that died).
+#[derive(Default)]
+struct Members {
+    join_leave: bool,
+    entries: HashMap<String, (Owner, PresenceEntry)>,
+}
+
 /// Entries by channel, then by socket id. A channel's map is dropped with its last entry, so the
 /// store holds only channels somebody is on.
 #[derive(Default)]
 pub(crate) struct PresenceStore {
-    channels: Mutex<HashMap<String, HashMap<String, (Owner, PresenceEntry)>>>,
+    channels: Mutex<HashMap<String, Members>>,
+}
+
+/// What [`PresenceStore::remove_owner`] removed from one channel.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Removed {
+    pub(crate) channel: String,
+    pub(crate) join_leave: bool,
+    pub(crate) entries: Vec<PresenceEntry>,
 }
 
 impl PresenceStore {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, (Owner, PresenceEntry)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Members>> {
         self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Adds or replaces the entry of `entry.socket` on `channel`.
-    pub(crate) fn join(&self, channel: &str, owner: Owner, entry: PresenceEntry) {
-        self.lock()
-            .entry(channel.to_owned())
-            .or_default()
-            .insert(entry.socket.clone(), (owner, entry));
+    pub(crate) fn join(&self, channel: &str, owner: Owner, entry: PresenceEntry, join_leave: bool) {
+        let mut channels = self.lock();
+        let members = channels.entry(channel.to_owned()).or_default();
+        members.join_leave = join_leave;
+        members.entries.insert(entry.socket.clone(), (owner, entry));
     }
 
     /// Removes `socket` from `channel`; the entry it had, if any.
     pub(crate) fn leave(&self, channel: &str, socket: &str) -> Option<PresenceEntry> {
         let mut channels = self.lock();
         let members = channels.get_mut(channel)?;
-        let (_, entry) = members.remove(socket)?;
-        if members.is_empty() {
+        let (_, entry) = members.entries.remove(socket)?;
+        if members.entries.is_empty() {
             channels.remove(channel);
         }
         Some(entry)
@@ -88,16 +102,16 @@ impl PresenceStore {
     pub(crate) fn entries(&self, channel: &str) -> Vec<PresenceEntry> {
         self.lock()
             .get(channel)
-            .map(|members| members.values().map(|(_, e)| e.clone()).collect())
+            .map(|members| members.entries.values().map(|(_, e)| e.clone()).collect())
             .unwrap_or_default()
     }
 
     /// Removes every entry `owner` added; what was removed, by channel.
-    pub(crate) fn remove_owner(&self, owner: Owner) -> Vec<(String, Vec<PresenceEntry>)> {
+    pub(crate) fn remove_owner(&self, owner: Owner) -> Vec<Removed> {
         let mut removed = Vec::new();
         self.lock().retain(|channel, members| {
             let mut gone = Vec::new();
-            members.retain(|_, (o, entry)| {
+            members.entries.retain(|_, (o, entry)| {
                 let keep = *o != owner;
                 if !keep {
                     gone.push(entry.clone());
@@ -105,13 +119,82 @@ impl PresenceStore {
                 keep
             });
             if !gone.is_empty() {
-                removed.push((channel.clone(), gone));
+                removed.push(Removed {
+                    channel: channel.clone(),
+                    join_leave: members.join_leave,
+                    entries: gone,
+                });
             }
-            !members.is_empty()
+            !members.entries.is_empty()
         });
         removed
     }
+
+    /// Runs one worker's request (see [`PresenceOp`]) for `owner`: the answer, and the event to
+    /// send to the channel's subscribing workers, if any.
+    pub(crate) fn apply(&self, owner: Owner, op: PresenceOp) -> (Value, Option<(String, String)>) {
+        match op {
+            PresenceOp::Join {
+                channel,
+                entry,
+                join_leave,
+            } => {
+                self.join(&channel, owner, entry, join_leave);
+                (Value::Null, None)
+            }
+            PresenceOp::Leave { channel, socket } => {
+                let left = self.leave(&channel, &socket);
+                (serde_json::to_value(left).unwrap_or(Value::Null), None)
+            }
+            PresenceOp::Query { channel } => {
+                let entries = self.entries(&channel);
+                (serde_json::to_value(entries).unwrap_or(Value::Null), None)
+            }
+            PresenceOp::Event { channel, frame } => (Value::Null, Some((channel, frame))),
+        }
+    }
 }
+
+/// A worker's presence request to the broker that owns the channel (the broker protocol's
+/// `PresenceRequest`, as JSON), answered with `null` (join, event), the entry removed or `null`
+/// (leave), or the channel's entries (query).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum PresenceOp {
+    /// Adds or replaces an entry.
+    Join {
+        /// The channel.
+        channel: String,
+        /// The entry.
+        entry: PresenceEntry,
+        /// Whether the channel's subscribers get join/leave events.
+        #[serde(rename = "joinLeave")]
+        join_leave: bool,
+    },
+    /// Removes a socket's entry.
+    Leave {
+        /// The channel.
+        channel: String,
+        /// The socket id.
+        socket: String,
+    },
+    /// Every entry of the channel.
+    Query {
+        /// The channel.
+        channel: String,
+    },
+    /// Sends an encoded `#presence` event to every worker subscribed to the channel.
+    Event {
+        /// The channel.
+        channel: String,
+        /// The event frame.
+        frame: String,
+    },
+}
+
+/// Most entries in one list of the leave event a broker sends for a worker that died (the
+/// broker does not know the workers' `presence_max_entries`).
+pub(crate) const DEAD_WORKER_EVENT_MAX: usize = 1000;
 
 /// `{"event":"#presence","data":{"channel":..,"joins":[..],"leaves":[..]}}` (with `"cut":true`
 /// when either list was cut at `max` entries): what a subscriber of a channel with join/leave
@@ -162,10 +245,10 @@ mod tests {
     #[test]
     fn a_store_keeps_entries_per_channel_and_forgets_an_owner_at_once() {
         let store = PresenceStore::default();
-        store.join("room", 1, entry("a", Some("ann")));
-        store.join("room", 1, entry("b", Some("ann")));
-        store.join("room", 2, entry("c", None));
-        store.join("hall", 1, entry("a", Some("ann")));
+        store.join("room", 1, entry("a", Some("ann")), true);
+        store.join("room", 1, entry("b", Some("ann")), true);
+        store.join("room", 2, entry("c", None), true);
+        store.join("hall", 1, entry("a", Some("ann")), false);
         assert_eq!(
             PresenceStats::of(&store.entries("room")),
             PresenceStats {
@@ -176,12 +259,20 @@ mod tests {
         assert_eq!(store.leave("room", "b"), Some(entry("b", Some("ann"))));
         assert_eq!(store.leave("room", "b"), None);
         let mut removed = store.remove_owner(1);
-        removed.sort_by(|a, b| a.0.cmp(&b.0));
+        removed.sort_by(|a, b| a.channel.cmp(&b.channel));
         assert_eq!(
             removed,
             vec![
-                ("hall".to_owned(), vec![entry("a", Some("ann"))]),
-                ("room".to_owned(), vec![entry("a", Some("ann"))]),
+                Removed {
+                    channel: "hall".to_owned(),
+                    join_leave: false,
+                    entries: vec![entry("a", Some("ann"))]
+                },
+                Removed {
+                    channel: "room".to_owned(),
+                    join_leave: true,
+                    entries: vec![entry("a", Some("ann"))]
+                },
             ]
         );
         assert_eq!(store.entries("room"), vec![entry("c", None)]);

@@ -224,7 +224,9 @@ async fn run(
                 join_leave,
                 done,
             } => {
-                let joined = engine.presence_join(&channel, entry.clone()).await;
+                let joined = engine
+                    .presence_join(&channel, entry.clone(), join_leave)
+                    .await;
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
