@@ -60,7 +60,7 @@ async fn count_becomes(client: &Client, channel: &str, want: u64, within: Durati
             tokio::time::Instant::now() < deadline,
             "count of {channel} is {n}, not {want}, after {within:?}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

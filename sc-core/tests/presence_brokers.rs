@@ -103,7 +103,7 @@ async fn count_becomes(client: &Client, channel: &str, want: u64) {
             Instant::now() < deadline,
             "count of {channel} is {n}, not {want}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

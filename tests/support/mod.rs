@@ -43,3 +43,36 @@ pub fn fresh_prefix() -> String {
     );
     format!("sctest:{:016x}:", h.finish())
 }
+
+/// The `count` of a `#presence` answer for `channel` (the client must be allowed to ask).
+pub async fn presence_count(c: &Client, channel: &str) -> u64 {
+    let answer = c
+        .invoke_value("#presence", Some(serde_json::json!({ "channel": channel })))
+        .await
+        .unwrap_or_else(|e| panic!("#presence on {channel} failed: {e:?}"))
+        .unwrap_or(Value::Null);
+    answer["count"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count in {answer}"))
+}
+
+/// Asks `#presence` until its count is `want`, at most `within`; how long it took.
+pub async fn presence_count_becomes(
+    c: &Client,
+    channel: &str,
+    want: u64,
+    within: Duration,
+) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        let n = presence_count(c, channel).await;
+        if n == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "the presence count of {channel} is {n}, not {want}, after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
