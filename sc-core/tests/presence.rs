@@ -108,6 +108,11 @@ async fn subscribers_are_counted_by_socket_and_user_and_the_exchange_agrees() {
         .expect("the guest listed");
     assert_eq!(guest_entry["user"], Value::Null);
 
+    // The Rust client's own API says the same.
+    let typed = ann2.presence("rooms/1").await.expect("answered");
+    assert_eq!((typed.count, typed.users, typed.cut), (3, 1, false));
+    assert_eq!(typed.entries.len(), 3);
+
     let exchange = server.handle().exchange();
     let stats = exchange.presence_stats("rooms/1").await.expect("stats");
     assert_eq!((stats.sockets, stats.users), (3, 1));
@@ -200,6 +205,8 @@ async fn joins_and_leaves_arrive_batched() {
     assert_eq!(own["channel"], "live/1");
     assert_eq!(own["joins"][0]["socket"], json!(watcher.id().expect("id")));
 
+    // The Rust client reports events on its channels as ClientEvent::Presence.
+    let mut client_events = watcher.events();
     let n = 30;
     let mut others = Vec::new();
     for _ in 0..n {
@@ -225,6 +232,18 @@ async fn joins_and_leaves_arrive_batched() {
         }
     }
     assert!(received < n, "{received} events for {n} joins");
+    let mut reported = std::collections::HashSet::new();
+    while reported.len() < n {
+        match tokio::time::timeout(Duration::from_secs(5), client_events.recv()).await {
+            Ok(Ok(sc_core::client::ClientEvent::Presence { channel, joins, .. })) => {
+                assert_eq!(channel, "live/1");
+                reported.extend(joins.into_iter().map(|j| j.socket));
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("no ClientEvent::Presence: {other:?}"),
+        }
+    }
+    assert_eq!(reported, joined);
 
     let leaving: std::collections::HashSet<String> = others[..10]
         .iter()
