@@ -95,9 +95,9 @@ pub enum ClientEvent {
         /// The channel.
         channel: String,
         /// Who joined.
-        joins: Vec<crate::broker::PresenceEntry>,
+        joins: Vec<super::codec::PresenceEntry>,
         /// Who left.
-        leaves: Vec<crate::broker::PresenceEntry>,
+        leaves: Vec<super::codec::PresenceEntry>,
         /// Whether either list was cut.
         cut: bool,
     },

@@ -3,8 +3,8 @@
 
 use serde::Deserialize;
 
+use super::codec::PresenceEntry;
 use super::{Client, InvokeError};
-use crate::broker::PresenceEntry;
 
 /// The server's answer to `#presence`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

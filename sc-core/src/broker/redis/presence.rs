@@ -11,8 +11,9 @@
 //!   one node per instance (whichever takes a short lock) runs the same script over every listed
 //!   channel and publishes the leaves of the dead entries on channels with join/leave events.
 //! - Each node also remembers its own entries: when its key was found expired (the node was cut
-//!   off from Redis longer than [`NODE_TTL`], and others may have deleted its entries) it writes
-//!   them all again.
+//!   off from Redis longer than [`NODE_TTL`], and others may have deleted its entries), or a join
+//!   or leave failed while Redis was unreachable, it writes the failed leaves and then all its
+//!   entries again once Redis answers.
 //! - Events travel on the channel's Redis channel as the node id, [`EVENT_MARK`] and the
 //!   `#presence` frame; every node with subscribers (the sending one included) delivers them.
 
@@ -36,8 +37,19 @@ pub(super) const REFRESH: Duration = Duration::from_secs(2);
 /// After the node id, marks a presence event (a publication starts with `{`).
 pub(super) const EVENT_MARK: char = 'P';
 
-/// This node's entries, by channel and socket, with each channel's join/leave flag.
-pub(super) type Mirror = Arc<Mutex<HashMap<String, HashMap<String, (PresenceEntry, bool)>>>>;
+/// What this node knows of its own presence, shared with its keeper task.
+#[derive(Default)]
+pub(super) struct Own {
+    /// Its entries, by channel and socket, with each channel's join/leave flag.
+    entries: HashMap<String, HashMap<String, (PresenceEntry, bool)>>,
+    /// Leaves Redis did not take (it was unreachable): retried by the keeper.
+    leaves: Vec<(String, String)>,
+    /// A join or leave failed: the keeper writes every entry again once Redis answers.
+    dirty: bool,
+}
+
+/// [`Own`], shared.
+pub(super) type Mirror = Arc<Mutex<Own>>;
 
 /// KEYS: hash, channel set. ARGV: socket, value, channel.
 static JOIN: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -127,17 +139,25 @@ impl Redis {
         let node = self.state()?.node.clone();
         let value = encode_value(&node, &entry, join_leave);
         super::lock(&self.presence)
+            .entries
             .entry(channel.to_owned())
             .or_default()
             .insert(entry.socket.clone(), (entry.clone(), join_leave));
-        let shard = self.shard_for(channel)?;
-        let mut invocation = JOIN.key(self.presence_key(channel));
-        invocation
-            .key(self.presence_channels_key())
-            .arg(&entry.socket)
-            .arg(value)
-            .arg(channel);
-        self.script(shard, invocation).await
+        let written = async {
+            let shard = self.shard_for(channel)?;
+            let mut invocation = JOIN.key(self.presence_key(channel));
+            invocation
+                .key(self.presence_channels_key())
+                .arg(&entry.socket)
+                .arg(value)
+                .arg(channel);
+            self.script::<()>(shard, invocation).await
+        }
+        .await;
+        if written.is_err() {
+            super::lock(&self.presence).dirty = true;
+        }
+        written
     }
 
     pub(super) async fn leave_presence(
@@ -146,21 +166,35 @@ impl Redis {
         socket: &str,
     ) -> Result<Option<PresenceEntry>, BrokerError> {
         let remembered = {
-            let mut mirror = super::lock(&self.presence);
-            let members = mirror.get_mut(channel);
-            let left = members.and_then(|m| m.remove(socket));
-            if mirror.get(channel).is_some_and(HashMap::is_empty) {
-                mirror.remove(channel);
+            let mut own = super::lock(&self.presence);
+            let left = own.entries.get_mut(channel).and_then(|m| m.remove(socket));
+            if own.entries.get(channel).is_some_and(HashMap::is_empty) {
+                own.entries.remove(channel);
             }
             left.map(|(entry, _)| entry)
         };
-        let shard = self.shard_for(channel)?;
-        let mut invocation = LEAVE.key(self.presence_key(channel));
-        invocation
-            .key(self.presence_channels_key())
-            .arg(socket)
-            .arg(channel);
-        let stored: Option<String> = self.script(shard, invocation).await?;
+        let removed = async {
+            let shard = self.shard_for(channel)?;
+            let mut invocation = LEAVE.key(self.presence_key(channel));
+            invocation
+                .key(self.presence_channels_key())
+                .arg(socket)
+                .arg(channel);
+            self.script::<Option<String>>(shard, invocation).await
+        }
+        .await;
+        let stored = match removed {
+            Ok(stored) => stored,
+            Err(e) => {
+                // The socket is gone: its entry must not stay once Redis is back.
+                let mut own = super::lock(&self.presence);
+                own.leaves.push((channel.to_owned(), socket.to_owned()));
+                own.dirty = true;
+                drop(own);
+                tracing::warn!(%channel, %socket, error = %e, "presence leave not written yet; retried when Redis answers");
+                None
+            }
+        };
         Ok(stored
             .as_deref()
             .and_then(decode_value)
@@ -277,10 +311,12 @@ async fn keep(
         .arg("GET")
         .query_async(&mut conn)
         .await;
+    let dirty = std::mem::take(&mut super::lock(mirror).dirty);
     match previous {
-        Ok(Some(_)) => {}
-        Ok(None) => rewrite_own(&mut conn, index, shards, node, keys, mirror).await,
+        Ok(Some(_)) if !dirty => {}
+        Ok(_) => rewrite_own(&mut conn, index, shards, node, keys, mirror).await,
         Err(e) => {
+            super::lock(mirror).dirty |= dirty;
             tracing::debug!(redis = %shard.name, error = %e, "presence keep-alive failed");
             return;
         }
@@ -323,7 +359,8 @@ async fn keep(
     }
 }
 
-/// Writes every entry of this node on channels owned by instance `index` again.
+/// Writes every entry of this node on channels owned by instance `index` again, and removes the
+/// ones whose leave could not be written.
 async fn rewrite_own(
     conn: &mut ConnectionManager,
     index: usize,
@@ -332,7 +369,26 @@ async fn rewrite_own(
     keys: &Keys,
     mirror: &Mirror,
 ) {
+    let leaves: Vec<(String, String)> = {
+        let mut own = super::lock(mirror);
+        let (here, elsewhere) = std::mem::take(&mut own.leaves)
+            .into_iter()
+            .partition(|(channel, _)| broker_index(channel, shards) == index);
+        own.leaves = elsewhere;
+        here
+    };
+    for (channel, socket) in leaves {
+        let mut invocation = LEAVE.key(format!("{}{channel}", keys.presence));
+        invocation.key(&keys.channels).arg(&socket).arg(&channel);
+        let removed: Result<Option<String>, _> = invocation.invoke_async(conn).await;
+        if removed.is_err() {
+            let mut own = super::lock(mirror);
+            own.leaves.push((channel, socket));
+            own.dirty = true;
+        }
+    }
     let own: Vec<(String, String, String)> = super::lock(mirror)
+        .entries
         .iter()
         .filter(|(channel, _)| broker_index(channel, shards) == index)
         .flat_map(|(channel, members)| {

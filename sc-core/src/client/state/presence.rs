@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{emit, State};
-use crate::broker::PresenceEntry;
+use crate::client::codec::PresenceEntry;
 use crate::client::ClientEvent;
 
 #[derive(Deserialize)]
