@@ -269,37 +269,9 @@ async fn joins_and_leaves_arrive_batched() {
 
 #[tokio::test]
 async fn an_engine_without_presence_refuses_to_start() {
-    struct NoPresence(sc_core::broker::LocalBroker);
-    impl sc_core::broker::BrokerEngine for NoPresence {
-        fn start(
-            &self,
-            sink: std::sync::Weak<dyn sc_core::broker::DeliverySink>,
-        ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
-            self.0.start(sink)
-        }
-        fn subscribe(
-            &self,
-            channel: &str,
-        ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
-            self.0.subscribe(channel)
-        }
-        fn unsubscribe(
-            &self,
-            channel: &str,
-        ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
-            self.0.unsubscribe(channel)
-        }
-        fn publish(
-            &self,
-            publication: std::sync::Arc<sc_core::broker::Publication>,
-        ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
-            self.0.publish(publication)
-        }
-    }
-    let engine = std::sync::Arc::new(NoPresence(sc_core::broker::LocalBroker::new()));
     let error = testing::builder()
         .app(app())
-        .broker_engine(engine)
+        .broker_engine(common::PlainEngine::default())
         .bind()
         .await
         .expect_err("refused");
