@@ -280,3 +280,25 @@ async fn an_engine_without_presence_refuses_to_start() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_presence_queries_is_rate_limited() {
+    let server = TestServer::start_app(app()).await;
+    let member = server.client().await;
+    let _s = member.subscribe("rooms/1").await.expect("subscribed");
+    // 60 at once: bursts of 20, then 10/s.
+    let answers = futures_util::future::join_all((0..60).map(|_| ask(&member, "rooms/1"))).await;
+    let mut limited = 0;
+    for answer in answers {
+        match answer {
+            Ok(answer) => assert_eq!(answer["count"], 1),
+            Err(e) => {
+                assert_eq!(error_of(e).name(), "RateLimitError");
+                limited += 1;
+            }
+        }
+    }
+    assert!(limited >= 10, "{limited} refused");
+    // The socket is still served.
+    assert!(member.subscribe("rooms/2").await.is_ok());
+}
