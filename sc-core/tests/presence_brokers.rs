@@ -159,6 +159,19 @@ async fn a_worker_whose_link_drops_leaves_at_once_with_leave_events() {
     let ids: std::collections::HashSet<String> =
         on_b.iter().map(|(c, _)| c.id().expect("an id")).collect();
     count_becomes(&watcher, "live/1", 4).await;
+    // B's joins reach A's subscriber through the broker.
+    let mut joined = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ids.is_subset(&joined) {
+        let event = tokio::time::timeout_at(deadline.into(), events.recv())
+            .await
+            .expect("join events in time")
+            .expect("an event")
+            .expect("data");
+        for j in event["joins"].as_array().expect("joins") {
+            joined.insert(j["socket"].as_str().expect("socket").to_owned());
+        }
+    }
 
     // Worker B's link to the broker is gone (what a SIGKILLed worker looks like to the broker);
     // its sockets are still open, but their entries must not outlive the link.

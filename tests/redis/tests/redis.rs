@@ -604,6 +604,19 @@ async fn presence_agrees_across_nodes_and_a_killed_node_leaves_within_the_bound(
     let within = Duration::from_secs(5);
     support::presence_count_becomes(&on_a, "presjl/1", 3, within).await;
     assert_eq!(support::presence_count(&on_b, "presjl/1").await, 3);
+    // Node b's joins reach node a's subscriber through Redis.
+    let from_b = [on_b.id().expect("an id"), leaver.id().expect("an id")];
+    let mut joined = HashSet::new();
+    while !from_b.iter().all(|id| joined.contains(id)) {
+        let event = tokio::time::timeout(within, events.recv())
+            .await
+            .expect("b's joins in time")
+            .expect("an event")
+            .expect("data");
+        for j in event["joins"].as_array().expect("joins") {
+            joined.insert(j["socket"].as_str().expect("socket").to_owned());
+        }
+    }
 
     sl.unsubscribe();
     support::presence_count_becomes(&on_a, "presjl/1", 2, within).await;
