@@ -194,14 +194,16 @@ fn parse_presence_event<'a>(name: &'a str, frame: &'a str) -> Result<Incoming<'a
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)] // read only to check the shape
     struct Data<'a> {
         #[serde(borrow)]
         channel: std::borrow::Cow<'a, str>,
-        joins: Vec<crate::broker::PresenceEntry>,
-        leaves: Vec<crate::broker::PresenceEntry>,
-        #[serde(default)]
-        cut: bool,
+        /// Read only to check the shape: the frame is forwarded as it is.
+        #[serde(rename = "joins")]
+        _joins: Vec<crate::broker::PresenceEntry>,
+        #[serde(rename = "leaves")]
+        _leaves: Vec<crate::broker::PresenceEntry>,
+        #[serde(default, rename = "cut")]
+        _cut: bool,
     }
     let parsed: Event<'_> =
         serde_json::from_str(frame).map_err(|_| "not a #presence frame of the expected shape")?;
@@ -285,6 +287,37 @@ pub(super) async fn read_pushes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_events_are_read_from_every_node_and_checked() {
+        let node = "00000000000000aa";
+        let frame = crate::broker::presence::encode_event("room", &[], &[], 10).expect("encodes");
+        for from in [node, "00000000000000bb"] {
+            let payload = format!("{from}P{frame}");
+            assert_eq!(
+                parse_message("sc:", node, b"sc:#room", payload.as_bytes()),
+                Ok(Incoming::PresenceEvent {
+                    channel: "room",
+                    frame: frame.as_str()
+                })
+            );
+        }
+        let other = crate::broker::presence::encode_event("hall", &[], &[], 10).expect("encodes");
+        for bad in [
+            format!("{node}P{other}"),
+            format!(
+                r##"{node}P{{"event":"#presence","data":{{"channel":"room","joins":[],"leaves":[],"x":1}}}}"##
+            ),
+            format!(
+                r##"{node}P{{"event":"#publish","data":{{"channel":"room","joins":[],"leaves":[]}}}}"##
+            ),
+        ] {
+            assert!(
+                parse_message("sc:", node, b"sc:#room", bad.as_bytes()).is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn only_our_prefix_and_exact_publish_frames_are_accepted() {
