@@ -42,15 +42,19 @@ step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --all-features -- -D warnings
 # tests/compat: socketcluster-client@20, socketcluster-server@20 as the reference.
 step "npm ci (tests/compat)" npm_ci tests/compat
+# tests/types: typescript, for sc-cli/tests/new.rs (the page's check) and the types suite.
+step "npm ci (tests/types)" npm_ci tests/types
 # Unit, integration, the Rust client against our server and the Node reference; every test
 # binary runs even when one fails, so the counts are whole.
 step "cargo test" cargo test --workspace --all-features --no-fail-fast
-step "compat build" cargo build -p compat-server -p chat
+step "compat build" cargo build -p compat-server -p chat -p auth -p sc-cli
 step "compatibility suite (the official socketcluster-client against our compat server)" \
   env -C tests/compat COMPAT_SERVER_BIN="$PWD/target/debug/compat-server" npm test
 step "npm ci (tests/browser)" npm_ci tests/browser
 step "page test (the chat page in headless Chromium)" \
   env -C tests/browser CHAT_BIN="$PWD/target/debug/chat" npm test
+step "types (tsc on sc types output and the page)" \
+  env -C tests/types SC_BIN="$PWD/target/debug/sc" CHAT_BIN="$PWD/target/debug/chat" AUTH_BIN="$PWD/target/debug/auth" npm test
 # The frame decoder and the channel-pattern parser, FUZZ_SECONDS per target. The step is named as
 # the suite fuzz.sh reports skipped, so a refused skip is named once.
 step fuzz bash scripts/fuzz.sh

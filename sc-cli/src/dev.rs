@@ -8,7 +8,8 @@
 //!
 //! Every build gets the same auth key ([`auth_key`]: `SC_AUTH_KEY` when set, otherwise a key made
 //! once per app in `.sc/auth-key`), so a swap keeps users logged in. Editors' temporary files
-//! ([`is_editor_temp`]) do not trigger a rebuild.
+//! ([`is_editor_temp`]) do not trigger a rebuild. After every successful build the app's
+//! TypeScript contract is written again (`--types-out`, as `sc types`), before the swap.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
@@ -39,6 +40,10 @@ pub struct DevArgs {
     /// Build in release mode.
     #[arg(long)]
     release: bool,
+    /// Where every successful build writes the app's TypeScript contract (as `sc types --out`),
+    /// relative to the app's directory.
+    #[arg(long, default_value = crate::types::DEFAULT_OUT)]
+    types_out: PathBuf,
 }
 
 fn say(message: std::fmt::Arguments<'_>) {
@@ -47,13 +52,9 @@ fn say(message: std::fmt::Arguments<'_>) {
 
 /// Runs until SIGINT/SIGTERM.
 pub async fn run(args: DevArgs) -> Result<(), String> {
-    let manifest = args.path.join("Cargo.toml");
-    let manifest = std::fs::canonicalize(&manifest)
-        .map_err(|e| format!("no Cargo.toml in {} ({e})", args.path.display()))?;
-    let dir = manifest
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| args.path.clone());
+    let (dir, manifest) = manifest(&args.path)?;
+    let types_out = dir.join(&args.types_out);
+    let generated = crate::types::outputs(&types_out);
     let addr = SocketAddr::new(args.host, args.port);
     let listener = TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -66,7 +67,12 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
             if event.kind.is_modify() || event.kind.is_create() || event.kind.is_remove() {
-                for path in event.paths.into_iter().filter(|p| !is_editor_temp(p)) {
+                // The generated types are written after a build: not a change to rebuild for.
+                for path in event
+                    .paths
+                    .into_iter()
+                    .filter(|p| !is_editor_temp(p) && !generated.contains(p))
+                {
                     let _ = tx.send(path);
                 }
             }
@@ -93,6 +99,15 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?
         };
+        if let Ok(exe) = &build {
+            match crate::types::emit(exe, &dir, &types_out) {
+                Ok(()) => say(format_args!(
+                    "types: {}",
+                    types_out.strip_prefix(&dir).unwrap_or(&types_out).display()
+                )),
+                Err(e) => say(format_args!("types not written: {e}")),
+            }
+        }
         match build {
             Ok(exe) => match start(&exe, &listener, &dir, &key) {
                 Ok(child) => {
@@ -136,9 +151,25 @@ pub async fn run(args: DevArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The app's directory and its canonical `Cargo.toml` path, from `--path`.
+pub(crate) fn manifest(path: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let manifest = std::fs::canonicalize(path.join("Cargo.toml"))
+        .map_err(|e| format!("no Cargo.toml in {} ({e})", path.display()))?;
+    let dir = manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| path.to_path_buf());
+    Ok((dir, manifest))
+}
+
 /// `cargo build`, with cargo's progress on the terminal and compiler messages rendered; the
 /// path of the app's binary on success.
-fn build(dir: &Path, manifest: &Path, bin: Option<&str>, release: bool) -> Result<PathBuf, String> {
+pub(crate) fn build(
+    dir: &Path,
+    manifest: &Path,
+    bin: Option<&str>,
+    release: bool,
+) -> Result<PathBuf, String> {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args(["build", "--message-format=json-render-diagnostics"])
         .current_dir(dir)

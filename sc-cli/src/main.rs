@@ -1,9 +1,11 @@
 //! The `sc` command: `sc new` scaffolds an app, `sc dev` runs it with rebuild-and-swap on change,
-//! `sc bench` load-tests any SocketCluster-protocol server.
+//! `sc bench` load-tests any SocketCluster-protocol server, `sc types` writes an app's TypeScript
+//! contract.
 
 mod bench;
 mod dev;
 mod new;
+mod types;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,8 @@ enum Command {
     New(new::NewArgs),
     /// Run the app in this directory; rebuild and swap it on change, never refusing a connection.
     Dev(dev::DevArgs),
+    /// Write the app's TypeScript contract (events, channels, their types) for the browser client.
+    Types(types::TypesArgs),
 }
 
 /// Exit codes: 0 success, 1 the run failed (server unreachable, loss, the server refused the
@@ -35,6 +39,16 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Bench(args) => block_on("bench", bench::run(args)),
         Command::Dev(args) => block_on("dev", dev::run(args)),
+        Command::Types(args) => match types::run(args) {
+            Ok(out) => {
+                println!("wrote {}", out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sc types: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::New(args) => match new::run(args) {
             Ok(dir) => {
                 println!(

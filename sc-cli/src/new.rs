@@ -36,6 +36,14 @@ const FILES: &[(&str, &str)] = &[
         "public/index.html",
         include_str!("../../templates/app/public/index.html"),
     ),
+    (
+        "public/app.js",
+        include_str!("../../templates/app/public/app.js"),
+    ),
+    (
+        "public/jsconfig.json",
+        include_str!("../../templates/app/public/jsconfig.json"),
+    ),
 ];
 
 /// Why an app could not be created: one sentence each.

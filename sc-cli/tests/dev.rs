@@ -2,7 +2,8 @@
 //! with the new behaviour, a broken edit keeps the previous build serving, and a prober that opens
 //! TCP connections the whole time never sees a refused connection. Without `SC_AUTH_KEY`, a
 //! logged-in client stays logged in and in its room across the swap (the app's `.sc/auth-key`),
-//! and an editor's swap file does not trigger a rebuild.
+//! and an editor's swap file does not trigger a rebuild. Every build writes the app's TypeScript
+//! contract (`public/sc-types.d.ts`), which does not trigger a rebuild either.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sc_core::client::{Backoff, Client, ClientOptions};
+use sc_core::client::{Backoff, Client, ClientEvent, ClientOptions};
 use serde_json::Value;
 
 fn workspace() -> PathBuf {
@@ -118,6 +119,14 @@ async fn sc_dev_swaps_builds_without_refusing_connections() {
     });
     let dev = Dev { child, log };
     dev.wait_for("[sc dev] started", 1, Duration::from_secs(600));
+    // Every successful build writes the app's TypeScript contract next to the page.
+    let types_file = app.join("public/sc-types.d.ts");
+    let types = std::fs::read_to_string(&types_file).expect("sc dev wrote public/sc-types.d.ts");
+    assert!(
+        types.contains(r#""chat": { payload: Say; reply: void };"#),
+        "{types}"
+    );
+    assert!(!types.contains(r#""version""#), "{types}");
 
     // A prober: a TCP connection every 20 ms for the whole test; none may be refused.
     let stop = Arc::new(AtomicBool::new(false));
@@ -148,6 +157,21 @@ async fn sc_dev_swaps_builds_without_refusing_connections() {
     assert!(before.contains("UnhandledEventError"), "{before}");
     let () = client.invoke("login", &"ann").await.expect("login");
     let mut room = client.subscribe("rooms/1").await.expect("ann joins room 1");
+    // Room 1 keeps a history (the template's `history = 50`): ann's client has a position in it.
+    let mut events = client.events();
+    let () = client
+        .invoke(
+            "chat",
+            &serde_json::json!({"room": 1, "text": "before the swap"}),
+        )
+        .await
+        .expect("ann chats");
+    let got = tokio::time::timeout(Duration::from_secs(5), room.recv())
+        .await
+        .expect("delivered in time")
+        .expect("subscribed");
+    assert_eq!(got["text"], "before the swap");
+    assert!(room.position().is_some(), "a positioned publication");
 
     // The key every build gets: made once, kept out of version control by its own .gitignore.
     let key = std::fs::read_to_string(app.join(".sc/auth-key")).expect(".sc/auth-key");
@@ -185,6 +209,13 @@ async fn sc_dev_swaps_builds_without_refusing_connections() {
         "{}",
         dev.text()
     );
+    // Written again from the new build; writing it is not a change to rebuild for.
+    let types = std::fs::read_to_string(&types_file).expect("types");
+    assert!(
+        types.contains(r#""version": { payload: undefined; reply: number };"#),
+        "{types}"
+    );
+    assert_eq!(dev.count("changed: rebuilding"), 1, "{}", dev.text());
 
     // The client that stayed connected is moved to the new build (it reconnects by itself).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -221,6 +252,13 @@ async fn sc_dev_swaps_builds_without_refusing_connections() {
         .expect("delivered in time")
         .expect("still subscribed");
     assert_eq!(got["text"], "after the swap");
+    // The in-process history went with the old build (README, History and recovery: decided),
+    // so the resubscription was told "not recovered", once, not left with a silent gap.
+    let mut not_recovered = 0;
+    while let Ok(e) = events.try_recv() {
+        not_recovered += usize::from(matches!(e, ClientEvent::NotRecovered { .. }));
+    }
+    assert_eq!((not_recovered, room.not_recovered()), (1, 1));
     assert_eq!(dev.count("no auth key configured"), 0, "{}", dev.text());
 
     // A broken edit: reported, and the running build keeps serving.

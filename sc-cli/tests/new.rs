@@ -1,5 +1,6 @@
 //! `sc new` end to end: the generated app builds and passes its own test (with a path dependency
-//! on this checkout's sc-core); a bad name gets one sentence and exit 2 (usage), an existing
+//! on this checkout's sc-core), and its page type-checks against its Rust types (`sc types`, then
+//! `tsc`, from tests/types: run `npm ci` there first); a bad name gets one sentence and exit 2 (usage), an existing
 //! directory or a missing sc-core one sentence and exit 1 (the request was valid, it failed).
 
 use std::path::PathBuf;
@@ -32,6 +33,8 @@ fn sc_new_creates_an_app_that_builds_and_passes_its_test() {
         "src/main.rs",
         "tests/chat.rs",
         "public/index.html",
+        "public/app.js",
+        "public/jsconfig.json",
     ] {
         assert!(app.join(file).is_file(), "{file} was not created");
     }
@@ -75,6 +78,7 @@ fn sc_new_creates_an_app_that_builds_and_passes_its_test() {
         .status()
         .expect("run cargo test in the new app");
     assert!(status.success(), "the generated app's tests failed");
+    page_type_checks_against_the_rust_types(&app);
 
     // Its log, redirected (a pipe, not a terminal), is plain text: no colour codes.
     let bin = workspace().join("target/sc-new-test/debug/demo-chat");
@@ -115,6 +119,81 @@ fn sc_new_creates_an_app_that_builds_and_passes_its_test() {
         "colour codes in a redirected log: {log:?}"
     );
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Typed client contracts on the generated app: `sc types` writes the page's types next to it
+/// (the default `--out`), the page (`// @ts-check`) passes `tsc`; a breaking change of the Rust
+/// types (`ChatMsg.text` becoming a number), with the types written again from it, fails it.
+fn page_type_checks_against_the_rust_types(app: &std::path::Path) {
+    let tsc = workspace().join("tests/types/node_modules/typescript/bin/tsc");
+    assert!(
+        tsc.is_file(),
+        "typescript is not installed: run `npm ci` in tests/types"
+    );
+    let sc_types = || {
+        let out = sc()
+            .args(["types", "--path"])
+            .arg(app)
+            .env(
+                "CARGO_TARGET_DIR",
+                workspace().join("target").join("sc-new-test"),
+            )
+            .output()
+            .expect("run sc types");
+        assert!(
+            out.status.success(),
+            "sc types failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let check = || {
+        Command::new("node")
+            .arg(&tsc)
+            .arg("-p")
+            .arg(app.join("public/jsconfig.json"))
+            .output()
+            .expect("run tsc")
+    };
+
+    sc_types();
+    for file in ["sc-types.d.ts", "sc-types.js", "socketcluster.d.ts"] {
+        assert!(app.join("public").join(file).is_file(), "no public/{file}");
+    }
+    let types = std::fs::read_to_string(app.join("public/sc-types.d.ts")).expect("types");
+    assert!(
+        types.contains("export type ChatMsg = { from: string, text: string,"),
+        "{types}"
+    );
+    let ok = check();
+    assert!(
+        ok.status.success(),
+        "the page does not type-check: {}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+
+    let lib = app.join("src/lib.rs");
+    let source = std::fs::read_to_string(&lib).expect("lib.rs");
+    let broken = source
+        .replace("pub text: String,", "pub text: u64,")
+        .replace("text: text.to_owned(),", "text: text.len() as u64,");
+    assert_ne!(
+        broken, source,
+        "the template changed: update this test's edit"
+    );
+    std::fs::write(&lib, broken).expect("write lib.rs");
+    sc_types();
+    let types = std::fs::read_to_string(app.join("public/sc-types.d.ts")).expect("types");
+    assert!(types.contains("text: number,"), "{types}");
+    let failed = check();
+    let errors = String::from_utf8_lossy(&failed.stdout);
+    assert!(
+        !failed.status.success(),
+        "the page type-checks against a number text"
+    );
+    assert!(
+        errors.contains("app.js") && errors.contains("'number' is not assignable"),
+        "{errors}"
+    );
 }
 
 #[test]

@@ -17,9 +17,16 @@
 // what was missed, in order, before live messages, each once. When the history no longer covers
 // the gap, nothing partial arrives and the socket emits `recoveryFail` ({channel, offset, epoch};
 // no offset when the server could not read the history): reload the channel's state then;
-// `channel.position` is the server's latest from there on.
+// `channel.position` is the server's latest from there on. The same event (once per gap) tells of
+// a gap while subscribed: the server's `#recoveryFailed` (publications lost before reaching it, a
+// broker restart's new epoch), or a publication that opens a new epoch past its first offset.
 //
 //   socket.on('recoveryFail', ({channel}) => reloadRoom(channel));
+//
+// Typed contracts (`sc types`): `create({ contract })` with the `contract` of the generated
+// `sc-types.js` types every call (socketcluster.d.ts) and compares the contract's hash with the
+// server's at every handshake; when they differ the socket emits `contractMismatch`
+// ({expected, actual}) after `connect`: the server was updated, reload the page.
 //
 // Presence: on a channel with presence, `await channel.presence()` answers who is subscribed
 // ({count, users, entries: [{socket, user, info}], cut}); on one with join/leave events,
@@ -70,6 +77,9 @@ class Channel {
     this.name = name;
     this.state = 'pending';
     this.position = null;
+    // The last position a `recoveryFail` was emitted for, so one gap is reported once (the ack,
+    // the server's `#recoveryFailed` and a new epoch's publication can all tell of it).
+    this.reported = null;
     this.listeners = new Set();
     this.enders = new Set();
     this.presenceListeners = { join: new Set(), leave: new Set(), event: new Set() };
@@ -166,9 +176,21 @@ class Channel {
     if (typeof p.offset === 'number' && typeof p.epoch === 'string') {
       const last = this.position;
       if (last && last.epoch === p.epoch && p.offset <= last.offset) return;
+      // The history was lost (a broker restarted) and the new epoch's first publications went
+      // by: nobody can tell the app what it missed.
+      if (last && last.epoch !== p.epoch && p.offset > 1) this._gap({ offset: p.offset - 1, epoch: p.epoch });
       this.position = { offset: p.offset, epoch: p.epoch };
     }
     this._deliver(p.data);
+  }
+
+  /** Publications up to `at` (a position, or null when unknown) will not come: emits
+   * `recoveryFail` unless this gap was reported already. */
+  _gap(at) {
+    const seen = this.reported;
+    if (at && seen && seen.epoch === at.epoch && seen.offset >= at.offset) return;
+    this.reported = at;
+    this.socket._emit('recoveryFail', { channel: this.name, ...(at ?? {}) });
   }
 
   _deliver(data) {
@@ -201,11 +223,12 @@ export class Socket {
     this.ws = null;
     this.reconnectTimer = null;
     this.closedByUser = false;
+    this.contractHash = null;
   }
 
   /** `socket.on('connect' | 'disconnect' | 'error' | 'authenticate' | 'deauthenticate' |
-   * 'subscribe' | 'subscribeFail' | 'unsubscribe' | 'kickOut' | 'recoveryFail', fn)`; returns an
-   * unsubscribe function. */
+   * 'subscribe' | 'subscribeFail' | 'unsubscribe' | 'kickOut' | 'recoveryFail' |
+   * 'contractMismatch', fn)`; returns an unsubscribe function. */
   on(event, fn) {
     if (!this.handlers.has(event)) this.handlers.set(event, new Set());
     this.handlers.get(event).add(fn);
@@ -277,6 +300,13 @@ export class Socket {
           this._forgetToken();
         }
         this._emit('connect', { id: this.id, isAuthenticated: !!reply?.isAuthenticated, authError: reply?.authError });
+        // Typed contracts: the page was built against `options.contract` (sc-types.js); a server
+        // with another contract was updated since.
+        this.contractHash = typeof reply?.contractHash === 'string' ? reply.contractHash : null;
+        const expected = this.options.contract?.hash;
+        if (typeof expected === 'string' && expected !== this.contractHash) {
+          this._emit('contractMismatch', { expected, actual: this.contractHash });
+        }
         for (const channel of this.channels.values()) this._subscribeOnServer(channel);
         const queued = this.queue;
         this.queue = [];
@@ -341,6 +371,23 @@ export class Socket {
         const channel = this.channels.get(p.data?.channel);
         if (channel) channel._presence(p.data);
         break;
+      }
+      case '#recoveryFailed': {
+        // A gap the server saw (publications lost before reaching it, a dropped frame, a new
+        // epoch): continue from its position. After a `recovered:false` ack it repeats the
+        // ack's top (reported once, by whichever is handled first); without a position it only
+        // repeats an ack's, which reports it.
+        const channel = this.channels.get(p.data?.channel);
+        const d = p.data;
+        if (channel && typeof d.offset === 'number' && typeof d.epoch === 'string') {
+          const at = { offset: d.offset, epoch: d.epoch };
+          const last = channel.position;
+          if (!last || last.epoch !== at.epoch || last.offset < at.offset) {
+            channel.position = at;
+            channel._gap(at);
+          }
+        }
+        break; // receivers still get it, as before
       }
       case '#kickOut': {
         const channel = this.channels.get(p.data?.channel);
@@ -463,7 +510,7 @@ export class Socket {
         // rather than ask for the same gap again later.
         if (failed && !top && channel.position === recover) channel.position = null;
         this._emit('subscribe', { channel: channel.name });
-        if (failed) this._emit('recoveryFail', { channel: channel.name, ...(top ?? {}) });
+        if (failed) channel._gap(top);
       },
       (error) => {
         if (error.name === 'BadConnectionError') return; // retried after the reconnect

@@ -9,6 +9,7 @@ pub use crate::app::handler::{
     BoxFuture, FromRequest, FromRequestParts, Handler, IntoReply, Reply, Request,
 };
 pub use crate::app::middleware::{Decision, IntoDecision, MiddlewareKind};
+pub use crate::app::typescript::{TsProbe, TsType, ViaTs, ViaUnknown};
 pub use crate::app::{App, Source};
 pub use crate::broker::history::HistoryPolicy;
 pub use crate::channel::{captures, parse_capture, CaptureValue, TypedChannel};

@@ -144,6 +144,16 @@ pub struct Config {
     pub history_size: usize,
     /// How long each of them is kept (`SC_HISTORY_TTL`, in seconds, default 300).
     pub history_ttl: Duration,
+    /// Most bytes of history one process keeps over all its channels, in-process engine or
+    /// broker process (`SC_HISTORY_MAX_BYTES`, default 64 MiB): past it whole channels are
+    /// dropped, least recently published first (see `broker::HistoryLimits`).
+    pub history_max_bytes: usize,
+    /// Most bytes of history tombstones (the position a channel keeps after its history went)
+    /// one process keeps (`SC_HISTORY_TOMBSTONE_BYTES`, default 8 MiB).
+    pub history_tombstone_bytes: usize,
+    /// How long a channel keeps its position after its history went (`SC_HISTORY_TOMBSTONE_TTL`,
+    /// in seconds, default 86400); on Redis, how much longer the position outlives the stream.
+    pub history_tombstone_ttl: Duration,
     /// Presence on every channel no declared pattern covers (`SC_PRESENCE`, default false); see
     /// `ChannelContract::presence`.
     pub presence: bool,
@@ -213,6 +223,9 @@ impl Default for Config {
             redis_queue_bytes: 64 * 1024 * 1024,
             history_size: 0,
             history_ttl: Duration::from_secs(300),
+            history_max_bytes: 64 * 1024 * 1024,
+            history_tombstone_bytes: 8 * 1024 * 1024,
+            history_tombstone_ttl: Duration::from_secs(24 * 3600),
             presence: false,
             presence_join_leave: false,
             presence_user_claim: "sub".to_owned(),
@@ -385,6 +398,13 @@ impl Config {
         env!("SC_HISTORY_SIZE", parse, self.history_size);
         let secs = |n: &str, r: &str| parse::<u64>(n, r).map(Duration::from_secs);
         env!("SC_HISTORY_TTL", secs, self.history_ttl);
+        env!("SC_HISTORY_MAX_BYTES", parse, self.history_max_bytes);
+        env!(
+            "SC_HISTORY_TOMBSTONE_BYTES",
+            parse,
+            self.history_tombstone_bytes
+        );
+        env!("SC_HISTORY_TOMBSTONE_TTL", secs, self.history_tombstone_ttl);
         env!("SC_PRESENCE", flag, self.presence);
         env!("SC_PRESENCE_JOIN_LEAVE", flag, self.presence_join_leave);
         env!("SC_PRESENCE_USER_CLAIM", text, self.presence_user_claim);
@@ -405,6 +425,11 @@ impl Config {
             return Err(ConfigError(
                 "history_ttl (SC_HISTORY_TTL) must be at least 1 second when history_size is set"
                     .into(),
+            ));
+        }
+        if self.history_max_bytes < 64 * 1024 {
+            return Err(ConfigError(
+                "history_max_bytes (SC_HISTORY_MAX_BYTES) must be at least 65536".into(),
             ));
         }
         if !self.ping_timeout_disabled && self.ping_interval.is_zero() {
@@ -817,5 +842,33 @@ mod tests {
         assert!(c.validate().is_err(), "under a second");
         c.history_ttl = Duration::ZERO;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn history_memory_limits_parse_and_have_a_floor() {
+        let c = Config::default();
+        assert_eq!(
+            (c.history_max_bytes, c.history_tombstone_bytes),
+            (64 << 20, 8 << 20)
+        );
+        let mut c = Config::default();
+        let vars = |n: &str| match n {
+            "SC_HISTORY_MAX_BYTES" => Some("1000000".to_string()),
+            "SC_HISTORY_TOMBSTONE_BYTES" => Some("5000".to_string()),
+            "SC_HISTORY_TOMBSTONE_TTL" => Some("60".to_string()),
+            _ => None,
+        };
+        c.apply_vars(vars).expect("valid env");
+        assert_eq!(
+            (
+                c.history_max_bytes,
+                c.history_tombstone_bytes,
+                c.history_tombstone_ttl
+            ),
+            (1_000_000, 5000, Duration::from_secs(60))
+        );
+        assert!(c.validate().is_ok());
+        c.history_max_bytes = 1000;
+        assert!(c.validate().is_err(), "under 64 KiB");
     }
 }

@@ -69,6 +69,11 @@ pub mod __private;
 #[cfg(feature = "macros")]
 pub use sc_macros::{channel, event, handlers, middleware};
 
+/// ts-rs, for `#[derive(TS)] #[ts(crate = "sc_core::ts_rs")]` on the types of the typed client
+/// contract (feature `typescript`, on by default): apps depend on sc-core alone.
+#[cfg(feature = "typescript")]
+pub use ts_rs;
+
 pub use app::App;
 pub use config::Config;
 pub use error::{IntoReplyError, ScError};
@@ -94,4 +99,6 @@ pub mod prelude {
     #[cfg(feature = "macros")]
     pub use sc_macros::{channel, event, handlers, middleware};
     pub use serde::{Deserialize, Serialize};
+    #[cfg(feature = "typescript")]
+    pub use ts_rs::TS;
 }

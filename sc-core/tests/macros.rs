@@ -201,8 +201,8 @@ async fn next_frame(ws: &mut Ws) -> Value {
 }
 
 /// Sends each frame and collects everything the server sends until the reply to that frame's
-/// `cid` (for `say`, also until its publication arrived). The socket id in the handshake reply is
-/// replaced by `"<id>"`. Publish-out middleware runs on the subscriber's own task, so the
+/// `cid` (for `say`, also until its publication arrived). The socket id and the contract hash in
+/// the handshake reply are replaced by `"<id>"` and `"<hash>"`. Publish-out middleware runs on the subscriber's own task, so the
 /// publication `say` makes and the reply to `say` may arrive in either order: the publication is
 /// recorded right after the reply.
 async fn transcript(server: &TestServer, frames: &[Value]) -> Vec<Value> {
@@ -224,6 +224,10 @@ async fn transcript(server: &TestServer, frames: &[Value]) -> Vec<Value> {
             if received.get("rid") == Some(&json!(1)) {
                 if let Some(id) = received.pointer_mut("/data/id") {
                     *id = json!("<id>");
+                }
+                // The macros also declare the TypeScript types: another contract.
+                if let Some(hash) = received.pointer_mut("/data/contractHash") {
+                    *hash = json!("<hash>");
                 }
             }
             if received.get("event") == Some(&json!("#publish")) {
@@ -267,7 +271,7 @@ async fn an_app_written_with_macros_answers_exactly_like_the_same_app_written_by
 
     // And the answers are the ones the app means (not just equally wrong).
     let expected = [
-        json!({"rid": 1, "data": {"id": "<id>", "pingTimeout": 30000, "isAuthenticated": false}}),
+        json!({"rid": 1, "data": {"id": "<id>", "pingTimeout": 30000, "isAuthenticated": false, "contractHash": "<hash>"}}),
         json!({"rid": 2, "data": {"a": [1, 2]}}),
         json!({"rid": 3, "error": {"message": "custom failure", "name": "MyError", "extra": 42}}),
         json!({"rid": 4, "error": {

@@ -14,7 +14,8 @@
 //! `TypedChannel` (`PATTERN`, `Message`), `ChannelTarget<Message>` (so publishing another type
 //! does not compile), `FromChannelName` (the `Channel<Room>` extractor; a name that does not match
 //! is an `InvalidChannelError`), `Display` (the name), inherent `PATTERN`, `name()` and `parse()`,
-//! and `Register` (`App::channel_contract_at`: the contract, and overlap checks at startup).
+//! and `Register` (`App::channel_contract_at`: the contract, with the TypeScript types of the
+//! message and captures, and overlap checks at startup).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -444,7 +445,7 @@ fn generate(attr: &ChannelAttr, strukt: &ChannelStruct) -> TokenStream {
         Some(quote!(#field: #parsed))
     });
     let message_type = quote_spanned!(message.span()=> type Message = #message;);
-    let contract = contract(attr, ident);
+    let contract = contract(attr, strukt, ident);
     let source = source(ident);
     let doc_name = format!(
         "This channel's name: `{}` with the fields filled in.",
@@ -518,8 +519,9 @@ fn generate(attr: &ChannelAttr, strukt: &ChannelStruct) -> TokenStream {
 }
 
 /// `ChannelContract::new(PATTERN).subscribe(..).publish(..)`, with `.message::<M>()` where
-/// clients may publish (only then must the message type be `Deserialize`).
-fn contract(attr: &ChannelAttr, ident: &Ident) -> TokenStream {
+/// clients may publish (only then must the message type be `Deserialize`), and the TypeScript
+/// types of the message and the captures (`unknown` for types that do not derive `TS`).
+fn contract(attr: &ChannelAttr, strukt: &ChannelStruct, ident: &Ident) -> TokenStream {
     let private = quote!(::sc_core::__private);
     let access = |access: &Access| match access {
         Access::Default => None,
@@ -542,6 +544,13 @@ fn contract(attr: &ChannelAttr, ident: &Ident) -> TokenStream {
     if clients_publish {
         let message = &attr.message;
         tokens.extend(quote_spanned!(message.span()=> .message::<#message>()));
+    }
+    let message_ts = crate::ts::probe(&attr.message);
+    tokens.extend(quote!(.ts_message(#message_ts)));
+    for (field, ty) in &strukt.fields {
+        let capture = unraw(field);
+        let ts = crate::ts::probe(ty);
+        tokens.extend(quote!(.ts_capture(#capture, #ts)));
     }
     if let Some((size, ttl)) = attr.history {
         tokens.extend(quote!(.history(#private::HistoryPolicy::new(

@@ -1,6 +1,7 @@
 //! `#[event("name")]`: registers an `async fn` as the handler of client transmits and invokes
 //! named `name` (`App::event_at`). The name is a string literal, checked here: not empty, not
-//! starting with `#` (reserved by the protocol). No options yet; unknown ones are errors.
+//! starting with `#` (reserved by the protocol). No options yet; unknown ones are errors. The
+//! registration also declares the payload and reply types for the TypeScript contract (`ts.rs`).
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
@@ -99,8 +100,15 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenS
         unavailable: &["Channel"],
     };
     let name = &attr.name;
+    let payload = crate::ts::payload(&handler.args);
+    let reply = crate::ts::reply(&handler.item.sig.output);
     let register = quote! {
-        ::sc_core::__private::App::event_at(__sc_app, #name, __sc_handler, __sc_source)
+        ::sc_core::__private::App::event_types(
+            ::sc_core::__private::App::event_at(__sc_app, #name, __sc_handler, __sc_source),
+            #name,
+            #payload,
+            #reply,
+        )
     };
     Ok(handler.generate(&flavor, register))
 }

@@ -45,6 +45,7 @@ mod handler_fn;
 mod handlers;
 mod middleware;
 mod output;
+mod ts;
 
 use proc_macro::TokenStream;
 
@@ -70,6 +71,10 @@ use proc_macro::TokenStream;
 /// at most one payload extractor (`Json<T>`, `TryJson<T>`, `Raw`), last; it returns a reply
 /// (`IntoReply`) and its future is `Send`. Each of these is checked at compile time, at the
 /// offending tokens. `#[event]` takes no options.
+///
+/// It also declares the event's types for the TypeScript contract (`App::event_types`): the
+/// payload extractor's `T` and the reply (the return type without `Result`/`Json`), each
+/// `unknown` when it does not derive `TS`.
 #[proc_macro_attribute]
 pub fn event(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);
@@ -147,6 +152,8 @@ pub fn middleware(attr: TokenStream, item: TokenStream) -> TokenStream {
 /// that does not match is an `InvalidChannelError`), `Display`, inherent `PATTERN`, `name()`,
 /// `parse()`, and for `handlers![Thread]` the registration
 /// `App::channel_contract_at(contract, source)`, which makes overlapping channels fail at startup.
+/// The contract carries the TypeScript types of the message and the captures
+/// (`ChannelContract::ts_message`, `ts_capture`; `unknown` for types that do not derive `TS`).
 ///
 /// The declaration is the channel's contract, enforced for every client action:
 /// `subscribe = anyone | authenticated | server | guard_fn` (default `anyone`) and

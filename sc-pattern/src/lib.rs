@@ -348,9 +348,18 @@ impl ChannelPattern {
         }
     }
 
-    /// Whether `name` matches.
+    /// Whether `name` matches. Allocates nothing: the server asks this of every declared
+    /// pattern on each publish to a channel with history, or through a contract.
     pub fn matches(&self, name: &str) -> bool {
-        self.match_name(name).is_some()
+        let mut parts = name.split('/');
+        self.segments
+            .iter()
+            .all(|segment| match (segment, parts.next()) {
+                (Segment::Literal(text), Some(part)) => text == part,
+                (Segment::Capture(_), Some(part)) => !part.is_empty(),
+                (_, None) => false,
+            })
+            && parts.next().is_none()
     }
 
     /// When some channel name matches both patterns, one such name (captures filled with `x`).
@@ -554,6 +563,27 @@ mod tests {
         let lit = parse("lobby");
         assert!(lit.matches("lobby"));
         assert!(!lit.matches("lobby/1"));
+        // `matches` and `match_name` agree.
+        for pattern in ["rooms/{id}", "lobby", "a/{x}/b/{y}", "{any}"] {
+            let p = parse(pattern);
+            for name in [
+                "rooms/1",
+                "rooms//",
+                "a/1/b/2",
+                "a/1/b/",
+                "lobby",
+                "x",
+                "",
+                "/",
+                "a/1/b/2/c",
+            ] {
+                assert_eq!(
+                    p.matches(name),
+                    p.match_name(name).is_some(),
+                    "{pattern} {name}"
+                );
+            }
+        }
     }
 
     #[test]

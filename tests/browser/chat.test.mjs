@@ -3,7 +3,7 @@
 // room's member list (presence: `channel.presence()`, `onJoin`, `onLeave`); a swap (the server
 // restarted on the same port) keeps both logged in and in their room; a server restarted with a
 // new key makes the page ask for the name again, and logging in rejoins the room; a refused
-// action is shown.
+// action is shown; a page built against another contract (`sc types`) is told to reload.
 //
 // The swap test starts the chat the way `sc dev` does, without SC_AUTH_KEY in the environment it
 // was given: one key made once for the app and handed to every start as SC_AUTH_KEY (`sc dev`
@@ -14,9 +14,10 @@
 // target/debug/chat); scripts/test-all.sh builds it and .ci/run installs Chromium.
 // `CHAT_SCREENSHOT=docs/chat.png npm test` also saves the README's screenshot.
 import assert from 'node:assert/strict';
-import {spawn} from 'node:child_process';
+import {spawn, spawnSync} from 'node:child_process';
 import {randomBytes} from 'node:crypto';
-import {existsSync} from 'node:fs';
+import {copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
+import {tmpdir} from 'node:os';
 import path from 'node:path';
 import {test} from 'node:test';
 import {fileURLToPath} from 'node:url';
@@ -228,5 +229,41 @@ test('a cluster without a key warns once, not once per worker', {timeout: 30000}
     assert.equal((server.output().match(/no auth key configured/g) ?? []).length, 1, server.output());
   } finally {
     await server.stop();
+  }
+});
+
+test('a page built against another contract is told to reload; the same contract is quiet', {timeout: 60000}, async () => {
+  // The page with its generated contract next to it, as `sc types` writes it (the chat binary
+  // with SC_EMIT_TYPES is what `sc types` runs after building).
+  const dir = mkdtempSync(path.join(tmpdir(), 'sc-page-'));
+  let browser;
+  let server;
+  try {
+    const page = path.join(here, '..', '..', 'templates', 'app', 'public');
+    for (const file of ['index.html', 'app.js']) copyFileSync(path.join(page, file), path.join(dir, file));
+    const emit = spawnSync(chatBin, [], {env: {...process.env, SC_EMIT_TYPES: path.join(dir, 'sc-types.d.ts')}, encoding: 'utf8'});
+    assert.equal(emit.status, 0, emit.stderr);
+    const module = readFileSync(path.join(dir, 'sc-types.js'), 'utf8');
+    assert.match(module, /contractHash = "[0-9a-f]{16}"/);
+
+    browser = await chromium.launch({executablePath: browserPath, args: ['--no-sandbox']});
+    server = await startChat(0, {SC_PUBLIC_DIR: dir});
+    const url = `http://127.0.0.1:${server.port}/`;
+    const failures = [];
+    const ann = await openPage(browser, failures);
+    await ann.goto(url);
+    await login(ann, 'ann');
+    assert.equal(await ann.getAttribute('body', 'data-contract'), null, 'the same contract: no mismatch');
+
+    // The server was updated since this page was built: its handshake carries another hash.
+    writeFileSync(path.join(dir, 'sc-types.js'), module.replace(/"[0-9a-f]{16}"/, '"0000000000000000"'));
+    await ann.reload();
+    await ann.waitForSelector('body[data-contract="mismatch"]', {state: 'attached'});
+    await ann.waitForSelector('#notice:visible:has-text("The server was updated: reload the page.")');
+    assert.deepEqual(failures, []);
+  } finally {
+    await browser?.close();
+    await server?.stop();
+    rmSync(dir, {recursive: true, force: true});
   }
 });

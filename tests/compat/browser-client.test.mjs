@@ -161,3 +161,41 @@ test('the server serves the browser client at /socketcluster.js', async () => {
   assert.match(res.headers.get('content-type'), /^text\/javascript/);
   assert.equal(await res.text(), readFileSync(modulePath, 'utf8'));
 }, {skip: isReference && 'sc only: the reference serves no browser client'});
+
+test('browser client: a page built against another contract gets contractMismatch; the same contract none', async () => {
+  try {
+    // Our server's handshake carries its contract's hash; the reference's carries none.
+    const first = await connected();
+    const served = first.contractHash;
+    if (isReference) assert.equal(served, null);
+    else assert.match(served, /^[0-9a-f]{16}$/);
+
+    const stale = open({contract: {hash: 'built-against-another'}});
+    const mismatches = [];
+    stale.on('contractMismatch', (e) => mismatches.push(e));
+    await new Promise((resolve) => stale.on('connect', resolve));
+    assert.deepEqual(mismatches, [{expected: 'built-against-another', actual: served}]);
+
+    if (!isReference) {
+      const current = open({contract: {hash: served}});
+      let told = false;
+      current.on('contractMismatch', () => { told = true; });
+      await new Promise((resolve) => current.on('connect', resolve));
+      assert.equal(told, false);
+      // Without a contract the socket checks nothing.
+      assert.equal((await connected()).contractHash, served);
+    }
+  } finally {
+    closeAll();
+  }
+});
+
+test('the server serves the contract and the client declarations', async () => {
+  const types = await fetch(`http://127.0.0.1:${server.port}/sc-types.d.ts`);
+  assert.equal(types.status, 200);
+  assert.match(await types.text(), /export interface Contract \{ events: Events; channels: Channels; hash: "[0-9a-f]{16}"; \}/);
+  const client = await fetch(`http://127.0.0.1:${server.port}/socketcluster.d.ts`);
+  assert.equal(client.status, 200);
+  const declarations = new URL('../../sc-core/assets/socketcluster.d.ts', import.meta.url);
+  assert.equal(await client.text(), readFileSync(declarations, 'utf8'));
+}, {skip: isReference && 'sc only: the reference serves no contract'});

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import {
   test, startServer, FAST_ENV, isReference, connectedClient, createClient, sentPackets,
-  handshakenRaw, rawSocket, sleep
+  receivedPackets, handshakenRaw, rawSocket, sleep
 } from './harness.mjs';
 
 const server = await startServer(FAST_ENV);
@@ -24,6 +24,18 @@ test('01 client connects: connect event has id, pingTimeout, isAuthenticated:fal
   const who = await client.invoke('whoami');
   assert.deepEqual(who, {id: ev.id, authToken: null});
 });
+
+test('01b the handshake reply carries contractHash (typed client contracts), which the official client ignores', async () => {
+  const [client, ev] = await connectedClient(server);
+  const reply = receivedPackets(client).find((p) => p.rid === 1);
+  assert.ok(reply, 'the handshake reply was recorded');
+  assert.match(reply.data.contractHash, /^[0-9a-f]{16}$/);
+  // Unaffected: connected, open, no error, and calls work.
+  assert.equal(client.state, 'open');
+  assert.equal(ev.isAuthenticated, false);
+  assert.equal(client.log.count('error'), 0);
+  assert.deepEqual(await client.invoke('whoami'), {id: ev.id, authToken: null});
+}, {skip: isReference && 'sc only: the reference sends no contract hash'});
 
 test('02 server sees exactly one #handshake {authToken:null} and one connection', async () => {
   const [probe] = await connectedClient(server);
@@ -47,11 +59,14 @@ test('02 server sees exactly one #handshake {authToken:null} and one connection'
   assert.equal(client.log.count('connect'), 1);
 });
 
-test('02b raw #handshake reply is {rid:1, data:{id, pingTimeout, isAuthenticated:false}}', async () => {
+test('02b raw #handshake reply is {rid:1, data:{id, pingTimeout, isAuthenticated:false}} (sc adds contractHash)', async () => {
   const [, reply] = await handshakenRaw(server);
   assert.deepEqual(Object.keys(reply).sort(), ['data', 'rid']);
   assert.equal(reply.rid, 1);
-  assert.deepEqual(Object.keys(reply.data).sort(), ['id', 'isAuthenticated', 'pingTimeout']);
+  const keys = ['id', 'isAuthenticated', 'pingTimeout'];
+  // Typed client contracts: the hash of the app's contract (README "Typed client contracts").
+  if (!isReference) keys.unshift('contractHash');
+  assert.deepEqual(Object.keys(reply.data).sort(), keys);
   assert.equal(typeof reply.data.id, 'string');
   assert.ok(reply.data.id.length > 0);
   assert.equal(reply.data.pingTimeout, PING_TIMEOUT);

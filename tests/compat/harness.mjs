@@ -205,6 +205,7 @@ export async function startServer(env = {}, {startTimeout = 15000} = {}) {
 
   const server = {
     port,
+    pid: child.pid,
     url: `ws://127.0.0.1:${port}/socketcluster/`,
     env: fullEnv,
     label,

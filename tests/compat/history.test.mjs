@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import {WebSocket} from 'ws';
 import {test, startServer, FAST_ENV, isReference, waitUntil, connectedClient, sleep} from './harness.mjs';
+import {within, range, recoverWithOfficialClient} from './recovery.mjs';
 
 globalThis.WebSocket = WebSocket;
 const {create} = await import(new URL('../../sc-core/assets/socketcluster.js', import.meta.url).href);
@@ -41,14 +42,6 @@ async function drop(socket, once) {
 async function publishAll(publisher, channel, numbers) {
   for (const n of numbers) await publisher.invokePublish(channel, n);
 }
-
-/** `promise`, or a rejection naming `what` after 3 s. */
-function within(promise, what) {
-  const timeout = sleep(3000).then(() => Promise.reject(new Error(`timed out waiting for ${what}`)));
-  return Promise.race([promise, timeout]);
-}
-
-const range = (from, to) => Array.from({length: to - from + 1}, (_, i) => from + i);
 
 test('browser client: a dropped subscriber gets what it missed, in order, exactly once', async () => {
   try {
@@ -118,33 +111,6 @@ test('browser client: a gap the history cannot cover gives recoveryFail and no p
   }
 }, {skip});
 
-/**
- * The official client's opt-in, as in the README: socketcluster-client v20 keeps the
- * subscription's `data` object by reference and resends it with every `#subscribe`, so the last
- * position seen in the raw `#publish` frames (its channel iterator yields only the data) goes
- * into `data.recover`.
- */
-function recoverWithOfficialClient(socket, channelName) {
-  const data = {};
-  (async () => {
-    for await (const {message} of socket.listener('message')) {
-      if (typeof message !== 'string' || !message.includes('"offset"')) continue;
-      let packets;
-      try {
-        packets = [JSON.parse(message)].flat();
-      } catch {
-        continue;
-      }
-      for (const p of packets) {
-        if (p?.event === '#publish' && p.data?.channel === channelName && typeof p.data.offset === 'number') {
-          data.recover = {offset: p.data.offset, epoch: p.data.epoch};
-        }
-      }
-    }
-  })();
-  return socket.subscribe(channelName, {data});
-}
-
 test('official client: a subscriber that opts in through its data recovers too', async () => {
   const [publisher] = await connectedClient(server);
   const [subscriber] = await connectedClient(server, {autoReconnectOptions: {initialDelay: 400}});
@@ -205,8 +171,20 @@ async function scriptedServer(onSubscribe) {
     url: `ws://127.0.0.1:${wss.address().port}/socketcluster/`,
     subscribes,
     drop: () => current?.terminate(),
+    send: (frame) => current?.send(typeof frame === 'string' ? frame : JSON.stringify(frame)),
     close: () => new Promise((resolve) => wss.close(resolve)),
   };
+}
+
+/** A browser-client socket on `server` subscribed to `c`, recording what it receives. */
+function watchC(server) {
+  const socket = create({url: server.url, ackTimeout: 2000, reconnect: {initialDelay: 50, randomness: 0}});
+  const channel = socket.subscribe('c');
+  const got = [];
+  channel.listen((m) => got.push(m));
+  const failures = [];
+  socket.on('recoveryFail', (f) => failures.push(f));
+  return {socket, channel, got, failures};
 }
 
 const publish = (offset, epoch, data) => ({event: '#publish', data: {channel: 'c', data, offset, epoch}});
@@ -220,13 +198,8 @@ test('browser client: ack and publications in one frame, an ack without a positi
     // The server could not read the history: not recovered, no position.
     return [{rid: p.cid, data: {recovered: false}}, {event: '#recoveryFailed', data: {channel: 'c'}}];
   });
-  const socket = create({url: server.url, ackTimeout: 2000, reconnect: {initialDelay: 50, randomness: 0}});
+  const {socket, channel, got, failures} = watchC(server);
   try {
-    const channel = socket.subscribe('c');
-    const got = [];
-    channel.listen((m) => got.push(m));
-    const failures = [];
-    socket.on('recoveryFail', (f) => failures.push(f));
     await waitUntil(() => got.length === 2 && channel.state === 'subscribed');
     await sleep(100);
     assert.deepEqual(got, ['five', 'six']);
@@ -242,6 +215,48 @@ test('browser client: ack and publications in one frame, an ack without a positi
     server.drop();
     await waitUntil(() => server.subscribes.length === 3, {what: 'a third #subscribe'});
     assert.deepEqual(server.subscribes[2], {channel: 'c'});
+  } finally {
+    socket.disconnect();
+    await server.close();
+  }
+}, {skip: isReference && 'a scripted server: nothing to compare'});
+
+test('browser client: a gap while subscribed is reported once (the server\'s notice, a new epoch past its first offset, a batched not-recovered ack)', async () => {
+  const server = await scriptedServer((p, n) => {
+    if (n === 1) return [{rid: p.cid, data: {offset: 2, epoch: 'e'}}];
+    // Not recovered: the ack, the server's notice of the same gap and a live publication, in one frame.
+    return [[
+      {rid: p.cid, data: {offset: 10, epoch: 'g', recovered: false}},
+      {event: '#recoveryFailed', data: {channel: 'c', offset: 10, epoch: 'g'}},
+      publish(11, 'g', 'eleven'),
+    ]];
+  });
+  const {socket, channel, got, failures} = watchC(server);
+  try {
+    const notices = [];
+    socket.receiver('#recoveryFailed', (d) => notices.push(d));
+    await waitUntil(() => channel.state === 'subscribed');
+    server.send(publish(3, 'e', 'three'));
+    // 4 and 5 were lost before reaching the server: it says so before 6.
+    server.send({event: '#recoveryFailed', data: {channel: 'c', offset: 5, epoch: 'e'}});
+    server.send(publish(6, 'e', 'six'));
+    // A new epoch whose first two publications went by, told by nobody else.
+    server.send(publish(3, 'f', 'f-three'));
+    server.send(publish(4, 'f', 'f-four'));
+    await waitUntil(() => got.length === 4, {what: 'four publications'});
+    await sleep(50);
+    assert.deepEqual(got, ['three', 'six', 'f-three', 'f-four']);
+    assert.deepEqual(failures, [{channel: 'c', offset: 5, epoch: 'e'}, {channel: 'c', offset: 2, epoch: 'f'}]);
+    assert.equal(notices.length, 1, 'receivers still get the server\'s notice');
+    assert.deepEqual(channel.position, {offset: 4, epoch: 'f'});
+
+    server.drop();
+    await waitUntil(() => got.length === 5, {what: 'the publication after the resubscribe'});
+    await sleep(100);
+    assert.deepEqual(server.subscribes[1], {channel: 'c', recover: {offset: 4, epoch: 'f'}});
+    assert.deepEqual(failures.slice(2), [{channel: 'c', offset: 10, epoch: 'g'}], 'one report for the ack and its notice');
+    assert.equal(got.at(-1), 'eleven');
+    assert.deepEqual(channel.position, {offset: 11, epoch: 'g'});
   } finally {
     socket.disconnect();
     await server.close();

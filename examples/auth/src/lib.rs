@@ -11,8 +11,9 @@
 use sc_core::prelude::*;
 use sc_core::socket::AuthTokenOptions;
 
-/// What an inbox receives.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// What an inbox receives. `TS`: in the TypeScript contract `sc types` writes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, TS)]
+#[ts(crate = "sc_core::ts_rs")]
 pub struct Note {
     pub from: String,
     pub text: String,
@@ -29,13 +30,15 @@ struct Claims {
     user: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, TS)]
+#[ts(crate = "sc_core::ts_rs")]
 struct Login {
     user: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, TS)]
+#[ts(crate = "sc_core::ts_rs")]
 struct Send {
     to: String,
     text: String,

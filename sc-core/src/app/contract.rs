@@ -103,6 +103,10 @@ pub struct ChannelContract {
     pub(crate) message: Option<(Arc<str>, MessageCheck)>,
     pub(crate) history: Option<HistoryPolicy>,
     pub(crate) presence: Option<PresencePolicy>,
+    /// The message's TypeScript type, for the contract file (`ts_message`).
+    pub(crate) ts_message: Option<super::typescript::TsType>,
+    /// The captures' TypeScript types (`ts_capture`): numbers make `${number}` in the pattern.
+    pub(crate) ts_captures: Vec<(String, super::typescript::TsType)>,
 }
 
 impl fmt::Debug for ChannelContract {
@@ -128,6 +132,8 @@ impl ChannelContract {
             message: None,
             history: None,
             presence: None,
+            ts_message: None,
+            ts_captures: Vec::new(),
         }
     }
 
@@ -179,6 +185,20 @@ impl ChannelContract {
     /// `.presence(PresencePolicy::new().join_leave(true))`.
     pub fn presence(mut self, policy: PresencePolicy) -> Self {
         self.presence = Some(policy);
+        self
+    }
+
+    /// The message type in the TypeScript contract (`App::typescript`); without it, `unknown`.
+    /// `#[channel(.., message = M)]` writes it (`unknown` when `M` does not derive `TS`).
+    pub fn ts_message(mut self, message: super::typescript::TsType) -> Self {
+        self.ts_message = Some(message);
+        self
+    }
+
+    /// A capture's type in the TypeScript contract: a number makes the pattern's template
+    /// literal `rooms/${number}`; otherwise captures are `${string}`.
+    pub fn ts_capture(mut self, capture: impl Into<String>, ty: super::typescript::TsType) -> Self {
+        self.ts_captures.push((capture.into(), ty));
         self
     }
 }

@@ -13,6 +13,7 @@ pub mod handler;
 mod kind;
 pub mod middleware;
 pub mod presence;
+pub mod typescript;
 
 #[doc(hidden)]
 pub use kind::markers;
@@ -111,6 +112,11 @@ pub struct App {
     /// default `#authenticate` limit is always there, and an app without limits of its own
     /// should not pay a lookup for each of its events.
     pub(crate) app_event_limits: bool,
+    /// Each event's payload and reply types, for the TypeScript contract (`App::event_types`).
+    pub(crate) event_types: HashMap<String, (typescript::TsType, typescript::TsType)>,
+    /// The contract's hash and files, computed once when the server binds (the handshake
+    /// carries the hash as `contractHash`; `/sc-types.d.ts` and `/sc-types.js` serve the files).
+    pub(crate) contract: Option<std::sync::Arc<typescript::Rendered>>,
 }
 
 impl App {
@@ -256,6 +262,7 @@ impl App {
         self.app_event_limits |= other.app_event_limits;
         self.middleware.extend(other.middleware);
         self.state.extend(other.state);
+        self.event_types.extend(other.event_types);
         self
     }
 
@@ -326,7 +333,7 @@ impl App {
                 }
             }
         }
-        Ok(())
+        typescript::check_names(self)
     }
 
     pub(crate) fn route(&self, name: &str) -> Option<&EventRoute> {
@@ -336,6 +343,40 @@ impl App {
     /// The declared channel whose pattern matches `name` (patterns never overlap: startup checks).
     pub(crate) fn declared(&self, name: &str) -> Option<&Declared> {
         self.channels.iter().find(|d| d.pattern.matches(name))
+    }
+}
+
+impl App {
+    /// Declares event `name`'s payload and reply types for the TypeScript contract
+    /// ([`typescript`](Self::typescript)); `#[event]` writes it from the handler's payload
+    /// extractor and return type. An event without it is `unknown` both ways.
+    pub fn event_types(
+        mut self,
+        name: impl Into<String>,
+        payload: typescript::TsType,
+        reply: typescript::TsType,
+    ) -> Self {
+        self.event_types.insert(name.into(), (payload, reply));
+        self
+    }
+
+    /// The TypeScript declaration file of the app's contract: every event with its payload and
+    /// reply types, every declared channel with its pattern (a template literal type) and
+    /// message type, and the contract's hash. What `sc types` writes and the server serves at
+    /// `/sc-types.d.ts`.
+    pub fn typescript(&self) -> String {
+        typescript::render(self)
+    }
+
+    /// The declaration file's companion module (`sc-types.js`): `contract` and `contractHash`,
+    /// the hash the page was built against, for `create({ contract })`.
+    pub fn typescript_module(&self) -> String {
+        typescript::module(self)
+    }
+
+    /// The contract's hash (hex), as in the generated file and the handshake's `contractHash`.
+    pub fn contract_hash(&self) -> String {
+        typescript::hash(self)
     }
 }
 

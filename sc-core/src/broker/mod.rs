@@ -40,7 +40,7 @@ use serde_json::Value;
 pub use futures_util::future::BoxFuture;
 
 pub use cluster::ClusterBroker;
-pub use history::{HistoryPolicy, HistorySince, Position};
+pub use history::{HistoryLimits, HistoryPolicy, HistorySince, Position};
 pub use kv::{KvOp, KvStore};
 pub use presence::{PresenceEntry, PresenceStats};
 #[cfg(feature = "redis")]
@@ -111,8 +111,30 @@ impl Publication {
     }
 
     /// The same publication at `position`: its frame gets `"offset"` and `"epoch"` after
-    /// `data` (spliced in before the frame's closing `}}`, without parsing it again).
+    /// `data` (spliced in before the frame's closing `}}`, without parsing it again). The data
+    /// is not copied: the positioned publication parses it from its frame if asked for (see
+    /// [`into_position`](Self::into_position) to move it instead).
     pub fn with_position(&self, position: Position) -> Result<Self, BrokerError> {
+        self.positioned(position, OnceLock::new())
+    }
+
+    /// [`with_position`](Self::with_position) for a publication the caller may hold the last
+    /// reference to: then its parsed data moves to the positioned one (no copy, no parse).
+    pub fn into_position(this: Arc<Self>, position: Position) -> Result<Self, BrokerError> {
+        match Arc::try_unwrap(this) {
+            Ok(mut owned) => {
+                let data = std::mem::take(&mut owned.data);
+                owned.positioned(position, data)
+            }
+            Err(shared) => shared.with_position(position),
+        }
+    }
+
+    fn positioned(
+        &self,
+        position: Position,
+        data: OnceLock<Option<Value>>,
+    ) -> Result<Self, BrokerError> {
         let frame = self.frame.as_str();
         let head = frame
             .strip_suffix("}}")
@@ -123,10 +145,6 @@ impl Publication {
             "{head},\"offset\":{},\"epoch\":{epoch}}}}}",
             position.offset
         );
-        let data = OnceLock::new();
-        if let Some(d) = self.data.get() {
-            let _ = data.set(d.clone());
-        }
         Ok(Self {
             channel: self.channel.clone(),
             frame: spliced.into(),
@@ -397,6 +415,23 @@ impl LocalBroker {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A new in-process engine whose channel history is bounded by `limits` (the default
+    /// engine's come from `history_max_bytes` and the other `history_*` options).
+    pub fn with_history_limits(limits: HistoryLimits) -> Self {
+        Self {
+            sink: OnceLock::new(),
+            kv: Arc::default(),
+            sweeper: Mutex::default(),
+            history: history::HistoryStore::with_limits(limits),
+            presence: presence::PresenceStore::default(),
+        }
+    }
+
+    /// What its channel history holds now, as counted against its limits.
+    pub fn history_usage(&self) -> history::HistoryUsage {
+        self.history.usage()
+    }
 }
 
 impl BrokerEngine for LocalBroker {
@@ -445,11 +480,12 @@ impl BrokerEngine for LocalBroker {
                     "the local broker is not running".into(),
                 ));
             };
-            // The delivery starts under the store's lock, so one channel's publications are
-            // delivered in offset order (the registry queues them to every socket when called).
+            // The delivery starts under the channel's lock in the store, so one channel's
+            // publications are delivered in offset order (the registry queues them to every
+            // socket when called).
             let (position, delivered) =
                 self.history
-                    .append_with(&publication, policy, |positioned| {
+                    .append_with(publication, policy, |positioned| {
                         sink.deliver(positioned.clone())
                     })?;
             delivered.await;

@@ -66,6 +66,8 @@ pub struct Redis {
     /// connection handles.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     stopped: AtomicBool,
+    /// How much longer a channel's history position (epoch, top) outlives its stream.
+    tombstone_ttl: Duration,
     /// This node's presence entries (see the `presence` submodule).
     presence: presence::Mirror,
 }
@@ -116,6 +118,7 @@ impl Redis {
             state: OnceLock::new(),
             tasks: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
+            tombstone_ttl: crate::broker::HistoryLimits::default().tombstone_ttl,
             presence: Default::default(),
         }
     }
@@ -135,6 +138,15 @@ impl Redis {
     /// env-configured engine.
     pub fn queue_bytes(mut self, bytes: usize) -> Self {
         self.queue_bytes = bytes;
+        self
+    }
+
+    /// How much longer a channel's history position (its epoch and last offset, the hash
+    /// `prefix#hm:C`) outlives its publications (default 1 day), so that a client that saw
+    /// everything of a quiet channel still recovers and the next publication continues the same
+    /// epoch. `SC_HISTORY_TOMBSTONE_TTL` sets it for the env-configured engine.
+    pub fn history_tombstone_ttl(mut self, ttl: Duration) -> Self {
+        self.tombstone_ttl = ttl;
         self
     }
 

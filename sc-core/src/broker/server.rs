@@ -44,7 +44,7 @@ use tokio::task::JoinSet;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
-use super::history::{HistoryPolicy, HistoryStore};
+use super::history::{HistoryLimits, HistoryPolicy, HistoryStore};
 use super::kv::{self, KvStore};
 use super::presence::{encode_event, PresenceStore, DEAD_WORKER_EVENT_MAX};
 use super::wire::{BrokerCodec, Frame, HistoryQuery, WireError, MAX_FRAME_LEN, VERSION};
@@ -304,10 +304,21 @@ pub async fn serve_with(
     secret: Bytes,
     queue_bytes: usize,
 ) -> io::Result<()> {
+    serve_limited(listener, secret, queue_bytes, HistoryLimits::default()).await
+}
+
+/// [`serve_with`], keeping the history of the channels this broker owns within `history`
+/// (the `history_max_bytes` and other `history_*` options).
+pub async fn serve_limited(
+    listener: UnixListener,
+    secret: Bytes,
+    queue_bytes: usize,
+    history: HistoryLimits,
+) -> io::Result<()> {
     let broker = Arc::new(Broker {
         channels: Mutex::default(),
         kv: Arc::default(),
-        history: HistoryStore::new(),
+        history: HistoryStore::with_limits(history),
         presence: PresenceStore::default(),
         queue_bytes,
         slow_dropped: Arc::default(),
@@ -473,12 +484,12 @@ async fn read_loop(
                 channel,
                 frame,
             } => {
-                let publication = Publication::from_frame(channel.clone(), frame);
-                // Fanned out under the store's lock: one channel's publications reach every
-                // worker in offset order.
+                let publication = Arc::new(Publication::from_frame(channel.clone(), frame));
+                // Fanned out under the channel's lock in the store: one channel's publications
+                // reach every worker in offset order.
                 let result = broker
                     .history
-                    .append_with(&publication, policy, |positioned| {
+                    .append_with(publication, policy, |positioned| {
                         let Some(position) = positioned.position() else {
                             return;
                         };

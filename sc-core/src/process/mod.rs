@@ -34,7 +34,13 @@ impl Builder {
     /// configuration a single process; with more workers, brokers or balancers
     /// ([`Config::is_cluster`]) this process becomes the master and starts the others (the same
     /// binary, re-executed with a role in the environment), so the same `main` serves every role.
+    ///
+    /// With `SC_EMIT_TYPES=<path>` it serves nothing: it writes the app's TypeScript contract
+    /// there (see [`App::typescript`](crate::App::typescript)) and returns (what `sc types` runs).
     pub fn run(mut self) -> Result<()> {
+        if let Some(path) = std::env::var_os("SC_EMIT_TYPES") {
+            return self.write_types(std::path::Path::new(&path));
+        }
         let role = Role::from_env();
         // Read and validated once; `bind` takes the result as it is.
         if self.use_env {
@@ -76,7 +82,7 @@ impl Builder {
                     heartbeat(role, &config, &secret, || None);
                     let secret = bytes::Bytes::from(secret.into_bytes());
                     tokio::select! {
-                        r = crate::broker::server::serve_with(listener, secret, config.broker_queue_bytes) => r.map_err(Error::Io),
+                        r = crate::broker::server::serve_limited(listener, secret, config.broker_queue_bytes, crate::server::history_limits(&config)) => r.map_err(Error::Io),
                         _ = child_shutdown_signal() => Ok(()),
                     }
                 })

@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::http::Extensions;
 use axum::Router;
 
-pub use routes::BROWSER_CLIENT;
+pub use routes::{BROWSER_CLIENT, BROWSER_CLIENT_TYPES};
 
 use listener::Listener;
 pub(crate) use listener::{take_inherited, Inherited};
@@ -165,6 +165,34 @@ impl std::fmt::Debug for Builder {
 }
 
 impl Builder {
+    /// Writes the app's TypeScript contract to `path` (`sc-types.d.ts`), its companion module
+    /// next to it (`sc-types.js`: the hash the page is built against) and the browser client's
+    /// declarations (`socketcluster.d.ts`), so a page beside them imports `./socketcluster.js`
+    /// and `./sc-types.js` typed. The app is validated first: an invalid app writes nothing.
+    pub fn write_types(&self, path: &std::path::Path) -> Result<()> {
+        self.app.validate().map_err(StartupError::App)?;
+        let Some([declarations, module, client]) = crate::app::typescript::files_for(path) else {
+            return Err(StartupError::App(format!(
+                "SC_EMIT_TYPES={} names no file: give the declaration file's path, e.g. public/sc-types.d.ts",
+                path.display()
+            )));
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Unchanged files are not rewritten: a watcher (`sc dev`) sees no change.
+        let write = |path: &std::path::Path, text: &str| -> std::io::Result<()> {
+            if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
+                return Ok(());
+            }
+            std::fs::write(path, text)
+        };
+        write(&declarations, &self.app.typescript())?;
+        write(&module, &self.app.typescript_module())?;
+        write(&client, BROWSER_CLIENT_TYPES)?;
+        Ok(())
+    }
+
     /// Validates the configuration, starts the broker engine and binds the port.
     pub async fn bind(self) -> Result<Server> {
         let mut config = self.config;
@@ -177,6 +205,7 @@ impl Builder {
         let origins = Origins::parse(&config.origins)?;
         let mut app = self.app;
         app.validate().map_err(StartupError::App)?;
+        app.contract = Some(Arc::new(crate::app::typescript::Rendered::of(&app)));
         let key = self
             .key
             .resolve(self.use_env, self.placement.cluster_secret);
@@ -207,7 +236,7 @@ impl Builder {
                 Default::default(),
                 self.placement.broker_secret,
             )),
-            (None, None) => Arc::new(LocalBroker::new()),
+            (None, None) => Arc::new(LocalBroker::with_history_limits(history_limits(&config))),
         };
         // An engine without history would fail every publish on those channels: refuse now.
         if !engine.supports_history() {
@@ -330,8 +359,19 @@ fn redis_engine(config: &Config) -> Result<Arc<dyn BrokerEngine>> {
     Ok(Arc::new(
         crate::broker::Redis::with_urls(urls)
             .prefix(config.redis_prefix.clone())
-            .queue_bytes(config.redis_queue_bytes),
+            .queue_bytes(config.redis_queue_bytes)
+            .history_tombstone_ttl(config.history_tombstone_ttl),
     ))
+}
+
+/// The bounds of an in-memory channel history (the in-process engine's, a broker process's)
+/// that `config` sets.
+pub(crate) fn history_limits(config: &Config) -> crate::broker::HistoryLimits {
+    crate::broker::HistoryLimits {
+        max_bytes: config.history_max_bytes,
+        tombstone_bytes: config.history_tombstone_bytes,
+        tombstone_ttl: config.history_tombstone_ttl,
+    }
 }
 
 #[cfg(not(feature = "redis"))]

@@ -134,6 +134,23 @@ impl Builder {
         redis_queue_bytes: usize => redis_queue_bytes;
     }
 
+    setters! {
+        /// Publications kept per channel on every channel no declared pattern covers (default
+        /// 0: no history). `SC_HISTORY_SIZE` overrides.
+        history_size: usize => history_size;
+        /// How long each is kept (default 300 s). `SC_HISTORY_TTL` (s) overrides.
+        history_ttl: Duration => history_ttl;
+        /// Most bytes of history over all channels of a process (default 64 MiB; past it whole
+        /// channels go, least recently published first). `SC_HISTORY_MAX_BYTES` overrides.
+        history_max_bytes: usize => history_max_bytes;
+        /// Most bytes of history tombstones of a process (default 8 MiB).
+        /// `SC_HISTORY_TOMBSTONE_BYTES` overrides.
+        history_tombstone_bytes: usize => history_tombstone_bytes;
+        /// How long a channel keeps its position after its history went (default 1 day).
+        /// `SC_HISTORY_TOMBSTONE_TTL` (s) overrides.
+        history_tombstone_ttl: Duration => history_tombstone_ttl;
+    }
+
     /// Pub/sub and the key-value store through Redis (comma-separated URLs; feature `redis`).
     /// `SC_REDIS_URL` overrides. For more control, pass a [`Redis`](crate::broker::Redis) engine
     /// to [`broker_engine`](Self::broker_engine).

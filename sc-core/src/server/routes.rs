@@ -27,15 +27,27 @@ pub(super) fn build(state: Arc<ServerState>, user: Router, serve_dir: Option<Pat
     let path = state.ctx.shared.config.path.clone();
     let mut realtime = Router::new()
         .route(&path, any(upgrade))
-        .route("/socketcluster.js", axum::routing::get(browser_client));
+        .route("/socketcluster.js", axum::routing::get(browser_client))
+        .route(
+            "/socketcluster.d.ts",
+            axum::routing::get(browser_client_types),
+        )
+        .route("/sc-types.d.ts", axum::routing::get(contract_types));
     if state.ctx.shared.config.admin_on_public_port {
         realtime = realtime
             .route("/health", axum::routing::get(health))
             .route("/metrics", axum::routing::get(metrics));
     }
+    // The page's contract module (`sc-types.js`, written by `sc types` next to the page) when
+    // the static files have none: the running server's own, so a page whose types were never
+    // generated loads without a 404 (and is never told of a mismatch).
+    let contract_module = Router::new()
+        .route("/sc-types.js", axum::routing::get(contract_module))
+        .with_state(state.clone());
     let mut router = user.merge(realtime.with_state(state));
     if let Some(dir) = serve_dir {
-        router = router.fallback_service(tower_http::services::ServeDir::new(dir));
+        router = router
+            .fallback_service(tower_http::services::ServeDir::new(dir).fallback(contract_module));
     }
     // The reference's `ws` server answers an upgrade for any other path with 400.
     router.layer(axum::middleware::from_fn(
@@ -127,6 +139,54 @@ async fn browser_client() -> Response {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         BROWSER_CLIENT,
+    )
+        .into_response()
+}
+
+/// The browser client's declarations (`sc-core/assets/socketcluster.d.ts`): `create()` typed by
+/// a generated contract.
+pub const BROWSER_CLIENT_TYPES: &str = include_str!("../../assets/socketcluster.d.ts");
+
+/// `/socketcluster.d.ts`: the browser client's declarations.
+async fn browser_client_types() -> Response {
+    typescript(BROWSER_CLIENT_TYPES.to_owned())
+}
+
+/// `/sc-types.d.ts`: this app's contract (`App::typescript`), as `sc types` writes it.
+async fn contract_types(State(state): State<Arc<ServerState>>) -> Response {
+    let text = match &state.ctx.app.contract {
+        Some(files) => files.declarations.clone(),
+        None => state.ctx.app.typescript(),
+    };
+    typescript(text)
+}
+
+/// `/sc-types.js` when the static files have none: this app's contract module
+/// (`App::typescript_module`).
+async fn contract_module(State(state): State<Arc<ServerState>>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        match &state.ctx.app.contract {
+            Some(files) => files.module.clone(),
+            None => state.ctx.app.typescript_module(),
+        },
+    )
+        .into_response()
+}
+
+fn typescript(body: String) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/typescript; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
     )
         .into_response()
 }

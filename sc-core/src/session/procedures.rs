@@ -24,6 +24,10 @@ struct HandshakeReply<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     auth_error: Option<&'a ScError>,
     is_authenticated: bool,
+    /// The app's contract hash (typed client contracts): a page built against another contract
+    /// tells its user to reload. Clients that do not know it ignore it (the official one does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    contract_hash: Option<&'a str>,
 }
 
 /// Processes `#handshake`; returns false when the socket was rejected (and is closing).
@@ -65,6 +69,7 @@ pub(super) async fn handshake(
         ping_timeout: server.config.ping_timeout.as_millis() as u64,
         auth_error: auth_error.as_ref(),
         is_authenticated: socket.is_authenticated(),
+        contract_hash: ctx.app.contract.as_ref().map(|c| c.hash.as_str()),
     };
     match protocol::encode_response(cid, Some(&reply)) {
         Ok(frame) => {

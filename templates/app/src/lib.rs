@@ -3,8 +3,10 @@
 
 use sc_core::prelude::*;
 
-/// What every member of a room receives.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// What every member of a room receives. `TS` puts it in the page's types (`sc types`): the page
+/// is type-checked against these fields (`#[ts(crate = ..)]`: the derive comes through sc-core).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, TS)]
+#[ts(crate = "sc_core::ts_rs")]
 pub struct ChatMsg {
     pub from: String,
     pub text: String,
@@ -45,7 +47,9 @@ struct Claims {
     name: String,
 }
 
-#[derive(Deserialize)]
+/// The `chat` event's payload.
+#[derive(Deserialize, TS)]
+#[ts(crate = "sc_core::ts_rs")]
 struct Say {
     room: u64,
     text: String,

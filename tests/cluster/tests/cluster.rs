@@ -1071,3 +1071,58 @@ async fn presence_counts_every_worker_and_a_killed_workers_sockets_leave_at_once
         .collect();
     assert!(listed.is_disjoint(&killed), "{answer}");
 }
+
+/// `SC_HISTORY_MAX_BYTES` reaches the broker process: past it the least recently published
+/// channel loses its history but keeps its position (a client at its top recovers, one behind
+/// it does not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_process_keeps_history_within_history_max_bytes() {
+    let cluster = Cluster::start_with(2, 1, 0, &[("SC_HISTORY_MAX_BYTES", "65536")]);
+    let url = cluster.url();
+    let publisher = client(&url).await;
+    for n in 1..=3 {
+        publisher.publish("hist/first", &n).await.expect("publish");
+    }
+    // A fresh socket per question: a socket already subscribed answers where it is.
+    let ask = |channel: &'static str, recover: Option<Value>| {
+        let url = url.clone();
+        async move {
+            let c = client(&url).await;
+            let mut request = json!({ "channel": channel });
+            if let Some(recover) = recover {
+                request["recover"] = recover;
+            }
+            let ack: Option<Value> = c.invoke("#subscribe", &request).await.expect("acked");
+            ack.expect("a position")
+        }
+    };
+    let top = ask("hist/first", None).await;
+    assert_eq!(top["offset"], 3);
+    let epoch = top["epoch"].clone();
+    // 100 channels of 1 KB each pass 64 KiB: hist/first goes first.
+    let kilobyte = "k".repeat(1000);
+    for i in 0..100 {
+        publisher
+            .publish(&format!("hist/other-{i}"), &kilobyte)
+            .await
+            .expect("publish");
+    }
+    let at_top = ask("hist/first", Some(json!({"offset": 3, "epoch": epoch}))).await;
+    assert_eq!(
+        (&at_top["offset"], &at_top["epoch"], &at_top["recovered"]),
+        (&json!(3), &epoch, &json!(true)),
+        "{}",
+        cluster.log_text()
+    );
+    let behind = ask("hist/first", Some(json!({"offset": 2, "epoch": epoch}))).await;
+    assert_eq!(
+        behind["recovered"],
+        json!(false),
+        "evicted, so 3 is gone: {behind}"
+    );
+    // The newest channel kept its publication.
+    let newest = ask("hist/other-99", None).await;
+    let from_start = json!({"offset": 0, "epoch": newest["epoch"]});
+    let kept = ask("hist/other-99", Some(from_start)).await;
+    assert_eq!(kept["recovered"], json!(true), "{kept}");
+}

@@ -1,7 +1,7 @@
 //! Channel history on the Redis engine, with two engines (two nodes) on the shared Redis
 //! (127.0.0.1:6379) and a fresh prefix per test: positions are the same on every node, history
 //! is read from any node, an exact MAXLEN makes an overflowed gap unrecoverable, and an expired
-//! channel starts a new epoch.
+//! channel keeps its position for the tombstone ttl, then starts a new epoch.
 
 #[path = "../../support/mod.rs"]
 mod support;
@@ -41,12 +41,16 @@ struct Node {
 }
 
 async fn node(prefix: &str) -> Node {
+    node_with(prefix, Redis::new(SHARED_REDIS)).await
+}
+
+async fn node_with(prefix: &str, engine: Redis) -> Node {
     if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
         panic!("Redis is not running on 127.0.0.1:6379: start it with `redis-server --daemonize yes --port 6379 --save \"\"`");
     }
     let received = Received::default();
     let sink: Arc<dyn DeliverySink> = Arc::new(Collect(received.clone()));
-    let engine = Redis::new(SHARED_REDIS).prefix(prefix);
+    let engine = engine.prefix(prefix);
     engine
         .start(Arc::downgrade(&sink) as Weak<dyn DeliverySink>)
         .await
@@ -224,9 +228,22 @@ async fn an_overflowed_gap_is_not_recovered_partially() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_channel_starts_a_new_epoch() {
+async fn an_expired_channel_keeps_its_position_for_the_tombstone_ttl_then_starts_a_new_epoch() {
     let prefix = fresh_prefix();
-    let (a, b) = (node(&prefix).await, node(&prefix).await);
+    // The position (the meta hash) outlives the stream by 800 ms.
+    let tombstone = Duration::from_millis(800);
+    let (a, b) = (
+        node_with(
+            &prefix,
+            Redis::new(SHARED_REDIS).history_tombstone_ttl(tombstone),
+        )
+        .await,
+        node_with(
+            &prefix,
+            Redis::new(SHARED_REDIS).history_tombstone_ttl(tombstone),
+        )
+        .await,
+    );
     let policy = HistoryPolicy::new(10, Duration::from_millis(600));
     let old = publish(&a, "c", json!("old"), policy).await;
     assert_eq!(old.offset, 1);
@@ -254,14 +271,33 @@ async fn an_expired_channel_starts_a_new_epoch() {
         .expect("history");
     assert_eq!(offsets(&from_start), None);
 
-    // Nothing published for longer than the ttl: the history, and its epoch, are gone.
+    // Nothing published for longer than the ttl: the stream is gone, the position is not. A
+    // client at the top missed nothing; one behind it is not recovered.
     tokio::time::sleep(Duration::from_millis(1000)).await;
+    let at_top = a
+        .engine
+        .history("c", Some(second.clone()), policy)
+        .await
+        .expect("history");
+    assert_eq!((offsets(&at_top), &at_top.top), (Some(vec![]), &second));
+    let behind = a
+        .engine
+        .history("c", Some(old.clone()), policy)
+        .await
+        .expect("history");
+    assert_eq!(offsets(&behind), None);
+    // The next publication continues the epoch, so live subscribers see no gap.
+    let third = publish(&b, "c", json!("third"), policy).await;
+    assert_eq!((third.offset, &third.epoch), (3, &old.epoch));
+
+    // Past the ttl and the tombstone ttl: the epoch is lost too.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
     let new = publish(&b, "c", json!("new"), policy).await;
     assert_eq!(new.offset, 1);
     assert_ne!(new.epoch, old.epoch);
     let since_old = a
         .engine
-        .history("c", Some(second), policy)
+        .history("c", Some(third), policy)
         .await
         .expect("history");
     assert_eq!(since_old.top, new);

@@ -12,9 +12,12 @@
 //!   the expiry of both keys, and `PUBLISH`es the positioned frame. Every node, the publishing
 //!   one included, delivers positioned publications from that `PUBLISH`, so all of them see a
 //!   channel's publications in the same order (Redis's).
-//! - A channel without publications for `ttl` loses both keys, hence its epoch. Within an active
-//!   channel, an entry older than `ttl` (by Redis's clock) is skipped when reading, so a
-//!   publication is kept for at most `ttl` on every engine.
+//! - A channel without publications for `ttl` loses its stream; its hash (the position) lives
+//!   for `ttl` plus the tombstone ttl ([`Redis::history_tombstone_ttl`], renewed by each
+//!   publication and read), like the in-memory store's tombstones: a client at the top still
+//!   recovers, the next publication continues the epoch. Only when the hash is gone too is the
+//!   epoch lost. Within an active channel, an entry older than `ttl` (by Redis's clock) is
+//!   skipped when reading, so a publication is kept for at most `ttl` on every engine.
 
 use std::sync::{Arc, LazyLock};
 
@@ -26,7 +29,8 @@ use crate::broker::{
 };
 
 /// KEYS: stream, meta. ARGV: Redis channel, node id, frame without its closing `}}`, size,
-/// ttl in ms, a new epoch (used when there is none). Answers `{offset, epoch}`.
+/// ttl in ms, a new epoch (used when there is none), the meta's ttl in ms (ttl + tombstone
+/// ttl). Answers `{offset, epoch}`.
 static PUBLISH: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r#"
@@ -45,7 +49,7 @@ local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local frame = ARGV[3] .. ',"offset":' .. offset .. ',"epoch":' .. cjson.encode(epoch) .. '}}'
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[4], offset .. '-0', 'f', frame, 't', ms)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
 redis.call('PUBLISH', ARGV[1], ARGV[2] .. frame)
 return {offset, epoch}
 "#,
@@ -53,7 +57,7 @@ return {offset, epoch}
 });
 
 /// KEYS: stream, meta. ARGV: ttl in ms, a new epoch (used when there is none), `since` or `all`
-/// (every kept publication), the epoch and the offset asked for. Answers `{epoch, top, offset1,
+/// (every kept publication), the epoch and the offset asked for, the meta's ttl in ms. Answers `{epoch, top, offset1,
 /// frame1, ...}`: the entries after the offset asked for that are younger than ttl, read only
 /// when the epoch is the one asked for. Creating the epoch here (and keeping it while the channel
 /// is read) gives a subscriber of a quiet channel a position it can recover from later.
@@ -66,7 +70,7 @@ if not epoch then
   epoch = ARGV[2]
   redis.call('HSET', KEYS[2], 'e', epoch)
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
 local out = {epoch, top}
 local since = ARGV[3] == 'since'
 if since and ARGV[4] ~= epoch then return out end
@@ -122,7 +126,8 @@ impl Redis {
             .arg(head)
             .arg(policy.size.max(1))
             .arg(ttl_ms(policy))
-            .arg(new_epoch());
+            .arg(new_epoch())
+            .arg(self.meta_ttl_ms(policy));
         let (offset, epoch): (u64, String) = self.script(shard, invocation).await?;
         Ok(Position { offset, epoch })
     }
@@ -144,8 +149,17 @@ impl Redis {
             Some(p) => invocation.arg("since").arg(&p.epoch).arg(p.offset),
             None => invocation.arg("all").arg("").arg(0),
         };
+        invocation.arg(self.meta_ttl_ms(policy));
         let raw: Vec<redis::Value> = self.script(shard, invocation).await?;
         decode_read(channel, since.as_ref(), &raw)
+    }
+}
+
+impl Redis {
+    /// The position outlives the stream by the tombstone ttl (see the module header).
+    fn meta_ttl_ms(&self, policy: HistoryPolicy) -> u64 {
+        let tombstone = u64::try_from(self.tombstone_ttl.as_millis()).unwrap_or(u64::MAX);
+        ttl_ms(policy).saturating_add(tombstone)
     }
 }
 
