@@ -99,6 +99,7 @@ async fn a_cut_subscriber_gets_every_number_once_in_order() {
             not_recovered += 1;
         }
     }
+    assert_eq!(not_recovered, 0);
     assert_eq!(sub.not_recovered(), 0);
     assert_eq!(sub.position().map(|(offset, _)| offset), Some(total));
     server.stop().await;
