@@ -4,6 +4,9 @@
 //! events.
 
 mod common;
+// The process tests' helpers (tests/support), shared with these.
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
@@ -43,25 +46,11 @@ async fn ask(client: &Client, channel: &str) -> Result<Value, InvokeError> {
 }
 
 async fn count(client: &Client, channel: &str) -> u64 {
-    ask(client, channel).await.expect("a #presence answer")["count"]
-        .as_u64()
-        .expect("a count")
+    support::presence_count(client, channel).await
 }
 
-/// Polls `count` until it is `want`, at most `within`.
 async fn count_becomes(client: &Client, channel: &str, want: u64, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let n = count(client, channel).await;
-        if n == want {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "count of {channel} is {n}, not {want}, after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::presence_count_becomes(client, channel, want, within).await;
 }
 
 fn error_of(e: InvokeError) -> ScError {
@@ -217,20 +206,10 @@ async fn joins_and_leaves_arrive_batched() {
     assert!(subs.iter().all(Result::is_ok));
 
     // Every join arrives, in fewer events than joins.
-    let mut joined = std::collections::HashSet::new();
-    let mut received = 0;
-    while joined.len() < n {
-        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
-            .await
-            .expect("joins in time")
-            .expect("an event")
-            .expect("data");
-        received += 1;
-        assert_eq!(event["leaves"], json!([]), "{event}");
-        for j in event["joins"].as_array().expect("joins") {
-            joined.insert(j["socket"].as_str().expect("socket").to_owned());
-        }
-    }
+    let joined: std::collections::HashSet<String> =
+        others.iter().map(|c| c.id().expect("an id")).collect();
+    let within = Duration::from_secs(5);
+    let received = support::await_presence(&mut events, "joins", &joined, within).await;
     assert!(received < n, "{received} events for {n} joins");
     let mut reported = std::collections::HashSet::new();
     while reported.len() < n {
@@ -252,18 +231,7 @@ async fn joins_and_leaves_arrive_batched() {
     for c in &others[..10] {
         c.disconnect().await;
     }
-    let mut left = std::collections::HashSet::new();
-    while left.len() < 10 {
-        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
-            .await
-            .expect("leaves in time")
-            .expect("an event")
-            .expect("data");
-        for l in event["leaves"].as_array().expect("leaves") {
-            left.insert(l["socket"].as_str().expect("socket").to_owned());
-        }
-    }
-    assert_eq!(left, leaving);
+    support::await_presence(&mut events, "leaves", &leaving, within).await;
     assert_eq!(count(&watcher, "live/1").await, (n - 10 + 1) as u64);
 }
 

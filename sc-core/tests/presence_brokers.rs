@@ -4,6 +4,9 @@
 //! once (with leave events); a restarted broker gets every live entry back.
 
 mod common;
+// The process tests' helpers (tests/support), shared with these.
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,7 +16,6 @@ use sc_core::broker::{server, BrokerEngine, ClusterBroker};
 use sc_core::client::Client;
 use sc_core::testing::{self, TestServer};
 use sc_core::App;
-use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
 fn app() -> App {
@@ -84,27 +86,11 @@ impl Workers {
 }
 
 async fn count(client: &Client, channel: &str) -> u64 {
-    let answer = client
-        .invoke_value("#presence", Some(json!({ "channel": channel })))
-        .await
-        .expect("a #presence answer")
-        .unwrap_or(Value::Null);
-    answer["count"].as_u64().expect("a count")
+    support::presence_count(client, channel).await
 }
 
 async fn count_becomes(client: &Client, channel: &str, want: u64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let n = count(client, channel).await;
-        if n == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "count of {channel} is {n}, not {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::presence_count_becomes(client, channel, want, Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
@@ -160,34 +146,12 @@ async fn a_worker_whose_link_drops_leaves_at_once_with_leave_events() {
         on_b.iter().map(|(c, _)| c.id().expect("an id")).collect();
     count_becomes(&watcher, "live/1", 4).await;
     // B's joins reach A's subscriber through the broker.
-    let mut joined = std::collections::HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !ids.is_subset(&joined) {
-        let event = tokio::time::timeout_at(deadline.into(), events.recv())
-            .await
-            .expect("join events in time")
-            .expect("an event")
-            .expect("data");
-        for j in event["joins"].as_array().expect("joins") {
-            joined.insert(j["socket"].as_str().expect("socket").to_owned());
-        }
-    }
+    let within = Duration::from_secs(5);
+    support::await_presence(&mut events, "joins", &ids, within).await;
 
     // Worker B's link to the broker is gone (what a SIGKILLed worker looks like to the broker);
     // its sockets are still open, but their entries must not outlive the link.
     w.engine_b.shutdown().await;
     count_becomes(&watcher, "live/1", 1).await;
-    let mut left = std::collections::HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while left.len() < ids.len() {
-        let event = tokio::time::timeout_at(deadline.into(), events.recv())
-            .await
-            .expect("leave events in time")
-            .expect("an event")
-            .expect("data");
-        for l in event["leaves"].as_array().expect("leaves") {
-            left.insert(l["socket"].as_str().expect("socket").to_owned());
-        }
-    }
-    assert_eq!(left, ids);
+    support::await_presence(&mut events, "leaves", &ids, within).await;
 }

@@ -1,5 +1,5 @@
-//! Helpers shared by the process tests of `tests/cluster` and `tests/redis` (each includes this
-//! file with `#[path]`).
+//! Helpers shared by the process tests of `tests/cluster` and `tests/redis`, and by sc-core's
+//! presence tests (each includes this file with `#[path]`).
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -75,4 +75,34 @@ pub async fn presence_count_becomes(
         );
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
+}
+
+/// Reads `#presence` events from `events` until every socket of `want` appeared in their `list`
+/// (`"joins"` or `"leaves"`), at most `within`; how many events that took.
+pub async fn await_presence(
+    events: &mut sc_core::client::EventReceiver,
+    list: &str,
+    want: &std::collections::HashSet<String>,
+    within: Duration,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut seen = std::collections::HashSet::new();
+    let mut received = 0;
+    while !want.is_subset(&seen) {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{list} of {want:?} not all seen in {within:?}: {seen:?}"))
+            .expect("the event stream is open")
+            .expect("an event with data");
+        received += 1;
+        let entries = event[list]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {list} in {event}"));
+        seen.extend(
+            entries
+                .iter()
+                .filter_map(|e| e["socket"].as_str().map(str::to_owned)),
+        );
+    }
+    received
 }

@@ -1045,17 +1045,7 @@ async fn presence_counts_every_worker_and_a_killed_workers_sockets_leave_at_once
     let started = std::time::Instant::now();
     sigkill(victim as i32);
 
-    let mut left = HashSet::new();
-    while !killed.is_subset(&left) {
-        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
-            .await
-            .expect("the killed worker's leaves in time")
-            .expect("an event")
-            .expect("data");
-        for l in event["leaves"].as_array().expect("leaves") {
-            left.insert(l["socket"].as_str().expect("socket").to_owned());
-        }
-    }
+    support::await_presence(&mut events, "leaves", &killed, Duration::from_secs(10)).await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(10), "took {took:?}");
     let answer: Value = survivor

@@ -605,18 +605,8 @@ async fn presence_agrees_across_nodes_and_a_killed_node_leaves_within_the_bound(
     support::presence_count_becomes(&on_a, "presjl/1", 3, within).await;
     assert_eq!(support::presence_count(&on_b, "presjl/1").await, 3);
     // Node b's joins reach node a's subscriber through Redis.
-    let from_b = [on_b.id().expect("an id"), leaver.id().expect("an id")];
-    let mut joined = HashSet::new();
-    while !from_b.iter().all(|id| joined.contains(id)) {
-        let event = tokio::time::timeout(within, events.recv())
-            .await
-            .expect("b's joins in time")
-            .expect("an event")
-            .expect("data");
-        for j in event["joins"].as_array().expect("joins") {
-            joined.insert(j["socket"].as_str().expect("socket").to_owned());
-        }
-    }
+    let from_b = HashSet::from([on_b.id().expect("an id"), leaver.id().expect("an id")]);
+    support::await_presence(&mut events, "joins", &from_b, within).await;
 
     sl.unsubscribe();
     support::presence_count_becomes(&on_a, "presjl/1", 2, within).await;
@@ -628,16 +618,6 @@ async fn presence_agrees_across_nodes_and_a_killed_node_leaves_within_the_bound(
     let took = support::presence_count_becomes(&on_a, "presjl/1", 1, Duration::from_secs(10)).await;
     assert!(took <= Duration::from_secs(8), "took {took:?}");
     // Its leave is announced (by whichever node swept it).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let event = tokio::time::timeout_at(deadline, events.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no leave for {gone}; node a: {}", a.log_text()))
-            .expect("an event")
-            .expect("data");
-        let leaves = event["leaves"].as_array().expect("leaves");
-        if leaves.iter().any(|l| l["socket"] == json!(gone)) {
-            break;
-        }
-    }
+    let gone = HashSet::from([gone]);
+    support::await_presence(&mut events, "leaves", &gone, Duration::from_secs(10)).await;
 }
