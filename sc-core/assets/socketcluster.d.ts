@@ -92,6 +92,30 @@ export interface SocketEvents {
   contractMismatch: { expected: string; actual: string | null };
 }
 
+/** One subscribed socket on a channel with presence. */
+export interface PresenceEntry {
+  socket: string;
+  /** The token's user claim (`sub` by default); null for a guest. */
+  user: string | null;
+  /** What the server attached (`Socket::set_presence_info`). */
+  info?: unknown;
+}
+
+/** The server's answer to `#presence`. */
+export interface Presence {
+  count: number;
+  users: number;
+  entries: PresenceEntry[];
+  /** `entries` stops short of `count`. */
+  cut?: boolean;
+}
+
+export interface PresenceEvent {
+  joins: PresenceEntry[];
+  leaves: PresenceEntry[];
+  cut: boolean;
+}
+
 export interface Channel<M> extends AsyncIterable<M> {
   readonly name: string;
   readonly state: 'pending' | 'subscribed' | 'unsubscribed';
@@ -99,6 +123,14 @@ export interface Channel<M> extends AsyncIterable<M> {
   /** Calls `fn` with every message; returns a function that stops listening. */
   listen(fn: (message: M) => void): () => void;
   unsubscribe(): void;
+  /** Who is subscribed (a channel with presence; rejects otherwise, or for a non-member). */
+  presence(): Promise<Presence>;
+  /** Calls `fn` for each socket that joins (a channel with join/leave events). */
+  onJoin(fn: (entry: PresenceEntry) => void): () => void;
+  /** Calls `fn` for each socket that leaves. */
+  onLeave(fn: (entry: PresenceEntry) => void): () => void;
+  /** Calls `fn` with each whole join/leave event (`cut`: ask `presence()` again). */
+  onPresence(fn: (event: PresenceEvent) => void): () => void;
 }
 
 export declare class Socket<C extends AnyContract = Untyped> {

@@ -27,6 +27,16 @@
 // `sc-types.js` types every call (socketcluster.d.ts) and compares the contract's hash with the
 // server's at every handshake; when they differ the socket emits `contractMismatch`
 // ({expected, actual}) after `connect`: the server was updated, reload the page.
+//
+// Presence: on a channel with presence, `await channel.presence()` answers who is subscribed
+// ({count, users, entries: [{socket, user, info}], cut}); on one with join/leave events,
+// `channel.onJoin(fn)` / `channel.onLeave(fn)` call `fn(entry)` for each socket that joins or
+// leaves (batched by the server; `channel.onPresence(fn)` gets each whole event, whose `cut`
+// says some entries were left out: ask `presence()` again then).
+//
+//   const room = socket.subscribe('rooms/1');
+//   const { count } = await room.presence();
+//   room.onJoin(({ user }) => console.log(`${user ?? 'a guest'} joined`));
 
 const DEFAULTS = {
   path: '/socketcluster/',
@@ -72,6 +82,48 @@ class Channel {
     this.reported = null;
     this.listeners = new Set();
     this.enders = new Set();
+    this.presenceListeners = { join: new Set(), leave: new Set(), event: new Set() };
+  }
+
+  /** Who is subscribed to the channel (the server's `#presence`): resolves with `{count, users,
+   * entries, cut?}`; rejects when the channel has no presence or this socket may not ask. */
+  presence() {
+    return this.socket.invoke('#presence', { channel: this.name });
+  }
+
+  /** Calls `fn(entry)` for each socket that joins; returns a function that stops it. */
+  onJoin(fn) {
+    return this._addPresenceListener('join', fn);
+  }
+
+  /** Calls `fn(entry)` for each socket that leaves; returns a function that stops it. */
+  onLeave(fn) {
+    return this._addPresenceListener('leave', fn);
+  }
+
+  /** Calls `fn({joins, leaves, cut})` for each presence event; returns a function that stops it. */
+  onPresence(fn) {
+    return this._addPresenceListener('event', fn);
+  }
+
+  _addPresenceListener(kind, fn) {
+    this.presenceListeners[kind].add(fn);
+    return () => this.presenceListeners[kind].delete(fn);
+  }
+
+  _presence(data) {
+    const call = (fn, arg) => {
+      try {
+        fn(arg);
+      } catch (e) {
+        this.socket._emit('error', e);
+      }
+    };
+    const joins = Array.isArray(data.joins) ? data.joins : [];
+    const leaves = Array.isArray(data.leaves) ? data.leaves : [];
+    for (const fn of this.presenceListeners.event) call(fn, { joins, leaves, cut: data.cut === true });
+    for (const entry of joins) for (const fn of this.presenceListeners.join) call(fn, entry);
+    for (const entry of leaves) for (const fn of this.presenceListeners.leave) call(fn, entry);
   }
 
   listen(fn) {
@@ -247,10 +299,10 @@ export class Socket {
         } else if (this.signedAuthToken) {
           this._forgetToken();
         }
+        this.contractHash = typeof reply?.contractHash === 'string' ? reply.contractHash : null;
         this._emit('connect', { id: this.id, isAuthenticated: !!reply?.isAuthenticated, authError: reply?.authError });
         // Typed contracts: the page was built against `options.contract` (sc-types.js); a server
         // with another contract was updated since.
-        this.contractHash = typeof reply?.contractHash === 'string' ? reply.contractHash : null;
         const expected = this.options.contract?.hash;
         if (typeof expected === 'string' && expected !== this.contractHash) {
           this._emit('contractMismatch', { expected, actual: this.contractHash });
@@ -314,6 +366,12 @@ export class Socket {
       case '#removeAuthToken':
         this._forgetToken();
         return;
+      case '#presence': {
+        // Also handed to `receiver('#presence')` below, as the official client does.
+        const channel = this.channels.get(p.data?.channel);
+        if (channel) channel._presence(p.data);
+        break;
+      }
       case '#recoveryFailed': {
         // A gap the server saw (publications lost before reaching it, a dropped frame, a new
         // epoch): continue from its position. After a `recovered:false` ack it repeats the

@@ -3,7 +3,7 @@
 //! public API: it changes with the macros. Everything here only re-exports or checks types; the
 //! registrations themselves go through the public [`App`] API.
 
-pub use crate::app::contract::{Access, ChannelContract};
+pub use crate::app::contract::{Access, ChannelContract, PresencePolicy};
 pub use crate::app::extract::FromChannelName;
 pub use crate::app::handler::{
     BoxFuture, FromRequest, FromRequestParts, Handler, IntoReply, Reply, Request,

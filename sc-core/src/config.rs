@@ -124,6 +124,10 @@ pub struct Config {
     /// Whether the public port also serves `/health` and `/metrics` (`SC_ADMIN_ON_PUBLIC_PORT`,
     /// default true); false answers them with 404 there.
     pub admin_on_public_port: bool,
+    /// Whether `/sc-types.d.ts` serves the app's TypeScript contract (`SC_SERVE_TYPES`, default
+    /// true); false answers it with 404, for an app that keeps its event names and types' doc
+    /// comments to itself.
+    pub serve_types: bool,
     /// Most connections one balancer relays at once (`SC_BALANCER_MAX_CONNECTIONS`, default
     /// 10000); one over it is accepted and closed at once.
     pub balancer_max_connections: usize,
@@ -154,6 +158,22 @@ pub struct Config {
     /// How long a channel keeps its position after its history went (`SC_HISTORY_TOMBSTONE_TTL`,
     /// in seconds, default 86400); on Redis, how much longer the position outlives the stream.
     pub history_tombstone_ttl: Duration,
+    /// Presence on every channel no declared pattern covers (`SC_PRESENCE`, default false); see
+    /// `ChannelContract::presence`.
+    pub presence: bool,
+    /// With `presence`, subscribers of those channels also get join/leave events
+    /// (`SC_PRESENCE_JOIN_LEAVE`, default false).
+    pub presence_join_leave: bool,
+    /// The auth token claim that names a presence entry's user (`SC_PRESENCE_USER_CLAIM`,
+    /// default `sub`); a socket without a token, or whose token lacks it, is a guest (`null`).
+    pub presence_user_claim: String,
+    /// Most entries a `#presence` answer carries, and most joins (and leaves) one join/leave
+    /// event carries; past it the list is cut and says so (`"cut": true`)
+    /// (`SC_PRESENCE_MAX_ENTRIES`, default 1000). Counts are always whole.
+    pub presence_max_entries: usize,
+    /// How long joins and leaves on one channel are gathered into one event
+    /// (`SC_PRESENCE_WINDOW`, default 100 ms).
+    pub presence_window: Duration,
     /// Connections the kernel queues on each listening socket before they are accepted
     /// (`SC_LISTEN_BACKLOG`, default the system's `net.core.somaxconn`, at least 1024): the
     /// public port, the admin port and the cluster's Unix sockets. Linux caps it at somaxconn.
@@ -205,6 +225,7 @@ impl Default for Config {
             auth_verify_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
             admin_addr: None,
             admin_on_public_port: true,
+            serve_types: true,
             balancer_max_connections: 10_000,
             balancer_idle_timeout: Duration::from_millis(60_000),
             broker_queue_bytes: 64 * 1024 * 1024,
@@ -214,6 +235,11 @@ impl Default for Config {
             history_max_bytes: 64 * 1024 * 1024,
             history_tombstone_bytes: 8 * 1024 * 1024,
             history_tombstone_ttl: Duration::from_secs(24 * 3600),
+            presence: false,
+            presence_join_leave: false,
+            presence_user_claim: "sub".to_owned(),
+            presence_max_entries: 1000,
+            presence_window: Duration::from_millis(100),
             listen_backlog: crate::backlog::default_backlog(),
         }
     }
@@ -371,6 +397,7 @@ impl Config {
         };
         env!("SC_ADMIN_ADDR", addr, self.admin_addr);
         env!("SC_ADMIN_ON_PUBLIC_PORT", flag, self.admin_on_public_port);
+        env!("SC_SERVE_TYPES", flag, self.serve_types);
         env!(
             "SC_BALANCER_MAX_CONNECTIONS",
             parse,
@@ -389,6 +416,11 @@ impl Config {
             self.history_tombstone_bytes
         );
         env!("SC_HISTORY_TOMBSTONE_TTL", secs, self.history_tombstone_ttl);
+        env!("SC_PRESENCE", flag, self.presence);
+        env!("SC_PRESENCE_JOIN_LEAVE", flag, self.presence_join_leave);
+        env!("SC_PRESENCE_USER_CLAIM", text, self.presence_user_claim);
+        env!("SC_PRESENCE_MAX_ENTRIES", parse, self.presence_max_entries);
+        env!("SC_PRESENCE_WINDOW", ms, self.presence_window);
         env!("SC_LISTEN_BACKLOG", parse, self.listen_backlog);
         Ok(())
     }
@@ -782,6 +814,38 @@ mod tests {
         ] {
             assert!(bad.validate().is_err());
         }
+    }
+
+    #[test]
+    fn presence_defaults_off_and_comes_from_env() {
+        let c = Config::default();
+        assert!(!c.presence && !c.presence_join_leave);
+        assert_eq!(c.presence_user_claim, "sub");
+        assert_eq!(c.presence_max_entries, 1000);
+        assert_eq!(c.presence_window, Duration::from_millis(100));
+        let mut c = Config::default();
+        c.apply_vars(|n| match n {
+            "SC_PRESENCE" => Some("1".to_string()),
+            "SC_PRESENCE_JOIN_LEAVE" => Some("true".to_string()),
+            "SC_PRESENCE_USER_CLAIM" => Some("name".to_string()),
+            "SC_PRESENCE_MAX_ENTRIES" => Some("10".to_string()),
+            "SC_PRESENCE_WINDOW" => Some("250".to_string()),
+            _ => None,
+        })
+        .expect("valid env");
+        assert!(c.presence && c.presence_join_leave);
+        assert_eq!(
+            (
+                c.presence_user_claim.as_str(),
+                c.presence_max_entries,
+                c.presence_window
+            ),
+            ("name", 10, Duration::from_millis(250))
+        );
+        let mut c = Config::default();
+        assert!(c
+            .apply_vars(|n| (n == "SC_PRESENCE").then(|| "maybe".to_string()))
+            .is_err());
     }
 
     #[test]

@@ -202,3 +202,47 @@ async fn the_server_serves_its_contract_and_the_handshake_carries_its_hash() {
     // Another contract, another hash.
     assert_ne!(by_hand().contract_hash(), App::new().contract_hash());
 }
+
+async fn http_status(server: &TestServer, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connects");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("writes");
+    let mut response = String::new();
+    s.read_to_string(&mut response).await.expect("reads");
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_stale_module_on_disk_is_not_served_and_the_contract_can_be_kept_private() {
+    // A page dir with an `sc-types.js` from an older build: the server answers with its own, so
+    // a fresh page is not told to reload for good.
+    let dir = std::env::temp_dir().join(format!("sc-types-stale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a dir");
+    std::fs::write(
+        dir.join("sc-types.js"),
+        "export const contractHash = \"stale\";\n",
+    )
+    .expect("writes");
+    let server = TestServer::start(
+        sc_core::testing::builder()
+            .app(with_macros::app())
+            .serve_dir(&dir)
+            .serve_types(false),
+    )
+    .await;
+    assert_eq!(
+        http_get(&server, "/sc-types.js").await,
+        with_macros::app().typescript_module()
+    );
+    assert!(
+        http_status(&server, "/sc-types.d.ts")
+            .await
+            .contains(" 404"),
+        "serve_types(false) keeps the contract private"
+    );
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -160,6 +160,45 @@ impl Args {
         found
     }
 
+    /// Removes the bare word `word` (a flag such as `presence`), wherever it was written among
+    /// the values; its span when it was there. A second one is a "duplicate flag" error.
+    pub(crate) fn take_flag(
+        &mut self,
+        word: &str,
+        errors: &mut Errors,
+    ) -> Option<proc_macro2::Span> {
+        let is_word =
+            |e: &Expr| matches!(e, Expr::Path(p) if p.qself.is_none() && p.path.is_ident(word));
+        let mut found: Option<proc_macro2::Span> = None;
+        let mut seen = |span: proc_macro2::Span, errors: &mut Errors| {
+            if found.is_some() {
+                errors.push(syn::Error::new(
+                    span,
+                    format!("duplicate flag `{word}`: give it once"),
+                ));
+            } else {
+                found = Some(span);
+            }
+        };
+        let positional = std::mem::take(&mut self.positional);
+        for value in positional {
+            if is_word(&value) {
+                seen(value.span(), errors);
+            } else {
+                self.positional.push(value);
+            }
+        }
+        let late = std::mem::take(&mut self.late);
+        for (value, key) in late {
+            if is_word(&value) {
+                seen(value.span(), errors);
+            } else {
+                self.late.push((value, key));
+            }
+        }
+        found
+    }
+
     /// Reports options nobody took (unknown options, with a suggestion) and values out of place.
     /// Returns whether there were unknown options (a missing required option is then most
     /// likely the misspelled one: no need for a second error).

@@ -4,7 +4,9 @@
 //! `server`: clients may not publish). Where clients may publish, their messages must deserialize
 //! as the message type. The words win over a guard fn of the same name: write `self::server`.
 //! `history = N` (at least 1) with `history_ttl = "30s" | "5m" | "1h" | "2d"` (default 5 minutes)
-//! keeps the channel's history for recovery (`ChannelContract::history`).
+//! keeps the channel's history for recovery (`ChannelContract::history`). The flags `presence`
+//! and `join_leave` (which implies `presence`), anywhere among the arguments, keep the channel's
+//! presence, with join/leave events for `join_leave` (`ChannelContract::presence`).
 //!
 //! The pattern is checked by `sc-pattern`, the grammar sc-core matches names with at run time,
 //! with every mistake reported in its compile-time wording; its captures must be exactly the
@@ -45,6 +47,8 @@ struct ChannelAttr {
     /// `history = N, history_ttl = ".."`: publications kept per channel, and for how many
     /// seconds (default [`DEFAULT_HISTORY_TTL`]).
     history: Option<(usize, u64)>,
+    /// `presence` / `join_leave`: `Some(join_leave)` when the channel keeps presence.
+    presence: Option<bool>,
 }
 
 /// The `history_ttl` of a channel declared with `history = N` alone: 5 minutes.
@@ -195,6 +199,10 @@ fn parse_attr(attr: TokenStream, errors: &mut Errors) -> Option<ChannelAttr> {
     let history = args.take("history", errors);
     let history_ttl = args.take("history_ttl", errors);
     let history = parse_history(history, history_ttl, errors);
+    let presence_flag = args.take_flag("presence", errors);
+    let join_leave = args.take_flag("join_leave", errors);
+    let presence =
+        (presence_flag.is_some() || join_leave.is_some()).then_some(join_leave.is_some());
     let mut positional = args.positional.drain(..);
     let mut pattern = None;
     match positional.next() {
@@ -267,6 +275,7 @@ fn parse_attr(attr: TokenStream, errors: &mut Errors) -> Option<ChannelAttr> {
         subscribe,
         publish,
         history,
+        presence,
     })
 }
 
@@ -549,6 +558,11 @@ fn contract(attr: &ChannelAttr, strukt: &ChannelStruct, ident: &Ident) -> TokenS
             ::core::time::Duration::from_secs(#ttl),
         ))));
     }
+    if let Some(join_leave) = attr.presence {
+        tokens.extend(quote!(.presence(
+            #private::PresencePolicy::new().join_leave(#join_leave)
+        )));
+    }
     tokens
 }
 
@@ -652,5 +666,33 @@ mod tests {
             let _ = parse_attr(bad, &mut errors);
             assert!(errors.finish().is_err());
         }
+    }
+    #[test]
+    fn reads_presence_flags_anywhere() {
+        for (tokens, want) in [
+            (quote!("r/{id}", message = M), None),
+            (quote!("r/{id}", presence, message = M), Some(false)),
+            (quote!("r/{id}", message = M, presence), Some(false)),
+            (
+                quote!("r/{id}", message = M, presence, join_leave),
+                Some(true),
+            ),
+            (quote!("r/{id}", join_leave, message = M), Some(true)),
+        ] {
+            let mut errors = Errors::default();
+            let attr = parse_attr(tokens.clone(), &mut errors).expect("valid");
+            assert!(errors.finish().is_ok(), "{tokens}");
+            assert_eq!(attr.presence, want, "{tokens}");
+        }
+        let mut errors = Errors::default();
+        let _ = parse_attr(
+            quote!("r/{id}", message = M, presence, presence),
+            &mut errors,
+        );
+        let error = errors.finish().expect_err("a duplicate flag");
+        assert!(
+            error.to_string().contains("duplicate flag `presence`"),
+            "{error}"
+        );
     }
 }

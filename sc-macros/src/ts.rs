@@ -38,16 +38,32 @@ fn first_argument(ty: &Type) -> Option<&Type> {
     })
 }
 
-/// The payload an event handler reads: `Json<T>` / `TryJson<T>` -> `T`, `Raw` and `RawJson` ->
-/// `unknown`, no payload extractor -> `undefined`.
+/// sc-core's extractors that read no payload (`FromRequestParts`): a handler ending in one of
+/// them takes no payload.
+const PARTS_EXTRACTORS: &[&str] = &[
+    "Socket",
+    "RequestInfo",
+    "Auth",
+    "MaybeAuth",
+    "State",
+    "Channel",
+    "EventName",
+    "WaitForAuth",
+    "Exchange",
+    "ServerHandle",
+];
+
+/// The payload an event handler reads: `Json<T>` / `TryJson<T>` -> `T`, one of sc-core's
+/// parts extractors (or no argument) -> `undefined`, anything else (`Raw`, an app's own
+/// extractor, a renamed import) -> `unknown`: a payload the typed client must not refuse.
 pub(crate) fn payload(args: &[Type]) -> TokenStream {
     let Some(last) = args.last() else {
         return simple("undefined");
     };
     match last_segment(last).as_deref() {
         Some("Json" | "TryJson") => first_argument(last).map_or_else(|| simple("unknown"), probe),
-        Some("Raw" | "RawJson") => simple("unknown"),
-        _ => simple("undefined"),
+        Some(name) if PARTS_EXTRACTORS.contains(&name) => simple("undefined"),
+        _ => simple("unknown"),
     }
 }
 

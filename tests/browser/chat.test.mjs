@@ -1,5 +1,6 @@
 // The chat page (templates/app/public, served by examples/chat) in headless Chromium: two pages
-// chat with each other through the browser client at /socketcluster.js; a swap (the server
+// chat with each other through the browser client at /socketcluster.js and see each other in the
+// room's member list (presence: `channel.presence()`, `onJoin`, `onLeave`); a swap (the server
 // restarted on the same port) keeps both logged in and in their room; a server restarted with a
 // new key makes the page ask for the name again, and logging in rejoins the room; a refused
 // action is shown; a page built against another contract (`sc types`) is told to reload.
@@ -15,7 +16,7 @@
 import assert from 'node:assert/strict';
 import {spawn, spawnSync} from 'node:child_process';
 import {randomBytes} from 'node:crypto';
-import {copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
+import {copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import path from 'node:path';
 import {test} from 'node:test';
@@ -132,6 +133,10 @@ test('two pages chat, and a swap keeps them logged in and in their room', {timeo
     assert.equal(await ann.inputValue('#text'), '', 'a sent message leaves the box');
     await say(bob, 'hi ann');
     await ann.waitForSelector('#log li:has-text("hi ann")');
+    // The room's members, from presence: both pages list both names.
+    for (const page of [ann, bob]) {
+      for (const name of ['ann', 'bob']) await page.waitForSelector(`#member-list li:has-text("${name}")`);
+    }
 
     // A refused action is shown, and the refused text stays in the box.
     await say(ann, '   ');
@@ -163,6 +168,10 @@ test('two pages chat, and a swap keeps them logged in and in their room', {timeo
     await ann.fill('#room', '2');
     await ann.click('#room-form button');
     await ann.waitForSelector('body[data-room="2"]', {state: 'attached'});
+    // Bob sees ann leave room 1 (a leave event); ann's list is room 2's: only herself.
+    await bob.waitForSelector('#member-list li:has-text("ann")', {state: 'detached'});
+    await ann.waitForSelector('#member-list li:has-text("ann")');
+    assert.equal(await ann.locator('#member-list li').count(), 1);
     assert.equal(await ann.locator('#log li').count(), 0, 'room 2 starts empty');
     await say(ann, 'in room two');
     await ann.waitForSelector('#log li:has-text("in room two")');
@@ -246,8 +255,11 @@ test('a page built against another contract is told to reload; the same contract
     await login(ann, 'ann');
     assert.equal(await ann.getAttribute('body', 'data-contract'), null, 'the same contract: no mismatch');
 
-    // The server was updated since this page was built: its handshake carries another hash.
-    writeFileSync(path.join(dir, 'sc-types.js'), module.replace(/"[0-9a-f]{16}"/, '"0000000000000000"'));
+    // The server was updated since this page was loaded: the page still holds the old module
+    // (the browser's copy), the server's handshake carries another hash. (The server itself
+    // always serves its own sc-types.js, so a reload gets the current one.)
+    const stale = module.replace(/"[0-9a-f]{16}"/, '"0000000000000000"');
+    await ann.route('**/sc-types.js', (route) => route.fulfill({contentType: 'text/javascript', body: stale}));
     await ann.reload();
     await ann.waitForSelector('body[data-contract="mismatch"]', {state: 'attached'});
     await ann.waitForSelector('#notice:visible:has-text("The server was updated: reload the page.")');

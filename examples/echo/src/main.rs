@@ -10,7 +10,9 @@
 //! - `SC_WORKERS`, `SC_BROKERS`, `SC_BALANCERS` turn the same binary into a cluster;
 //! - `SC_HISTORY_SIZE` (publications kept per channel) and `SC_HISTORY_TTL` (seconds, default
 //!   300) turn history and recovery on for every channel (sc-core's server-wide default: no
-//!   code here), to measure what history costs.
+//!   code here), to measure what history costs;
+//! - `SC_PRESENCE=1` turns presence on for every channel (`SC_PRESENCE_JOIN_LEAVE=1` adds
+//!   join/leave events), the same way: clients ask with `#presence`.
 
 use sc_core::prelude::*;
 use serde_json::{Map, Value};

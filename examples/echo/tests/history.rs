@@ -1,6 +1,7 @@
 //! `SC_HISTORY_SIZE` / `SC_HISTORY_TTL` turn history on for every channel of the echo server
 //! (issue 17): the #subscribe ack carries the channel's position, and a resubscription recovers
 //! from a kept position or says it cannot. Without them, no channel has history.
+//! `SC_PRESENCE=1` does the same for presence (issue 18).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -92,5 +93,41 @@ async fn without_them_no_channel_has_history() {
     assert_eq!(
         subscribe_ack(&client, json!({"channel": "any/name"})).await,
         None
+    );
+}
+
+#[tokio::test]
+async fn sc_presence_turns_presence_on_for_every_channel() {
+    let echo = Echo::start(&[("SC_PRESENCE", "1"), ("SC_PRESENCE_JOIN_LEAVE", "1")]);
+    let a = echo.client().await;
+    let b = echo.client().await;
+    let mut events = a.events();
+    let _sa = a.subscribe("any/room").await.expect("subscribed");
+    let _sb = b.subscribe("any/room").await.expect("subscribed");
+    let answer = a.presence("any/room").await.expect("answered");
+    assert_eq!(answer.count, 2);
+    let b_id = b.id().expect("an id");
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(sc_core::client::ClientEvent::Presence { joins, .. }) = events.recv().await {
+                if joins.iter().any(|j| j.socket == b_id) {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("b's join reported");
+}
+
+#[tokio::test]
+async fn without_it_no_channel_has_presence() {
+    let echo = Echo::start(&[]);
+    let client = echo.client().await;
+    let _s = client.subscribe("any/room").await.expect("subscribed");
+    let refused = client.presence("any/room").await.expect_err("no presence");
+    assert!(
+        format!("{refused:?}").contains("has no presence"),
+        "{refused:?}"
     );
 }

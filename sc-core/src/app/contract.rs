@@ -37,6 +37,8 @@ use serde_json::Value;
 
 use crate::broker::history::HistoryPolicy;
 
+pub use super::presence::{PresenceAccess, PresencePolicy};
+
 use super::handler::{erase, ErasedHandler, Handler};
 use super::middleware::{Decision, IntoDecision};
 
@@ -100,6 +102,7 @@ pub struct ChannelContract {
     pub(crate) publish: Access,
     pub(crate) message: Option<(Arc<str>, MessageCheck)>,
     pub(crate) history: Option<HistoryPolicy>,
+    pub(crate) presence: Option<PresencePolicy>,
     /// The message's TypeScript type, for the contract file (`ts_message`).
     pub(crate) ts_message: Option<super::typescript::TsType>,
     /// The captures' TypeScript types (`ts_capture`): numbers make `${number}` in the pattern.
@@ -114,6 +117,7 @@ impl fmt::Debug for ChannelContract {
             .field("publish", &self.publish)
             .field("message", &self.message.as_ref().map(|(name, _)| name))
             .field("history", &self.history)
+            .field("presence", &self.presence)
             .finish()
     }
 }
@@ -127,6 +131,7 @@ impl ChannelContract {
             publish: Access::Server,
             message: None,
             history: None,
+            presence: None,
             ts_message: None,
             ts_captures: Vec::new(),
         }
@@ -172,6 +177,17 @@ impl ChannelContract {
 }
 
 impl ChannelContract {
+    /// Keeps presence on every channel the pattern matches (see [`PresencePolicy`]): who is
+    /// subscribed, cluster-wide, for `Exchange::presence` and the client procedure `#presence`,
+    /// and with [`PresencePolicy::join_leave`] batched join/leave events for subscribers.
+    /// Overrides the server-wide default (`Config::presence`). `#[channel(.., presence)]` writes
+    /// `.presence(PresencePolicy::new())`, `#[channel(.., presence, join_leave)]`
+    /// `.presence(PresencePolicy::new().join_leave(true))`.
+    pub fn presence(mut self, policy: PresencePolicy) -> Self {
+        self.presence = Some(policy);
+        self
+    }
+
     /// The message type in the TypeScript contract (`App::typescript`); without it, `unknown`.
     /// `#[channel(.., message = M)]` writes it (`unknown` when `M` does not derive `TS`).
     pub fn ts_message(mut self, message: super::typescript::TsType) -> Self {

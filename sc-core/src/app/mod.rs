@@ -12,18 +12,20 @@ pub mod extract;
 pub mod handler;
 mod kind;
 pub mod middleware;
+pub mod presence;
 pub mod typescript;
 
 #[doc(hidden)]
 pub use kind::markers;
 
 /// The protocol's own procedures, which [`App::rate_limit`] may name besides the app's events.
-const BUILT_IN: [&str; 5] = [
+const BUILT_IN: [&str; 6] = [
     "#subscribe",
     "#unsubscribe",
     "#publish",
     "#authenticate",
     "#removeAuthToken",
+    "#presence",
 ];
 
 use crate::channel::{ChannelPattern, PatternError};

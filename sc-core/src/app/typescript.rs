@@ -217,11 +217,20 @@ fn all_decls(app: &App) -> impl Iterator<Item = (&String, &String)> {
     events.chain(channels).flat_map(|t| t.decls.iter())
 }
 
+/// The names the contract file declares besides the app's types.
+const RESERVED_NAMES: &[&str] = &["Contract", "Events", "Channels", "contract", "contractHash"];
+
 /// Two different Rust types with the same TypeScript name (`ChatMsg` in two modules) would make
-/// one declaration silently replace the other: a startup error instead.
+/// one declaration silently replace the other, and a type named like one of the file's own
+/// declarations would clash with it: startup errors instead.
 pub(crate) fn check_names(app: &App) -> Result<(), String> {
     let mut seen: BTreeMap<&String, &String> = BTreeMap::new();
     for (name, decl) in all_decls(app) {
+        if RESERVED_NAMES.contains(&name.as_str()) {
+            return Err(format!(
+                "a type is named `{name}` in the TypeScript contract, a name the contract file declares itself: give it another name with `#[ts(rename = \"..\")]`"
+            ));
+        }
         match seen.insert(name, decl) {
             Some(other) if other != decl => {
                 return Err(format!(
@@ -410,6 +419,21 @@ mod tests {
             err.starts_with("two different types are named `Msg`"),
             "{err}"
         );
+    }
+
+    #[cfg(feature = "typescript")]
+    #[test]
+    fn a_type_named_like_the_files_own_declarations_fails_validation() {
+        #[derive(ts_rs::TS)]
+        #[allow(dead_code)]
+        struct Contract {
+            pub id: u32,
+        }
+        let err = App::new()
+            .event_types("sign", TsType::of::<Contract>(), TsType::void())
+            .validate()
+            .expect_err("Contract is the file's own");
+        assert!(err.contains("`Contract`"), "{err}");
     }
 
     #[test]

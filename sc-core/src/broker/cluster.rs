@@ -54,8 +54,10 @@ use serde::Deserialize;
 
 use super::history::{HistoryPolicy, HistorySince, Position};
 use super::kv::KvOp;
+use super::presence::PresenceOp;
 use super::wire::{Frame, HistoryQuery};
-use super::{BoxFuture, BrokerEngine, BrokerError, DeliverySink, Publication};
+use super::{BoxFuture, BrokerEngine, BrokerError, DeliverySink, PresenceEntry, Publication};
+use axum::extract::ws::Utf8Bytes;
 
 mod link;
 use link::{run_link, Link, LinkState};
@@ -433,6 +435,77 @@ impl BrokerEngine for ClusterBroker {
 
     fn kv(&self, op: KvOp) -> BoxFuture<'_, Result<Value, BrokerError>> {
         Box::pin(self.kv_at(op))
+    }
+
+    fn supports_presence(&self) -> bool {
+        true
+    }
+
+    fn presence_join(
+        &self,
+        channel: &str,
+        entry: PresenceEntry,
+        join_leave: bool,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let link = self.link_for(channel).cloned();
+        let channel = channel.to_owned();
+        Box::pin(async move {
+            let Some(answer) = link?.presence_join(&channel, entry, join_leave) else {
+                // Remembered: sent when the broker is (back) up.
+                return Ok(());
+            };
+            let timeout = self.inner.options.request_timeout;
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(result)) => result.map(drop),
+                // The connection was lost first: sent again on reconnection.
+                Ok(Err(_)) => Ok(()),
+                Err(_) => Err(BrokerError::Unavailable(format!(
+                    "the broker did not confirm a presence join within {} ms",
+                    timeout.as_millis()
+                ))),
+            }
+        })
+    }
+
+    fn presence_leave(
+        &self,
+        channel: &str,
+        socket: &str,
+    ) -> BoxFuture<'_, Result<Option<PresenceEntry>, BrokerError>> {
+        let left = self
+            .link_for(channel)
+            .map(|link| link.presence_leave(channel, socket));
+        Box::pin(async move { left })
+    }
+
+    fn presence(&self, channel: &str) -> BoxFuture<'_, Result<Vec<PresenceEntry>, BrokerError>> {
+        let op = PresenceOp::Query {
+            channel: channel.to_owned(),
+        };
+        let channel = channel.to_owned();
+        Box::pin(async move {
+            let answer = self
+                .ask(&channel, |id| Frame::PresenceRequest { id, op })
+                .await?;
+            serde_json::from_value(answer).map_err(|e| BrokerError::Decode(e.to_string()))
+        })
+    }
+
+    fn presence_event(
+        &self,
+        channel: &str,
+        frame: Utf8Bytes,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let op = PresenceOp::Event {
+            channel: channel.to_owned(),
+            frame: frame.to_string(),
+        };
+        let channel = channel.to_owned();
+        Box::pin(async move {
+            self.ask(&channel, |id| Frame::PresenceRequest { id, op })
+                .await
+                .map(drop)
+        })
     }
 
     /// Ends every link's connection task (each closes its connection and its delivery task).

@@ -16,6 +16,7 @@
 pub mod cluster;
 pub mod history;
 pub mod kv;
+pub mod presence;
 #[cfg(feature = "redis")]
 pub mod redis;
 // The broker process's side and the wire format between it and the workers: the process model's
@@ -41,6 +42,7 @@ pub use futures_util::future::BoxFuture;
 pub use cluster::ClusterBroker;
 pub use history::{HistoryLimits, HistoryPolicy, HistorySince, Position};
 pub use kv::{KvOp, KvStore};
+pub use presence::{PresenceEntry, PresenceStats};
 #[cfg(feature = "redis")]
 pub use redis::Redis;
 
@@ -216,6 +218,12 @@ pub trait DeliverySink: Send + Sync + 'static {
     /// Delivers to every local subscriber of the publication's channel. The future completes when
     /// the message has been handed to every local socket queue.
     fn deliver(&self, publication: Arc<Publication>) -> BoxFuture<'_, ()>;
+    /// Writes an encoded `#presence` event (see [`presence::encode_event`]) to every local socket
+    /// subscribed to `channel`; server-side subscriptions and publish-out middleware do not see
+    /// it (it is not a publication).
+    fn deliver_event(&self, channel: &str, frame: Utf8Bytes) {
+        let _ = (channel, frame);
+    }
 }
 
 /// A pub/sub engine shared by the workers of a cluster (or of many clusters).
@@ -275,6 +283,47 @@ pub trait BrokerEngine: Send + Sync + 'static {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+    /// Whether the engine keeps presence (the `presence_*` methods). The server refuses to start
+    /// when presence is configured and its engine says no.
+    fn supports_presence(&self) -> bool {
+        false
+    }
+    /// Adds (or replaces) `entry` on `channel`, cluster-wide. `join_leave`: the channel's
+    /// subscribers get join/leave events (an engine that notices a dead worker or node on its
+    /// own announces its leaves).
+    fn presence_join(
+        &self,
+        channel: &str,
+        entry: PresenceEntry,
+        join_leave: bool,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let _ = (channel, entry, join_leave);
+        Box::pin(async { Err(BrokerError::Unsupported("presence")) })
+    }
+    /// Removes `socket`'s entry from `channel`; the entry it had (`None`: it had none).
+    fn presence_leave(
+        &self,
+        channel: &str,
+        socket: &str,
+    ) -> BoxFuture<'_, Result<Option<PresenceEntry>, BrokerError>> {
+        let _ = (channel, socket);
+        Box::pin(async { Err(BrokerError::Unsupported("presence")) })
+    }
+    /// Every entry of `channel`, cluster-wide, in no particular order.
+    fn presence(&self, channel: &str) -> BoxFuture<'_, Result<Vec<PresenceEntry>, BrokerError>> {
+        let _ = channel;
+        Box::pin(async { Err(BrokerError::Unsupported("presence")) })
+    }
+    /// Sends an encoded `#presence` event to every worker with subscribers on `channel` (this
+    /// one included), which writes it to them ([`DeliverySink::deliver_event`]).
+    fn presence_event(
+        &self,
+        channel: &str,
+        frame: Utf8Bytes,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let _ = (channel, frame);
+        Box::pin(async { Err(BrokerError::Unsupported("presence")) })
+    }
 }
 
 /// An engine behind an `Arc` is an engine: the caller keeps a handle (or a `Weak`, to check that
@@ -316,6 +365,34 @@ impl<T: BrokerEngine + ?Sized> BrokerEngine for Arc<T> {
     fn shutdown(&self) -> BoxFuture<'_, ()> {
         (**self).shutdown()
     }
+    fn supports_presence(&self) -> bool {
+        (**self).supports_presence()
+    }
+    fn presence_join(
+        &self,
+        channel: &str,
+        entry: PresenceEntry,
+        join_leave: bool,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        (**self).presence_join(channel, entry, join_leave)
+    }
+    fn presence_leave(
+        &self,
+        channel: &str,
+        socket: &str,
+    ) -> BoxFuture<'_, Result<Option<PresenceEntry>, BrokerError>> {
+        (**self).presence_leave(channel, socket)
+    }
+    fn presence(&self, channel: &str) -> BoxFuture<'_, Result<Vec<PresenceEntry>, BrokerError>> {
+        (**self).presence(channel)
+    }
+    fn presence_event(
+        &self,
+        channel: &str,
+        frame: Utf8Bytes,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        (**self).presence_event(channel, frame)
+    }
 }
 
 /// How often an engine's key-value store drops expired keys nobody asked for again.
@@ -329,6 +406,8 @@ pub struct LocalBroker {
     sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Channel history, lost with the process: a restart gives every channel a new epoch.
     history: history::HistoryStore,
+    /// Presence, lost with the process (and every socket with it).
+    presence: presence::PresenceStore,
 }
 
 impl LocalBroker {
@@ -345,6 +424,7 @@ impl LocalBroker {
             kv: Arc::default(),
             sweeper: Mutex::default(),
             history: history::HistoryStore::with_limits(limits),
+            presence: presence::PresenceStore::default(),
         }
     }
 
@@ -433,6 +513,53 @@ impl BrokerEngine for LocalBroker {
             sweeper.abort();
         }
         Box::pin(async {})
+    }
+
+    fn supports_presence(&self) -> bool {
+        true
+    }
+
+    fn presence_join(
+        &self,
+        channel: &str,
+        entry: PresenceEntry,
+        join_leave: bool,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.presence.join(channel, 0, entry, join_leave);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn presence_leave(
+        &self,
+        channel: &str,
+        socket: &str,
+    ) -> BoxFuture<'_, Result<Option<PresenceEntry>, BrokerError>> {
+        let left = self.presence.leave(channel, socket);
+        Box::pin(async move { Ok(left) })
+    }
+
+    fn presence(&self, channel: &str) -> BoxFuture<'_, Result<Vec<PresenceEntry>, BrokerError>> {
+        let entries = self.presence.entries(channel);
+        Box::pin(async move { Ok(entries) })
+    }
+
+    fn presence_event(
+        &self,
+        channel: &str,
+        frame: Utf8Bytes,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let sink = self.sink.get().and_then(Weak::upgrade);
+        if let Some(sink) = &sink {
+            sink.deliver_event(channel, frame);
+        }
+        Box::pin(async move {
+            match sink {
+                Some(_) => Ok(()),
+                None => Err(BrokerError::Unavailable(
+                    "the local broker is not running".into(),
+                )),
+            }
+        })
     }
 }
 

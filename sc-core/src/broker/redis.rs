@@ -24,6 +24,9 @@
 //!   and logs the loss and the recovery. Subscriptions are restored by the connection manager.
 //! - Channel history (the `history` submodule): a Redis Stream per channel, positioned and published by one
 //!   Lua script; positioned publications reach the publishing node's sockets through Redis too.
+//! - Presence (the `presence` submodule): a hash per channel, each entry tagged with its node,
+//!   whose key each live node keeps alive: a dead node's entries stop counting within
+//!   `NODE_TTL` (6 s) and their leaves are announced within about 8 s.
 //! - The key-value store keeps [`KvOp`]'s semantics with one Redis command or Lua script per
 //!   operation (atomic per key): scalars as JSON strings, lists as Redis lists of JSON elements.
 
@@ -45,6 +48,7 @@ use inbound::{read_pushes, PushQueue};
 
 mod history;
 mod inbound;
+mod presence;
 
 /// Length of the node id that prefixes every message (hex).
 const NODE_ID_LEN: usize = 16;
@@ -64,6 +68,8 @@ pub struct Redis {
     stopped: AtomicBool,
     /// How much longer a channel's history position (epoch, top) outlives its stream.
     tombstone_ttl: Duration,
+    /// This node's presence entries (see the `presence` submodule).
+    presence: presence::Mirror,
 }
 
 impl std::fmt::Debug for Redis {
@@ -113,6 +119,7 @@ impl Redis {
             tasks: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
             tombstone_ttl: crate::broker::HistoryLimits::default().tombstone_ttl,
+            presence: Default::default(),
         }
     }
 
@@ -539,7 +546,11 @@ impl BrokerEngine for Redis {
             }
             self.state
                 .set(Arc::new(State { node, shards, sink }))
-                .map_err(|_| BrokerError::Refused("the Redis engine was started twice".into()))
+                .map_err(|_| BrokerError::Refused("the Redis engine was started twice".into()))?;
+            if let Some(keeper) = self.presence_keeper() {
+                lock(&self.tasks).push(tokio::spawn(keeper));
+            }
+            Ok(())
         })
     }
 
@@ -611,6 +622,46 @@ impl BrokerEngine for Redis {
 
     fn kv(&self, op: KvOp) -> BoxFuture<'_, Result<Value, BrokerError>> {
         Box::pin(self.run_kv(op))
+    }
+
+    fn supports_presence(&self) -> bool {
+        true
+    }
+
+    fn presence_join(
+        &self,
+        channel: &str,
+        entry: crate::broker::PresenceEntry,
+        join_leave: bool,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let channel = channel.to_owned();
+        Box::pin(async move { self.join_presence(&channel, entry, join_leave).await })
+    }
+
+    fn presence_leave(
+        &self,
+        channel: &str,
+        socket: &str,
+    ) -> BoxFuture<'_, Result<Option<crate::broker::PresenceEntry>, BrokerError>> {
+        let (channel, socket) = (channel.to_owned(), socket.to_owned());
+        Box::pin(async move { self.leave_presence(&channel, &socket).await })
+    }
+
+    fn presence(
+        &self,
+        channel: &str,
+    ) -> BoxFuture<'_, Result<Vec<crate::broker::PresenceEntry>, BrokerError>> {
+        let channel = channel.to_owned();
+        Box::pin(async move { self.query_presence(&channel).await })
+    }
+
+    fn presence_event(
+        &self,
+        channel: &str,
+        frame: axum::extract::ws::Utf8Bytes,
+    ) -> BoxFuture<'_, Result<(), BrokerError>> {
+        let channel = channel.to_owned();
+        Box::pin(async move { self.publish_presence_event(&channel, frame.as_str()).await })
     }
 
     /// Aborts the push readers and watchdogs; the connections close when the engine is dropped

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use axum::extract::ws::Utf8Bytes;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -45,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::history::{HistoryLimits, HistoryPolicy, HistoryStore};
 use super::kv::{self, KvStore};
+use super::presence::{encode_event, PresenceStore, DEAD_WORKER_EVENT_MAX};
 use super::wire::{BrokerCodec, Frame, HistoryQuery, WireError, MAX_FRAME_LEN, VERSION};
 use super::Publication;
 
@@ -84,7 +86,8 @@ fn cost(frame: &Frame) -> usize {
         + match frame {
             Frame::Deliver { channel, frame }
             | Frame::Publish { channel, frame, .. }
-            | Frame::PublishWithHistory { channel, frame, .. } => channel.len() + frame.len(),
+            | Frame::PublishWithHistory { channel, frame, .. }
+            | Frame::PresenceEvent { channel, frame } => channel.len() + frame.len(),
             Frame::DeliverAt {
                 position,
                 channel,
@@ -95,6 +98,7 @@ fn cost(frame: &Frame) -> usize {
             Frame::Error { message, .. } => message.len(),
             Frame::KvRequest { .. }
             | Frame::HistoryRequest { .. }
+            | Frame::PresenceRequest { .. }
             | Frame::Hello { .. }
             | Frame::Ack { .. }
             | Frame::Ping { .. } => 0,
@@ -178,6 +182,9 @@ struct Broker {
     kv: Arc<KvStore>,
     /// The history of the channels this broker owns (lost with the process: new epochs).
     history: HistoryStore,
+    /// The presence of the channels this broker owns, each entry tagged with its worker
+    /// connection.
+    presence: PresenceStore,
     /// Each worker connection's queue bound, in bytes.
     queue_bytes: usize,
     /// Worker connections dropped for reading too slowly, since start.
@@ -217,6 +224,39 @@ impl Broker {
 
     fn subscribers(&self, channel: &str) -> Option<Arc<[Peer]>> {
         self.channels().get(channel).cloned()
+    }
+
+    /// Sends a `#presence` event to every worker subscribed to `channel`.
+    fn presence_event(&self, channel: &str, frame: &Utf8Bytes) {
+        let Some(subscribers) = self.subscribers(channel) else {
+            return;
+        };
+        let channel: Arc<str> = channel.into();
+        for sub in subscribers.iter() {
+            sub.send(Frame::PresenceEvent {
+                channel: channel.clone(),
+                frame: frame.clone(),
+            });
+        }
+    }
+
+    /// A worker connection ended (closed, or the worker died): its sockets are gone, so are
+    /// their entries, and subscribers of channels with join/leave events hear of it.
+    fn forget_presence_of(&self, peer: u64) {
+        for removed in self.presence.remove_owner(peer) {
+            if !removed.join_leave {
+                continue;
+            }
+            match encode_event(
+                &removed.channel,
+                &[],
+                &removed.entries,
+                DEAD_WORKER_EVENT_MAX,
+            ) {
+                Ok(frame) => self.presence_event(&removed.channel, &frame.into()),
+                Err(e) => tracing::error!(error = %e, "could not encode a presence event"),
+            }
+        }
     }
 }
 
@@ -279,6 +319,7 @@ pub async fn serve_limited(
         channels: Mutex::default(),
         kv: Arc::default(),
         history: HistoryStore::with_limits(history),
+        presence: PresenceStore::default(),
         queue_bytes,
         slow_dropped: Arc::default(),
     });
@@ -393,6 +434,7 @@ async fn connection(broker: Arc<Broker>, id: u64, stream: UnixStream, secret: By
     for channel in &subscribed {
         broker.unsubscribe(channel, id);
     }
+    broker.forget_presence_of(id);
     match outcome {
         Ok(()) => tracing::debug!(peer = id, "worker disconnected"),
         Err(reason) => tracing::warn!(peer = id, %reason, "dropped a worker connection"),
@@ -478,8 +520,16 @@ async fn read_loop(
                 let result = HistoryQuery::encode_answer(&answer);
                 peer.send(Frame::KvResponse { id, result });
             }
+            Frame::PresenceRequest { id, op } => {
+                let (result, event) = broker.presence.apply(peer.id, op);
+                if let Some((channel, frame)) = event {
+                    broker.presence_event(&channel, &frame.into());
+                }
+                peer.send(Frame::KvResponse { id, result });
+            }
             Frame::Ping { id } => peer.send(Frame::Ack { id }),
             Frame::Hello { .. }
+            | Frame::PresenceEvent { .. }
             | Frame::Deliver { .. }
             | Frame::DeliverAt { .. }
             | Frame::KvResponse { .. }

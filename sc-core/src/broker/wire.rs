@@ -20,6 +20,13 @@
 //! | `0x0a` | [`Frame::PublishWithHistory`] | worker -> broker | id `u64`, size `u64`, ttl ms `u64`, channel length `u32`, channel, `#publish` frame (rest); answered with `KvResponse` `{"offset","epoch"}` |
 //! | `0x0b` | [`Frame::DeliverAt`] | broker -> worker | offset `u64`, epoch length `u32`, epoch, channel length `u32`, channel, positioned `#publish` frame (rest) |
 //! | `0x0c` | [`Frame::HistoryRequest`] | worker -> broker | id `u64`, [`HistoryQuery`] as JSON (rest); answered with `KvResponse` `{"top":{"offset","epoch"},"frames":[..] or null}` |
+//! | `0x0d` | [`Frame::PresenceRequest`] | worker -> broker | id `u64`, [`PresenceOp`] as JSON (rest); answered with `KvResponse` |
+//! | `0x0e` | [`Frame::PresenceEvent`] | broker -> worker | channel length `u32`, channel, `#presence` event frame (rest) |
+//!
+//! Presence (see [`super::presence`]) lives with the channel's broker too: each entry is tagged
+//! with the worker connection that added it, and when that connection drops (the worker was
+//! SIGKILLed) the broker removes all of its entries and sends their leaves (`PresenceEvent`) to
+//! the channels' subscribing workers.
 //!
 //! History (see [`super::history`]) lives with the channel's broker: it gives each publication
 //! on a channel with history its position, keeps it, and fans out the positioned frame
@@ -43,10 +50,11 @@ use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec, LengthDelimitedC
 
 use super::history::{HistoryPolicy, HistorySince, Position};
 use super::kv::KvOp;
+use super::presence::PresenceOp;
 use super::{BrokerError, Publication};
 
 /// The protocol version sent in [`Frame::Hello`]; a broker refuses any other.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 
 /// The largest payload of one frame: 16 MiB (a `#publish` frame of the largest `max_payload`
 /// anyone should configure, or a big key-value value).
@@ -67,6 +75,8 @@ const OP_ERROR: u8 = 0x09;
 const OP_PUBLISH_WITH_HISTORY: u8 = 0x0a;
 const OP_DELIVER_AT: u8 = 0x0b;
 const OP_HISTORY_REQUEST: u8 = 0x0c;
+const OP_PRESENCE_REQUEST: u8 = 0x0d;
+const OP_PRESENCE_EVENT: u8 = 0x0e;
 
 /// A worker's question for a channel's history ([`Frame::HistoryRequest`]).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -223,6 +233,20 @@ pub enum Frame {
         /// What is asked.
         query: HistoryQuery,
     },
+    /// A presence change or question; answered as a `KvResponse`.
+    PresenceRequest {
+        /// Request id.
+        id: u64,
+        /// What is asked.
+        op: PresenceOp,
+    },
+    /// A `#presence` event for the local subscribers of a channel.
+    PresenceEvent {
+        /// The channel.
+        channel: Arc<str>,
+        /// The encoded event.
+        frame: Utf8Bytes,
+    },
     /// The request failed (a key-value result too large to send).
     Error {
         /// The request's id.
@@ -249,6 +273,8 @@ impl Frame {
             Self::PublishWithHistory { .. } => "publish with history",
             Self::DeliverAt { .. } => "deliver at",
             Self::HistoryRequest { .. } => "history request",
+            Self::PresenceRequest { .. } => "presence request",
+            Self::PresenceEvent { .. } => "presence event",
         }
     }
 
@@ -260,7 +286,8 @@ impl Frame {
             | Self::KvRequest { id, .. }
             | Self::Ping { id }
             | Self::PublishWithHistory { id, .. }
-            | Self::HistoryRequest { id, .. } => Some(*id),
+            | Self::HistoryRequest { id, .. }
+            | Self::PresenceRequest { id, .. } => Some(*id),
             _ => None,
         }
     }
@@ -405,6 +432,13 @@ fn encode(frame: &Frame, dst: &mut BytesMut) -> Result<(), WireError> {
         Frame::HistoryRequest { id, query } => {
             json = serde_json::to_vec(query).map_err(|e| malformed(e.to_string()))?;
             (OP_HISTORY_REQUEST, Some(*id), None, &json)
+        }
+        Frame::PresenceRequest { id, op } => {
+            json = serde_json::to_vec(op).map_err(|e| malformed(e.to_string()))?;
+            (OP_PRESENCE_REQUEST, Some(*id), None, &json)
+        }
+        Frame::PresenceEvent { channel, frame } => {
+            (OP_PRESENCE_EVENT, None, Some(channel), frame.as_bytes())
         }
         Frame::Subscribe { id, channel } => (OP_SUBSCRIBE, Some(*id), None, channel.as_bytes()),
         Frame::Unsubscribe { channel } => (OP_UNSUBSCRIBE, None, None, channel.as_bytes()),
@@ -589,6 +623,15 @@ fn parse(mut b: Bytes) -> Result<Frame, WireError> {
             query: serde_json::from_slice(&b)
                 .map_err(|e| malformed(format!("history request: {e}")))?,
         },
+        OP_PRESENCE_REQUEST => Frame::PresenceRequest {
+            id: take_u64(&mut b)?,
+            op: serde_json::from_slice(&b)
+                .map_err(|e| malformed(format!("presence request: {e}")))?,
+        },
+        OP_PRESENCE_EVENT => Frame::PresenceEvent {
+            channel: take_channel(&mut b)?,
+            frame: rest_text(b)?,
+        },
         other => return Err(malformed(format!("unknown op 0x{other:02x}"))),
     };
     Ok(frame)
@@ -691,6 +734,29 @@ mod tests {
             Frame::Error {
                 id: 6,
                 message: "too big".into(),
+            },
+            Frame::PresenceRequest {
+                id: 11,
+                op: PresenceOp::Join {
+                    channel: ch.to_string(),
+                    entry: super::super::PresenceEntry {
+                        socket: "s1".into(),
+                        user: Some("ann".into()),
+                        info: Some(json!({"nick": "A"})),
+                    },
+                    join_leave: true,
+                },
+            },
+            Frame::PresenceRequest {
+                id: 12,
+                op: PresenceOp::Query {
+                    channel: ch.to_string(),
+                },
+            },
+            Frame::PresenceEvent {
+                channel: ch.clone(),
+                frame: r##"{"event":"#presence","data":{"channel":"c","joins":[],"leaves":[]}}"##
+                    .into(),
             },
         ] {
             round_trip(frame);

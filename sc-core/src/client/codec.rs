@@ -15,6 +15,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
+pub(crate) use crate::broker::PresenceEntry;
 pub(crate) use crate::channel::TypedChannel;
 pub use crate::protocol::ProtocolVersion;
 pub(crate) use crate::protocol::ScError;

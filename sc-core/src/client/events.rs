@@ -89,6 +89,18 @@ pub enum ClientEvent {
         /// The channel.
         channel: String,
     },
+    /// Sockets joined or left a channel with presence and join/leave events (the server batches
+    /// them; `cut`: some were left out, ask [`Client::presence`](super::Client::presence) again).
+    Presence {
+        /// The channel.
+        channel: String,
+        /// Who joined.
+        joins: Vec<super::codec::PresenceEntry>,
+        /// Who left.
+        leaves: Vec<super::codec::PresenceEntry>,
+        /// Whether either list was cut.
+        cut: bool,
+    },
     /// An error the official client would emit: `SocketProtocolError` (with `code`) for closes
     /// other than 1000/1001, the handshake's `TimeoutError` or rejection error.
     Error(ScError),

@@ -54,6 +54,7 @@ mod driver;
 mod errors;
 mod events;
 mod options;
+mod presence;
 mod state;
 mod subscription;
 
@@ -70,6 +71,7 @@ pub use codec::ProtocolVersion;
 pub use errors::{ClientError, InvokeError};
 pub use events::{AuthStatus, ClientEvent, ConnectionState};
 pub use options::{ClientOptions, SubscribeOptions};
+pub use presence::Presence;
 pub use subscription::{EventReceiver, Subscription, TypedSubscription};
 
 use driver::Control;

@@ -24,7 +24,9 @@ use tokio::sync::mpsc;
 
 use super::{data_of, PubSub};
 use crate::app::handler::{FromRequestParts, Parts};
-use crate::broker::{BrokerError, HistorySince, KvOp, Position, Publication};
+use crate::broker::{
+    BrokerError, HistorySince, KvOp, Position, PresenceEntry, PresenceStats, Publication,
+};
 use crate::protocol::ScError;
 
 /// Something that names a channel that accepts messages of type `M`.
@@ -134,6 +136,32 @@ impl Exchange {
             )));
         };
         self.pubsub.engine.history(name, since, policy).await
+    }
+
+    /// Who is subscribed to `name`, cluster-wide: one entry per subscribed socket, in no
+    /// particular order (see [`PresenceEntry`]). A channel without presence (no declaration or
+    /// default gives it one) is [`BrokerError::Refused`]. A typed channel's name is its
+    /// `to_string()`.
+    pub async fn presence(&self, name: &str) -> Result<Vec<PresenceEntry>, BrokerError> {
+        self.presence_policy(name)?;
+        self.pubsub.engine.presence(name).await
+    }
+
+    /// How many sockets, and distinct users, are subscribed to `name`, cluster-wide (see
+    /// [`presence`](Self::presence)).
+    pub async fn presence_stats(&self, name: &str) -> Result<PresenceStats, BrokerError> {
+        Ok(PresenceStats::of(&self.presence(name).await?))
+    }
+
+    fn presence_policy(
+        &self,
+        name: &str,
+    ) -> Result<crate::app::presence::PresencePolicy, BrokerError> {
+        self.pubsub.presence.of(name).ok_or_else(|| {
+            BrokerError::Refused(format!(
+                "channel '{name}' has no presence: declare it with `presence` or set presence"
+            ))
+        })
     }
 
     /// Publishes without waiting (SocketCluster's `transmitPublish`); failures are logged.

@@ -12,12 +12,14 @@
 //! [`Exchange`](exchange::Exchange) is the server-side API over it.
 
 pub mod exchange;
+pub(crate) mod presence;
 pub(crate) mod recovery;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use axum::extract::ws::Utf8Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -68,6 +70,8 @@ pub(crate) struct PubSub {
     next_server_sub: AtomicU64,
     /// Which channels have history, and how much.
     pub(crate) history: recovery::HistoryPolicies,
+    /// Which channels have presence, and the worker's presence task.
+    pub(crate) presence: presence::Presence,
 }
 
 /// Outcome of adding a subscriber.
@@ -88,7 +92,14 @@ impl PubSub {
             metrics,
             next_server_sub: AtomicU64::new(1),
             history: Default::default(),
+            presence: Default::default(),
         }
+    }
+
+    /// The registry with presence policies (see [`presence::Presence`]).
+    pub(crate) fn with_presence(mut self, presence: presence::Presence) -> Self {
+        self.presence = presence;
+        self
     }
 
     /// The registry with history policies (see [`recovery::HistoryPolicies`]).
@@ -105,7 +116,9 @@ impl PubSub {
         self.registry.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn add(&self, channel: &Arc<str>, sub: Subscriber) -> Added {
+    /// Adds a subscriber; `joined` runs under the lock when a socket joins a channel the worker
+    /// already has (for a first subscriber, once the engine confirmed: see `join`).
+    fn add(&self, channel: &Arc<str>, sub: Subscriber, joined: impl FnOnce()) -> Added {
         let mut registry = self.write();
         // Checked under the lock: `remove_socket` runs after the socket is marked closed, so a
         // late subscribe (a handler that outlived its socket) either sees it closed here or is
@@ -146,6 +159,7 @@ impl PubSub {
                 .insert(channel.clone())
             {
                 *subscriptions += 1;
+                joined();
             }
         }
         added
@@ -297,7 +311,21 @@ impl PubSub {
         channel: Arc<str>,
         subscriber: Subscriber,
     ) -> Result<bool, BrokerError> {
-        match self.add(&channel, subscriber) {
+        // Presence: the join is queued under the registry's lock, so it is always queued before
+        // the leave of the same subscription; the ack waits until the engine has it.
+        let presence = self
+            .presence
+            .of(&channel)
+            .map(|policy| (policy, self.presence.entry_of(socket)));
+        let queue = |channel: &Arc<str>| {
+            presence.as_ref().map(|(policy, entry)| {
+                self.presence
+                    .join(&self.engine, channel.clone(), entry.clone(), *policy)
+            })
+        };
+        let mut answered = None;
+        let added = self.add(&channel, subscriber, || answered = queue(&channel));
+        let joined = match added {
             Added::Joined => Ok(true),
             Added::AlreadySubscribed => Ok(false),
             Added::Closed => Err(BrokerError::Unavailable("the socket is closed".into())),
@@ -309,24 +337,40 @@ impl PubSub {
                         .by_socket
                         .entry(socket.0.id.clone())
                         .or_default()
-                        .insert(channel);
+                        .insert(channel.clone());
                     registry.subscriptions += usize::from(added);
-                    return Ok(true);
+                    if added {
+                        answered = queue(&channel);
+                    }
+                    drop(registry);
+                    Ok(true)
+                } else {
+                    // Failed, or the socket closed meanwhile (after `remove_socket` ran).
+                    let emptied = Self::remove(&mut registry, &channel, |s| s.is_socket(socket));
+                    drop(registry);
+                    if emptied && confirmed.is_ok() {
+                        self.release(&channel);
+                    }
+                    confirmed.and(Err(BrokerError::Unavailable("the socket is closed".into())))
                 }
-                // Failed, or the socket closed meanwhile (after `remove_socket` ran).
-                let emptied = Self::remove(&mut registry, &channel, |s| s.is_socket(socket));
-                drop(registry);
-                if emptied && confirmed.is_ok() {
-                    self.release(&channel);
-                }
-                confirmed.and(Err(BrokerError::Unavailable("the socket is closed".into())))
             }
+        };
+        if let Some(answered) = answered {
+            let _ = answered.await;
         }
+        joined
     }
 
     /// Unsubscribes a socket; returns false if it was not subscribed.
     pub(crate) fn unsubscribe_socket(&self, socket: &Socket, channel: &str) -> bool {
-        let (was, emptied) = Self::remove_socket_from(&mut self.write(), socket, channel);
+        let (was, emptied) = {
+            let mut registry = self.write();
+            let (was, emptied) = Self::remove_socket_from(&mut registry, socket, channel);
+            if was {
+                self.leave_presence(socket, channel);
+            }
+            (was, emptied)
+        };
         if emptied {
             self.release(channel);
         }
@@ -341,6 +385,7 @@ impl PubSub {
             let channels = registry.by_socket.remove(&socket.0.id).unwrap_or_default();
             registry.subscriptions = registry.subscriptions.saturating_sub(channels.len());
             for ch in channels {
+                self.leave_presence(socket, &ch);
                 if Self::remove(&mut registry, &ch, |s| s.is_socket(socket)) {
                     emptied.push(ch);
                 }
@@ -351,6 +396,34 @@ impl PubSub {
         }
     }
 
+    /// Queues the leave of `socket` from `channel` if the channel has presence; called under the
+    /// registry's write lock (see `join`).
+    fn leave_presence(&self, socket: &Socket, channel: &str) {
+        if let Some(policy) = self.presence.of(channel) {
+            self.presence
+                .leave(&self.engine, channel.into(), socket.0.id.clone(), policy);
+        }
+    }
+
+    /// Queues a join with the socket's current entry for every channel with presence it is on
+    /// (its presence info changed: the engine replaces the entries).
+    fn rejoin_presence(&self, socket: &Socket) {
+        let registry = self.read();
+        let Some(channels) = registry.by_socket.get(&socket.0.id) else {
+            return;
+        };
+        let entry = self.presence.entry_of(socket);
+        for channel in channels {
+            if let Some(policy) = self.presence.of(channel) {
+                // Nobody waits for it: the socket's subscriptions were acknowledged already.
+                drop(
+                    self.presence
+                        .join(&self.engine, channel.clone(), entry.clone(), policy),
+                );
+            }
+        }
+    }
+
     /// Adds a server-side subscription; returns its id and receiver.
     pub(crate) async fn subscribe_server(
         &self,
@@ -358,7 +431,7 @@ impl PubSub {
     ) -> Result<(u64, mpsc::UnboundedReceiver<Arc<Publication>>), BrokerError> {
         let id = self.next_server_sub.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        if let Added::First = self.add(&channel, Subscriber::Server { id, tx }) {
+        if let Added::First = self.add(&channel, Subscriber::Server { id, tx }, || {}) {
             if let Err(e) = self.engine.subscribe(&channel).await {
                 Self::remove(
                     &mut self.write(),
@@ -426,9 +499,22 @@ impl SocketChannels for PubSub {
     fn total(&self) -> usize {
         self.read().subscriptions
     }
+
+    fn presence_changed(&self, socket: &Socket) {
+        self.rejoin_presence(socket);
+    }
 }
 
 impl DeliverySink for PubSub {
+    fn deliver_event(&self, channel: &str, frame: Utf8Bytes) {
+        let Some(subs) = self.subscribers(channel) else {
+            return;
+        };
+        for socket in subs.iter().filter_map(Subscriber::socket) {
+            let _ = socket.push(frame.clone());
+        }
+    }
+
     fn deliver(&self, publication: Arc<Publication>) -> BoxFuture<'_, ()> {
         let Some(subs) = self.subscribers(&publication.channel) else {
             return Box::pin(async {});

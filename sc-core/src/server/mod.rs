@@ -221,6 +221,13 @@ impl Builder {
                 .entry("#authenticate".to_owned())
                 .or_insert(limit);
         }
+        // A `#presence` answer can list thousands of entries: a default limit per socket,
+        // unless the app set its own, where any channel has presence.
+        if crate::pubsub::presence::Presence::configured_by(&app, &config).is_some() {
+            app.event_limits
+                .entry("#presence".to_owned())
+                .or_insert(crate::limit::RateLimit::per_second(10.0).burst(20.0));
+        }
         let engine: Arc<dyn BrokerEngine> = match (self.engine, self.placement.broker_sockets) {
             (Some(engine), _) => engine,
             (None, _) if config.redis_url.is_some() => redis_engine(&config)?,
@@ -247,13 +254,25 @@ impl Builder {
                 None => {}
             }
         }
+        if !engine.supports_presence() {
+            if let Some(what) = crate::pubsub::presence::Presence::configured_by(&app, &config) {
+                return Err(StartupError::App(format!(
+                    "{what}, but the broker engine does not keep presence: remove it or change the engine"
+                )));
+            }
+        }
         let addr = SocketAddr::new(config.host, config.port);
 
         // Bottom up: the registry (and the engine behind it), the exchange over it, the state
         // every socket shares, and what every connection runs with.
         let metrics = Arc::new(Metrics::default());
         let history = crate::pubsub::recovery::HistoryPolicies::new(&app, &config);
-        let pubsub = Arc::new(PubSub::new(engine.clone(), metrics.clone()).with_history(history));
+        let presence = crate::pubsub::presence::Presence::new(&app, &config);
+        let pubsub = Arc::new(
+            PubSub::new(engine.clone(), metrics.clone())
+                .with_history(history)
+                .with_presence(presence),
+        );
         let exchange = Exchange::new(pubsub.clone());
         let mut services = Extensions::new();
         services.insert(exchange.clone());

@@ -206,6 +206,13 @@ impl Builder {
         self
     }
 
+    /// Whether `/sc-types.d.ts` serves the app's TypeScript contract (default true; false: 404).
+    /// `SC_SERVE_TYPES` overrides.
+    pub fn serve_types(mut self, on: bool) -> Self {
+        self.config.serve_types = on;
+        self
+    }
+
     /// HS256 secret for signing and verifying tokens. Without one a random key is generated per
     /// process (tokens then do not survive a restart).
     pub fn auth_key(mut self, key: impl Into<Vec<u8>>) -> Self {

@@ -32,22 +32,21 @@ pub(super) fn build(state: Arc<ServerState>, user: Router, serve_dir: Option<Pat
             "/socketcluster.d.ts",
             axum::routing::get(browser_client_types),
         )
-        .route("/sc-types.d.ts", axum::routing::get(contract_types));
+        // The page's contract module: always the running server's own, never a file in the
+        // static dir, so a stale `sc-types.js` on disk cannot tell every fresh page to reload
+        // for good; a page loaded before the server changed still holds the old hash.
+        .route("/sc-types.js", axum::routing::get(contract_module));
+    if state.ctx.shared.config.serve_types {
+        realtime = realtime.route("/sc-types.d.ts", axum::routing::get(contract_types));
+    }
     if state.ctx.shared.config.admin_on_public_port {
         realtime = realtime
             .route("/health", axum::routing::get(health))
             .route("/metrics", axum::routing::get(metrics));
     }
-    // The page's contract module (`sc-types.js`, written by `sc types` next to the page) when
-    // the static files have none: the running server's own, so a page whose types were never
-    // generated loads without a 404 (and is never told of a mismatch).
-    let contract_module = Router::new()
-        .route("/sc-types.js", axum::routing::get(contract_module))
-        .with_state(state.clone());
     let mut router = user.merge(realtime.with_state(state));
     if let Some(dir) = serve_dir {
-        router = router
-            .fallback_service(tower_http::services::ServeDir::new(dir).fallback(contract_module));
+        router = router.fallback_service(tower_http::services::ServeDir::new(dir));
     }
     // The reference's `ws` server answers an upgrade for any other path with 400.
     router.layer(axum::middleware::from_fn(
@@ -161,8 +160,7 @@ async fn contract_types(State(state): State<Arc<ServerState>>) -> Response {
     typescript(text)
 }
 
-/// `/sc-types.js` when the static files have none: this app's contract module
-/// (`App::typescript_module`).
+/// `/sc-types.js`: this app's contract module (`App::typescript_module`).
 async fn contract_module(State(state): State<Arc<ServerState>>) -> Response {
     (
         [

@@ -101,6 +101,7 @@ async fn handle_event(
         "#subscribe" => Box::pin(subscribe(ctx, socket, data, cid)).await,
         "#unsubscribe" => unsubscribe(ctx, socket, data, cid),
         "#publish" => Box::pin(publish(ctx, socket, data, cid)).await,
+        "#presence" => Box::pin(super::presence::presence(ctx, socket, data, cid)).await,
         _ => call_handler(ctx, socket, event, data.into(), cid).await,
     }
 }

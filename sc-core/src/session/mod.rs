@@ -7,6 +7,7 @@
 //!   publish-out middleware on the socket's own task;
 //! - [`procedures`]: the protocol's own `#` procedures (`#handshake`, `#authenticate`,
 //!   `#subscribe`, `#unsubscribe`, `#publish`);
+//! - [`presence`]: the reserved `#presence` query;
 //! - [`contracts`]: declared channels' contracts and the channel-name bound, for `#subscribe`
 //!   and `#publish`;
 //! - [`limits`]: the per-socket rate limits.
@@ -19,6 +20,7 @@ mod contracts;
 mod dispatch;
 mod inbox;
 mod limits;
+mod presence;
 mod procedures;
 mod transport;
 

@@ -176,7 +176,7 @@ async fn authenticate(ctx: &Context, socket: &Socket, token: &Value) -> Result<(
 
 /// The `{"channel": name, ...}` of a `#subscribe` or `#publish` (`what`), its name within
 /// `max_channel_name`.
-fn channel_field<'d>(
+pub(super) fn channel_field<'d>(
     ctx: &Context,
     data: &'d Option<Value>,
     what: &str,

@@ -146,6 +146,8 @@ pub(crate) struct SocketInner {
     next_cid: AtomicU64,
     pongs: AtomicU64,
     pings_paused: AtomicBool,
+    /// What the app attached to the socket's presence entries (`set_presence_info`).
+    presence_info: RwLock<Option<Arc<Value>>>,
 }
 
 /// A connected client. Clone it freely; all clones refer to the same connection.
@@ -238,6 +240,7 @@ impl Socket {
             next_cid: AtomicU64::new(1),
             pongs: AtomicU64::new(0),
             pings_paused: AtomicBool::new(false),
+            presence_info: RwLock::new(None),
         }))
     }
 
@@ -457,6 +460,23 @@ impl Socket {
             let _ = self.transmit("#kickOut", &data);
             registry.unsubscribe(self, &ch);
         }
+    }
+
+    /// Attaches `info` to the socket's presence entry on every channel with presence (`info` in
+    /// `Exchange::presence`, `#presence` answers and join events): on the channels it subscribes
+    /// to from now on, and, replacing the entry, on those it is subscribed to already (a join
+    /// event for it follows on channels with join/leave events). Keep it small: it is copied
+    /// into every entry.
+    pub fn set_presence_info<T: Serialize + ?Sized>(&self, info: &T) -> Result<(), SendError> {
+        let info = serde_json::to_value(info)?;
+        *write(&self.0.presence_info) = Some(Arc::new(info));
+        self.0.shared.channels.presence_changed(self);
+        Ok(())
+    }
+
+    /// What [`set_presence_info`](Self::set_presence_info) attached, if anything.
+    pub fn presence_info(&self) -> Option<Arc<Value>> {
+        read(&self.0.presence_info).clone()
     }
 
     /// The channels the socket is subscribed to.

@@ -29,6 +29,10 @@ pub(crate) trait SocketChannels: Send + Sync {
     fn unsubscribe(&self, socket: &Socket, channel: &str) -> bool;
     /// Socket subscriptions in total (for the metrics).
     fn total(&self) -> usize;
+    /// `socket`'s presence info changed: its presence entries are to be replaced.
+    fn presence_changed(&self, socket: &Socket) {
+        let _ = socket;
+    }
 }
 
 /// Server-wide state shared by every connection; see the module docs.

@@ -109,3 +109,35 @@ impl Drop for Proxy {
         self.cut();
     }
 }
+
+/// An engine with only the required methods (the in-process engine's): no history, no presence,
+/// like a custom engine written before either existed.
+#[derive(Default)]
+pub struct PlainEngine(pub sc_core::broker::LocalBroker);
+
+impl sc_core::broker::BrokerEngine for PlainEngine {
+    fn start(
+        &self,
+        sink: std::sync::Weak<dyn sc_core::broker::DeliverySink>,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        self.0.start(sink)
+    }
+    fn subscribe(
+        &self,
+        channel: &str,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        self.0.subscribe(channel)
+    }
+    fn unsubscribe(
+        &self,
+        channel: &str,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        self.0.unsubscribe(channel)
+    }
+    fn publish(
+        &self,
+        publication: std::sync::Arc<sc_core::broker::Publication>,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        self.0.publish(publication)
+    }
+}

@@ -80,14 +80,26 @@ function show(msg) {
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
 
-// Presence is not part of the framework yet. When it is, call this with the room's members
-// (and on every join/leave); until then the list stays hidden rather than guessed.
-/** @param {string[]} names */
-function showMembers(names) {
+// The room's members, from the room's presence: who is subscribed (socket -> user), asked once
+// per subscription, then kept up to date by join/leave events.
+/** @type {Map<string, string | null>} */
+let members = new Map();
+function showMembers() {
+  const names = [...new Set(members.values())].filter((n) => n !== null).sort();
   $('member-list').replaceChildren(...names.map((n) => Object.assign(document.createElement('li'), { textContent: n })));
   $('members').hidden = false;
 }
-void showMembers;
+/** @param {import('./socketcluster.js').Channel<ChatMsg>} ch */
+async function loadMembers(ch) {
+  try {
+    const { entries } = await ch.presence();
+    if (ch !== channel) return;
+    members = new Map(entries.map((e) => /** @type {[string, string | null]} */ ([e.socket, e.user])));
+    showMembers();
+  } catch (err) {
+    refused(err);
+  }
+}
 
 /** @param {string} [name] */
 function loggedOut(name) {
@@ -117,6 +129,8 @@ function leaveRoom() {
   stopListening = null;
   if (channel) socket.unsubscribe(channel.name);
   channel = null;
+  members = new Map();
+  $('members').hidden = true;
   delete document.body.dataset.room;
 }
 
@@ -140,7 +154,15 @@ async function joinRoom(id) {
   }
   if (room !== id || !socket.authToken) return; // another room was chosen, or logged out, meanwhile
   channel = socket.subscribe(name);
-  stopListening = channel.listen(show);
+  const ch = channel;
+  const stops = [
+    channel.listen(show),
+    channel.onJoin((e) => { members.set(e.socket, e.user); showMembers(); }),
+    channel.onLeave((e) => { members.delete(e.socket); showMembers(); }),
+    // Some joins or leaves were left out of an event: ask again.
+    channel.onPresence(({ cut }) => { if (cut) loadMembers(ch); }),
+  ];
+  stopListening = () => stops.forEach((stop) => stop());
 }
 
 socket.on('connect', ({ isAuthenticated }) => {
@@ -155,6 +177,8 @@ socket.on('disconnect', () => {
 // Marks when the room subscription is live (after each (re)connect): tests wait for it.
 socket.on('subscribe', ({ channel: name }) => {
   if (name === `rooms/${room}`) document.body.dataset.room = String(room);
+  // After each (re)subscribe: who is there now.
+  if (channel && name === channel.name) loadMembers(channel);
 });
 socket.on('subscribeFail', ({ channel: name, error }) => {
   if (name === channel?.name) channel = null;

@@ -25,12 +25,18 @@ pub struct ChatMsg {
 /// the `history` event reads them, and a member whose connection drops gets what it missed when
 /// it reconnects (the browser client asks by itself), or a `recoveryFail` event when the gap is
 /// longer than what is kept.
+///
+/// Each room knows who is in it (`presence`, cluster-wide): members ask with `#presence` and get
+/// join/leave events (`join_leave`), which the page shows as the room's member list. A member's
+/// name is its token's `sub` claim (see `login`).
 #[channel(
     "rooms/{id}",
     message = ChatMsg,
     subscribe = authenticated,
     history = 50,
-    history_ttl = "1h"
+    history_ttl = "1h",
+    presence,
+    join_leave
 )]
 pub struct Room {
     pub id: u64,
@@ -56,8 +62,9 @@ async fn login(socket: Socket, Json(name): Json<String>) -> Result<(), ScError> 
     if name.is_empty() || name.chars().count() > 32 {
         return Err(ScError::new("LoginError", "a name has 1 to 32 characters"));
     }
+    // `sub` (the standard subject claim) is what presence lists as the member's user.
     socket
-        .set_auth_token(&serde_json::json!({ "name": name }))
+        .set_auth_token(&serde_json::json!({ "name": name, "sub": name }))
         .await?;
     Ok(())
 }

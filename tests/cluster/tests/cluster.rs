@@ -1040,6 +1040,52 @@ async fn every_listening_socket_of_a_cluster_gets_listen_backlog() {
     }
 }
 
+/// Presence across workers: every worker answers the same count; a SIGKILLed worker's sockets
+/// leave at once (its broker link drops), announced to the other workers' subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_counts_every_worker_and_a_killed_workers_sockets_leave_at_once() {
+    let cluster = Cluster::start(2, 1, 0);
+    let clients = clients_on_every_worker(&cluster.url(), 2).await;
+    let mut subs = Vec::new();
+    for (c, _) in &clients {
+        subs.push(c.subscribe("presjl/1").await.expect("subscribe"));
+    }
+    let n = clients.len() as u64;
+    let within = Duration::from_secs(5);
+    for (c, _) in &clients {
+        support::presence_count_becomes(c, "presjl/1", n, within).await;
+    }
+    let victim = clients[0].1;
+    let (survivor, _) = clients
+        .iter()
+        .find(|(_, pid)| *pid != victim)
+        .expect("a client on the other worker");
+    let mut events = survivor.receiver("#presence");
+    let killed: HashSet<String> = clients
+        .iter()
+        .filter(|(_, pid)| *pid == victim)
+        .map(|(c, _)| c.id().expect("an id"))
+        .collect();
+    let started = std::time::Instant::now();
+    sigkill(victim as i32);
+
+    support::await_presence(&mut events, "leaves", &killed, Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let answer: Value = survivor
+        .invoke_value("#presence", Some(json!({"channel": "presjl/1"})))
+        .await
+        .expect("answered")
+        .unwrap_or(Value::Null);
+    let listed: HashSet<String> = answer["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["socket"].as_str().map(str::to_owned))
+        .collect();
+    assert!(listed.is_disjoint(&killed), "{answer}");
+}
+
 /// `SC_HISTORY_MAX_BYTES` reaches the broker process: past it the least recently published
 /// channel loses its history but keeps its position (a client at its top recovers, one behind
 /// it does not).

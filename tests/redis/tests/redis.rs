@@ -583,3 +583,41 @@ async fn a_subscriber_recovers_on_another_node() {
     );
     assert_eq!(sub.not_recovered(), 0);
 }
+
+/// Presence through Redis: counts asked on either node agree; a leave shows on the other node;
+/// a SIGKILLed node's entries stop counting within the bound (`NODE_TTL`, 6 s) and their leaves
+/// are announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_agrees_across_nodes_and_a_killed_node_leaves_within_the_bound() {
+    require_shared_redis();
+    let prefix = fresh_prefix();
+    let url = format!("redis://{SHARED_REDIS}");
+    let a = Node::start(&url, &prefix);
+    let mut b = Node::start(&url, &prefix);
+    let on_a = client(&a.url()).await;
+    let mut events = on_a.receiver("#presence");
+    let _sa = on_a.subscribe("presjl/1").await.expect("subscribed");
+    let on_b = client(&b.url()).await;
+    let leaver = client(&b.url()).await;
+    let _sb = on_b.subscribe("presjl/1").await.expect("subscribed");
+    let sl = leaver.subscribe("presjl/1").await.expect("subscribed");
+    let within = Duration::from_secs(5);
+    support::presence_count_becomes(&on_a, "presjl/1", 3, within).await;
+    assert_eq!(support::presence_count(&on_b, "presjl/1").await, 3);
+    // Node b's joins reach node a's subscriber through Redis.
+    let from_b = HashSet::from([on_b.id().expect("an id"), leaver.id().expect("an id")]);
+    support::await_presence(&mut events, "joins", &from_b, within).await;
+
+    sl.unsubscribe();
+    support::presence_count_becomes(&on_a, "presjl/1", 2, within).await;
+    assert_eq!(support::presence_count(&on_b, "presjl/1").await, 2);
+
+    let gone = on_b.id().expect("an id");
+    b.child.kill().expect("SIGKILL node b");
+    let _ = b.child.wait();
+    let took = support::presence_count_becomes(&on_a, "presjl/1", 1, Duration::from_secs(10)).await;
+    assert!(took <= Duration::from_secs(8), "took {took:?}");
+    // Its leave is announced (by whichever node swept it).
+    let gone = HashSet::from([gone]);
+    support::await_presence(&mut events, "leaves", &gone, Duration::from_secs(10)).await;
+}

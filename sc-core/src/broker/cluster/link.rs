@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
+use super::super::presence::PresenceOp;
 use super::super::wire::{BrokerCodec, Frame, VERSION};
-use super::super::{BrokerError, DeliverySink, Publication};
+use super::super::{BrokerError, DeliverySink, PresenceEntry, Publication};
 use super::{ClusterOptions, CONNECT_TIMEOUT, DELIVERY_QUEUE, WRITE_BATCH};
 
 type Reply = oneshot::Sender<Result<Value, BrokerError>>;
@@ -45,6 +46,10 @@ pub(super) struct LinkState {
     pub(super) channels: HashMap<Arc<str>, usize>,
     /// Requests waiting for their answer on the current connection.
     pub(super) pending: HashMap<u64, Reply>,
+    /// The presence entries this worker added on channels this broker owns (and whether each
+    /// channel has join/leave events), by channel and socket: sent again on every new
+    /// connection, as a restarted broker has none of them.
+    pub(super) presence: HashMap<String, HashMap<String, (PresenceEntry, bool)>>,
 }
 
 impl Link {
@@ -131,8 +136,59 @@ impl Link {
         }
     }
 
+    /// Remembers `entry` on `channel` and sends it to the broker; on a confirmed connection,
+    /// the receiver answers once the broker has it (otherwise it is sent on the connection being
+    /// confirmed, or on the next one).
+    pub(super) fn presence_join(
+        &self,
+        channel: &str,
+        entry: PresenceEntry,
+        join_leave: bool,
+    ) -> Option<oneshot::Receiver<Result<Value, BrokerError>>> {
+        let mut st = self.lock();
+        st.presence
+            .entry(channel.to_owned())
+            .or_default()
+            .insert(entry.socket.clone(), (entry.clone(), join_leave));
+        let conn = st.conn.clone()?;
+        let id = self.next_id();
+        let op = PresenceOp::Join {
+            channel: channel.to_owned(),
+            entry,
+            join_leave,
+        };
+        if conn.send(Frame::PresenceRequest { id, op }).is_err() || !st.restored {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        st.pending.insert(id, tx);
+        Some(rx)
+    }
+
+    /// Forgets `socket`'s entry on `channel` and tells the broker (unanswered: the entry
+    /// removed is the one remembered here).
+    pub(super) fn presence_leave(&self, channel: &str, socket: &str) -> Option<PresenceEntry> {
+        let mut st = self.lock();
+        let members = st.presence.get_mut(channel)?;
+        let (entry, _) = members.remove(socket)?;
+        if members.is_empty() {
+            st.presence.remove(channel);
+        }
+        if let Some(conn) = &st.conn {
+            let op = PresenceOp::Leave {
+                channel: channel.to_owned(),
+                socket: socket.to_owned(),
+            };
+            let _ = conn.send(Frame::PresenceRequest {
+                id: self.next_id(),
+                op,
+            });
+        }
+        Some(entry)
+    }
+
     /// Starts using a new connection: queues the hello, a subscribe (without ack) for every
-    /// channel needed and a ping whose ack confirms them all.
+    /// channel needed, every presence entry, and a ping whose ack confirms them all.
     pub(super) fn attach(
         &self,
         conn: mpsc::UnboundedSender<Frame>,
@@ -147,6 +203,19 @@ impl Link {
                 id: 0,
                 channel: channel.clone(),
             });
+        }
+        for (channel, members) in &st.presence {
+            for (entry, join_leave) in members.values() {
+                let op = PresenceOp::Join {
+                    channel: channel.clone(),
+                    entry: entry.clone(),
+                    join_leave: *join_leave,
+                };
+                let _ = conn.send(Frame::PresenceRequest {
+                    id: self.next_id(),
+                    op,
+                });
+            }
         }
         let id = self.next_id();
         let _ = conn.send(Frame::Ping { id });
@@ -265,7 +334,7 @@ async fn session(
         std::future::pending().await
     };
     tokio::select! {
-        reason = read_loop(link, read, deliveries) => reason,
+        reason = read_loop(link, read, deliveries, sink) => reason,
         reason = write_loop(link, write, queue) => reason,
         reason = restore => reason,
     }
@@ -275,6 +344,7 @@ async fn read_loop(
     link: &Link,
     read: OwnedReadHalf,
     deliveries: mpsc::Sender<Arc<Publication>>,
+    sink: &Weak<dyn DeliverySink>,
 ) -> String {
     let mut frames = FramedRead::new(read, BrokerCodec::new());
     while let Some(frame) = frames.next().await {
@@ -292,6 +362,11 @@ async fn read_loop(
                 let publication =
                     Arc::new(Publication::from_positioned_frame(channel, frame, position));
                 let _ = deliveries.send(publication).await;
+            }
+            Ok(Frame::PresenceEvent { channel, frame }) => {
+                if let Some(sink) = sink.upgrade() {
+                    sink.deliver_event(&channel, frame);
+                }
             }
             Ok(Frame::Ack { id }) => link.resolve(id, Ok(Value::Null)),
             Ok(Frame::KvResponse { id, result }) => link.resolve(id, Ok(result)),

@@ -91,6 +91,9 @@ pub(super) enum Incoming<'a> {
     Echo,
     /// Another node's publication: deliver `frame` to the subscribers of `channel`.
     Publication { channel: &'a str, frame: &'a str },
+    /// A `#presence` event, from any node (this one included: events reach every node through
+    /// Redis only).
+    PresenceEvent { channel: &'a str, frame: &'a str },
     /// A publication on a channel with history, from any node (this one included: the position
     /// comes from Redis, so every node delivers it from here, in Redis's order).
     Positioned {
@@ -144,6 +147,9 @@ pub(super) fn parse_message<'a>(
         return Err("no node id");
     }
     let frame = &payload[NODE_ID_LEN..];
+    if let Some(event) = frame.strip_prefix(super::presence::EVENT_MARK) {
+        return parse_presence_event(name, event);
+    }
     // A positioned frame ends with its epoch, a string: an own echo that does not end like one
     // is dropped without parsing it (one whose data is a string is parsed, then dropped).
     if from == node && !frame.ends_with("\"}}") {
@@ -175,6 +181,44 @@ pub(super) fn parse_message<'a>(
     }
 }
 
+/// Reads a presence event (after the node id and the mark): a `#presence` frame of exactly the
+/// shape `encode_event` writes, for `name`.
+fn parse_presence_event<'a>(name: &'a str, frame: &'a str) -> Result<Incoming<'a>, &'static str> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        event: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        data: Data<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Data<'a> {
+        #[serde(borrow)]
+        channel: std::borrow::Cow<'a, str>,
+        /// Read only to check the shape: the frame is forwarded as it is.
+        #[serde(rename = "joins")]
+        _joins: Vec<crate::broker::PresenceEntry>,
+        #[serde(rename = "leaves")]
+        _leaves: Vec<crate::broker::PresenceEntry>,
+        #[serde(default, rename = "cut")]
+        _cut: bool,
+    }
+    let parsed: Event<'_> =
+        serde_json::from_str(frame).map_err(|_| "not a #presence frame of the expected shape")?;
+    if parsed.event != "#presence" {
+        return Err("not a #presence frame");
+    }
+    if parsed.data.channel != name {
+        return Err("the frame names another channel");
+    }
+    Ok(Incoming::PresenceEvent {
+        channel: name,
+        frame,
+    })
+}
+
 /// Hands every Redis message on our channels to the worker; logs disconnections.
 pub(super) async fn read_pushes(
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
@@ -203,6 +247,12 @@ pub(super) async fn read_pushes(
                             return;
                         };
                         sink.deliver(Arc::new(publication)).await;
+                    }
+                    Ok(Incoming::PresenceEvent { channel, frame }) => {
+                        let Some(sink) = sink.upgrade() else {
+                            return;
+                        };
+                        sink.deliver_event(channel, Utf8Bytes::from(frame.to_owned()));
                     }
                     Ok(Incoming::Positioned {
                         channel,
@@ -237,6 +287,37 @@ pub(super) async fn read_pushes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presence_events_are_read_from_every_node_and_checked() {
+        let node = "00000000000000aa";
+        let frame = crate::broker::presence::encode_event("room", &[], &[], 10).expect("encodes");
+        for from in [node, "00000000000000bb"] {
+            let payload = format!("{from}P{frame}");
+            assert_eq!(
+                parse_message("sc:", node, b"sc:#room", payload.as_bytes()),
+                Ok(Incoming::PresenceEvent {
+                    channel: "room",
+                    frame: frame.as_str()
+                })
+            );
+        }
+        let other = crate::broker::presence::encode_event("hall", &[], &[], 10).expect("encodes");
+        for bad in [
+            format!("{node}P{other}"),
+            format!(
+                r##"{node}P{{"event":"#presence","data":{{"channel":"room","joins":[],"leaves":[],"x":1}}}}"##
+            ),
+            format!(
+                r##"{node}P{{"event":"#publish","data":{{"channel":"room","joins":[],"leaves":[]}}}}"##
+            ),
+        ] {
+            assert!(
+                parse_message("sc:", node, b"sc:#room", bad.as_bytes()).is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn only_our_prefix_and_exact_publish_frames_are_accepted() {

@@ -24,6 +24,7 @@ mod calls;
 mod channels;
 mod connection;
 mod ping;
+mod presence;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -228,6 +229,10 @@ impl State {
                 ("#removeAuthToken", _) => self.on_remove_auth_token(cid),
                 ("#publish", None) => self.on_publish(data),
                 ("#kickOut", None) => self.on_kick_out(data),
+                ("#presence", None) => {
+                    self.on_presence(data.as_ref());
+                    self.on_server_transmit(&event, data);
+                }
                 ("#recoveryFailed", None) => {
                     self.on_recovery_failed(data.as_ref());
                     self.on_server_transmit(&event, data);

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sc_core::app::contract::{Access, ChannelContract};
+use sc_core::app::contract::{Access, ChannelContract, PresencePolicy};
 use sc_core::broker::HistoryPolicy;
 use sc_core::prelude::*;
 use sc_core::socket::AuthTokenOptions;
@@ -179,6 +179,13 @@ async fn login_with(
         )
         .await?;
     Ok(l.confirm.then(|| Json(json!({"confirmed": true}))))
+}
+
+/// Attaches `info` to the socket's presence entries (presence.test.mjs).
+#[event("presenceInfo")]
+async fn presence_info(socket: Socket, Json(info): Json<Value>) -> Result<(), ScError> {
+    socket.set_presence_info(&info)?;
+    Ok(())
 }
 
 #[event("whoami")]
@@ -451,6 +458,7 @@ fn app() -> App {
         login,
         login_with,
         whoami,
+        presence_info,
         logout,
         kick,
         disconnect_me,
@@ -478,6 +486,12 @@ fn app() -> App {
     // gap of more is not recovered; clients publish on both.
     .channel_contract(history_channel("hist/{id}", 1000))
     .channel_contract(history_channel("histsmall/{id}", 2))
+    // Presence (presence.test.mjs, tests/cluster, tests/redis): `pres/{id}` keeps presence,
+    // `presjl/{id}` also sends join/leave events; clients publish on neither.
+    .channel_contract(ChannelContract::new("pres/{id}").presence(PresencePolicy::new()))
+    .channel_contract(
+        ChannelContract::new("presjl/{id}").presence(PresencePolicy::new().join_leave(true)),
+    )
 }
 
 fn history_channel(pattern: &str, size: usize) -> ChannelContract {

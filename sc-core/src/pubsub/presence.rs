@@ -1,0 +1,289 @@
+//! Presence in the worker: which [`PresencePolicy`] applies to a channel name, the entry a
+//! subscribing socket gets, and the worker's presence task, which tells the engine about joins
+//! and leaves in the order they happened and gathers join/leave events per channel into one
+//! `#presence` event per window.
+//!
+//! The registry queues a join or a leave (under its own lock, so a socket's join is always queued
+//! before its leave) only when a subscription to a channel with presence starts or ends; a
+//! publication never touches presence.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::app::presence::{PresenceAccess, PresencePolicy};
+use crate::app::App;
+use crate::broker::presence::encode_event;
+use crate::broker::{BrokerEngine, PresenceEntry};
+use crate::channel::ChannelPattern;
+use crate::config::Config;
+use crate::socket::Socket;
+
+/// One change for the engine, in order.
+enum Op {
+    Join {
+        channel: Arc<str>,
+        entry: PresenceEntry,
+        join_leave: bool,
+        /// Answered once the engine has the entry (the subscriber's ack waits for it, so that a
+        /// query right after the ack counts the subscriber).
+        done: Option<oneshot::Sender<()>>,
+    },
+    Leave {
+        channel: Arc<str>,
+        socket: Arc<str>,
+        join_leave: bool,
+    },
+}
+
+/// The presence policy of every channel name, and the queue to the worker's presence task.
+#[derive(Default)]
+pub(crate) struct Presence {
+    /// Every declared pattern with its policy; empty when neither a declaration nor the default
+    /// gives any channel presence (then a lookup costs nothing).
+    declared: Vec<(ChannelPattern, Option<PresencePolicy>)>,
+    default: Option<PresencePolicy>,
+    user_claim: String,
+    /// Most entries in a `#presence` answer and in each list of an event.
+    pub(crate) max_entries: usize,
+    window: Duration,
+    ops: OnceLock<mpsc::UnboundedSender<Op>>,
+}
+
+impl Presence {
+    pub(crate) fn new(app: &App, config: &Config) -> Self {
+        let default = config
+            .presence
+            .then(|| PresencePolicy::new().join_leave(config.presence_join_leave));
+        let any_declared = app.channels.iter().any(|d| d.contract.presence.is_some());
+        let declared = if any_declared || default.is_some() {
+            app.channels
+                .iter()
+                .map(|d| (d.pattern.clone(), d.contract.presence))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            declared,
+            default,
+            user_claim: config.presence_user_claim.clone(),
+            max_entries: config.presence_max_entries,
+            window: config.presence_window,
+            ops: OnceLock::new(),
+        }
+    }
+
+    /// What gives some channel presence, in words for a startup error; `None`: no channel has it.
+    pub(crate) fn configured_by(app: &App, config: &Config) -> Option<String> {
+        if let Some(d) = app.channels.iter().find(|d| d.contract.presence.is_some()) {
+            return Some(format!(
+                "channel '{}' at {} declares presence",
+                d.pattern, d.source
+            ));
+        }
+        config
+            .presence
+            .then(|| "presence (SC_PRESENCE) is set".to_owned())
+    }
+
+    /// The policy for `channel`, if it has presence.
+    pub(crate) fn of(&self, channel: &str) -> Option<PresencePolicy> {
+        if self.declared.is_empty() {
+            return self.default;
+        }
+        match self.declared.iter().find(|(p, _)| p.matches(channel)) {
+            Some((_, policy)) => *policy,
+            None => self.default,
+        }
+    }
+
+    /// Whether `socket` may ask for the presence of `channel` under `policy`.
+    pub(crate) fn may_query(policy: &PresencePolicy, socket: &Socket, channel: &str) -> bool {
+        match policy.query {
+            PresenceAccess::Subscribers => socket.is_subscribed(channel),
+            PresenceAccess::Authenticated => socket.is_authenticated(),
+            PresenceAccess::Anyone => true,
+        }
+    }
+
+    /// The entry `socket` has on a channel with presence.
+    pub(crate) fn entry_of(&self, socket: &Socket) -> PresenceEntry {
+        let user = socket
+            .auth_token()
+            .and_then(|claims| match claims.get(&self.user_claim)? {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            });
+        PresenceEntry {
+            socket: socket.id().to_owned(),
+            user,
+            info: socket.presence_info().map(|info| (*info).clone()),
+        }
+    }
+
+    /// Queues a join; the receiver answers once the engine has it.
+    pub(crate) fn join(
+        &self,
+        engine: &Arc<dyn BrokerEngine>,
+        channel: Arc<str>,
+        entry: PresenceEntry,
+        policy: PresencePolicy,
+    ) -> oneshot::Receiver<()> {
+        let (done, answered) = oneshot::channel();
+        self.send(
+            engine,
+            Op::Join {
+                channel,
+                entry,
+                join_leave: policy.join_leave,
+                done: Some(done),
+            },
+        );
+        answered
+    }
+
+    /// Queues a leave.
+    pub(crate) fn leave(
+        &self,
+        engine: &Arc<dyn BrokerEngine>,
+        channel: Arc<str>,
+        socket: Arc<str>,
+        policy: PresencePolicy,
+    ) {
+        self.send(
+            engine,
+            Op::Leave {
+                channel,
+                socket,
+                join_leave: policy.join_leave,
+            },
+        );
+    }
+
+    fn send(&self, engine: &Arc<dyn BrokerEngine>, op: Op) {
+        let ops = self.ops.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            // Weak: the task must not keep the engine alive after the server let go of it; it
+            // ends when the registry (and this sender) is dropped.
+            tokio::spawn(run(
+                Arc::downgrade(engine),
+                rx,
+                self.window,
+                self.max_entries,
+            ));
+            tx
+        });
+        let _ = ops.send(op);
+    }
+}
+
+/// Joins and leaves of one channel waiting for the end of its window.
+#[derive(Default)]
+struct Batch {
+    joins: Vec<PresenceEntry>,
+    leaves: Vec<PresenceEntry>,
+}
+
+/// The worker's presence task: each change to the engine, in order; events gathered per channel
+/// and sent once per `window`.
+async fn run(
+    engine: Weak<dyn BrokerEngine>,
+    mut ops: mpsc::UnboundedReceiver<Op>,
+    window: Duration,
+    max: usize,
+) {
+    let mut pending: HashMap<Arc<str>, Batch> = HashMap::new();
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let wake = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let op = tokio::select! {
+            op = ops.recv() => match op {
+                Some(op) => op,
+                None => return,
+            },
+            () = tokio::time::sleep_until(wake), if deadline.is_some() => {
+                deadline = None;
+                let Some(engine) = engine.upgrade() else { return };
+                flush(&engine, std::mem::take(&mut pending), max).await;
+                continue;
+            }
+        };
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        match op {
+            Op::Join {
+                channel,
+                entry,
+                join_leave,
+                done,
+            } => {
+                let joined = engine
+                    .presence_join(&channel, entry.clone(), join_leave)
+                    .await;
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+                if let Err(e) = joined {
+                    tracing::warn!(%channel, socket = %entry.socket, error = %e, "presence join failed");
+                    continue;
+                }
+                if !join_leave {
+                    continue;
+                }
+                let batch = pending.entry(channel.clone()).or_default();
+                batch.joins.retain(|j| j.socket != entry.socket);
+                batch.joins.push(entry);
+            }
+            Op::Leave {
+                channel,
+                socket,
+                join_leave,
+            } => match engine.presence_leave(&channel, &socket).await {
+                Ok(Some(entry)) if join_leave => {
+                    let batch = pending.entry(channel.clone()).or_default();
+                    // Joined and left within one window: subscribers never heard of it.
+                    let before = batch.joins.len();
+                    batch.joins.retain(|j| j.socket != entry.socket);
+                    if batch.joins.len() == before {
+                        batch.leaves.push(entry);
+                    }
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(%channel, %socket, error = %e, "presence leave failed");
+                    continue;
+                }
+            },
+        }
+        // Only batched changes get here.
+        if deadline.is_none() {
+            deadline = Some(Instant::now() + window);
+        }
+    }
+}
+
+/// Sends one event per channel with anything to say.
+async fn flush(engine: &Arc<dyn BrokerEngine>, pending: HashMap<Arc<str>, Batch>, max: usize) {
+    for (channel, batch) in pending {
+        if batch.joins.is_empty() && batch.leaves.is_empty() {
+            continue;
+        }
+        let frame = match encode_event(&channel, &batch.joins, &batch.leaves, max) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::error!(%channel, error = %e, "could not encode a presence event");
+                continue;
+            }
+        };
+        if let Err(e) = engine.presence_event(&channel, frame.into()).await {
+            tracing::warn!(%channel, error = %e, "presence event not sent");
+        }
+    }
+}
