@@ -13,6 +13,9 @@
 #   bash bench/callgrind.sh                  # prints a Markdown table; OUT=file also writes it
 #   N_HANDSHAKE=100 N_INVOKE=1000 N_PUBLISH=100 SUBSCRIBERS=50 bash bench/callgrind.sh
 set -euo pipefail
+# A failure inside $(...) (a server that did not start, a workload cut short) must end the run,
+# not leave a partial run's total to be read as a count.
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 
 N_HANDSHAKE=${N_HANDSHAKE:-200}
@@ -23,7 +26,9 @@ PORT=${PORT:-8720}
 OUT=${OUT:-}
 TARGET=${CARGO_TARGET_DIR:-target}
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+# A server left under valgrind would hold the port for the next run. (Its pid is kept in a
+# file: each count runs in a $(...) subshell, whose variables the trap cannot see.)
+trap '[ -f "$WORK/server.pid" ] && kill -TERM "$(cat "$WORK/server.pid")" 2>/dev/null; rm -rf "$WORK"' EXIT
 
 echo "== building (release)" >&2
 cargo build --release -q -p echo -p sc-cli
@@ -47,10 +52,12 @@ instructions() {
     taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$file" \
     "$TARGET/release/echo" >/dev/null 2>"$WORK/valgrind.log" &
   local pid=$!
-  wait_port
-  "$SC" bench --url "$URL" exact --op "$op" --count "$count" --subscribers "$SUBSCRIBERS" >/dev/null
+  echo "$pid" > "$WORK/server.pid"
+  wait_port || return 1
+  "$SC" bench --url "$URL" exact --op "$op" --count "$count" --subscribers "$SUBSCRIBERS" >/dev/null || return 1
   kill -TERM "$pid"
   wait "$pid" || true
+  rm -f "$WORK/server.pid"
   # `summary: N` (or `totals: N`) is the instruction count of the whole run.
   grep -E '^(summary|totals):' "$file" | head -1 | awk '{print $2}'
 }

@@ -88,6 +88,22 @@ async fn bench_scenarios_run_end_to_end_without_loss() {
     assert_eq!(storm["sockets"], 300, "{storm}");
     assert_eq!(storm["lost"], 0, "{storm}");
     assert!(storm["handshake_ms"]["p99"].is_number(), "{storm}");
+
+    // The lockstep workloads of bench/callgrind.sh, each a few times.
+    for (op, deliveries) in [("handshake", 0), ("invoke", 0), ("publish", 3 * 2)] {
+        let url2 = url.clone();
+        let exact = tokio::task::spawn_blocking(move || {
+            sc_bench(
+                &url2,
+                &["exact", "--op", op, "--count", "3", "--subscribers", "2"],
+            )
+        })
+        .await
+        .expect("exact run");
+        assert_eq!(exact["op"], op, "{exact}");
+        assert_eq!(exact["count"], 3, "{exact}");
+        assert_eq!(exact["deliveries"], deliveries, "{exact}");
+    }
 }
 
 /// Runs `sc bench ARGS` against `url`, expecting it to fail; returns its stderr.

@@ -9,13 +9,14 @@
 //! exponents or very long numbers) goes the general way, so both agree on every message they
 //! accept: the materialised tree is the one `decode` would have built.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::sync::OnceLock;
 
 use serde::de::{Deserialize, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+use super::Key;
 
 /// One app event decoded by the fast path.
 #[derive(Debug)]
@@ -100,17 +101,23 @@ impl<'de> Deserialize<'de> for Envelope {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
                 let (mut event, mut data, mut cid) = (None, None, None);
                 // Like `JSON.parse`, a repeated key keeps its last value.
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    match &*key {
+                // Keys read without allocating (the general decoder's own key visitor).
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
                         // A `#` event (the usual first key) ends the fast path before its data
                         // is scanned: `#publish` and the rest go the general way.
-                        "event" => match map.next_value::<Value>()? {
+                        Key::Event => match map.next_value::<Value>()? {
                             Value::String(e) if !e.starts_with('#') => event = Some(e),
                             _ => return Ok(Envelope(None)),
                         },
-                        "data" => data = Some(map.next_value::<Box<RawValue>>()?),
+                        // A repeated `data` goes the general way: only the last value would be
+                        // checked by `plain`, and the general decoder judges every one.
+                        Key::Data if data.is_some() => return Ok(Envelope(None)),
+                        Key::Data => data = Some(map.next_value::<Box<RawValue>>()?),
                         // Only a whole non-negative number is a call id (see `packet_of_map`).
-                        "cid" => cid = map.next_value::<Value>()?.as_u64().map(Some).or(Some(None)),
+                        Key::Cid => {
+                            cid = map.next_value::<Value>()?.as_u64().map(Some).or(Some(None))
+                        }
                         _ => return Ok(Envelope(None)),
                     }
                 }
@@ -181,11 +188,14 @@ impl Payload {
     }
 
     /// `T` from the payload (a missing payload is `null`): from the text when there is text, so
-    /// no tree is built. The error reads the same either way (no line and column).
+    /// no tree is built. When the text does not give a `T`, the tree decides, so the answer is
+    /// the general decoder's, error message included (a repeated key is the last value there,
+    /// as in `JSON.parse`, but a duplicate field for a struct read from text).
     pub(crate) fn deserialize<T: DeserializeOwned>(self) -> Result<T, String> {
         let result = match self {
             Self::Value(v) => T::deserialize(v.unwrap_or(Value::Null)),
-            Self::Raw(raw, _) => serde_json::from_str(raw.get()),
+            Self::Raw(raw, parsed) => serde_json::from_str(raw.get())
+                .or_else(|_| T::deserialize(parsed.into_inner().unwrap_or_else(|| tree(&raw)))),
         };
         result.map_err(|e| {
             let text = e.to_string();
@@ -231,7 +241,7 @@ mod tests {
             r#"  {"data":{"b":1,"a":2},"event":"x","cid":1.5}"#,
             r#"{"event":"x","cid":-1,"data":1}"#,
             r#"{"event":"x","cid":"7","data":1}"#,
-            r#"{"event":"x","data":1,"data":{"later":"wins"},"cid":1,"cid":2}"#,
+            r#"{"event":"x","data":1,"cid":1,"cid":2}"#,
             r#"{"event":"x","data":12345678901234567890123}"#,
         ] {
             assert!(agrees(text), "the fast path should take {text}");
@@ -254,6 +264,9 @@ mod tests {
             r#"{"event":"x","data":1e400}"#,
             r#"{"event":"x","data":1.5E3}"#,
             r#"{"event":"x","data":1,"other":2}"#,
+            r#"{"event":"x","data":1e400,"data":1,"cid":1}"#,
+            r#"{"event":"x","data":[],"data":1}"#,
+            r#"{"event":"x","data":1,"data":{"later":"wins"},"cid":1}"#,
             r#"{"rid":1,"data":1}"#,
             r#"{"event":42,"data":1}"#,
             r#"{"data":1}"#,
@@ -314,6 +327,19 @@ mod tests {
             agrees(&format!(r#"{{"data":{data},"event":"e"{cid}}}"#));
             agrees(&data);
         }
+    }
+
+    #[test]
+    fn a_repeated_key_in_the_payload_is_its_last_value_as_from_a_tree() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Point {
+            x: u32,
+        }
+        let text = r#"{"x":1,"x":2}"#;
+        let raw = Payload::from(serde_json::value::RawValue::from_string(text.into()).ok());
+        let tree = Payload::from(serde_json::from_str::<Option<Value>>(text).expect("JSON"));
+        assert_eq!(raw.deserialize::<Point>(), Ok(Point { x: 2 }));
+        assert_eq!(tree.deserialize::<Point>(), Ok(Point { x: 2 }));
     }
 
     #[test]
