@@ -270,3 +270,69 @@ async fn a_flood_of_presence_queries_is_rate_limited() {
     // The socket is still served.
     assert!(member.subscribe("rooms/2").await.is_ok());
 }
+
+/// Every `#presence` event that arrives within `for_`.
+async fn events_within(events: &mut sc_core::client::EventReceiver, for_: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + for_;
+    let mut got = Vec::new();
+    while let Ok(Some(Some(event))) = tokio::time::timeout_at(deadline, events.recv()).await {
+        got.push(event);
+    }
+    got
+}
+
+/// Whether `socket` is in the `list` of any of `events`.
+fn listed(events: &[Value], list: &str, socket: &str) -> bool {
+    events.iter().any(|e| {
+        e[list]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["socket"] == socket))
+    })
+}
+
+/// Within one window: a socket that unsubscribes and subscribes again is still there (a join,
+/// never also a leave, which a client applying leaves last would take as gone); one whose
+/// entry changed (`set_presence_info`) and that then leaves gets its leave (its first join was
+/// announced in an earlier window).
+#[tokio::test]
+async fn changes_within_one_window_end_in_the_true_state() {
+    let server = TestServer::start_app(app()).await;
+    let watcher = server.client().await;
+    let mut events = watcher.receiver("#presence");
+    let _w = watcher.subscribe("live/2").await.expect("subscribed");
+    let other = server.client().await;
+    let id = other.id().expect("an id");
+    let within = Duration::from_secs(5);
+    let first = other.subscribe("live/2").await.expect("subscribed");
+    let only = std::collections::HashSet::from([id.clone()]);
+    support::await_presence(&mut events, "joins", &only, within).await;
+
+    first.unsubscribe();
+    let _again = other.subscribe("live/2").await.expect("subscribed again");
+    let seen = events_within(&mut events, Duration::from_millis(800)).await;
+    assert!(
+        listed(&seen, "joins", &id),
+        "no join after coming back: {seen:?}"
+    );
+    assert!(
+        !listed(&seen, "leaves", &id),
+        "a leave for a socket that is there: {seen:?}"
+    );
+    assert_eq!(count(&watcher, "live/2").await, 2);
+
+    let () = other
+        .invoke("info", &json!({"nick": "O"}))
+        .await
+        .expect("info set");
+    other.unsubscribe("live/2");
+    let seen = events_within(&mut events, Duration::from_millis(800)).await;
+    assert!(
+        listed(&seen, "leaves", &id),
+        "no leave after info and unsubscribe: {seen:?}"
+    );
+    assert!(
+        !listed(&seen, "joins", &id),
+        "a join for a socket that left: {seen:?}"
+    );
+    count_becomes(&watcher, "live/2", 1, within).await;
+}

@@ -416,10 +416,8 @@ impl PubSub {
         for channel in channels {
             if let Some(policy) = self.presence.of(channel) {
                 // Nobody waits for it: the socket's subscriptions were acknowledged already.
-                drop(
-                    self.presence
-                        .join(&self.engine, channel.clone(), entry.clone(), policy),
-                );
+                self.presence
+                    .rejoin(&self.engine, channel.clone(), entry.clone(), policy);
             }
         }
     }

@@ -32,6 +32,9 @@ enum Op {
         /// Answered once the engine has the entry (the subscriber's ack waits for it, so that a
         /// query right after the ack counts the subscriber).
         done: Option<oneshot::Sender<()>>,
+        /// The socket was on the channel already and its entry changed (`set_presence_info`):
+        /// subscribers heard of it before.
+        rejoin: bool,
     },
     Leave {
         channel: Arc<str>,
@@ -143,9 +146,30 @@ impl Presence {
                 entry,
                 join_leave: policy.join_leave,
                 done: Some(done),
+                rejoin: false,
             },
         );
         answered
+    }
+
+    /// Queues the new entry of a socket that is on the channel already.
+    pub(crate) fn rejoin(
+        &self,
+        engine: &Arc<dyn BrokerEngine>,
+        channel: Arc<str>,
+        entry: PresenceEntry,
+        policy: PresencePolicy,
+    ) {
+        self.send(
+            engine,
+            Op::Join {
+                channel,
+                entry,
+                join_leave: policy.join_leave,
+                done: None,
+                rejoin: true,
+            },
+        );
     }
 
     /// Queues a leave.
@@ -183,11 +207,75 @@ impl Presence {
     }
 }
 
-/// Joins and leaves of one channel waiting for the end of its window.
+/// Joins and leaves of one channel waiting for the end of its window, by socket: what its
+/// subscribers knew of each socket when the window began, and what is true now.
 #[derive(Default)]
 struct Batch {
-    joins: Vec<PresenceEntry>,
-    leaves: Vec<PresenceEntry>,
+    sockets: HashMap<String, Change>,
+}
+
+/// One socket's changes within a window.
+struct Change {
+    /// Its subscribers had been told it is there (its join was announced in an earlier window).
+    announced: bool,
+    /// Its entry now; `None` once it left.
+    now: Option<PresenceEntry>,
+    /// Its latest entry, for a leave.
+    last: PresenceEntry,
+}
+
+impl Batch {
+    /// A socket joined (`rejoin`: it was there already, with another entry).
+    fn join(&mut self, entry: PresenceEntry, rejoin: bool) {
+        match self.sockets.get_mut(&entry.socket) {
+            Some(change) => {
+                change.now = Some(entry.clone());
+                change.last = entry;
+            }
+            None => {
+                self.sockets.insert(
+                    entry.socket.clone(),
+                    Change {
+                        announced: rejoin,
+                        now: Some(entry.clone()),
+                        last: entry,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A socket left.
+    fn leave(&mut self, entry: PresenceEntry) {
+        match self.sockets.get_mut(&entry.socket) {
+            Some(change) => change.now = None,
+            None => {
+                self.sockets.insert(
+                    entry.socket.clone(),
+                    Change {
+                        announced: true,
+                        now: None,
+                        last: entry,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The event's lists: a socket that is there now is a join (new, or its entry replaced), one
+    /// that was announced and is gone a leave, one that came and went within the window nothing;
+    /// never both for one socket.
+    fn lists(self) -> (Vec<PresenceEntry>, Vec<PresenceEntry>) {
+        let (mut joins, mut leaves) = (Vec::new(), Vec::new());
+        for change in self.sockets.into_values() {
+            match change.now {
+                Some(entry) => joins.push(entry),
+                None if change.announced => leaves.push(change.last),
+                None => {}
+            }
+        }
+        (joins, leaves)
+    }
 }
 
 /// The worker's presence task: each change to the engine, in order; events gathered per channel
@@ -223,6 +311,7 @@ async fn run(
                 entry,
                 join_leave,
                 done,
+                rejoin,
             } => {
                 let joined = engine
                     .presence_join(&channel, entry.clone(), join_leave)
@@ -237,9 +326,10 @@ async fn run(
                 if !join_leave {
                     continue;
                 }
-                let batch = pending.entry(channel.clone()).or_default();
-                batch.joins.retain(|j| j.socket != entry.socket);
-                batch.joins.push(entry);
+                pending
+                    .entry(channel.clone())
+                    .or_default()
+                    .join(entry, rejoin);
             }
             Op::Leave {
                 channel,
@@ -247,13 +337,7 @@ async fn run(
                 join_leave,
             } => match engine.presence_leave(&channel, &socket).await {
                 Ok(Some(entry)) if join_leave => {
-                    let batch = pending.entry(channel.clone()).or_default();
-                    // Joined and left within one window: subscribers never heard of it.
-                    let before = batch.joins.len();
-                    batch.joins.retain(|j| j.socket != entry.socket);
-                    if batch.joins.len() == before {
-                        batch.leaves.push(entry);
-                    }
+                    pending.entry(channel.clone()).or_default().leave(entry);
                 }
                 Ok(_) => continue,
                 Err(e) => {
@@ -272,10 +356,11 @@ async fn run(
 /// Sends one event per channel with anything to say.
 async fn flush(engine: &Arc<dyn BrokerEngine>, pending: HashMap<Arc<str>, Batch>, max: usize) {
     for (channel, batch) in pending {
-        if batch.joins.is_empty() && batch.leaves.is_empty() {
+        let (joins, leaves) = batch.lists();
+        if joins.is_empty() && leaves.is_empty() {
             continue;
         }
-        let frame = match encode_event(&channel, &batch.joins, &batch.leaves, max) {
+        let frame = match encode_event(&channel, &joins, &leaves, max) {
             Ok(frame) => frame,
             Err(e) => {
                 tracing::error!(%channel, error = %e, "could not encode a presence event");
