@@ -7,7 +7,7 @@
 //! before its leave) only when a subscription to a channel with presence starts or ends; a
 //! publication never touches presence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::app::presence::{PresenceAccess, PresencePolicy};
 use crate::app::App;
-use crate::broker::presence::encode_event;
+use crate::broker::presence::{encode_event, encode_resync};
 use crate::broker::{BrokerEngine, PresenceEntry};
 use crate::channel::ChannelPattern;
 use crate::config::Config;
@@ -287,6 +287,9 @@ async fn run(
     max: usize,
 ) {
     let mut pending: HashMap<Arc<str>, Batch> = HashMap::new();
+    // Channels whose event the engine did not take: their subscribers are told to ask again
+    // (`"cut": true`) once it answers, tried every `RESYNC_RETRY`.
+    let mut stale: HashSet<Arc<str>> = HashSet::new();
     let mut deadline: Option<Instant> = None;
     loop {
         let wake = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -298,7 +301,11 @@ async fn run(
             () = tokio::time::sleep_until(wake), if deadline.is_some() => {
                 deadline = None;
                 let Some(engine) = engine.upgrade() else { return };
-                flush(&engine, std::mem::take(&mut pending), max).await;
+                resync(&engine, &mut stale).await;
+                stale.extend(flush(&engine, std::mem::take(&mut pending), max).await);
+                if !stale.is_empty() {
+                    deadline = Some(Instant::now() + RESYNC_RETRY.max(window));
+                }
                 continue;
             }
         };
@@ -321,6 +328,11 @@ async fn run(
                 }
                 if let Err(e) = joined {
                     tracing::warn!(%channel, socket = %entry.socket, error = %e, "presence join failed");
+                    if join_leave {
+                        // Its subscribers' lists may now be wrong: they ask again later.
+                        stale.insert(channel);
+                        deadline.get_or_insert_with(|| Instant::now() + window);
+                    }
                     continue;
                 }
                 if !join_leave {
@@ -342,6 +354,10 @@ async fn run(
                 Ok(_) => continue,
                 Err(e) => {
                     tracing::warn!(%channel, %socket, error = %e, "presence leave failed");
+                    if join_leave {
+                        stale.insert(channel);
+                        deadline.get_or_insert_with(|| Instant::now() + window);
+                    }
                     continue;
                 }
             },
@@ -353,8 +369,32 @@ async fn run(
     }
 }
 
-/// Sends one event per channel with anything to say.
-async fn flush(engine: &Arc<dyn BrokerEngine>, pending: HashMap<Arc<str>, Batch>, max: usize) {
+/// How often a worker tries again to tell the subscribers of a channel whose event was lost
+/// to ask again.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
+
+/// Sends a `"cut": true` event on each stale channel; keeps those the engine did not take.
+async fn resync(engine: &Arc<dyn BrokerEngine>, stale: &mut HashSet<Arc<str>>) {
+    let mut left = HashSet::new();
+    for channel in stale.drain() {
+        let Ok(frame) = encode_resync(&channel) else {
+            continue;
+        };
+        if engine.presence_event(&channel, frame.into()).await.is_err() {
+            left.insert(channel);
+        }
+    }
+    *stale = left;
+}
+
+/// Sends one event per channel with anything to say; answers the channels whose event the
+/// engine did not take.
+async fn flush(
+    engine: &Arc<dyn BrokerEngine>,
+    pending: HashMap<Arc<str>, Batch>,
+    max: usize,
+) -> Vec<Arc<str>> {
+    let mut failed = Vec::new();
     for (channel, batch) in pending {
         let (joins, leaves) = batch.lists();
         if joins.is_empty() && leaves.is_empty() {
@@ -368,7 +408,9 @@ async fn flush(engine: &Arc<dyn BrokerEngine>, pending: HashMap<Arc<str>, Batch>
             }
         };
         if let Err(e) = engine.presence_event(&channel, frame.into()).await {
-            tracing::warn!(%channel, error = %e, "presence event not sent");
+            tracing::warn!(%channel, error = %e, "presence event not sent; its subscribers are told to ask again once the engine answers");
+            failed.push(channel);
         }
     }
+    failed
 }
