@@ -174,6 +174,10 @@ pub struct Config {
     /// How long joins and leaves on one channel are gathered into one event
     /// (`SC_PRESENCE_WINDOW`, default 100 ms).
     pub presence_window: Duration,
+    /// Most bytes (as JSON) of the info `Socket::set_presence_info` attaches, which is copied
+    /// into every entry of the socket, on the engine and in answers and events
+    /// (`SC_PRESENCE_MAX_INFO_BYTES`, default 1024); over it the call fails and nothing changes.
+    pub presence_max_info_bytes: usize,
 }
 
 impl Default for Config {
@@ -236,6 +240,7 @@ impl Default for Config {
             presence_user_claim: "sub".to_owned(),
             presence_max_entries: 1000,
             presence_window: Duration::from_millis(100),
+            presence_max_info_bytes: 1024,
         }
     }
 }
@@ -416,6 +421,11 @@ impl Config {
         env!("SC_PRESENCE_USER_CLAIM", text, self.presence_user_claim);
         env!("SC_PRESENCE_MAX_ENTRIES", parse, self.presence_max_entries);
         env!("SC_PRESENCE_WINDOW", ms, self.presence_window);
+        env!(
+            "SC_PRESENCE_MAX_INFO_BYTES",
+            parse,
+            self.presence_max_info_bytes
+        );
         Ok(())
     }
 
@@ -818,6 +828,7 @@ mod tests {
             "SC_PRESENCE_USER_CLAIM" => Some("name".to_string()),
             "SC_PRESENCE_MAX_ENTRIES" => Some("10".to_string()),
             "SC_PRESENCE_WINDOW" => Some("250".to_string()),
+            "SC_PRESENCE_MAX_INFO_BYTES" => Some("64".to_string()),
             _ => None,
         })
         .expect("valid env");
@@ -830,6 +841,8 @@ mod tests {
             ),
             ("name", 10, Duration::from_millis(250))
         );
+        assert_eq!(c.presence_max_info_bytes, 64);
+        assert_eq!(Config::default().presence_max_info_bytes, 1024);
         let mut c = Config::default();
         assert!(c
             .apply_vars(|n| (n == "SC_PRESENCE").then(|| "maybe".to_string()))

@@ -336,3 +336,40 @@ async fn changes_within_one_window_end_in_the_true_state() {
     );
     count_becomes(&watcher, "live/2", 1, within).await;
 }
+
+/// Presence info over `presence_max_info_bytes` (1 KiB by default) is refused with a clear error
+/// and the entry keeps what it had; many changes in a row end with the newest.
+#[tokio::test]
+async fn presence_info_is_bounded_and_the_newest_wins() {
+    let server = TestServer::start_app(app()).await;
+    let c = server.client().await;
+    let _s = c.subscribe("live/4").await.expect("subscribed");
+    let () = c.invoke("info", &json!({"n": 0})).await.expect("info set");
+    let big = json!({ "blob": "x".repeat(2000) });
+    let e = error_of(c.invoke::<_, ()>("info", &big).await.expect_err("refused"));
+    assert_eq!(e.name(), "InvalidArgumentsError");
+    assert!(
+        e.message().contains("presence_max_info_bytes (1024)"),
+        "{}",
+        e.message()
+    );
+    for n in 1..=20 {
+        let () = c
+            .invoke("info", &json!({ "n": n }))
+            .await
+            .expect("info set");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = ask(&c, "live/4").await.expect("an answer");
+        if answer["entries"][0]["info"] == json!({"n": 20}) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "info is {}, not the newest",
+            answer["entries"][0]["info"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

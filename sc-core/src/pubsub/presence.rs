@@ -36,11 +36,25 @@ enum Op {
         /// subscribers heard of it before.
         rejoin: bool,
     },
+    /// A socket's entry on a channel changed: its newest entry waits in [`Rejoins`], so any
+    /// number of `set_presence_info` calls before the task gets to it queue one op.
+    Rejoin {
+        channel: Arc<str>,
+        socket: Arc<str>,
+        join_leave: bool,
+    },
     Leave {
         channel: Arc<str>,
         socket: Arc<str>,
         join_leave: bool,
     },
+}
+
+/// Newest entries of rejoins not yet given to the engine, by channel and socket.
+type Rejoins = Arc<std::sync::Mutex<HashMap<(Arc<str>, Arc<str>), PresenceEntry>>>;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The presence policy of every channel name, and the queue to the worker's presence task.
@@ -55,6 +69,7 @@ pub(crate) struct Presence {
     pub(crate) max_entries: usize,
     window: Duration,
     ops: OnceLock<mpsc::UnboundedSender<Op>>,
+    rejoins: Rejoins,
 }
 
 impl Presence {
@@ -78,6 +93,7 @@ impl Presence {
             max_entries: config.presence_max_entries,
             window: config.presence_window,
             ops: OnceLock::new(),
+            rejoins: Rejoins::default(),
         }
     }
 
@@ -160,16 +176,21 @@ impl Presence {
         entry: PresenceEntry,
         policy: PresencePolicy,
     ) {
-        self.send(
-            engine,
-            Op::Join {
-                channel,
-                entry,
-                join_leave: policy.join_leave,
-                done: None,
-                rejoin: true,
-            },
-        );
+        let socket: Arc<str> = entry.socket.as_str().into();
+        let queued = lock(&self.rejoins)
+            .insert((channel.clone(), socket.clone()), entry)
+            .is_some();
+        if !queued {
+            let join_leave = policy.join_leave;
+            self.send(
+                engine,
+                Op::Rejoin {
+                    channel,
+                    socket,
+                    join_leave,
+                },
+            );
+        }
     }
 
     /// Queues a leave.
@@ -198,6 +219,7 @@ impl Presence {
             tokio::spawn(run(
                 Arc::downgrade(engine),
                 rx,
+                self.rejoins.clone(),
                 self.window,
                 self.max_entries,
             ));
@@ -283,6 +305,7 @@ impl Batch {
 async fn run(
     engine: Weak<dyn BrokerEngine>,
     mut ops: mpsc::UnboundedReceiver<Op>,
+    rejoins: Rejoins,
     window: Duration,
     max: usize,
 ) {
@@ -311,6 +334,24 @@ async fn run(
         };
         let Some(engine) = engine.upgrade() else {
             return;
+        };
+        let op = match op {
+            Op::Rejoin {
+                channel,
+                socket,
+                join_leave,
+            } => {
+                let newest = lock(&rejoins).remove(&(channel.clone(), socket));
+                let Some(entry) = newest else { continue };
+                Op::Join {
+                    channel,
+                    entry,
+                    join_leave,
+                    done: None,
+                    rejoin: true,
+                }
+            }
+            op => op,
         };
         match op {
             Op::Join {
@@ -361,6 +402,7 @@ async fn run(
                     continue;
                 }
             },
+            Op::Rejoin { .. } => continue,
         }
         // Only batched changes get here.
         if deadline.is_none() {
