@@ -373,3 +373,70 @@ async fn presence_info_is_bounded_and_the_newest_wins() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The in-process engine, but every presence join takes 30 s (an engine that stopped answering
+/// and is not yet known to be down).
+#[derive(Default)]
+struct SlowJoins(sc_core::broker::LocalBroker);
+
+impl sc_core::broker::BrokerEngine for SlowJoins {
+    fn start(
+        &self,
+        sink: std::sync::Weak<dyn sc_core::broker::DeliverySink>,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        self.0.start(sink)
+    }
+    fn subscribe(
+        &self,
+        channel: &str,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        self.0.subscribe(channel)
+    }
+    fn unsubscribe(
+        &self,
+        channel: &str,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        self.0.unsubscribe(channel)
+    }
+    fn publish(
+        &self,
+        publication: std::sync::Arc<sc_core::broker::Publication>,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        self.0.publish(publication)
+    }
+    fn supports_presence(&self) -> bool {
+        true
+    }
+    fn presence_join(
+        &self,
+        channel: &str,
+        entry: sc_core::broker::PresenceEntry,
+        join_leave: bool,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        let channel = channel.to_owned();
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            self.0.presence_join(&channel, entry, join_leave).await
+        })
+    }
+}
+
+/// A `#subscribe` ack on a channel with presence waits for the engine only so long (1 s): an
+/// engine that does not answer never holds it up to the client's ack timeout.
+#[tokio::test]
+async fn a_subscribe_ack_does_not_wait_for_an_engine_that_does_not_answer() {
+    let server = TestServer::start(
+        testing::builder()
+            .app(app())
+            .broker_engine(SlowJoins::default()),
+    )
+    .await;
+    let c = server.client().await;
+    for channel in ["rooms/9", "live/9"] {
+        let subscribed = tokio::time::timeout(Duration::from_secs(4), c.subscribe(channel)).await;
+        assert!(
+            matches!(subscribed, Ok(Ok(_))),
+            "{channel}: no ack within 4 s: {subscribed:?}"
+        );
+    }
+}
