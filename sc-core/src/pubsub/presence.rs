@@ -154,6 +154,7 @@ impl Presence {
         entry: PresenceEntry,
         policy: PresencePolicy,
     ) -> oneshot::Receiver<()> {
+        self.drop_rejoin(&channel, &entry.socket);
         let (done, answered) = oneshot::channel();
         self.send(
             engine,
@@ -201,6 +202,7 @@ impl Presence {
         socket: Arc<str>,
         policy: PresencePolicy,
     ) {
+        self.drop_rejoin(&channel, &socket);
         self.send(
             engine,
             Op::Leave {
@@ -209,6 +211,16 @@ impl Presence {
                 join_leave: policy.join_leave,
             },
         );
+    }
+
+    /// Forgets a pending rejoin of the socket on the channel: a join or leave queued after it
+    /// decides (a rejoin op still queued before them would otherwise carry a newer entry than
+    /// the join behind it, which then wins with an older one).
+    fn drop_rejoin(&self, channel: &Arc<str>, socket: &str) {
+        let mut rejoins = lock(&self.rejoins);
+        if !rejoins.is_empty() {
+            rejoins.remove(&(channel.clone(), Arc::from(socket)));
+        }
     }
 
     fn send(&self, engine: &Arc<dyn BrokerEngine>, op: Op) {
