@@ -380,30 +380,7 @@ async fn presence_info_is_bounded_and_the_newest_wins() {
 struct SlowJoins(sc_core::broker::LocalBroker);
 
 impl sc_core::broker::BrokerEngine for SlowJoins {
-    fn start(
-        &self,
-        sink: std::sync::Weak<dyn sc_core::broker::DeliverySink>,
-    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
-        self.0.start(sink)
-    }
-    fn subscribe(
-        &self,
-        channel: &str,
-    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
-        self.0.subscribe(channel)
-    }
-    fn unsubscribe(
-        &self,
-        channel: &str,
-    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
-        self.0.unsubscribe(channel)
-    }
-    fn publish(
-        &self,
-        publication: std::sync::Arc<sc_core::broker::Publication>,
-    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
-        self.0.publish(publication)
-    }
+    common::forward_required_engine_methods!();
     fn supports_presence(&self) -> bool {
         true
     }

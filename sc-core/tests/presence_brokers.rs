@@ -76,6 +76,20 @@ impl Workers {
         workers
     }
 
+    /// Stops the broker, waits until both workers see it gone, and starts it again (empty).
+    async fn restart_broker(&mut self) {
+        self.broker.abort();
+        let _ = (&mut self.broker).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.engine_a.is_connected(0) || self.engine_b.is_connected(0) {
+            assert!(Instant::now() < deadline, "still connected after 5 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let path = self.dir.join("b0.sock");
+        self.broker = start_broker(&path).await;
+        self.wait_connected().await;
+    }
+
     async fn wait_connected(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !(self.engine_a.is_connected(0) && self.engine_b.is_connected(0)) {
@@ -116,16 +130,7 @@ async fn both_workers_see_the_same_members_and_a_restarted_broker_gets_them_back
     count_becomes(&on_a, "rooms/1", 2).await;
 
     // The broker restarts empty; each worker sends its entries again.
-    w.broker.abort();
-    let _ = (&mut w.broker).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while w.engine_a.is_connected(0) || w.engine_b.is_connected(0) {
-        assert!(Instant::now() < deadline, "still connected after 5 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let path = w.dir.join("b0.sock");
-    w.broker = start_broker(&path).await;
-    w.wait_connected().await;
+    w.restart_broker().await;
     count_becomes(&on_a, "rooms/1", 2).await;
     assert_eq!(count(&on_b, "rooms/1").await, 2);
 }
@@ -168,16 +173,7 @@ async fn a_restarted_broker_makes_subscribers_ask_again() {
     let _s2 = on_b.subscribe("live/3").await.expect("subscribed");
     count_becomes(&on_a, "live/3", 2).await;
 
-    w.broker.abort();
-    let _ = (&mut w.broker).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while w.engine_a.is_connected(0) || w.engine_b.is_connected(0) {
-        assert!(Instant::now() < deadline, "still connected after 5 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let path = w.dir.join("b0.sock");
-    w.broker = start_broker(&path).await;
-    w.wait_connected().await;
+    w.restart_broker().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let event = tokio::time::timeout_at(deadline, events.recv())
