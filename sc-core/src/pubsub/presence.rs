@@ -468,3 +468,48 @@ async fn flush(
     }
     failed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(socket: &str, info: Option<i64>) -> PresenceEntry {
+        PresenceEntry {
+            socket: socket.into(),
+            user: None,
+            info: info.map(Value::from),
+        }
+    }
+
+    fn sockets(list: &[PresenceEntry]) -> Vec<(&str, Option<&Value>)> {
+        list.iter()
+            .map(|e| (e.socket.as_str(), e.info.as_ref()))
+            .collect()
+    }
+
+    #[test]
+    fn a_window_ends_in_each_sockets_true_state() {
+        let mut b = Batch::default();
+        // Came and went: never announced.
+        b.join(entry("new", None), false);
+        b.leave(entry("new", None));
+        // Announced earlier, changed its info, then left: a leave.
+        b.join(entry("changed", Some(1)), true);
+        b.leave(entry("changed", Some(1)));
+        // Announced earlier, left and came back: a join only, with its latest entry.
+        b.leave(entry("back", None));
+        b.join(entry("back", Some(2)), false);
+        // Changed twice: one join, the newest.
+        b.join(entry("twice", Some(1)), true);
+        b.join(entry("twice", Some(3)), true);
+        let (mut joins, leaves) = b.lists();
+        joins.sort_by(|a, b| a.socket.cmp(&b.socket));
+        let three = Value::from(3);
+        let two = Value::from(2);
+        assert_eq!(
+            sockets(&joins),
+            vec![("back", Some(&two)), ("twice", Some(&three))]
+        );
+        assert_eq!(sockets(&leaves), vec![("changed", Some(&Value::from(1)))]);
+    }
+}
