@@ -703,3 +703,34 @@ async fn presence_leaves_that_failed_on_one_of_two_instances_are_written_when_it
     drop(own);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A Redis that restarts empty loses every entry: the node writes its entries there again and
+/// tells the channel's subscribers to ask again (an event with `"cut": true`), and the count is
+/// whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_entries_come_back_after_redis_restarts_empty_with_a_cut_event() {
+    let mut own = OwnRedis::start();
+    let node = Node::start(&own.url(), &fresh_prefix());
+    let c = client(&node.url()).await;
+    let mut events = c.receiver("#presence");
+    let _s = c.subscribe("presjl/7").await.expect("subscribed");
+    support::presence_count_becomes(&c, "presjl/7", 1, Duration::from_secs(5)).await;
+    let own_join = HashSet::from([c.id().expect("an id")]);
+    support::await_presence(&mut events, "joins", &own_join, Duration::from_secs(5)).await;
+    own.kill();
+    own.restart();
+    // The first cut event must already find the entry back (it is written before the event).
+    let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("a cut event after Redis restarted")
+        .expect("the stream is open")
+        .expect("data");
+    assert_eq!(event["channel"], "presjl/7", "{event}");
+    assert_eq!(event["cut"], true, "{event}");
+    let asked = c
+        .invoke_value("#presence", Some(json!({ "channel": "presjl/7" })))
+        .await
+        .expect("an answer")
+        .expect("data");
+    assert_eq!(asked["count"], 1, "{asked}");
+}

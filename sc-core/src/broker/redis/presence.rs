@@ -319,8 +319,10 @@ impl Redis {
                 };
                 async move {
                     let renewing = async {
+                        // The first key this node sets is new, not expired: nothing to rewrite.
+                        let mut first = true;
                         loop {
-                            renew(&at).await;
+                            renew(&at, &mut first).await;
                             tokio::time::sleep(REFRESH).await;
                         }
                     };
@@ -364,8 +366,9 @@ struct At<'a> {
     mirror: &'a Mirror,
 }
 
-/// Renews this node's key on one instance; a key found expired makes the instance dirty.
-async fn renew(at: &At<'_>) {
+/// Renews this node's key on one instance; a key found expired makes the instance dirty
+/// (unless it is the node's `first` key there).
+async fn renew(at: &At<'_>, first: &mut bool) {
     let mut conn = at.shard.conn.clone();
     let ttl = u64::try_from(NODE_TTL.as_millis()).unwrap_or(u64::MAX);
     let previous: Result<Option<String>, _> = redis::cmd("SET")
@@ -377,7 +380,8 @@ async fn renew(at: &At<'_>) {
         .query_async(&mut conn)
         .await;
     match previous {
-        Ok(Some(_)) => {}
+        Ok(Some(_)) => *first = false,
+        Ok(None) if std::mem::take(first) => {}
         Ok(None) => {
             at.mirror.own().dirty.insert(at.index);
         }
@@ -458,8 +462,14 @@ async fn rewrite_own(at: &At<'_>) -> Result<(), redis::RedisError> {
             .arg(if *last { "1" } else { "0" });
         let removed: Result<Option<String>, _> = invocation.invoke_async(&mut conn).await;
         match removed {
-            Ok(_) => {
-                touched.entry(channel.clone()).or_insert(true);
+            Ok(removed) => {
+                // Its subscribers may have missed this leave: a cut event on a channel with
+                // join/leave events (the removed value says whether it has them).
+                let join_leave = removed
+                    .as_deref()
+                    .and_then(decode_value)
+                    .is_some_and(|(_, join_leave)| join_leave);
+                *touched.entry(channel.clone()).or_default() |= join_leave;
             }
             Err(e) => {
                 let mut own = at.mirror.own();
@@ -487,7 +497,7 @@ async fn rewrite_own(at: &At<'_>) -> Result<(), redis::RedisError> {
             }
             pipe.add_command(hset).ignore();
             pipe.cmd("SADD").arg(&node_channels).arg(channel).ignore();
-            touched.insert(channel.clone(), join_leave);
+            *touched.entry(channel.clone()).or_default() |= join_leave;
         }
     }
     pipe.cmd("SADD").arg(&at.keys.nodes).arg(at.node).ignore();
