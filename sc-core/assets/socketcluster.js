@@ -122,8 +122,9 @@ class Channel {
     const joins = Array.isArray(data.joins) ? data.joins : [];
     const leaves = Array.isArray(data.leaves) ? data.leaves : [];
     for (const fn of this.presenceListeners.event) call(fn, { joins, leaves, cut: data.cut === true });
-    for (const entry of joins) for (const fn of this.presenceListeners.join) call(fn, entry);
+    // Leaves first: a socket that left and came back within one window ends up present.
     for (const entry of leaves) for (const fn of this.presenceListeners.leave) call(fn, entry);
+    for (const entry of joins) for (const fn of this.presenceListeners.join) call(fn, entry);
   }
 
   listen(fn) {

@@ -178,6 +178,10 @@ pub struct Config {
     /// (`SC_LISTEN_BACKLOG`, default the system's `net.core.somaxconn`, at least 1024): the
     /// public port, the admin port and the cluster's Unix sockets. Linux caps it at somaxconn.
     pub listen_backlog: u32,
+    /// Most bytes (as JSON) of the info `Socket::set_presence_info` attaches, which is copied
+    /// into every entry of the socket, on the engine and in answers and events
+    /// (`SC_PRESENCE_MAX_INFO_BYTES`, default 1024); over it the call fails and nothing changes.
+    pub presence_max_info_bytes: usize,
 }
 
 impl Default for Config {
@@ -241,6 +245,7 @@ impl Default for Config {
             presence_max_entries: 1000,
             presence_window: Duration::from_millis(100),
             listen_backlog: crate::backlog::default_backlog(),
+            presence_max_info_bytes: 1024,
         }
     }
 }
@@ -422,6 +427,11 @@ impl Config {
         env!("SC_PRESENCE_MAX_ENTRIES", parse, self.presence_max_entries);
         env!("SC_PRESENCE_WINDOW", ms, self.presence_window);
         env!("SC_LISTEN_BACKLOG", parse, self.listen_backlog);
+        env!(
+            "SC_PRESENCE_MAX_INFO_BYTES",
+            parse,
+            self.presence_max_info_bytes
+        );
         Ok(())
     }
 
@@ -830,6 +840,7 @@ mod tests {
             "SC_PRESENCE_USER_CLAIM" => Some("name".to_string()),
             "SC_PRESENCE_MAX_ENTRIES" => Some("10".to_string()),
             "SC_PRESENCE_WINDOW" => Some("250".to_string()),
+            "SC_PRESENCE_MAX_INFO_BYTES" => Some("64".to_string()),
             _ => None,
         })
         .expect("valid env");
@@ -842,6 +853,8 @@ mod tests {
             ),
             ("name", 10, Duration::from_millis(250))
         );
+        assert_eq!(c.presence_max_info_bytes, 64);
+        assert_eq!(Config::default().presence_max_info_bytes, 1024);
         let mut c = Config::default();
         assert!(c
             .apply_vars(|n| (n == "SC_PRESENCE").then(|| "maybe".to_string()))

@@ -270,3 +270,150 @@ async fn a_flood_of_presence_queries_is_rate_limited() {
     // The socket is still served.
     assert!(member.subscribe("rooms/2").await.is_ok());
 }
+
+/// Every `#presence` event that arrives within `for_`.
+async fn events_within(events: &mut sc_core::client::EventReceiver, for_: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + for_;
+    let mut got = Vec::new();
+    while let Ok(Some(Some(event))) = tokio::time::timeout_at(deadline, events.recv()).await {
+        got.push(event);
+    }
+    got
+}
+
+/// Whether `socket` is in the `list` of any of `events`.
+fn listed(events: &[Value], list: &str, socket: &str) -> bool {
+    events.iter().any(|e| {
+        e[list]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["socket"] == socket))
+    })
+}
+
+/// Within one window: a socket that unsubscribes and subscribes again is still there (a join,
+/// never also a leave, which a client applying leaves last would take as gone); one whose
+/// entry changed (`set_presence_info`) and that then leaves gets its leave (its first join was
+/// announced in an earlier window).
+#[tokio::test]
+async fn changes_within_one_window_end_in_the_true_state() {
+    let server = TestServer::start_app(app()).await;
+    let watcher = server.client().await;
+    let mut events = watcher.receiver("#presence");
+    let _w = watcher.subscribe("live/2").await.expect("subscribed");
+    let other = server.client().await;
+    let id = other.id().expect("an id");
+    let within = Duration::from_secs(5);
+    let first = other.subscribe("live/2").await.expect("subscribed");
+    let only = std::collections::HashSet::from([id.clone()]);
+    support::await_presence(&mut events, "joins", &only, within).await;
+
+    first.unsubscribe();
+    let _again = other.subscribe("live/2").await.expect("subscribed again");
+    let seen = events_within(&mut events, Duration::from_millis(800)).await;
+    assert!(
+        listed(&seen, "joins", &id),
+        "no join after coming back: {seen:?}"
+    );
+    assert!(
+        !listed(&seen, "leaves", &id),
+        "a leave for a socket that is there: {seen:?}"
+    );
+    assert_eq!(count(&watcher, "live/2").await, 2);
+
+    let () = other
+        .invoke("info", &json!({"nick": "O"}))
+        .await
+        .expect("info set");
+    other.unsubscribe("live/2");
+    let seen = events_within(&mut events, Duration::from_millis(800)).await;
+    assert!(
+        listed(&seen, "leaves", &id),
+        "no leave after info and unsubscribe: {seen:?}"
+    );
+    assert!(
+        !listed(&seen, "joins", &id),
+        "a join for a socket that left: {seen:?}"
+    );
+    count_becomes(&watcher, "live/2", 1, within).await;
+}
+
+/// Presence info over `presence_max_info_bytes` (1 KiB by default) is refused with a clear error
+/// and the entry keeps what it had; many changes in a row end with the newest.
+#[tokio::test]
+async fn presence_info_is_bounded_and_the_newest_wins() {
+    let server = TestServer::start_app(app()).await;
+    let c = server.client().await;
+    let _s = c.subscribe("live/4").await.expect("subscribed");
+    let () = c.invoke("info", &json!({"n": 0})).await.expect("info set");
+    let big = json!({ "blob": "x".repeat(2000) });
+    let e = error_of(c.invoke::<_, ()>("info", &big).await.expect_err("refused"));
+    assert_eq!(e.name(), "InvalidArgumentsError");
+    assert!(
+        e.message().contains("presence_max_info_bytes (1024)"),
+        "{}",
+        e.message()
+    );
+    for n in 1..=20 {
+        let () = c
+            .invoke("info", &json!({ "n": n }))
+            .await
+            .expect("info set");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = ask(&c, "live/4").await.expect("an answer");
+        if answer["entries"][0]["info"] == json!({"n": 20}) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "info is {}, not the newest",
+            answer["entries"][0]["info"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The in-process engine, but every presence join takes 30 s (an engine that stopped answering
+/// and is not yet known to be down).
+#[derive(Default)]
+struct SlowJoins(sc_core::broker::LocalBroker);
+
+impl sc_core::broker::BrokerEngine for SlowJoins {
+    common::forward_required_engine_methods!();
+    fn supports_presence(&self) -> bool {
+        true
+    }
+    fn presence_join(
+        &self,
+        channel: &str,
+        entry: sc_core::broker::PresenceEntry,
+        join_leave: bool,
+    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+        let channel = channel.to_owned();
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            self.0.presence_join(&channel, entry, join_leave).await
+        })
+    }
+}
+
+/// A `#subscribe` ack on a channel with presence waits for the engine only so long (1 s): an
+/// engine that does not answer never holds it up to the client's ack timeout.
+#[tokio::test]
+async fn a_subscribe_ack_does_not_wait_for_an_engine_that_does_not_answer() {
+    let server = TestServer::start(
+        testing::builder()
+            .app(app())
+            .broker_engine(SlowJoins::default()),
+    )
+    .await;
+    let c = server.client().await;
+    for channel in ["rooms/9", "live/9"] {
+        let subscribed = tokio::time::timeout(Duration::from_secs(4), c.subscribe(channel)).await;
+        assert!(
+            matches!(subscribed, Ok(Ok(_))),
+            "{channel}: no ack within 4 s: {subscribed:?}"
+        );
+    }
+}

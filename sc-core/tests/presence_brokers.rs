@@ -76,6 +76,20 @@ impl Workers {
         workers
     }
 
+    /// Stops the broker, waits until both workers see it gone, and starts it again (empty).
+    async fn restart_broker(&mut self) {
+        self.broker.abort();
+        let _ = (&mut self.broker).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.engine_a.is_connected(0) || self.engine_b.is_connected(0) {
+            assert!(Instant::now() < deadline, "still connected after 5 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let path = self.dir.join("b0.sock");
+        self.broker = start_broker(&path).await;
+        self.wait_connected().await;
+    }
+
     async fn wait_connected(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !(self.engine_a.is_connected(0) && self.engine_b.is_connected(0)) {
@@ -116,16 +130,7 @@ async fn both_workers_see_the_same_members_and_a_restarted_broker_gets_them_back
     count_becomes(&on_a, "rooms/1", 2).await;
 
     // The broker restarts empty; each worker sends its entries again.
-    w.broker.abort();
-    let _ = (&mut w.broker).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while w.engine_a.is_connected(0) || w.engine_b.is_connected(0) {
-        assert!(Instant::now() < deadline, "still connected after 5 s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let path = w.dir.join("b0.sock");
-    w.broker = start_broker(&path).await;
-    w.wait_connected().await;
+    w.restart_broker().await;
     count_becomes(&on_a, "rooms/1", 2).await;
     assert_eq!(count(&on_b, "rooms/1").await, 2);
 }
@@ -154,4 +159,31 @@ async fn a_worker_whose_link_drops_leaves_at_once_with_leave_events() {
     w.engine_b.shutdown().await;
     count_becomes(&watcher, "live/1", 1).await;
     support::await_presence(&mut events, "leaves", &ids, within).await;
+}
+
+/// Entries sent again to a restarted broker come back without join events: the subscribers of
+/// a channel with join/leave events get an event with `"cut": true` (ask again).
+#[tokio::test]
+async fn a_restarted_broker_makes_subscribers_ask_again() {
+    let mut w = Workers::start().await;
+    let on_a = w.a.client().await;
+    let on_b = w.b.client().await;
+    let mut events = on_a.receiver("#presence");
+    let _s1 = on_a.subscribe("live/3").await.expect("subscribed");
+    let _s2 = on_b.subscribe("live/3").await.expect("subscribed");
+    count_becomes(&on_a, "live/3", 2).await;
+
+    w.restart_broker().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .expect("an event with cut after the broker restarted")
+            .expect("the stream is open")
+            .expect("data");
+        if event["channel"] == "live/3" && event["cut"] == true {
+            break;
+        }
+    }
+    count_becomes(&on_a, "live/3", 2).await;
 }

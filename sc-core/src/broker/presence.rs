@@ -230,6 +230,16 @@ pub fn encode_event(
     })
 }
 
+/// `{"event":"#presence","data":{"channel":..,"joins":[],"leaves":[],"cut":true}}`: the
+/// subscribers' member list may have missed joins or leaves (the engine was unreachable, or
+/// entries were written again after an outage); clients ask `#presence` again on `cut`.
+pub fn encode_resync(channel: &str) -> Result<String, serde_json::Error> {
+    serde_json::to_string(&serde_json::json!({
+        "event": "#presence",
+        "data": {"channel": channel, "joins": [], "leaves": [], "cut": true},
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

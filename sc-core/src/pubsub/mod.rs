@@ -84,6 +84,9 @@ enum Added {
     Closed,
 }
 
+/// Longest a `#subscribe` ack on a channel with presence waits for the engine to have the entry.
+const PRESENCE_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl PubSub {
     pub(crate) fn new(engine: Arc<dyn BrokerEngine>, metrics: Arc<Metrics>) -> Self {
         Self {
@@ -356,7 +359,9 @@ impl PubSub {
             }
         };
         if let Some(answered) = answered {
-            let _ = answered.await;
+            // Bounded: an engine that is slow or unreachable (but not yet known to be) must not
+            // hold the ack; the entry still arrives when the engine takes it.
+            let _ = tokio::time::timeout(PRESENCE_ACK_WAIT, answered).await;
         }
         joined
     }
@@ -416,10 +421,8 @@ impl PubSub {
         for channel in channels {
             if let Some(policy) = self.presence.of(channel) {
                 // Nobody waits for it: the socket's subscriptions were acknowledged already.
-                drop(
-                    self.presence
-                        .join(&self.engine, channel.clone(), entry.clone(), policy),
-                );
+                self.presence
+                    .rejoin(&self.engine, channel.clone(), entry.clone(), policy);
             }
         }
     }

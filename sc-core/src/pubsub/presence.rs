@@ -7,7 +7,7 @@
 //! before its leave) only when a subscription to a channel with presence starts or ends; a
 //! publication never touches presence.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::app::presence::{PresenceAccess, PresencePolicy};
 use crate::app::App;
-use crate::broker::presence::encode_event;
+use crate::broker::presence::{encode_event, encode_resync};
 use crate::broker::{BrokerEngine, PresenceEntry};
 use crate::channel::ChannelPattern;
 use crate::config::Config;
@@ -32,12 +32,29 @@ enum Op {
         /// Answered once the engine has the entry (the subscriber's ack waits for it, so that a
         /// query right after the ack counts the subscriber).
         done: Option<oneshot::Sender<()>>,
+        /// The socket was on the channel already and its entry changed (`set_presence_info`):
+        /// subscribers heard of it before.
+        rejoin: bool,
+    },
+    /// A socket's entry on a channel changed: its newest entry waits in [`Rejoins`], so any
+    /// number of `set_presence_info` calls before the task gets to it queue one op.
+    Rejoin {
+        channel: Arc<str>,
+        socket: Arc<str>,
+        join_leave: bool,
     },
     Leave {
         channel: Arc<str>,
         socket: Arc<str>,
         join_leave: bool,
     },
+}
+
+/// Newest entries of rejoins not yet given to the engine, by channel and socket.
+type Rejoins = Arc<std::sync::Mutex<HashMap<(Arc<str>, Arc<str>), PresenceEntry>>>;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The presence policy of every channel name, and the queue to the worker's presence task.
@@ -52,6 +69,7 @@ pub(crate) struct Presence {
     pub(crate) max_entries: usize,
     window: Duration,
     ops: OnceLock<mpsc::UnboundedSender<Op>>,
+    rejoins: Rejoins,
 }
 
 impl Presence {
@@ -75,6 +93,7 @@ impl Presence {
             max_entries: config.presence_max_entries,
             window: config.presence_window,
             ops: OnceLock::new(),
+            rejoins: Rejoins::default(),
         }
     }
 
@@ -135,6 +154,7 @@ impl Presence {
         entry: PresenceEntry,
         policy: PresencePolicy,
     ) -> oneshot::Receiver<()> {
+        self.drop_rejoin(&channel, &entry.socket);
         let (done, answered) = oneshot::channel();
         self.send(
             engine,
@@ -143,9 +163,35 @@ impl Presence {
                 entry,
                 join_leave: policy.join_leave,
                 done: Some(done),
+                rejoin: false,
             },
         );
         answered
+    }
+
+    /// Queues the new entry of a socket that is on the channel already.
+    pub(crate) fn rejoin(
+        &self,
+        engine: &Arc<dyn BrokerEngine>,
+        channel: Arc<str>,
+        entry: PresenceEntry,
+        policy: PresencePolicy,
+    ) {
+        let socket: Arc<str> = entry.socket.as_str().into();
+        let queued = lock(&self.rejoins)
+            .insert((channel.clone(), socket.clone()), entry)
+            .is_some();
+        if !queued {
+            let join_leave = policy.join_leave;
+            self.send(
+                engine,
+                Op::Rejoin {
+                    channel,
+                    socket,
+                    join_leave,
+                },
+            );
+        }
     }
 
     /// Queues a leave.
@@ -156,6 +202,7 @@ impl Presence {
         socket: Arc<str>,
         policy: PresencePolicy,
     ) {
+        self.drop_rejoin(&channel, &socket);
         self.send(
             engine,
             Op::Leave {
@@ -166,6 +213,16 @@ impl Presence {
         );
     }
 
+    /// Forgets a pending rejoin of the socket on the channel: a join or leave queued after it
+    /// decides (a rejoin op still queued before them would otherwise carry a newer entry than
+    /// the join behind it, which then wins with an older one).
+    fn drop_rejoin(&self, channel: &Arc<str>, socket: &str) {
+        let mut rejoins = lock(&self.rejoins);
+        if !rejoins.is_empty() {
+            rejoins.remove(&(channel.clone(), Arc::from(socket)));
+        }
+    }
+
     fn send(&self, engine: &Arc<dyn BrokerEngine>, op: Op) {
         let ops = self.ops.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -174,6 +231,7 @@ impl Presence {
             tokio::spawn(run(
                 Arc::downgrade(engine),
                 rx,
+                self.rejoins.clone(),
                 self.window,
                 self.max_entries,
             ));
@@ -183,11 +241,75 @@ impl Presence {
     }
 }
 
-/// Joins and leaves of one channel waiting for the end of its window.
+/// Joins and leaves of one channel waiting for the end of its window, by socket: what its
+/// subscribers knew of each socket when the window began, and what is true now.
 #[derive(Default)]
 struct Batch {
-    joins: Vec<PresenceEntry>,
-    leaves: Vec<PresenceEntry>,
+    sockets: HashMap<String, Change>,
+}
+
+/// One socket's changes within a window.
+struct Change {
+    /// Its subscribers had been told it is there (its join was announced in an earlier window).
+    announced: bool,
+    /// Its entry now; `None` once it left.
+    now: Option<PresenceEntry>,
+    /// Its latest entry, for a leave.
+    last: PresenceEntry,
+}
+
+impl Batch {
+    /// A socket joined (`rejoin`: it was there already, with another entry).
+    fn join(&mut self, entry: PresenceEntry, rejoin: bool) {
+        match self.sockets.get_mut(&entry.socket) {
+            Some(change) => {
+                change.now = Some(entry.clone());
+                change.last = entry;
+            }
+            None => {
+                self.sockets.insert(
+                    entry.socket.clone(),
+                    Change {
+                        announced: rejoin,
+                        now: Some(entry.clone()),
+                        last: entry,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A socket left.
+    fn leave(&mut self, entry: PresenceEntry) {
+        match self.sockets.get_mut(&entry.socket) {
+            Some(change) => change.now = None,
+            None => {
+                self.sockets.insert(
+                    entry.socket.clone(),
+                    Change {
+                        announced: true,
+                        now: None,
+                        last: entry,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The event's lists: a socket that is there now is a join (new, or its entry replaced), one
+    /// that was announced and is gone a leave, one that came and went within the window nothing;
+    /// never both for one socket.
+    fn lists(self) -> (Vec<PresenceEntry>, Vec<PresenceEntry>) {
+        let (mut joins, mut leaves) = (Vec::new(), Vec::new());
+        for change in self.sockets.into_values() {
+            match change.now {
+                Some(entry) => joins.push(entry),
+                None if change.announced => leaves.push(change.last),
+                None => {}
+            }
+        }
+        (joins, leaves)
+    }
 }
 
 /// The worker's presence task: each change to the engine, in order; events gathered per channel
@@ -195,10 +317,14 @@ struct Batch {
 async fn run(
     engine: Weak<dyn BrokerEngine>,
     mut ops: mpsc::UnboundedReceiver<Op>,
+    rejoins: Rejoins,
     window: Duration,
     max: usize,
 ) {
     let mut pending: HashMap<Arc<str>, Batch> = HashMap::new();
+    // Channels whose event the engine did not take: their subscribers are told to ask again
+    // (`"cut": true`) once it answers, tried every `RESYNC_RETRY`.
+    let mut stale: HashSet<Arc<str>> = HashSet::new();
     let mut deadline: Option<Instant> = None;
     loop {
         let wake = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -210,12 +336,34 @@ async fn run(
             () = tokio::time::sleep_until(wake), if deadline.is_some() => {
                 deadline = None;
                 let Some(engine) = engine.upgrade() else { return };
-                flush(&engine, std::mem::take(&mut pending), max).await;
+                resync(&engine, &mut stale).await;
+                stale.extend(flush(&engine, std::mem::take(&mut pending), max).await);
+                if !stale.is_empty() {
+                    deadline = Some(Instant::now() + RESYNC_RETRY.max(window));
+                }
                 continue;
             }
         };
         let Some(engine) = engine.upgrade() else {
             return;
+        };
+        let op = match op {
+            Op::Rejoin {
+                channel,
+                socket,
+                join_leave,
+            } => {
+                let newest = lock(&rejoins).remove(&(channel.clone(), socket));
+                let Some(entry) = newest else { continue };
+                Op::Join {
+                    channel,
+                    entry,
+                    join_leave,
+                    done: None,
+                    rejoin: true,
+                }
+            }
+            op => op,
         };
         match op {
             Op::Join {
@@ -223,6 +371,7 @@ async fn run(
                 entry,
                 join_leave,
                 done,
+                rejoin,
             } => {
                 let joined = engine
                     .presence_join(&channel, entry.clone(), join_leave)
@@ -232,14 +381,20 @@ async fn run(
                 }
                 if let Err(e) = joined {
                     tracing::warn!(%channel, socket = %entry.socket, error = %e, "presence join failed");
+                    if join_leave {
+                        // Its subscribers' lists may now be wrong: they ask again later.
+                        stale.insert(channel);
+                        deadline.get_or_insert_with(|| Instant::now() + window);
+                    }
                     continue;
                 }
                 if !join_leave {
                     continue;
                 }
-                let batch = pending.entry(channel.clone()).or_default();
-                batch.joins.retain(|j| j.socket != entry.socket);
-                batch.joins.push(entry);
+                pending
+                    .entry(channel.clone())
+                    .or_default()
+                    .join(entry, rejoin);
             }
             Op::Leave {
                 channel,
@@ -247,20 +402,19 @@ async fn run(
                 join_leave,
             } => match engine.presence_leave(&channel, &socket).await {
                 Ok(Some(entry)) if join_leave => {
-                    let batch = pending.entry(channel.clone()).or_default();
-                    // Joined and left within one window: subscribers never heard of it.
-                    let before = batch.joins.len();
-                    batch.joins.retain(|j| j.socket != entry.socket);
-                    if batch.joins.len() == before {
-                        batch.leaves.push(entry);
-                    }
+                    pending.entry(channel.clone()).or_default().leave(entry);
                 }
                 Ok(_) => continue,
                 Err(e) => {
                     tracing::warn!(%channel, %socket, error = %e, "presence leave failed");
+                    if join_leave {
+                        stale.insert(channel);
+                        deadline.get_or_insert_with(|| Instant::now() + window);
+                    }
                     continue;
                 }
             },
+            Op::Rejoin { .. } => continue,
         }
         // Only batched changes get here.
         if deadline.is_none() {
@@ -269,13 +423,38 @@ async fn run(
     }
 }
 
-/// Sends one event per channel with anything to say.
-async fn flush(engine: &Arc<dyn BrokerEngine>, pending: HashMap<Arc<str>, Batch>, max: usize) {
+/// How often a worker tries again to tell the subscribers of a channel whose event was lost
+/// to ask again.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
+
+/// Sends a `"cut": true` event on each stale channel; keeps those the engine did not take.
+async fn resync(engine: &Arc<dyn BrokerEngine>, stale: &mut HashSet<Arc<str>>) {
+    let mut left = HashSet::new();
+    for channel in stale.drain() {
+        let Ok(frame) = encode_resync(&channel) else {
+            continue;
+        };
+        if engine.presence_event(&channel, frame.into()).await.is_err() {
+            left.insert(channel);
+        }
+    }
+    *stale = left;
+}
+
+/// Sends one event per channel with anything to say; answers the channels whose event the
+/// engine did not take.
+async fn flush(
+    engine: &Arc<dyn BrokerEngine>,
+    pending: HashMap<Arc<str>, Batch>,
+    max: usize,
+) -> Vec<Arc<str>> {
+    let mut failed = Vec::new();
     for (channel, batch) in pending {
-        if batch.joins.is_empty() && batch.leaves.is_empty() {
+        let (joins, leaves) = batch.lists();
+        if joins.is_empty() && leaves.is_empty() {
             continue;
         }
-        let frame = match encode_event(&channel, &batch.joins, &batch.leaves, max) {
+        let frame = match encode_event(&channel, &joins, &leaves, max) {
             Ok(frame) => frame,
             Err(e) => {
                 tracing::error!(%channel, error = %e, "could not encode a presence event");
@@ -283,7 +462,54 @@ async fn flush(engine: &Arc<dyn BrokerEngine>, pending: HashMap<Arc<str>, Batch>
             }
         };
         if let Err(e) = engine.presence_event(&channel, frame.into()).await {
-            tracing::warn!(%channel, error = %e, "presence event not sent");
+            tracing::warn!(%channel, error = %e, "presence event not sent; its subscribers are told to ask again once the engine answers");
+            failed.push(channel);
         }
+    }
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(socket: &str, info: Option<i64>) -> PresenceEntry {
+        PresenceEntry {
+            socket: socket.into(),
+            user: None,
+            info: info.map(Value::from),
+        }
+    }
+
+    fn sockets(list: &[PresenceEntry]) -> Vec<(&str, Option<&Value>)> {
+        list.iter()
+            .map(|e| (e.socket.as_str(), e.info.as_ref()))
+            .collect()
+    }
+
+    #[test]
+    fn a_window_ends_in_each_sockets_true_state() {
+        let mut b = Batch::default();
+        // Came and went: never announced.
+        b.join(entry("new", None), false);
+        b.leave(entry("new", None));
+        // Announced earlier, changed its info, then left: a leave.
+        b.join(entry("changed", Some(1)), true);
+        b.leave(entry("changed", Some(1)));
+        // Announced earlier, left and came back: a join only, with its latest entry.
+        b.leave(entry("back", None));
+        b.join(entry("back", Some(2)), false);
+        // Changed twice: one join, the newest.
+        b.join(entry("twice", Some(1)), true);
+        b.join(entry("twice", Some(3)), true);
+        let (mut joins, leaves) = b.lists();
+        joins.sort_by(|a, b| a.socket.cmp(&b.socket));
+        let three = Value::from(3);
+        let two = Value::from(2);
+        assert_eq!(
+            sockets(&joins),
+            vec![("back", Some(&two)), ("twice", Some(&three))]
+        );
+        assert_eq!(sockets(&leaves), vec![("changed", Some(&Value::from(1)))]);
     }
 }

@@ -176,11 +176,25 @@ pub enum SendError {
     /// The data could not be serialised to JSON.
     #[error("data is not serialisable to JSON: {0}")]
     Encode(#[from] serde_json::Error),
+    /// [`Socket::set_presence_info`] got more than `presence_max_info_bytes` (as JSON).
+    #[error(
+        "presence info of {size} bytes is over presence_max_info_bytes ({max}); it was not set"
+    )]
+    PresenceInfoTooLarge {
+        /// Its size as JSON.
+        size: usize,
+        /// `presence_max_info_bytes`.
+        max: usize,
+    },
 }
 
 impl From<SendError> for ScError {
     fn from(e: SendError) -> Self {
-        ScError::new("BadConnectionError", e.to_string())
+        let name = match e {
+            SendError::PresenceInfoTooLarge { .. } => "InvalidArgumentsError",
+            _ => "BadConnectionError",
+        };
+        ScError::new(name, e.to_string())
     }
 }
 
@@ -303,7 +317,10 @@ impl Socket {
                     event: event.to_owned(),
                     source,
                 },
-                SendError::Closed | SendError::SlowConsumer => self.bad_connection(event),
+                // `push` never answers `PresenceInfoTooLarge`.
+                SendError::Closed
+                | SendError::SlowConsumer
+                | SendError::PresenceInfoTooLarge { .. } => self.bad_connection(event),
             });
         }
         match tokio::time::timeout(self.0.shared.config.ack_timeout, rx).await {
@@ -466,9 +483,15 @@ impl Socket {
     /// `Exchange::presence`, `#presence` answers and join events): on the channels it subscribes
     /// to from now on, and, replacing the entry, on those it is subscribed to already (a join
     /// event for it follows on channels with join/leave events). Keep it small: it is copied
-    /// into every entry.
+    /// into every entry: over `presence_max_info_bytes` (as JSON, 1 KiB by default) it is
+    /// [`SendError::PresenceInfoTooLarge`] and nothing changes.
     pub fn set_presence_info<T: Serialize + ?Sized>(&self, info: &T) -> Result<(), SendError> {
         let info = serde_json::to_value(info)?;
+        let size = serde_json::to_vec(&info)?.len();
+        let max = self.0.shared.config.presence_max_info_bytes;
+        if size > max {
+            return Err(SendError::PresenceInfoTooLarge { size, max });
+        }
         *write(&self.0.presence_info) = Some(Arc::new(info));
         self.0.shared.channels.presence_changed(self);
         Ok(())

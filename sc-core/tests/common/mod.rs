@@ -110,34 +110,44 @@ impl Drop for Proxy {
     }
 }
 
+/// The methods every engine must have, forwarded to the `LocalBroker` in field 0, inside an
+/// `impl BrokerEngine for ..` of a test engine.
+macro_rules! forward_required_engine_methods {
+    () => {
+        fn start(
+            &self,
+            sink: std::sync::Weak<dyn sc_core::broker::DeliverySink>,
+        ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+            self.0.start(sink)
+        }
+        fn subscribe(
+            &self,
+            channel: &str,
+        ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+            self.0.subscribe(channel)
+        }
+        fn unsubscribe(
+            &self,
+            channel: &str,
+        ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+            self.0.unsubscribe(channel)
+        }
+        fn publish(
+            &self,
+            publication: std::sync::Arc<sc_core::broker::Publication>,
+        ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
+            self.0.publish(publication)
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use forward_required_engine_methods;
+
 /// An engine with only the required methods (the in-process engine's): no history, no presence,
 /// like a custom engine written before either existed.
 #[derive(Default)]
 pub struct PlainEngine(pub sc_core::broker::LocalBroker);
 
 impl sc_core::broker::BrokerEngine for PlainEngine {
-    fn start(
-        &self,
-        sink: std::sync::Weak<dyn sc_core::broker::DeliverySink>,
-    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
-        self.0.start(sink)
-    }
-    fn subscribe(
-        &self,
-        channel: &str,
-    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
-        self.0.subscribe(channel)
-    }
-    fn unsubscribe(
-        &self,
-        channel: &str,
-    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
-        self.0.unsubscribe(channel)
-    }
-    fn publish(
-        &self,
-        publication: std::sync::Arc<sc_core::broker::Publication>,
-    ) -> sc_core::broker::BoxFuture<'_, Result<(), sc_core::broker::BrokerError>> {
-        self.0.publish(publication)
-    }
+    forward_required_engine_methods!();
 }

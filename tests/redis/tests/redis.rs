@@ -106,15 +106,47 @@ impl Drop for Node {
 struct OwnRedis {
     port: u16,
     child: Option<Child>,
+    /// Where it keeps its data: none (it starts empty each time), or an append-only file
+    /// written on every command (it comes back with its data after a SIGKILL).
+    persistence: Vec<String>,
 }
 
 impl OwnRedis {
     fn start() -> Self {
+        Self::start_with(vec![
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "no".into(),
+        ])
+    }
+
+    /// Keeps its data in `dir` across a kill and restart.
+    fn persistent(dir: &std::path::Path) -> Self {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("a directory for Redis");
+        Self::start_with(vec![
+            "--save".into(),
+            "".into(),
+            "--appendonly".into(),
+            "yes".into(),
+            "--appendfsync".into(),
+            "always".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+        ])
+    }
+
+    fn start_with(persistence: Vec<String>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
-        let mut redis = Self { port, child: None };
+        let mut redis = Self {
+            port,
+            child: None,
+            persistence,
+        };
         redis.restart();
         redis
     }
@@ -122,7 +154,7 @@ impl OwnRedis {
     fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(&self.persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -620,4 +652,85 @@ async fn presence_agrees_across_nodes_and_a_killed_node_leaves_within_the_bound(
     // Its leave is announced (by whichever node swept it).
     let gone = HashSet::from([gone]);
     support::await_presence(&mut events, "leaves", &gone, Duration::from_secs(10)).await;
+}
+
+/// Presence on two Redis instances, one of which is away for a moment and comes back with its
+/// data (and this node's key still alive): the leaves that failed there are written once it
+/// answers, although the other instance answered all along (one dirty flag per instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_leaves_that_failed_on_one_of_two_instances_are_written_when_it_is_back() {
+    require_shared_redis();
+    let dir = std::env::temp_dir().join(format!("sc-redis-aof-{}", std::process::id()));
+    let mut own = OwnRedis::persistent(&dir);
+    let urls = format!("redis://{SHARED_REDIS},{}", own.url());
+    let node = Node::start(&urls, &fresh_prefix());
+    let stayer = client(&node.url()).await;
+    let leaver = client(&node.url()).await;
+    // Enough channels that both instances own some.
+    let channels: Vec<String> = (0..8).map(|i| format!("pres/{i}")).collect();
+    let (mut kept, mut left) = (Vec::new(), Vec::new());
+    for c in &channels {
+        kept.push(stayer.subscribe(c).await.expect("subscribed"));
+        left.push(leaver.subscribe(c).await.expect("subscribed"));
+    }
+    for c in &channels {
+        support::presence_count_becomes(&stayer, c, 2, Duration::from_secs(5)).await;
+    }
+    own.kill();
+    for s in left {
+        s.unsubscribe();
+    }
+    // The leaves are tried (and fail on the killed instance) well within the node key's TTL.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    own.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    for c in &channels {
+        loop {
+            let asked = stayer
+                .invoke_value("#presence", Some(json!({ "channel": c })))
+                .await;
+            let count = asked.ok().flatten().and_then(|a| a["count"].as_u64());
+            if count == Some(1) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{c} still counts {count:?}, not 1: the failed leave stayed a ghost"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    drop(own);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Redis that restarts empty loses every entry: the node writes its entries there again and
+/// tells the channel's subscribers to ask again (an event with `"cut": true`), and the count is
+/// whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_entries_come_back_after_redis_restarts_empty_with_a_cut_event() {
+    let mut own = OwnRedis::start();
+    let node = Node::start(&own.url(), &fresh_prefix());
+    let c = client(&node.url()).await;
+    let mut events = c.receiver("#presence");
+    let _s = c.subscribe("presjl/7").await.expect("subscribed");
+    support::presence_count_becomes(&c, "presjl/7", 1, Duration::from_secs(5)).await;
+    let own_join = HashSet::from([c.id().expect("an id")]);
+    support::await_presence(&mut events, "joins", &own_join, Duration::from_secs(5)).await;
+    own.kill();
+    own.restart();
+    // The first cut event must already find the entry back (it is written before the event).
+    let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("a cut event after Redis restarted")
+        .expect("the stream is open")
+        .expect("data");
+    assert_eq!(event["channel"], "presjl/7", "{event}");
+    assert_eq!(event["cut"], true, "{event}");
+    let asked = c
+        .invoke_value("#presence", Some(json!({ "channel": "presjl/7" })))
+        .await
+        .expect("an answer")
+        .expect("data");
+    assert_eq!(asked["count"], 1, "{asked}");
 }

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
-use super::super::presence::PresenceOp;
+use super::super::presence::{encode_resync, PresenceOp};
 use super::super::wire::{BrokerCodec, Frame, VERSION};
 use super::super::{BrokerError, DeliverySink, PresenceEntry, Publication};
 use super::{ClusterOptions, CONNECT_TIMEOUT, DELIVERY_QUEUE, WRITE_BATCH};
@@ -215,6 +215,20 @@ impl Link {
                     id: self.next_id(),
                     op,
                 });
+            }
+            // The entries came back without join events (and, after a dropped link, their
+            // leaves were announced): the channel's subscribers ask again.
+            if members.values().any(|(_, join_leave)| *join_leave) {
+                if let Ok(frame) = encode_resync(channel) {
+                    let op = PresenceOp::Event {
+                        channel: channel.clone(),
+                        frame,
+                    };
+                    let _ = conn.send(Frame::PresenceRequest {
+                        id: self.next_id(),
+                        op,
+                    });
+                }
             }
         }
         let id = self.next_id();

@@ -3,29 +3,36 @@
 //!
 //! - Keys (on the channel's instance): the hash `prefix#p:C` holds one field per subscribed
 //!   socket, its value the node id (16 hex digits), `1` or `0` (whether the channel has
-//!   join/leave events) and the entry as JSON; the set `prefix#pc` lists that instance's
-//!   channels with entries. Each node keeps `prefix#pn:NODE` alive on every instance with a
-//!   [`NODE_TTL`] expiry that it renews every [`REFRESH`].
+//!   join/leave events) and the entry as JSON. Each node keeps `prefix#pn:NODE` alive on every
+//!   instance with a [`NODE_TTL`] expiry that it renews every [`REFRESH`], on a timer of its own
+//!   per instance (so a slow sweep or rewrite never lets a live node's key expire); the set
+//!   `prefix#pc:NODE` lists the channels the node has entries on there, and `prefix#pnodes` the
+//!   nodes with such a set. (`SET .. GET` needs Redis 6.2 or newer.)
 //! - A query (one Lua script) returns the entries of live nodes and deletes those of nodes whose
 //!   key expired; so a dead node's entries stop counting within [`NODE_TTL`]. Every [`REFRESH`]
-//!   one node per instance (whichever takes a short lock) runs the same script over every listed
-//!   channel and publishes the leaves of the dead entries on channels with join/leave events.
-//! - Each node also remembers its own entries: when its key was found expired (the node was cut
-//!   off from Redis longer than [`NODE_TTL`], and others may have deleted its entries), or a join
-//!   or leave failed while Redis was unreachable, it writes the failed leaves and then all its
-//!   entries again once Redis answers.
+//!   one node per instance (whichever takes a short lock) claims the channel sets of the nodes
+//!   whose key expired, runs the same script over just those channels and publishes the leaves
+//!   of the dead entries on channels with join/leave events: its work follows the dead nodes'
+//!   channels, not every channel with presence.
+//! - Each node also remembers its own entries: when its key was found expired on an instance
+//!   (the node was cut off from it longer than [`NODE_TTL`], and others may have deleted its
+//!   entries), or a join or leave failed there, it writes the failed leaves and then all its
+//!   entries on that instance again (one `HSET` per channel, pipelined) once it answers, and
+//!   tells the channels' subscribers to ask again (an event with `"cut": true`). Joins, leaves
+//!   and that rewrite are serialised, so a rewrite never brings back an entry that left
+//!   meanwhile.
 //! - Events travel on the channel's Redis channel as the node id, [`EVENT_MARK`] and the
 //!   `#presence` frame; every node with subscribers (the sending one included) delivers them.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use futures_util::future::join_all;
 
 use super::{command_error, Redis, Shard, NODE_ID_LEN};
 use crate::broker::cluster::broker_index;
-use crate::broker::presence::{encode_event, DEAD_WORKER_EVENT_MAX};
+use crate::broker::presence::{encode_event, encode_resync, DEAD_WORKER_EVENT_MAX};
 use crate::broker::{BrokerError, PresenceEntry, REDIS_SEPARATOR};
 
 /// How long a node's entries outlive its last refresh.
@@ -44,39 +51,56 @@ pub(super) struct Own {
     entries: HashMap<String, HashMap<String, (PresenceEntry, bool)>>,
     /// Leaves Redis did not take (it was unreachable): retried by the keeper.
     leaves: Vec<(String, String)>,
-    /// A join or leave failed: the keeper writes every entry again once Redis answers.
-    dirty: bool,
+    /// Instances (by index) that must get this node's entries again: a join or leave failed
+    /// there, or the node's key there had expired. One flag per instance, so an instance that
+    /// answers never clears another's.
+    dirty: HashSet<usize>,
 }
 
-/// [`Own`], shared.
-pub(super) type Mirror = Arc<Mutex<Own>>;
+/// This node's presence: what it knows ([`Own`]) and the lock that serialises its writes.
+#[derive(Default)]
+pub(super) struct Presence {
+    own: Mutex<Own>,
+    /// Held by a join, a leave and a rewrite for their whole write, so a rewrite's snapshot
+    /// cannot be overtaken by a leave (whose entry the rewrite would then bring back for good).
+    writes: tokio::sync::Mutex<()>,
+}
 
-/// KEYS: hash, channel set. ARGV: socket, value, channel.
+impl Presence {
+    fn own(&self) -> MutexGuard<'_, Own> {
+        super::lock(&self.own)
+    }
+}
+
+/// [`Presence`], shared with the keeper task.
+pub(super) type Mirror = Arc<Presence>;
+
+/// KEYS: hash, the node's channel set, the node set. ARGV: socket, value, channel, node.
 static JOIN: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[4])
 ",
     )
 });
 
-/// KEYS: hash, channel set. ARGV: socket, channel. Answers the value removed, or nil.
+/// KEYS: hash, the node's channel set. ARGV: socket, channel, `1` when the node has no entry
+/// left on the channel. Answers the value removed, or nil.
 static LEAVE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  if redis.call('HLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
-end
+if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
+if ARGV[3] == '1' then redis.call('SREM', KEYS[2], ARGV[2]) end
 return v
 ",
     )
 });
 
-/// KEYS: hash, channel set. ARGV: node key prefix, this node, channel. Answers `{live, dead}`
-/// values; the dead ones (their node's key expired) are deleted.
+/// KEYS: hash. ARGV: node key prefix, this node. Answers `{live, dead}` values; the dead ones
+/// (their node's key expired) are deleted.
 static QUERY: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
@@ -97,8 +121,27 @@ for i = 1, #all, 2 do
     redis.call('HDEL', KEYS[1], all[i])
   end
 end
-if #live == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end
 return {live, dead}
+",
+    )
+});
+
+/// KEYS: the node set. ARGV: node key prefix, channel set prefix, this node. Removes every
+/// node whose key expired, with its channel set, and answers those channels (to sweep). One
+/// script, so a node that comes back meanwhile adds its channels after the claim, not before.
+static CLAIM_DEAD: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local gone = {}
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if n ~= ARGV[3] and redis.call('EXISTS', ARGV[1] .. n) == 0 then
+    local set = ARGV[2] .. n
+    for _, c in ipairs(redis.call('SMEMBERS', set)) do gone[#gone + 1] = c end
+    redis.call('DEL', set)
+    redis.call('SREM', KEYS[1], n)
+  end
+end
+return gone
 ",
     )
 });
@@ -122,12 +165,16 @@ impl Redis {
         format!("{}{REDIS_SEPARATOR}p:{channel}", self.prefix)
     }
 
-    fn presence_channels_key(&self) -> String {
-        format!("{}{REDIS_SEPARATOR}pc", self.prefix)
-    }
-
-    fn node_key_prefix(&self) -> String {
-        format!("{}{REDIS_SEPARATOR}pn:", self.prefix)
+    fn keys(&self) -> Keys {
+        let prefix = &self.prefix;
+        Keys {
+            node_prefix: format!("{prefix}{REDIS_SEPARATOR}pn:"),
+            node_channels: format!("{prefix}{REDIS_SEPARATOR}pc:"),
+            nodes: format!("{prefix}{REDIS_SEPARATOR}pnodes"),
+            presence: format!("{prefix}{REDIS_SEPARATOR}p:"),
+            redis_channel: format!("{prefix}{REDIS_SEPARATOR}"),
+            lock: format!("{prefix}{REDIS_SEPARATOR}psweep"),
+        }
     }
 
     pub(super) async fn join_presence(
@@ -136,26 +183,33 @@ impl Redis {
         entry: PresenceEntry,
         join_leave: bool,
     ) -> Result<(), BrokerError> {
-        let node = self.state()?.node.clone();
-        let value = encode_value(&node, &entry, join_leave);
-        super::lock(&self.presence)
+        let state = self.state()?;
+        let node = &state.node;
+        let index = broker_index(channel, state.shards.len());
+        let value = encode_value(node, &entry, join_leave);
+        let _writing = self.presence.writes.lock().await;
+        self.presence
+            .own()
             .entries
             .entry(channel.to_owned())
             .or_default()
             .insert(entry.socket.clone(), (entry.clone(), join_leave));
+        let keys = self.keys();
         let written = async {
             let shard = self.shard_for(channel)?;
             let mut invocation = JOIN.key(self.presence_key(channel));
             invocation
-                .key(self.presence_channels_key())
+                .key(format!("{}{node}", keys.node_channels))
+                .key(&keys.nodes)
                 .arg(&entry.socket)
                 .arg(value)
-                .arg(channel);
+                .arg(channel)
+                .arg(node);
             self.script::<()>(shard, invocation).await
         }
         .await;
         if written.is_err() {
-            super::lock(&self.presence).dirty = true;
+            self.presence.own().dirty.insert(index);
         }
         written
     }
@@ -165,21 +219,27 @@ impl Redis {
         channel: &str,
         socket: &str,
     ) -> Result<Option<PresenceEntry>, BrokerError> {
-        let remembered = {
-            let mut own = super::lock(&self.presence);
+        let state = self.state()?;
+        let index = broker_index(channel, state.shards.len());
+        let _writing = self.presence.writes.lock().await;
+        let (remembered, last) = {
+            let mut own = self.presence.own();
             let left = own.entries.get_mut(channel).and_then(|m| m.remove(socket));
-            if own.entries.get(channel).is_some_and(HashMap::is_empty) {
+            let last = own.entries.get(channel).is_none_or(HashMap::is_empty);
+            if last {
                 own.entries.remove(channel);
             }
-            left.map(|(entry, _)| entry)
+            (left.map(|(entry, _)| entry), last)
         };
+        let keys = self.keys();
         let removed = async {
             let shard = self.shard_for(channel)?;
             let mut invocation = LEAVE.key(self.presence_key(channel));
             invocation
-                .key(self.presence_channels_key())
+                .key(format!("{}{}", keys.node_channels, state.node))
                 .arg(socket)
-                .arg(channel);
+                .arg(channel)
+                .arg(if last { "1" } else { "0" });
             self.script::<Option<String>>(shard, invocation).await
         }
         .await;
@@ -187,9 +247,9 @@ impl Redis {
             Ok(stored) => stored,
             Err(e) => {
                 // The socket is gone: its entry must not stay once Redis is back.
-                let mut own = super::lock(&self.presence);
+                let mut own = self.presence.own();
                 own.leaves.push((channel.to_owned(), socket.to_owned()));
-                own.dirty = true;
+                own.dirty.insert(index);
                 drop(own);
                 tracing::warn!(%channel, %socket, error = %e, "presence leave not written yet; retried when Redis answers");
                 None
@@ -208,36 +268,16 @@ impl Redis {
     ) -> Result<Vec<PresenceEntry>, BrokerError> {
         let state = self.state()?;
         let shard = self.shard_for(channel)?;
-        let (live, dead) = sweep_channel(
-            shard,
-            &self.presence_key(channel),
-            &self.presence_channels_key(),
-            &self.node_key_prefix(),
-            &state.node,
-            channel,
-        )
-        .await?;
+        let keys = self.keys();
+        let (live, dead) = sweep_channel(shard, &keys, &state.node, channel).await?;
         if !dead.is_empty() {
-            self.announce_dead(shard, channel, &dead).await;
+            announce(shard, &keys, &state.node, channel, &dead).await;
         }
         Ok(live
             .iter()
             .filter_map(|v| decode_value(v))
             .map(|(e, _)| e)
             .collect())
-    }
-
-    /// Publishes the leaves of dead entries on a channel with join/leave events.
-    async fn announce_dead(&self, shard: &Shard, channel: &str, dead: &[String]) {
-        let Ok(state) = self.state() else { return };
-        announce(
-            shard,
-            &self.channel_key(channel),
-            &state.node,
-            channel,
-            dead,
-        )
-        .await;
     }
 
     pub(super) async fn publish_presence_event(
@@ -259,72 +299,114 @@ impl Redis {
         Ok(())
     }
 
-    /// The task that keeps this node's key alive, writes its entries again when the key had
-    /// expired, and sweeps dead entries (see the module docs).
+    /// The task that keeps this node's key alive on every instance, writes its entries again
+    /// where needed, and sweeps dead entries (see the module docs): per instance, a renewal
+    /// loop and a maintenance loop that never wait on each other.
     pub(super) fn presence_keeper(&self) -> Option<impl std::future::Future<Output = ()>> {
         let state = self.state().ok()?.clone();
-        let prefix = self.prefix.clone();
+        let keys = Arc::new(self.keys());
         let mirror = self.presence.clone();
-        let keys = Keys {
-            node_prefix: self.node_key_prefix(),
-            channels: self.presence_channels_key(),
-            presence: format!("{prefix}{REDIS_SEPARATOR}p:"),
-            redis_channel: format!("{prefix}{REDIS_SEPARATOR}"),
-            lock: format!("{prefix}{REDIS_SEPARATOR}psweep"),
-        };
         Some(async move {
-            loop {
-                for (i, shard) in state.shards.iter().enumerate() {
-                    keep(shard, i, state.shards.len(), &state.node, &keys, &mirror).await;
+            let shards = state.shards.len();
+            let loops = state.shards.iter().enumerate().map(|(index, shard)| {
+                let at = At {
+                    shard,
+                    index,
+                    shards,
+                    node: &state.node,
+                    keys: &keys,
+                    mirror: &mirror,
+                };
+                async move {
+                    let renewing = async {
+                        // The first key this node sets is new, not expired: nothing to rewrite.
+                        let mut first = true;
+                        loop {
+                            renew(&at, &mut first).await;
+                            tokio::time::sleep(REFRESH).await;
+                        }
+                    };
+                    let maintaining = async {
+                        loop {
+                            maintain(&at).await;
+                            tokio::time::sleep(REFRESH).await;
+                        }
+                    };
+                    tokio::join!(renewing, maintaining);
                 }
-                tokio::time::sleep(REFRESH).await;
-            }
+            });
+            join_all(loops).await;
         })
     }
 }
 
 /// Key names the keeper task needs (it does not hold the engine).
 struct Keys {
+    /// `prefix#pn:`, then a node id: the node's liveness key.
     node_prefix: String,
-    channels: String,
+    /// `prefix#pc:`, then a node id: the channels it has entries on.
+    node_channels: String,
+    /// `prefix#pnodes`: the nodes with a channel set.
+    nodes: String,
+    /// `prefix#p:`, then a channel: its entries.
     presence: String,
+    /// `prefix#`, then a channel: its Redis channel.
     redis_channel: String,
+    /// `prefix#psweep`: which node sweeps this round.
     lock: String,
 }
 
-/// One round of the keeper on one instance.
-async fn keep(
-    shard: &Shard,
+/// One instance, as the keeper sees it.
+struct At<'a> {
+    shard: &'a Shard,
     index: usize,
     shards: usize,
-    node: &str,
-    keys: &Keys,
-    mirror: &Mirror,
-) {
-    let mut conn = shard.conn.clone();
+    node: &'a str,
+    keys: &'a Keys,
+    mirror: &'a Mirror,
+}
+
+/// Renews this node's key on one instance; a key found expired makes the instance dirty
+/// (unless it is the node's `first` key there).
+async fn renew(at: &At<'_>, first: &mut bool) {
+    let mut conn = at.shard.conn.clone();
     let ttl = u64::try_from(NODE_TTL.as_millis()).unwrap_or(u64::MAX);
     let previous: Result<Option<String>, _> = redis::cmd("SET")
-        .arg(format!("{}{node}", keys.node_prefix))
+        .arg(format!("{}{}", at.keys.node_prefix, at.node))
         .arg(1)
         .arg("PX")
         .arg(ttl)
         .arg("GET")
         .query_async(&mut conn)
         .await;
-    let dirty = std::mem::take(&mut super::lock(mirror).dirty);
     match previous {
-        Ok(Some(_)) if !dirty => {}
-        Ok(_) => rewrite_own(&mut conn, index, shards, node, keys, mirror).await,
+        Ok(Some(_)) => *first = false,
+        Ok(None) if std::mem::take(first) => {}
+        Ok(None) => {
+            at.mirror.own().dirty.insert(at.index);
+        }
         Err(e) => {
-            super::lock(mirror).dirty |= dirty;
-            tracing::debug!(redis = %shard.name, error = %e, "presence keep-alive failed");
+            tracing::debug!(redis = %at.shard.name, error = %e, "presence keep-alive failed");
+        }
+    }
+}
+
+/// One maintenance round on one instance: the rewrite if it is dirty, then the sweep if this
+/// node takes the lock.
+async fn maintain(at: &At<'_>) {
+    let dirty = at.mirror.own().dirty.remove(&at.index);
+    if dirty {
+        if let Err(e) = rewrite_own(at).await {
+            at.mirror.own().dirty.insert(at.index);
+            tracing::debug!(redis = %at.shard.name, error = %e, "presence entries not written again yet");
             return;
         }
     }
+    let mut conn = at.shard.conn.clone();
     let lock_ms = u64::try_from(REFRESH.as_millis()).unwrap_or(u64::MAX) * 9 / 10;
     let locked: Result<Option<String>, _> = redis::cmd("SET")
-        .arg(&keys.lock)
-        .arg(node)
+        .arg(&at.keys.lock)
+        .arg(at.node)
         .arg("NX")
         .arg("PX")
         .arg(lock_ms)
@@ -333,112 +415,142 @@ async fn keep(
     if !matches!(locked, Ok(Some(_))) {
         return;
     }
-    let channels: Vec<String> = match redis::cmd("SMEMBERS")
-        .arg(&keys.channels)
-        .query_async(&mut conn)
-        .await
-    {
+    let mut invocation = CLAIM_DEAD.key(&at.keys.nodes);
+    invocation
+        .arg(&at.keys.node_prefix)
+        .arg(&at.keys.node_channels)
+        .arg(at.node);
+    let channels: Vec<String> = match invocation.invoke_async(&mut conn).await {
         Ok(channels) => channels,
         Err(_) => return,
     };
+    let channels: HashSet<String> = channels.into_iter().collect();
     for channel in channels {
-        let hash = format!("{}{channel}", keys.presence);
-        let swept = sweep_channel(
-            shard,
-            &hash,
-            &keys.channels,
-            &keys.node_prefix,
-            node,
-            &channel,
-        )
-        .await;
-        if let Ok((_, dead)) = swept {
-            let redis_channel = format!("{}{channel}", keys.redis_channel);
-            announce(shard, &redis_channel, node, &channel, &dead).await;
+        if let Ok((_, dead)) = sweep_channel(at.shard, at.keys, at.node, &channel).await {
+            announce(at.shard, at.keys, at.node, &channel, &dead).await;
         }
     }
 }
 
-/// Writes every entry of this node on channels owned by instance `index` again, and removes the
-/// ones whose leave could not be written.
-async fn rewrite_own(
-    conn: &mut ConnectionManager,
-    index: usize,
-    shards: usize,
-    node: &str,
-    keys: &Keys,
-    mirror: &Mirror,
-) {
-    let leaves: Vec<(String, String)> = {
-        let mut own = super::lock(mirror);
-        let (here, elsewhere) = std::mem::take(&mut own.leaves)
+/// Writes the failed leaves and then every entry of this node on instance `at` again (one
+/// `HSET` per channel, pipelined), under the write lock; then asks the channels' subscribers to
+/// ask again, since entries may have come back without join events.
+async fn rewrite_own(at: &At<'_>) -> Result<(), redis::RedisError> {
+    let mut conn = at.shard.conn.clone();
+    let node_channels = format!("{}{}", at.keys.node_channels, at.node);
+    let writing = at.mirror.writes.lock().await;
+    let leaves: Vec<(String, String, bool)> = {
+        let mut own = at.mirror.own();
+        let (here, elsewhere): (Vec<_>, Vec<_>) = std::mem::take(&mut own.leaves)
             .into_iter()
-            .partition(|(channel, _)| broker_index(channel, shards) == index);
+            .partition(|(channel, _)| broker_index(channel, at.shards) == at.index);
         own.leaves = elsewhere;
-        here
-    };
-    for (channel, socket) in leaves {
-        let mut invocation = LEAVE.key(format!("{}{channel}", keys.presence));
-        invocation.key(&keys.channels).arg(&socket).arg(&channel);
-        let removed: Result<Option<String>, _> = invocation.invoke_async(conn).await;
-        if removed.is_err() {
-            let mut own = super::lock(mirror);
-            own.leaves.push((channel, socket));
-            own.dirty = true;
-        }
-    }
-    let own: Vec<(String, String, String)> = super::lock(mirror)
-        .entries
-        .iter()
-        .filter(|(channel, _)| broker_index(channel, shards) == index)
-        .flat_map(|(channel, members)| {
-            members.values().map(move |(entry, join_leave)| {
-                (
-                    channel.clone(),
-                    entry.socket.clone(),
-                    encode_value(node, entry, *join_leave),
-                )
+        here.into_iter()
+            .map(|(channel, socket)| {
+                let last = !own.entries.contains_key(&channel);
+                (channel, socket, last)
             })
-        })
-        .collect();
-    for (channel, socket, value) in own {
-        let mut invocation = JOIN.key(format!("{}{channel}", keys.presence));
+            .collect()
+    };
+    let mut touched: HashMap<String, bool> = HashMap::new();
+    for (i, (channel, socket, last)) in leaves.iter().enumerate() {
+        let mut invocation = LEAVE.key(format!("{}{channel}", at.keys.presence));
         invocation
-            .key(&keys.channels)
+            .key(&node_channels)
             .arg(socket)
-            .arg(value)
-            .arg(&channel);
-        let written: Result<(), _> = invocation.invoke_async(conn).await;
-        if let Err(e) = written {
-            tracing::debug!(%channel, error = %e, "presence entry not written again");
+            .arg(channel)
+            .arg(if *last { "1" } else { "0" });
+        let removed: Result<Option<String>, _> = invocation.invoke_async(&mut conn).await;
+        match removed {
+            Ok(removed) => {
+                // Its subscribers may have missed this leave: a cut event on a channel with
+                // join/leave events (the removed value says whether it has them).
+                let join_leave = removed
+                    .as_deref()
+                    .and_then(decode_value)
+                    .is_some_and(|(_, join_leave)| join_leave);
+                *touched.entry(channel.clone()).or_default() |= join_leave;
+            }
+            Err(e) => {
+                let mut own = at.mirror.own();
+                own.leaves
+                    .extend(leaves[i..].iter().map(|(c, s, _)| (c.clone(), s.clone())));
+                return Err(e);
+            }
         }
     }
+    let mut pipe = redis::pipe();
+    {
+        let own = at.mirror.own();
+        for (channel, members) in own
+            .entries
+            .iter()
+            .filter(|(channel, _)| broker_index(channel, at.shards) == at.index)
+        {
+            let mut hset = redis::cmd("HSET");
+            hset.arg(format!("{}{channel}", at.keys.presence));
+            let mut join_leave = false;
+            for (entry, jl) in members.values() {
+                hset.arg(&entry.socket)
+                    .arg(encode_value(at.node, entry, *jl));
+                join_leave |= *jl;
+            }
+            pipe.add_command(hset).ignore();
+            pipe.cmd("SADD").arg(&node_channels).arg(channel).ignore();
+            *touched.entry(channel.clone()).or_default() |= join_leave;
+        }
+    }
+    pipe.cmd("SADD").arg(&at.keys.nodes).arg(at.node).ignore();
+    pipe.query_async::<()>(&mut conn).await?;
+    drop(writing);
+    for (channel, join_leave) in touched {
+        if join_leave {
+            resync(at.shard, at.keys, at.node, &channel).await;
+        }
+    }
+    Ok(())
 }
 
 /// Runs [`QUERY`] on one channel: (live values, dead values deleted).
 async fn sweep_channel(
     shard: &Shard,
-    hash: &str,
-    channels: &str,
-    node_prefix: &str,
+    keys: &Keys,
     node: &str,
     channel: &str,
 ) -> Result<(Vec<String>, Vec<String>), BrokerError> {
     let mut conn = shard.conn.clone();
-    let mut invocation = QUERY.key(hash);
-    invocation
-        .key(channels)
-        .arg(node_prefix)
-        .arg(node)
-        .arg(channel);
+    let mut invocation = QUERY.key(format!("{}{channel}", keys.presence));
+    invocation.arg(&keys.node_prefix).arg(node);
     invocation
         .invoke_async(&mut conn)
         .await
         .map_err(|e| command_error(shard, e))
 }
 
+/// Tells a channel's subscribers (on every node) that their member list may be stale: an
+/// event with no joins or leaves and `"cut": true`, on which clients ask `#presence` again.
+async fn resync(shard: &Shard, keys: &Keys, node: &str, channel: &str) {
+    let Ok(frame) = encode_resync(channel) else {
+        return;
+    };
+    publish(shard, keys, node, channel, &frame).await;
+}
+
+/// Publishes a `#presence` frame on a channel's Redis channel.
+async fn publish(shard: &Shard, keys: &Keys, node: &str, channel: &str, frame: &str) {
+    let mut conn = shard.conn.clone();
+    let published: Result<i64, _> = redis::cmd("PUBLISH")
+        .arg(format!("{}{channel}", keys.redis_channel))
+        .arg(format!("{node}{EVENT_MARK}{frame}"))
+        .query_async(&mut conn)
+        .await;
+    if let Err(e) = published {
+        tracing::debug!(%channel, error = %e, "presence event not published");
+    }
+}
+
 /// Publishes one leave event for the dead values on a channel with join/leave events.
-async fn announce(shard: &Shard, redis_channel: &str, node: &str, channel: &str, dead: &[String]) {
+async fn announce(shard: &Shard, keys: &Keys, node: &str, channel: &str, dead: &[String]) {
     let leaves: Vec<PresenceEntry> = dead
         .iter()
         .filter_map(|v| decode_value(v))
@@ -451,15 +563,7 @@ async fn announce(shard: &Shard, redis_channel: &str, node: &str, channel: &str,
     let Ok(frame) = encode_event(channel, &[], &leaves, DEAD_WORKER_EVENT_MAX) else {
         return;
     };
-    let mut conn = shard.conn.clone();
-    let published: Result<i64, _> = redis::cmd("PUBLISH")
-        .arg(redis_channel)
-        .arg(format!("{node}{EVENT_MARK}{frame}"))
-        .query_async(&mut conn)
-        .await;
-    if let Err(e) = published {
-        tracing::debug!(%channel, error = %e, "leaves of a dead node not announced");
-    }
+    publish(shard, keys, node, channel, &frame).await;
 }
 
 #[cfg(test)]
