@@ -11,9 +11,11 @@
 //! - A query (one Lua script) returns the entries of live nodes and deletes those of nodes whose
 //!   key expired; so a dead node's entries stop counting within [`NODE_TTL`]. Every [`REFRESH`]
 //!   one node per instance (whichever takes a short lock) claims the channel sets of the nodes
-//!   whose key expired, runs the same script over just those channels and publishes the leaves
-//!   of the dead entries on channels with join/leave events: its work follows the dead nodes'
-//!   channels, not every channel with presence.
+//!   whose key expired (moving each to `prefix#pcx:NODE`, listed in `prefix#pclaimed`), runs
+//!   the same script over just those channels and publishes the leaves of the dead entries on
+//!   channels with join/leave events: its work follows the dead nodes' channels, not every
+//!   channel with presence. A channel leaves its claimed set only once swept and announced,
+//!   so a failed or interrupted sweep is finished by a later round.
 //! - Each node also remembers its own entries: when its key was found expired on an instance
 //!   (the node was cut off from it longer than [`NODE_TTL`], and others may have deleted its
 //!   entries), or a join or leave failed there, it writes the failed leaves and then all its
@@ -126,22 +128,48 @@ return {live, dead}
     )
 });
 
-/// KEYS: the node set. ARGV: node key prefix, channel set prefix, this node. Removes every
-/// node whose key expired, with its channel set, and answers those channels (to sweep). One
-/// script, so a node that comes back meanwhile adds its channels after the claim, not before.
+/// KEYS: the node set, the claimed node set. ARGV: node key prefix, channel set prefix,
+/// claimed set prefix, this node. Moves the channel set of every node whose key expired to its
+/// claimed set (`prefix#pcx:NODE`), and answers `node, channel, leftover` triples for every
+/// claimed channel: those claimed now (`0`) and those an earlier sweep left unfinished (`1`:
+/// its sweeper died or failed mid-way). A channel leaves its claimed set only once swept and
+/// announced ([`SWEPT`]), so no dead node's channel is ever dropped unswept. One script, so a
+/// node that comes back meanwhile adds its channels after the claim, not before.
 static CLAIM_DEAD: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
-local gone = {}
+local out = {}
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  for _, c in ipairs(redis.call('SMEMBERS', ARGV[3] .. n)) do
+    out[#out + 1] = n; out[#out + 1] = c; out[#out + 1] = '1'
+  end
+end
 for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if n ~= ARGV[3] and redis.call('EXISTS', ARGV[1] .. n) == 0 then
-    local set = ARGV[2] .. n
-    for _, c in ipairs(redis.call('SMEMBERS', set)) do gone[#gone + 1] = c end
-    redis.call('DEL', set)
+  if n ~= ARGV[4] and redis.call('EXISTS', ARGV[1] .. n) == 0 then
+    local set, claimed = ARGV[2] .. n, ARGV[3] .. n
+    for _, c in ipairs(redis.call('SMEMBERS', set)) do
+      out[#out + 1] = n; out[#out + 1] = c; out[#out + 1] = '0'
+    end
+    if redis.call('EXISTS', set) == 1 then
+      redis.call('SUNIONSTORE', claimed, claimed, set)
+      redis.call('DEL', set)
+      redis.call('SADD', KEYS[2], n)
+    end
     redis.call('SREM', KEYS[1], n)
   end
 end
-return gone
+return out
+",
+    )
+});
+
+/// KEYS: a node's claimed set, the claimed node set. ARGV: channel, node. A claimed channel
+/// swept and announced: forgotten, and the node with it once it has none left.
+static SWEPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+redis.call('SREM', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
 ",
     )
 });
@@ -171,6 +199,8 @@ impl Redis {
             node_prefix: format!("{prefix}{REDIS_SEPARATOR}pn:"),
             node_channels: format!("{prefix}{REDIS_SEPARATOR}pc:"),
             nodes: format!("{prefix}{REDIS_SEPARATOR}pnodes"),
+            claimed_channels: format!("{prefix}{REDIS_SEPARATOR}pcx:"),
+            claimed_nodes: format!("{prefix}{REDIS_SEPARATOR}pclaimed"),
             presence: format!("{prefix}{REDIS_SEPARATOR}p:"),
             redis_channel: format!("{prefix}{REDIS_SEPARATOR}"),
             lock: format!("{prefix}{REDIS_SEPARATOR}psweep"),
@@ -271,7 +301,7 @@ impl Redis {
         let keys = self.keys();
         let (live, dead) = sweep_channel(shard, &keys, &state.node, channel).await?;
         if !dead.is_empty() {
-            announce(shard, &keys, &state.node, channel, &dead).await;
+            let _ = announce(shard, &keys, &state.node, channel, &dead).await;
         }
         Ok(live
             .iter()
@@ -348,6 +378,10 @@ struct Keys {
     node_channels: String,
     /// `prefix#pnodes`: the nodes with a channel set.
     nodes: String,
+    /// `prefix#pcx:`, then a node id: the dead node's channels claimed but not swept yet.
+    claimed_channels: String,
+    /// `prefix#pclaimed`: the dead nodes with a claimed set.
+    claimed_nodes: String,
     /// `prefix#p:`, then a channel: its entries.
     presence: String,
     /// `prefix#`, then a channel: its Redis channel.
@@ -417,18 +451,39 @@ async fn maintain(at: &At<'_>) {
     }
     let mut invocation = CLAIM_DEAD.key(&at.keys.nodes);
     invocation
+        .key(&at.keys.claimed_nodes)
         .arg(&at.keys.node_prefix)
         .arg(&at.keys.node_channels)
+        .arg(&at.keys.claimed_channels)
         .arg(at.node);
-    let channels: Vec<String> = match invocation.invoke_async(&mut conn).await {
-        Ok(channels) => channels,
+    let claimed: Vec<String> = match invocation.invoke_async(&mut conn).await {
+        Ok(claimed) => claimed,
         Err(_) => return,
     };
-    let channels: HashSet<String> = channels.into_iter().collect();
-    for channel in channels {
-        if let Ok((_, dead)) = sweep_channel(at.shard, at.keys, at.node, &channel).await {
-            announce(at.shard, at.keys, at.node, &channel, &dead).await;
+    // By (node, channel); leftover if any copy is.
+    let mut todo: HashMap<(&str, &str), bool> = HashMap::new();
+    for triple in claimed.chunks_exact(3) {
+        *todo.entry((&triple[0], &triple[1])).or_default() |= triple[2] == "1";
+    }
+    for ((dead_node, channel), leftover) in todo {
+        let Ok((_, dead)) = sweep_channel(at.shard, at.keys, at.node, channel).await else {
+            continue;
+        };
+        let mut announced = announce(at.shard, at.keys, at.node, channel, &dead).await;
+        // An earlier sweep may have deleted entries of this channel and died before their
+        // leaves were published: its subscribers are told to ask again.
+        if leftover {
+            announced &= resync(at.shard, at.keys, at.node, channel).await;
         }
+        if !announced {
+            continue;
+        }
+        let mut invocation = SWEPT.key(format!("{}{dead_node}", at.keys.claimed_channels));
+        invocation
+            .key(&at.keys.claimed_nodes)
+            .arg(channel)
+            .arg(dead_node);
+        let _: Result<(), _> = invocation.invoke_async(&mut conn).await;
     }
 }
 
@@ -505,7 +560,7 @@ async fn rewrite_own(at: &At<'_>) -> Result<(), redis::RedisError> {
     drop(writing);
     for (channel, join_leave) in touched {
         if join_leave {
-            resync(at.shard, at.keys, at.node, &channel).await;
+            let _ = resync(at.shard, at.keys, at.node, &channel).await;
         }
     }
     Ok(())
@@ -529,28 +584,30 @@ async fn sweep_channel(
 
 /// Tells a channel's subscribers (on every node) that their member list may be stale: an
 /// event with no joins or leaves and `"cut": true`, on which clients ask `#presence` again.
-async fn resync(shard: &Shard, keys: &Keys, node: &str, channel: &str) {
+async fn resync(shard: &Shard, keys: &Keys, node: &str, channel: &str) -> bool {
     let Ok(frame) = encode_resync(channel) else {
-        return;
+        return true;
     };
-    publish(shard, keys, node, channel, &frame).await;
+    publish(shard, keys, node, channel, &frame).await
 }
 
-/// Publishes a `#presence` frame on a channel's Redis channel.
-async fn publish(shard: &Shard, keys: &Keys, node: &str, channel: &str, frame: &str) {
+/// Publishes a `#presence` frame on a channel's Redis channel; whether Redis took it.
+async fn publish(shard: &Shard, keys: &Keys, node: &str, channel: &str, frame: &str) -> bool {
     let mut conn = shard.conn.clone();
     let published: Result<i64, _> = redis::cmd("PUBLISH")
         .arg(format!("{}{channel}", keys.redis_channel))
         .arg(format!("{node}{EVENT_MARK}{frame}"))
         .query_async(&mut conn)
         .await;
-    if let Err(e) = published {
+    if let Err(e) = &published {
         tracing::debug!(%channel, error = %e, "presence event not published");
     }
+    published.is_ok()
 }
 
-/// Publishes one leave event for the dead values on a channel with join/leave events.
-async fn announce(shard: &Shard, keys: &Keys, node: &str, channel: &str, dead: &[String]) {
+/// Publishes one leave event for the dead values on a channel with join/leave events; false
+/// only if there was one to publish and Redis did not take it.
+async fn announce(shard: &Shard, keys: &Keys, node: &str, channel: &str, dead: &[String]) -> bool {
     let leaves: Vec<PresenceEntry> = dead
         .iter()
         .filter_map(|v| decode_value(v))
@@ -558,12 +615,12 @@ async fn announce(shard: &Shard, keys: &Keys, node: &str, channel: &str, dead: &
         .map(|(entry, _)| entry)
         .collect();
     if leaves.is_empty() {
-        return;
+        return true;
     }
     let Ok(frame) = encode_event(channel, &[], &leaves, DEAD_WORKER_EVENT_MAX) else {
-        return;
+        return true;
     };
-    publish(shard, keys, node, channel, &frame).await;
+    publish(shard, keys, node, channel, &frame).await
 }
 
 #[cfg(test)]
