@@ -755,6 +755,11 @@ async fn presence_channels_claimed_by_a_sweeper_that_died_are_swept_later() {
     let prefix = fresh_prefix();
     let dead = "00000000deadbeef";
     let claimed = format!("{prefix}#pcx:{dead}");
+    let node = Node::start(&format!("redis://{SHARED_REDIS}"), &prefix);
+    let c = client(&node.url()).await;
+    let mut events = c.receiver("#presence");
+    let _s = c.subscribe("presjl/8").await.expect("subscribed");
+    // Seeded once there is a subscriber to hear the leave.
     redis_cli(&[
         "HSET",
         &format!("{prefix}#p:presjl/8"),
@@ -763,10 +768,6 @@ async fn presence_channels_claimed_by_a_sweeper_that_died_are_swept_later() {
     ]);
     redis_cli(&["SADD", &claimed, "presjl/8"]);
     redis_cli(&["SADD", &format!("{prefix}#pclaimed"), dead]);
-    let node = Node::start(&format!("redis://{SHARED_REDIS}"), &prefix);
-    let c = client(&node.url()).await;
-    let mut events = c.receiver("#presence");
-    let _s = c.subscribe("presjl/8").await.expect("subscribed");
     // No `#presence` query here: a query would sweep the channel itself.
     let ghost = HashSet::from(["ghost".to_owned()]);
     support::await_presence(&mut events, "leaves", &ghost, Duration::from_secs(8)).await;

@@ -16,9 +16,9 @@
 //!   channels with join/leave events: its work follows the dead nodes' channels, not every
 //!   channel with presence. A channel leaves its claimed set only once swept and announced,
 //!   so a failed or interrupted sweep is finished by a later round.
-//! - Each node also remembers its own entries: when its key was found expired on an instance
-//!   (the node was cut off from it longer than [`NODE_TTL`], and others may have deleted its
-//!   entries), or a join or leave failed there, it writes the failed leaves and then all its
+//! - Each node also remembers its own entries: when its key may have expired on an instance
+//!   (a renewal found it gone, or none was answered for [`NODE_TTL`]: the node was cut off
+//!   from it, and others may have deleted its entries) while it has entries there, or a join or leave failed there, it writes the failed leaves and then all its
 //!   entries on that instance again (one `HSET` per channel, pipelined) once it answers, and
 //!   tells the channels' subscribers to ask again (an event with `"cut": true`). Joins, leaves
 //!   and that rewrite are serialised, so a rewrite never brings back an entry that left
@@ -28,7 +28,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
@@ -349,10 +349,9 @@ impl Redis {
                 };
                 async move {
                     let renewing = async {
-                        // The first key this node sets is new, not expired: nothing to rewrite.
-                        let mut first = true;
+                        let mut last = None;
                         loop {
-                            renew(&at, &mut first).await;
+                            renew(&at, &mut last).await;
                             tokio::time::sleep(REFRESH).await;
                         }
                     };
@@ -400,11 +399,13 @@ struct At<'a> {
     mirror: &'a Mirror,
 }
 
-/// Renews this node's key on one instance; a key found expired makes the instance dirty
-/// (unless it is the node's `first` key there).
-async fn renew(at: &At<'_>, first: &mut bool) {
+/// Renews this node's key on one instance. `last` is when the last renewal Redis answered
+/// was sent. If the key may have expired since (see [`lapsed`]) while this node has entries
+/// there, the instance is dirty: others may have deleted them.
+async fn renew(at: &At<'_>, last: &mut Option<Instant>) {
     let mut conn = at.shard.conn.clone();
     let ttl = u64::try_from(NODE_TTL.as_millis()).unwrap_or(u64::MAX);
+    let sent = Instant::now();
     let previous: Result<Option<String>, _> = redis::cmd("SET")
         .arg(format!("{}{}", at.keys.node_prefix, at.node))
         .arg(1)
@@ -414,15 +415,32 @@ async fn renew(at: &At<'_>, first: &mut bool) {
         .query_async(&mut conn)
         .await;
     match previous {
-        Ok(Some(_)) => *first = false,
-        Ok(None) if std::mem::take(first) => {}
-        Ok(None) => {
-            at.mirror.own().dirty.insert(at.index);
+        Ok(previous) => {
+            let lapsed = lapsed(previous.is_some(), *last, sent);
+            *last = Some(sent);
+            if lapsed {
+                let mut own = at.mirror.own();
+                let here = own
+                    .entries
+                    .keys()
+                    .any(|channel| broker_index(channel, at.shards) == at.index);
+                if here {
+                    own.dirty.insert(at.index);
+                }
+            }
         }
         Err(e) => {
             tracing::debug!(redis = %at.shard.name, error = %e, "presence keep-alive failed");
         }
     }
+}
+
+/// Whether this node's key may have expired before the renewal sent at `sent`: it was gone
+/// (`existed` false: expired, or never set), or no renewal was answered for a whole
+/// [`NODE_TTL`] (a renewal whose reply was lost may have recreated the key, so that this one
+/// finds it).
+fn lapsed(existed: bool, last: Option<Instant>, sent: Instant) -> bool {
+    !existed || last.is_some_and(|last| sent.duration_since(last) >= NODE_TTL)
 }
 
 /// One maintenance round on one instance: the rewrite if it is dirty, then the sweep if this
@@ -642,5 +660,17 @@ mod tests {
             Some((entry, false))
         );
         assert_eq!(decode_value("short"), None);
+    }
+
+    #[test]
+    fn a_key_lapsed_if_gone_or_unrenewed_for_its_ttl() {
+        let t0 = Instant::now();
+        assert!(lapsed(false, None, t0), "a key found gone");
+        assert!(lapsed(false, Some(t0), t0 + REFRESH), "a key found gone");
+        assert!(!lapsed(true, None, t0));
+        assert!(!lapsed(true, Some(t0), t0 + REFRESH));
+        // Found, but no renewal was answered for a whole TTL: its reply may have been lost
+        // after it recreated an expired key.
+        assert!(lapsed(true, Some(t0), t0 + NODE_TTL));
     }
 }
