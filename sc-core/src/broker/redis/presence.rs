@@ -448,10 +448,10 @@ fn lapsed(existed: bool, last: Option<Instant>, sent: Instant) -> bool {
 async fn maintain(at: &At<'_>) {
     let dirty = at.mirror.own().dirty.remove(&at.index);
     if dirty {
+        // No early return: the sweep below is due whatever became of the rewrite.
         if let Err(e) = rewrite_own(at).await {
             at.mirror.own().dirty.insert(at.index);
             tracing::debug!(redis = %at.shard.name, error = %e, "presence entries not written again yet");
-            return;
         }
     }
     let mut conn = at.shard.conn.clone();
@@ -545,13 +545,18 @@ async fn rewrite_own(at: &At<'_>) -> Result<(), redis::RedisError> {
                 *touched.entry(channel.clone()).or_default() |= join_leave;
             }
             Err(e) => {
-                let mut own = at.mirror.own();
-                own.leaves
+                at.mirror
+                    .own()
+                    .leaves
                     .extend(leaves[i..].iter().map(|(c, s, _)| (c.clone(), s.clone())));
+                drop(writing);
+                // The leaves written so far are in Redis now: their cut events go out.
+                announce_cut(at, touched).await;
                 return Err(e);
             }
         }
     }
+    let by_leaves = touched.clone();
     let mut pipe = redis::pipe();
     {
         let own = at.mirror.own();
@@ -574,14 +579,20 @@ async fn rewrite_own(at: &At<'_>) -> Result<(), redis::RedisError> {
         }
     }
     pipe.cmd("SADD").arg(&at.keys.nodes).arg(at.node).ignore();
-    pipe.query_async::<()>(&mut conn).await?;
+    let written = pipe.query_async::<()>(&mut conn).await;
     drop(writing);
+    // If the entries were not written, the leaves before them still were.
+    announce_cut(at, if written.is_ok() { touched } else { by_leaves }).await;
+    written
+}
+
+/// Sends a cut event on each touched channel with join/leave events.
+async fn announce_cut(at: &At<'_>, touched: HashMap<String, bool>) {
     for (channel, join_leave) in touched {
         if join_leave {
             let _ = resync(at.shard, at.keys, at.node, &channel).await;
         }
     }
-    Ok(())
 }
 
 /// Runs [`QUERY`] on one channel: (live values, dead values deleted).
