@@ -27,6 +27,7 @@
 //!   `#presence` frame; every node with subscribers (the sending one included) delivers them.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -427,6 +428,14 @@ async fn renew(at: &At<'_>, last: &mut Option<Instant>) {
                 if here {
                     own.dirty.insert(at.index);
                 }
+            }
+        }
+        // A general error, not a lost connection: Redis before 6.2 refuses `SET .. GET`, and
+        // this node's entries then look dead to every node. Said once, loudly; it cannot heal.
+        Err(e) if e.code() == Some("ERR") => {
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                tracing::error!(redis = %at.shard.name, error = %e, "presence keep-alive refused: presence on Redis needs Redis 6.2 or newer (SET .. GET); this node's presence entries count as dead meanwhile");
             }
         }
         Err(e) => {
