@@ -19,7 +19,7 @@
 //! - Each node also remembers its own entries: when its key may have expired on an instance
 //!   (a renewal found it gone, or none was answered for [`NODE_TTL`]: the node was cut off
 //!   from it, and others may have deleted its entries) while it has entries there, or a join or leave failed there, it writes the failed leaves and then all its
-//!   entries on that instance again (one `HSET` per channel, pipelined) once it answers, and
+//!   entries on that instance again (pipelined `HSET`s of at most [`REWRITE_CHUNK`] fields) once it answers, and
 //!   tells the channels' subscribers to ask again (an event with `"cut": true`). Joins, leaves
 //!   and that rewrite are serialised, so a rewrite never brings back an entry that left
 //!   meanwhile.
@@ -28,11 +28,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
+use super::presence_lua::{CLAIM_DEAD, JOIN, LEAVE, LEAVES, QUERY, SWEPT};
 use super::{command_error, Redis, Shard, NODE_ID_LEN};
 use crate::broker::cluster::broker_index;
 use crate::broker::presence::{encode_event, encode_resync, DEAD_WORKER_EVENT_MAX};
@@ -78,102 +79,9 @@ impl Presence {
 /// [`Presence`], shared with the keeper task.
 pub(super) type Mirror = Arc<Presence>;
 
-/// KEYS: hash, the node's channel set, the node set. ARGV: socket, value, channel, node.
-static JOIN: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[4])
-",
-    )
-});
-
-/// KEYS: hash, the node's channel set. ARGV: socket, channel, `1` when the node has no entry
-/// left on the channel. Answers the value removed, or nil.
-static LEAVE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
-if ARGV[3] == '1' then redis.call('SREM', KEYS[2], ARGV[2]) end
-return v
-",
-    )
-});
-
-/// KEYS: hash. ARGV: node key prefix, this node. Answers `{live, dead}` values; the dead ones
-/// (their node's key expired) are deleted.
-static QUERY: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local all = redis.call('HGETALL', KEYS[1])
-local alive, live, dead = {}, {}, {}
-for i = 1, #all, 2 do
-  local v = all[i + 1]
-  local node = string.sub(v, 1, 16)
-  local ok = alive[node]
-  if ok == nil then
-    ok = node == ARGV[2] or redis.call('EXISTS', ARGV[1] .. node) == 1
-    alive[node] = ok
-  end
-  if ok then
-    live[#live + 1] = v
-  else
-    dead[#dead + 1] = v
-    redis.call('HDEL', KEYS[1], all[i])
-  end
-end
-return {live, dead}
-",
-    )
-});
-
-/// KEYS: the node set, the claimed node set. ARGV: node key prefix, channel set prefix,
-/// claimed set prefix, this node. Moves the channel set of every node whose key expired to its
-/// claimed set (`prefix#pcx:NODE`), and answers `node, channel, leftover` triples for every
-/// claimed channel: those claimed now (`0`) and those an earlier sweep left unfinished (`1`:
-/// its sweeper died or failed mid-way). A channel leaves its claimed set only once swept and
-/// announced ([`SWEPT`]), so no dead node's channel is ever dropped unswept. One script, so a
-/// node that comes back meanwhile adds its channels after the claim, not before.
-static CLAIM_DEAD: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local out = {}
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  for _, c in ipairs(redis.call('SMEMBERS', ARGV[3] .. n)) do
-    out[#out + 1] = n; out[#out + 1] = c; out[#out + 1] = '1'
-  end
-end
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if n ~= ARGV[4] and redis.call('EXISTS', ARGV[1] .. n) == 0 then
-    local set, claimed = ARGV[2] .. n, ARGV[3] .. n
-    for _, c in ipairs(redis.call('SMEMBERS', set)) do
-      out[#out + 1] = n; out[#out + 1] = c; out[#out + 1] = '0'
-    end
-    if redis.call('EXISTS', set) == 1 then
-      redis.call('SUNIONSTORE', claimed, claimed, set)
-      redis.call('DEL', set)
-      redis.call('SADD', KEYS[2], n)
-    end
-    redis.call('SREM', KEYS[1], n)
-  end
-end
-return out
-",
-    )
-});
-
-/// KEYS: a node's claimed set, the claimed node set. ARGV: channel, node. A claimed channel
-/// swept and announced: forgotten, and the node with it once it has none left.
-static SWEPT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-redis.call('SREM', KEYS[1], ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
-",
-    )
-});
+/// Most fields in one `HSET` of a rewrite, and most leaves in one [`LEAVES`](super::presence_lua::LEAVES) call: bounds a
+/// single command (and the time Redis spends on it) whatever a channel's size.
+const REWRITE_CHUNK: usize = 1000;
 
 /// A stored value: node id, join/leave flag, entry.
 fn encode_value(node: &str, entry: &PresenceEntry, join_leave: bool) -> String {
@@ -514,8 +422,8 @@ async fn maintain(at: &At<'_>) {
     }
 }
 
-/// Writes the failed leaves and then every entry of this node on instance `at` again (one
-/// `HSET` per channel, pipelined), under the write lock; then asks the channels' subscribers to
+/// Writes the failed leaves and then every entry of this node on instance `at` again (both in
+/// chunks of [`REWRITE_CHUNK`], the entries pipelined), under the write lock; then asks the channels' subscribers to
 /// ask again, since entries may have come back without join events.
 async fn rewrite_own(at: &At<'_>) -> Result<(), redis::RedisError> {
     let mut conn = at.shard.conn.clone();
@@ -535,29 +443,34 @@ async fn rewrite_own(at: &At<'_>) -> Result<(), redis::RedisError> {
             .collect()
     };
     let mut touched: HashMap<String, bool> = HashMap::new();
-    for (i, (channel, socket, last)) in leaves.iter().enumerate() {
-        let mut invocation = LEAVE.key(format!("{}{channel}", at.keys.presence));
-        invocation
-            .key(&node_channels)
-            .arg(socket)
-            .arg(channel)
-            .arg(if *last { "1" } else { "0" });
-        let removed: Result<Option<String>, _> = invocation.invoke_async(&mut conn).await;
+    for (i, chunk) in leaves.chunks(REWRITE_CHUNK).enumerate() {
+        let mut invocation = LEAVES.key(&node_channels);
+        for (channel, socket, last) in chunk {
+            invocation
+                .key(format!("{}{channel}", at.keys.presence))
+                .arg(socket)
+                .arg(channel)
+                .arg(if *last { "1" } else { "0" });
+        }
+        let removed: Result<Vec<Option<String>>, _> = invocation.invoke_async(&mut conn).await;
         match removed {
             Ok(removed) => {
-                // Its subscribers may have missed this leave: a cut event on a channel with
-                // join/leave events (the removed value says whether it has them).
-                let join_leave = removed
-                    .as_deref()
-                    .and_then(decode_value)
-                    .is_some_and(|(_, join_leave)| join_leave);
-                *touched.entry(channel.clone()).or_default() |= join_leave;
+                // Their subscribers may have missed these leaves: a cut event on each channel
+                // with join/leave events (a removed value says whether it has them).
+                for ((channel, _, _), removed) in chunk.iter().zip(removed) {
+                    let join_leave = removed
+                        .as_deref()
+                        .and_then(decode_value)
+                        .is_some_and(|(_, join_leave)| join_leave);
+                    *touched.entry(channel.clone()).or_default() |= join_leave;
+                }
             }
             Err(e) => {
-                at.mirror
-                    .own()
-                    .leaves
-                    .extend(leaves[i..].iter().map(|(c, s, _)| (c.clone(), s.clone())));
+                at.mirror.own().leaves.extend(
+                    leaves[i * REWRITE_CHUNK..]
+                        .iter()
+                        .map(|(c, s, _)| (c.clone(), s.clone())),
+                );
                 drop(writing);
                 // The leaves written so far are in Redis now: their cut events go out.
                 announce_cut(at, touched).await;
@@ -574,15 +487,18 @@ async fn rewrite_own(at: &At<'_>) -> Result<(), redis::RedisError> {
             .iter()
             .filter(|(channel, _)| broker_index(channel, at.shards) == at.index)
         {
-            let mut hset = redis::cmd("HSET");
-            hset.arg(format!("{}{channel}", at.keys.presence));
             let mut join_leave = false;
-            for (entry, jl) in members.values() {
-                hset.arg(&entry.socket)
-                    .arg(encode_value(at.node, entry, *jl));
-                join_leave |= *jl;
+            let members: Vec<_> = members.values().collect();
+            for chunk in members.chunks(REWRITE_CHUNK) {
+                let mut hset = redis::cmd("HSET");
+                hset.arg(format!("{}{channel}", at.keys.presence));
+                for (entry, jl) in chunk {
+                    hset.arg(&entry.socket)
+                        .arg(encode_value(at.node, entry, *jl));
+                    join_leave |= *jl;
+                }
+                pipe.add_command(hset).ignore();
             }
-            pipe.add_command(hset).ignore();
             pipe.cmd("SADD").arg(&node_channels).arg(channel).ignore();
             *touched.entry(channel.clone()).or_default() |= join_leave;
         }
