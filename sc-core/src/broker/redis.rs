@@ -51,6 +51,7 @@ mod history;
 mod inbound;
 mod kv;
 mod presence;
+mod presence_lua;
 
 /// Length of the node id that prefixes every message (hex).
 const NODE_ID_LEN: usize = 16;

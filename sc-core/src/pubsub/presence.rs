@@ -42,6 +42,8 @@ enum Op {
         channel: Arc<str>,
         socket: Arc<str>,
         join_leave: bool,
+        /// The [`Pending`] number it was queued with: it takes only the entry put with it.
+        seq: u64,
     },
     Leave {
         channel: Arc<str>,
@@ -51,7 +53,48 @@ enum Op {
 }
 
 /// Newest entries of rejoins not yet given to the engine, by channel and socket.
-type Rejoins = Arc<std::sync::Mutex<HashMap<(Arc<str>, Arc<str>), PresenceEntry>>>;
+type Rejoins = Arc<std::sync::Mutex<Pending>>;
+
+/// A channel and a socket.
+type Key = (Arc<str>, Arc<str>);
+
+/// The newest entry of each pending rejoin, with the number of the [`Op::Rejoin`] that takes
+/// it: after rejoin, leave, join, rejoin, the first op must not take the second rejoin's entry
+/// (the leave and join behind it would then undo it, and the second op find nothing).
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    newest: HashMap<Key, (u64, PresenceEntry)>,
+}
+
+impl Pending {
+    /// Keeps the newest entry; the number of a new op to queue, or `None` if the queued one
+    /// takes it.
+    fn put(&mut self, key: Key, entry: PresenceEntry) -> Option<u64> {
+        if let Some((_, newest)) = self.newest.get_mut(&key) {
+            *newest = entry;
+            return None;
+        }
+        self.next += 1;
+        self.newest.insert(key, (self.next, entry));
+        Some(self.next)
+    }
+
+    /// The entry for op `seq`, if it is still that op's.
+    fn take(&mut self, key: &Key, seq: u64) -> Option<PresenceEntry> {
+        match self.newest.get(key) {
+            Some((queued, _)) if *queued == seq => self.newest.remove(key).map(|(_, e)| e),
+            _ => None,
+        }
+    }
+
+    /// Forgets a pending rejoin.
+    fn forget(&mut self, key: &Key) {
+        if !self.newest.is_empty() {
+            self.newest.remove(key);
+        }
+    }
+}
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -178,10 +221,8 @@ impl Presence {
         policy: PresencePolicy,
     ) {
         let socket: Arc<str> = entry.socket.as_str().into();
-        let queued = lock(&self.rejoins)
-            .insert((channel.clone(), socket.clone()), entry)
-            .is_some();
-        if !queued {
+        let seq = lock(&self.rejoins).put((channel.clone(), socket.clone()), entry);
+        if let Some(seq) = seq {
             let join_leave = policy.join_leave;
             self.send(
                 engine,
@@ -189,6 +230,7 @@ impl Presence {
                     channel,
                     socket,
                     join_leave,
+                    seq,
                 },
             );
         }
@@ -217,10 +259,7 @@ impl Presence {
     /// decides (a rejoin op still queued before them would otherwise carry a newer entry than
     /// the join behind it, which then wins with an older one).
     fn drop_rejoin(&self, channel: &Arc<str>, socket: &str) {
-        let mut rejoins = lock(&self.rejoins);
-        if !rejoins.is_empty() {
-            rejoins.remove(&(channel.clone(), Arc::from(socket)));
-        }
+        lock(&self.rejoins).forget(&(channel.clone(), Arc::from(socket)));
     }
 
     fn send(&self, engine: &Arc<dyn BrokerEngine>, op: Op) {
@@ -352,8 +391,9 @@ async fn run(
                 channel,
                 socket,
                 join_leave,
+                seq,
             } => {
-                let newest = lock(&rejoins).remove(&(channel.clone(), socket));
+                let newest = lock(&rejoins).take(&(channel.clone(), socket), seq);
                 let Some(entry) = newest else { continue };
                 Op::Join {
                     channel,
@@ -485,6 +525,24 @@ mod tests {
         list.iter()
             .map(|e| (e.socket.as_str(), e.info.as_ref()))
             .collect()
+    }
+
+    #[test]
+    fn a_rejoin_op_takes_only_the_entry_queued_with_it() {
+        let key: Key = (Arc::from("c"), Arc::from("s"));
+        let mut p = Pending::default();
+        let first = p.put(key.clone(), entry("s", Some(1))).expect("a new op");
+        // A second change before the task gets there rides on the queued op.
+        assert_eq!(p.put(key.clone(), entry("s", Some(2))), None);
+        // Unsubscribe, subscribe, and a newer change: a new op of its own.
+        p.forget(&key);
+        let second = p.put(key.clone(), entry("s", Some(3))).expect("a new op");
+        assert_ne!(first, second);
+        // The older op, reached first, must not take the newer entry...
+        assert_eq!(p.take(&key, first), None);
+        // ...which stays for its own op.
+        assert_eq!(p.take(&key, second), Some(entry("s", Some(3))));
+        assert_eq!(p.take(&key, second), None);
     }
 
     #[test]

@@ -739,3 +739,53 @@ async fn presence_entries_come_back_after_redis_restarts_empty_with_a_cut_event(
         .expect("data");
     assert_eq!(asked["count"], 1, "{asked}");
 }
+
+/// Runs one `redis-cli` command on the shared Redis; its output.
+fn redis_cli(args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "6379"])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A sweeper that claimed a dead node's channels and died before sweeping them leaves their
+/// claimed set behind (`prefix#pcx:NODE`): a later round sweeps it, announces the dead entry's
+/// leave without anyone asking `#presence`, and forgets the claimed set only then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_channels_claimed_by_a_sweeper_that_died_are_swept_later() {
+    require_shared_redis();
+    let prefix = fresh_prefix();
+    let dead = "00000000deadbeef";
+    let claimed = format!("{prefix}#pcx:{dead}");
+    let node = Node::start(&format!("redis://{SHARED_REDIS}"), &prefix);
+    let c = client(&node.url()).await;
+    let mut events = c.receiver("#presence");
+    let _s = c.subscribe("presjl/8").await.expect("subscribed");
+    // Seeded once there is a subscriber to hear the leave.
+    redis_cli(&[
+        "HSET",
+        &format!("{prefix}#p:presjl/8"),
+        "ghost",
+        &format!("{dead}1{{\"socket\":\"ghost\",\"user\":null}}"),
+    ]);
+    redis_cli(&["SADD", &claimed, "presjl/8"]);
+    redis_cli(&["SADD", &format!("{prefix}#pclaimed"), dead]);
+    // No `#presence` query here: a query would sweep the channel itself.
+    let ghost = HashSet::from(["ghost".to_owned()]);
+    support::await_presence(&mut events, "leaves", &ghost, Duration::from_secs(8)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while redis_cli(&["EXISTS", &claimed]) != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{claimed} still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        redis_cli(&["SISMEMBER", &format!("{prefix}#pclaimed"), dead]),
+        "0"
+    );
+}

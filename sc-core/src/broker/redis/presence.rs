@@ -11,13 +11,15 @@
 //! - A query (one Lua script) returns the entries of live nodes and deletes those of nodes whose
 //!   key expired; so a dead node's entries stop counting within [`NODE_TTL`]. Every [`REFRESH`]
 //!   one node per instance (whichever takes a short lock) claims the channel sets of the nodes
-//!   whose key expired, runs the same script over just those channels and publishes the leaves
-//!   of the dead entries on channels with join/leave events: its work follows the dead nodes'
-//!   channels, not every channel with presence.
-//! - Each node also remembers its own entries: when its key was found expired on an instance
-//!   (the node was cut off from it longer than [`NODE_TTL`], and others may have deleted its
-//!   entries), or a join or leave failed there, it writes the failed leaves and then all its
-//!   entries on that instance again (one `HSET` per channel, pipelined) once it answers, and
+//!   whose key expired (moving each to `prefix#pcx:NODE`, listed in `prefix#pclaimed`), runs
+//!   the same script over just those channels and publishes the leaves of the dead entries on
+//!   channels with join/leave events: its work follows the dead nodes' channels, not every
+//!   channel with presence. A channel leaves its claimed set only once swept and announced,
+//!   so a failed or interrupted sweep is finished by a later round.
+//! - Each node also remembers its own entries: when its key may have expired on an instance
+//!   (a renewal found it gone, or none was answered for [`NODE_TTL`]: the node was cut off
+//!   from it, and others may have deleted its entries) while it has entries there, or a join or leave failed there, it writes the failed leaves and then all its
+//!   entries on that instance again (pipelined `HSET`s of at most [`REWRITE_CHUNK`] fields) once it answers, and
 //!   tells the channels' subscribers to ask again (an event with `"cut": true`). Joins, leaves
 //!   and that rewrite are serialised, so a rewrite never brings back an entry that left
 //!   meanwhile.
@@ -25,11 +27,13 @@
 //!   `#presence` frame; every node with subscribers (the sending one included) delivers them.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
+use super::presence_lua::{CLAIM_DEAD, JOIN, LEAVE, LEAVES, QUERY, SWEPT};
 use super::{command_error, Redis, Shard, NODE_ID_LEN};
 use crate::broker::cluster::broker_index;
 use crate::broker::presence::{encode_event, encode_resync, DEAD_WORKER_EVENT_MAX};
@@ -75,76 +79,9 @@ impl Presence {
 /// [`Presence`], shared with the keeper task.
 pub(super) type Mirror = Arc<Presence>;
 
-/// KEYS: hash, the node's channel set, the node set. ARGV: socket, value, channel, node.
-static JOIN: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-redis.call('SADD', KEYS[3], ARGV[4])
-",
-    )
-});
-
-/// KEYS: hash, the node's channel set. ARGV: socket, channel, `1` when the node has no entry
-/// left on the channel. Answers the value removed, or nil.
-static LEAVE: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
-if ARGV[3] == '1' then redis.call('SREM', KEYS[2], ARGV[2]) end
-return v
-",
-    )
-});
-
-/// KEYS: hash. ARGV: node key prefix, this node. Answers `{live, dead}` values; the dead ones
-/// (their node's key expired) are deleted.
-static QUERY: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local all = redis.call('HGETALL', KEYS[1])
-local alive, live, dead = {}, {}, {}
-for i = 1, #all, 2 do
-  local v = all[i + 1]
-  local node = string.sub(v, 1, 16)
-  local ok = alive[node]
-  if ok == nil then
-    ok = node == ARGV[2] or redis.call('EXISTS', ARGV[1] .. node) == 1
-    alive[node] = ok
-  end
-  if ok then
-    live[#live + 1] = v
-  else
-    dead[#dead + 1] = v
-    redis.call('HDEL', KEYS[1], all[i])
-  end
-end
-return {live, dead}
-",
-    )
-});
-
-/// KEYS: the node set. ARGV: node key prefix, channel set prefix, this node. Removes every
-/// node whose key expired, with its channel set, and answers those channels (to sweep). One
-/// script, so a node that comes back meanwhile adds its channels after the claim, not before.
-static CLAIM_DEAD: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local gone = {}
-for _, n in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if n ~= ARGV[3] and redis.call('EXISTS', ARGV[1] .. n) == 0 then
-    local set = ARGV[2] .. n
-    for _, c in ipairs(redis.call('SMEMBERS', set)) do gone[#gone + 1] = c end
-    redis.call('DEL', set)
-    redis.call('SREM', KEYS[1], n)
-  end
-end
-return gone
-",
-    )
-});
+/// Most fields in one `HSET` of a rewrite, and most leaves in one [`LEAVES`](super::presence_lua::LEAVES) call: bounds a
+/// single command (and the time Redis spends on it) whatever a channel's size.
+const REWRITE_CHUNK: usize = 1000;
 
 /// A stored value: node id, join/leave flag, entry.
 fn encode_value(node: &str, entry: &PresenceEntry, join_leave: bool) -> String {
@@ -171,6 +108,8 @@ impl Redis {
             node_prefix: format!("{prefix}{REDIS_SEPARATOR}pn:"),
             node_channels: format!("{prefix}{REDIS_SEPARATOR}pc:"),
             nodes: format!("{prefix}{REDIS_SEPARATOR}pnodes"),
+            claimed_channels: format!("{prefix}{REDIS_SEPARATOR}pcx:"),
+            claimed_nodes: format!("{prefix}{REDIS_SEPARATOR}pclaimed"),
             presence: format!("{prefix}{REDIS_SEPARATOR}p:"),
             redis_channel: format!("{prefix}{REDIS_SEPARATOR}"),
             lock: format!("{prefix}{REDIS_SEPARATOR}psweep"),
@@ -271,7 +210,7 @@ impl Redis {
         let keys = self.keys();
         let (live, dead) = sweep_channel(shard, &keys, &state.node, channel).await?;
         if !dead.is_empty() {
-            announce(shard, &keys, &state.node, channel, &dead).await;
+            let _ = announce(shard, &keys, &state.node, channel, &dead).await;
         }
         Ok(live
             .iter()
@@ -319,10 +258,9 @@ impl Redis {
                 };
                 async move {
                     let renewing = async {
-                        // The first key this node sets is new, not expired: nothing to rewrite.
-                        let mut first = true;
+                        let mut last = None;
                         loop {
-                            renew(&at, &mut first).await;
+                            renew(&at, &mut last).await;
                             tokio::time::sleep(REFRESH).await;
                         }
                     };
@@ -348,6 +286,10 @@ struct Keys {
     node_channels: String,
     /// `prefix#pnodes`: the nodes with a channel set.
     nodes: String,
+    /// `prefix#pcx:`, then a node id: the dead node's channels claimed but not swept yet.
+    claimed_channels: String,
+    /// `prefix#pclaimed`: the dead nodes with a claimed set.
+    claimed_nodes: String,
     /// `prefix#p:`, then a channel: its entries.
     presence: String,
     /// `prefix#`, then a channel: its Redis channel.
@@ -366,11 +308,13 @@ struct At<'a> {
     mirror: &'a Mirror,
 }
 
-/// Renews this node's key on one instance; a key found expired makes the instance dirty
-/// (unless it is the node's `first` key there).
-async fn renew(at: &At<'_>, first: &mut bool) {
+/// Renews this node's key on one instance. `last` is when the last renewal Redis answered
+/// was sent. If the key may have expired since (see [`lapsed`]) while this node has entries
+/// there, the instance is dirty: others may have deleted them.
+async fn renew(at: &At<'_>, last: &mut Option<Instant>) {
     let mut conn = at.shard.conn.clone();
     let ttl = u64::try_from(NODE_TTL.as_millis()).unwrap_or(u64::MAX);
+    let sent = Instant::now();
     let previous: Result<Option<String>, _> = redis::cmd("SET")
         .arg(format!("{}{}", at.keys.node_prefix, at.node))
         .arg(1)
@@ -380,10 +324,27 @@ async fn renew(at: &At<'_>, first: &mut bool) {
         .query_async(&mut conn)
         .await;
     match previous {
-        Ok(Some(_)) => *first = false,
-        Ok(None) if std::mem::take(first) => {}
-        Ok(None) => {
-            at.mirror.own().dirty.insert(at.index);
+        Ok(previous) => {
+            let lapsed = lapsed(previous.is_some(), *last, sent);
+            *last = Some(sent);
+            if lapsed {
+                let mut own = at.mirror.own();
+                let here = own
+                    .entries
+                    .keys()
+                    .any(|channel| broker_index(channel, at.shards) == at.index);
+                if here {
+                    own.dirty.insert(at.index);
+                }
+            }
+        }
+        // A general error, not a lost connection: Redis before 6.2 refuses `SET .. GET`, and
+        // this node's entries then look dead to every node. Said once, loudly; it cannot heal.
+        Err(e) if e.code() == Some("ERR") => {
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                tracing::error!(redis = %at.shard.name, error = %e, "presence keep-alive refused: presence on Redis needs Redis 6.2 or newer (SET .. GET); this node's presence entries count as dead meanwhile");
+            }
         }
         Err(e) => {
             tracing::debug!(redis = %at.shard.name, error = %e, "presence keep-alive failed");
@@ -391,15 +352,23 @@ async fn renew(at: &At<'_>, first: &mut bool) {
     }
 }
 
+/// Whether this node's key may have expired before the renewal sent at `sent`: it was gone
+/// (`existed` false: expired, or never set), or no renewal was answered for a whole
+/// [`NODE_TTL`] (a renewal whose reply was lost may have recreated the key, so that this one
+/// finds it).
+fn lapsed(existed: bool, last: Option<Instant>, sent: Instant) -> bool {
+    !existed || last.is_some_and(|last| sent.duration_since(last) >= NODE_TTL)
+}
+
 /// One maintenance round on one instance: the rewrite if it is dirty, then the sweep if this
 /// node takes the lock.
 async fn maintain(at: &At<'_>) {
     let dirty = at.mirror.own().dirty.remove(&at.index);
     if dirty {
+        // No early return: the sweep below is due whatever became of the rewrite.
         if let Err(e) = rewrite_own(at).await {
             at.mirror.own().dirty.insert(at.index);
             tracing::debug!(redis = %at.shard.name, error = %e, "presence entries not written again yet");
-            return;
         }
     }
     let mut conn = at.shard.conn.clone();
@@ -417,23 +386,44 @@ async fn maintain(at: &At<'_>) {
     }
     let mut invocation = CLAIM_DEAD.key(&at.keys.nodes);
     invocation
+        .key(&at.keys.claimed_nodes)
         .arg(&at.keys.node_prefix)
         .arg(&at.keys.node_channels)
+        .arg(&at.keys.claimed_channels)
         .arg(at.node);
-    let channels: Vec<String> = match invocation.invoke_async(&mut conn).await {
-        Ok(channels) => channels,
+    let claimed: Vec<String> = match invocation.invoke_async(&mut conn).await {
+        Ok(claimed) => claimed,
         Err(_) => return,
     };
-    let channels: HashSet<String> = channels.into_iter().collect();
-    for channel in channels {
-        if let Ok((_, dead)) = sweep_channel(at.shard, at.keys, at.node, &channel).await {
-            announce(at.shard, at.keys, at.node, &channel, &dead).await;
+    // By (node, channel); leftover if any copy is.
+    let mut todo: HashMap<(&str, &str), bool> = HashMap::new();
+    for triple in claimed.chunks_exact(3) {
+        *todo.entry((&triple[0], &triple[1])).or_default() |= triple[2] == "1";
+    }
+    for ((dead_node, channel), leftover) in todo {
+        let Ok((_, dead)) = sweep_channel(at.shard, at.keys, at.node, channel).await else {
+            continue;
+        };
+        let mut announced = announce(at.shard, at.keys, at.node, channel, &dead).await;
+        // An earlier sweep may have deleted entries of this channel and died before their
+        // leaves were published: its subscribers are told to ask again.
+        if leftover {
+            announced &= resync(at.shard, at.keys, at.node, channel).await;
         }
+        if !announced {
+            continue;
+        }
+        let mut invocation = SWEPT.key(format!("{}{dead_node}", at.keys.claimed_channels));
+        invocation
+            .key(&at.keys.claimed_nodes)
+            .arg(channel)
+            .arg(dead_node);
+        let _: Result<(), _> = invocation.invoke_async(&mut conn).await;
     }
 }
 
-/// Writes the failed leaves and then every entry of this node on instance `at` again (one
-/// `HSET` per channel, pipelined), under the write lock; then asks the channels' subscribers to
+/// Writes the failed leaves and then every entry of this node on instance `at` again (both in
+/// chunks of [`REWRITE_CHUNK`], the entries pipelined), under the write lock; then asks the channels' subscribers to
 /// ask again, since entries may have come back without join events.
 async fn rewrite_own(at: &At<'_>) -> Result<(), redis::RedisError> {
     let mut conn = at.shard.conn.clone();
@@ -453,32 +443,42 @@ async fn rewrite_own(at: &At<'_>) -> Result<(), redis::RedisError> {
             .collect()
     };
     let mut touched: HashMap<String, bool> = HashMap::new();
-    for (i, (channel, socket, last)) in leaves.iter().enumerate() {
-        let mut invocation = LEAVE.key(format!("{}{channel}", at.keys.presence));
-        invocation
-            .key(&node_channels)
-            .arg(socket)
-            .arg(channel)
-            .arg(if *last { "1" } else { "0" });
-        let removed: Result<Option<String>, _> = invocation.invoke_async(&mut conn).await;
+    for (i, chunk) in leaves.chunks(REWRITE_CHUNK).enumerate() {
+        let mut invocation = LEAVES.key(&node_channels);
+        for (channel, socket, last) in chunk {
+            invocation
+                .key(format!("{}{channel}", at.keys.presence))
+                .arg(socket)
+                .arg(channel)
+                .arg(if *last { "1" } else { "0" });
+        }
+        let removed: Result<Vec<Option<String>>, _> = invocation.invoke_async(&mut conn).await;
         match removed {
             Ok(removed) => {
-                // Its subscribers may have missed this leave: a cut event on a channel with
-                // join/leave events (the removed value says whether it has them).
-                let join_leave = removed
-                    .as_deref()
-                    .and_then(decode_value)
-                    .is_some_and(|(_, join_leave)| join_leave);
-                *touched.entry(channel.clone()).or_default() |= join_leave;
+                // Their subscribers may have missed these leaves: a cut event on each channel
+                // with join/leave events (a removed value says whether it has them).
+                for ((channel, _, _), removed) in chunk.iter().zip(removed) {
+                    let join_leave = removed
+                        .as_deref()
+                        .and_then(decode_value)
+                        .is_some_and(|(_, join_leave)| join_leave);
+                    *touched.entry(channel.clone()).or_default() |= join_leave;
+                }
             }
             Err(e) => {
-                let mut own = at.mirror.own();
-                own.leaves
-                    .extend(leaves[i..].iter().map(|(c, s, _)| (c.clone(), s.clone())));
+                at.mirror.own().leaves.extend(
+                    leaves[i * REWRITE_CHUNK..]
+                        .iter()
+                        .map(|(c, s, _)| (c.clone(), s.clone())),
+                );
+                drop(writing);
+                // The leaves written so far are in Redis now: their cut events go out.
+                announce_cut(at, touched).await;
                 return Err(e);
             }
         }
     }
+    let by_leaves = touched.clone();
     let mut pipe = redis::pipe();
     {
         let own = at.mirror.own();
@@ -487,28 +487,37 @@ async fn rewrite_own(at: &At<'_>) -> Result<(), redis::RedisError> {
             .iter()
             .filter(|(channel, _)| broker_index(channel, at.shards) == at.index)
         {
-            let mut hset = redis::cmd("HSET");
-            hset.arg(format!("{}{channel}", at.keys.presence));
             let mut join_leave = false;
-            for (entry, jl) in members.values() {
-                hset.arg(&entry.socket)
-                    .arg(encode_value(at.node, entry, *jl));
-                join_leave |= *jl;
+            let members: Vec<_> = members.values().collect();
+            for chunk in members.chunks(REWRITE_CHUNK) {
+                let mut hset = redis::cmd("HSET");
+                hset.arg(format!("{}{channel}", at.keys.presence));
+                for (entry, jl) in chunk {
+                    hset.arg(&entry.socket)
+                        .arg(encode_value(at.node, entry, *jl));
+                    join_leave |= *jl;
+                }
+                pipe.add_command(hset).ignore();
             }
-            pipe.add_command(hset).ignore();
             pipe.cmd("SADD").arg(&node_channels).arg(channel).ignore();
             *touched.entry(channel.clone()).or_default() |= join_leave;
         }
     }
     pipe.cmd("SADD").arg(&at.keys.nodes).arg(at.node).ignore();
-    pipe.query_async::<()>(&mut conn).await?;
+    let written = pipe.query_async::<()>(&mut conn).await;
     drop(writing);
+    // If the entries were not written, the leaves before them still were.
+    announce_cut(at, if written.is_ok() { touched } else { by_leaves }).await;
+    written
+}
+
+/// Sends a cut event on each touched channel with join/leave events.
+async fn announce_cut(at: &At<'_>, touched: HashMap<String, bool>) {
     for (channel, join_leave) in touched {
         if join_leave {
-            resync(at.shard, at.keys, at.node, &channel).await;
+            let _ = resync(at.shard, at.keys, at.node, &channel).await;
         }
     }
-    Ok(())
 }
 
 /// Runs [`QUERY`] on one channel: (live values, dead values deleted).
@@ -529,28 +538,30 @@ async fn sweep_channel(
 
 /// Tells a channel's subscribers (on every node) that their member list may be stale: an
 /// event with no joins or leaves and `"cut": true`, on which clients ask `#presence` again.
-async fn resync(shard: &Shard, keys: &Keys, node: &str, channel: &str) {
+async fn resync(shard: &Shard, keys: &Keys, node: &str, channel: &str) -> bool {
     let Ok(frame) = encode_resync(channel) else {
-        return;
+        return true;
     };
-    publish(shard, keys, node, channel, &frame).await;
+    publish(shard, keys, node, channel, &frame).await
 }
 
-/// Publishes a `#presence` frame on a channel's Redis channel.
-async fn publish(shard: &Shard, keys: &Keys, node: &str, channel: &str, frame: &str) {
+/// Publishes a `#presence` frame on a channel's Redis channel; whether Redis took it.
+async fn publish(shard: &Shard, keys: &Keys, node: &str, channel: &str, frame: &str) -> bool {
     let mut conn = shard.conn.clone();
     let published: Result<i64, _> = redis::cmd("PUBLISH")
         .arg(format!("{}{channel}", keys.redis_channel))
         .arg(format!("{node}{EVENT_MARK}{frame}"))
         .query_async(&mut conn)
         .await;
-    if let Err(e) = published {
+    if let Err(e) = &published {
         tracing::debug!(%channel, error = %e, "presence event not published");
     }
+    published.is_ok()
 }
 
-/// Publishes one leave event for the dead values on a channel with join/leave events.
-async fn announce(shard: &Shard, keys: &Keys, node: &str, channel: &str, dead: &[String]) {
+/// Publishes one leave event for the dead values on a channel with join/leave events; false
+/// only if there was one to publish and Redis did not take it.
+async fn announce(shard: &Shard, keys: &Keys, node: &str, channel: &str, dead: &[String]) -> bool {
     let leaves: Vec<PresenceEntry> = dead
         .iter()
         .filter_map(|v| decode_value(v))
@@ -558,12 +569,12 @@ async fn announce(shard: &Shard, keys: &Keys, node: &str, channel: &str, dead: &
         .map(|(entry, _)| entry)
         .collect();
     if leaves.is_empty() {
-        return;
+        return true;
     }
     let Ok(frame) = encode_event(channel, &[], &leaves, DEAD_WORKER_EVENT_MAX) else {
-        return;
+        return true;
     };
-    publish(shard, keys, node, channel, &frame).await;
+    publish(shard, keys, node, channel, &frame).await
 }
 
 #[cfg(test)]
@@ -585,5 +596,17 @@ mod tests {
             Some((entry, false))
         );
         assert_eq!(decode_value("short"), None);
+    }
+
+    #[test]
+    fn a_key_lapsed_if_gone_or_unrenewed_for_its_ttl() {
+        let t0 = Instant::now();
+        assert!(lapsed(false, None, t0), "a key found gone");
+        assert!(lapsed(false, Some(t0), t0 + REFRESH), "a key found gone");
+        assert!(!lapsed(true, None, t0));
+        assert!(!lapsed(true, Some(t0), t0 + REFRESH));
+        // Found, but no renewal was answered for a whole TTL: its reply may have been lost
+        // after it recreated an expired key.
+        assert!(lapsed(true, Some(t0), t0 + NODE_TTL));
     }
 }
