@@ -152,7 +152,8 @@ fn the_macros_declare_each_events_and_channels_types_like_the_api_by_hand() {
         .contains(&format!("export const contractHash = {hash:?};")));
 }
 
-async fn http_get(server: &TestServer, path: &str) -> String {
+/// `GET path`: the status line and the body.
+async fn http(server: &TestServer, path: &str) -> (String, String) {
     let mut s = tokio::net::TcpStream::connect(server.addr())
         .await
         .expect("connects");
@@ -161,11 +162,15 @@ async fn http_get(server: &TestServer, path: &str) -> String {
         .expect("writes");
     let mut response = String::new();
     s.read_to_string(&mut response).await.expect("reads");
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default()
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.to_owned())
+}
+
+async fn http_get(server: &TestServer, path: &str) -> String {
+    let (status, body) = http(server, path).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    body
 }
 
 #[tokio::test]
@@ -203,18 +208,6 @@ async fn the_server_serves_its_contract_and_the_handshake_carries_its_hash() {
     assert_ne!(by_hand().contract_hash(), App::new().contract_hash());
 }
 
-async fn http_status(server: &TestServer, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(server.addr())
-        .await
-        .expect("connects");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("writes");
-    let mut response = String::new();
-    s.read_to_string(&mut response).await.expect("reads");
-    response.lines().next().unwrap_or_default().to_owned()
-}
-
 #[tokio::test]
 async fn a_stale_module_on_disk_is_not_served_and_the_contract_can_be_kept_private() {
     // A page dir with an `sc-types.js` from an older build: the server answers with its own, so
@@ -238,9 +231,7 @@ async fn a_stale_module_on_disk_is_not_served_and_the_contract_can_be_kept_priva
         with_macros::app().typescript_module()
     );
     assert!(
-        http_status(&server, "/sc-types.d.ts")
-            .await
-            .contains(" 404"),
+        http(&server, "/sc-types.d.ts").await.0.contains(" 404"),
         "serve_types(false) keeps the contract private"
     );
     server.stop().await;
