@@ -66,6 +66,9 @@ fn main() -> std::io::Result<()> {
             let hub = Arc::new(Hub::default());
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
+                    // Out of file descriptors: retrying at once would spin a core and skew
+                    // the comparison.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
