@@ -116,14 +116,6 @@ pub(super) fn parse_message<'a>(
 ) -> Result<Incoming<'a>, &'static str> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct Frame<'a> {
-        #[serde(borrow)]
-        event: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        data: Data<'a>,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
     struct Data<'a> {
         #[serde(borrow)]
         channel: std::borrow::Cow<'a, str>,
@@ -155,7 +147,7 @@ pub(super) fn parse_message<'a>(
     if from == node && !frame.ends_with("\"}}") {
         return Ok(Incoming::Echo);
     }
-    let parsed: Frame<'_> =
+    let parsed: Envelope<'_, Data<'_>> =
         serde_json::from_str(frame).map_err(|_| "not a #publish frame of the expected shape")?;
     if parsed.event != "#publish" {
         return Err("not a #publish frame");
@@ -181,17 +173,18 @@ pub(super) fn parse_message<'a>(
     }
 }
 
+/// The envelope of a frame received from Redis, `{"event": .., "data": D}` and nothing else.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope<'a, D> {
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    data: D,
+}
+
 /// Reads a presence event (after the node id and the mark): a `#presence` frame of exactly the
 /// shape `encode_event` writes, for `name`.
 fn parse_presence_event<'a>(name: &'a str, frame: &'a str) -> Result<Incoming<'a>, &'static str> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Event<'a> {
-        #[serde(borrow)]
-        event: std::borrow::Cow<'a, str>,
-        #[serde(borrow)]
-        data: Data<'a>,
-    }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Data<'a> {
@@ -205,7 +198,7 @@ fn parse_presence_event<'a>(name: &'a str, frame: &'a str) -> Result<Incoming<'a
         #[serde(default, rename = "cut")]
         _cut: bool,
     }
-    let parsed: Event<'_> =
+    let parsed: Envelope<'_, Data<'_>> =
         serde_json::from_str(frame).map_err(|_| "not a #presence frame of the expected shape")?;
     if parsed.event != "#presence" {
         return Err("not a #presence frame");
