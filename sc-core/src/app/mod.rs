@@ -80,6 +80,8 @@ pub(crate) struct Declared {
 
 #[derive(Clone)]
 pub(crate) struct EventRoute {
+    /// The event's name, shared with each call's `Parts` (no copy of it per message).
+    pub name: std::sync::Arc<str>,
     pub handler: ErasedHandler<Reply>,
     pub source: Source,
 }
@@ -153,6 +155,7 @@ impl App {
             return self;
         }
         let route = EventRoute {
+            name: name.as_str().into(),
             handler: erase(handler, IntoReply::into_reply),
             source,
         };

@@ -41,33 +41,93 @@ pub(crate) fn decode_event(text: &str) -> Option<RawEvent> {
     if text.starts_with("{\"event\":\"#") {
         return None;
     }
-    if !text.trim_start().starts_with('{') || text.contains("\\u") {
-        return None;
-    }
-    let envelope = serde_json::from_str::<Envelope>(text).ok()?.0?;
+    let envelope = match compact(text) {
+        Some(envelope) => envelope,
+        None => {
+            if !text.trim_start().starts_with('{') {
+                return None;
+            }
+            serde_json::from_str::<Envelope>(text).ok()?.0?
+        }
+    };
     if !envelope.data.as_deref().is_none_or(plain) {
         return None;
     }
     Some(envelope)
 }
 
+/// The layout every client writes (`JSON.stringify({event, data, cid})`):
+/// `{"event":"NAME","data":DATA,"cid":N}`, `data` and `cid` each optional, no whitespace, a name
+/// without escapes and a cid of plain digits. Only `DATA` goes through the JSON parser; anything
+/// else returns `None` for the general parse of the envelope to decide.
+fn compact(text: &str) -> Option<RawEvent> {
+    let rest = text.strip_prefix("{\"event\":\"")?;
+    let end = memchr::memchr(b'"', rest.as_bytes())?;
+    let name = &rest[..end];
+    if name.starts_with('#') || name.bytes().any(|b| b == b'\\' || b < 0x20) {
+        return None;
+    }
+    let mut rest = &rest[end + 1..];
+    let mut data = None;
+    if let Some(after) = rest.strip_prefix(",\"data\":") {
+        let mut values = serde_json::Deserializer::from_str(after).into_iter::<&RawValue>();
+        data = Some(values.next()?.ok()?.to_owned());
+        rest = &after[values.byte_offset()..];
+    }
+    let cid = match rest.strip_prefix(",\"cid\":") {
+        Some(after) => Some(cid(after.strip_suffix('}')?)?),
+        None if rest == "}" => None,
+        None => return None,
+    };
+    Some(RawEvent {
+        event: name.to_owned(),
+        data,
+        cid,
+    })
+}
+
+/// A cid written as JSON writes a non-negative integer that fits a `u64`.
+fn cid(digits: &str) -> Option<u64> {
+    let bytes = digits.as_bytes();
+    let plain = !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit);
+    // JSON has no leading zeros; `01` is for the general parse to refuse.
+    if !plain || (bytes.len() > 1 && bytes[0] == b'0') {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// Whether raw JSON is free of what only the general parse can judge: deep nesting, exponents
-/// (out-of-range floats) and very long numbers. Strings are skipped (no `\u` in them here).
+/// (out-of-range floats), very long numbers and `\u` escapes (a lone surrogate is kept by
+/// the raw text but refused by a tree).
 fn plain(raw: &RawValue) -> bool {
-    let (mut depth, mut digits, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    let mut previous = b' ';
-    for &b in raw.get().as_bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
+    let bytes = raw.get().as_bytes();
+    let (mut depth, mut digits, mut previous) = (0usize, 0usize, b' ');
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        i += 1;
+        if b == b'"' {
+            // A string: to its closing quote, looking only at escapes.
+            loop {
+                let Some(next) = memchr::memchr2(b'"', b'\\', &bytes[i..]) else {
+                    return false;
+                };
+                let at = i + next;
+                if bytes[at] == b'"' {
+                    i = at + 1;
+                    break;
+                }
+                if bytes.get(at + 1) == Some(&b'u') {
+                    return false;
+                }
+                i = at + 2;
             }
+            digits = 0;
+            previous = b'"';
             continue;
         }
         match b {
-            b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
                 if depth > MAX_DEPTH {

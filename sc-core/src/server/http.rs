@@ -2,7 +2,8 @@
 //! a header read timeout (the handshake timeout) that `axum::serve` does not set, so a client
 //! that opens a connection and never finishes its request is dropped instead of holding a file
 //! descriptor forever. The peer address reaches handlers as `ConnectInfo<SocketAddr>`. A
-//! connection the server is done with lingers: see [`Lingering`].
+//! connection the server is done with lingers: see [`Lingering`]. Reads go through
+//! [`ReadAhead`], one `recv` per batch of small WebSocket frames.
 
 use std::future::Future;
 use std::io;
@@ -20,6 +21,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tower::ServiceExt;
+
+use super::read_ahead::ReadAhead;
 
 /// The client address of an accepted connection, when there is one (not behind balancers).
 pub(crate) trait PeerAddr {
@@ -78,7 +81,7 @@ pub(crate) async fn serve<L>(
                 .header_read_timeout(header_timeout);
             let conn = builder
                 .serve_connection(
-                    TokioIo::new(Lingering(Some(io))),
+                    TokioIo::new(Lingering(Some(ReadAhead::new(io)))),
                     TowerToHyperService::new(service),
                 )
                 .with_upgrades();

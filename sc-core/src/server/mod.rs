@@ -13,6 +13,7 @@ mod http;
 mod key_source;
 mod listener;
 mod options;
+mod read_ahead;
 mod routes;
 pub(crate) mod tls;
 

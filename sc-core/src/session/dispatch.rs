@@ -118,7 +118,12 @@ async fn call_handler(
         Some(_) => MiddlewareKind::Invoke,
         None => MiddlewareKind::Transmit,
     };
-    let event: Arc<str> = event.into();
+    // A handled event's name is the route's, shared; only an unknown one is copied.
+    let route = ctx.app.route(&event);
+    let event: Arc<str> = match route {
+        Some(route) => route.name.clone(),
+        None => event.into(),
+    };
     let p = parts(socket, kind, Some(event.clone()), None, expired);
     // No middleware of this kind (the common case): no copy of the request, no middleware
     // future in every message's dispatch state.
@@ -137,7 +142,7 @@ async fn call_handler(
     } else {
         data
     };
-    let Some(route) = ctx.app.route(&event) else {
+    let Some(route) = route else {
         match cid {
             Some(_) => reply(
                 socket,

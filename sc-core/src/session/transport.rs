@@ -415,7 +415,9 @@ fn read_messages<'a>(
         loop {
             let watching = !config.ping_timeout_disabled && !socket.pings_paused();
             let reading = inbox.has_room(config);
+            // Biased: a fixed order costs nothing, a random one a random number per message.
             let event = tokio::select! {
+                biased;
                 _ = &mut closed => break,
                 _ = &mut watchdog, if watching => {
                     if socket.pings_paused() {
