@@ -30,8 +30,9 @@ pub struct Parts {
     /// being accepted.
     pub(crate) auth: Option<Arc<Map<String, Value>>>,
     /// Set when the socket's token expired during the session (reference:
-    /// `action.authTokenExpiredError`).
-    pub(crate) auth_token_expired: Option<ScError>,
+    /// `action.authTokenExpiredError`). Boxed: rare, and every action's `Parts` is moved
+    /// through the handler's futures (an `ScError` is 4 times the rest).
+    pub(crate) auth_token_expired: Option<Box<ScError>>,
     /// `#subscribe` option `waitForAuth`.
     pub(crate) wait_for_auth: bool,
 }
@@ -97,7 +98,7 @@ impl Parts {
 
     /// The `AuthTokenExpiredError` attached when the socket's token expired during the session.
     pub fn auth_token_expired(&self) -> Option<&ScError> {
-        self.auth_token_expired.as_ref()
+        self.auth_token_expired.as_deref()
     }
 
     /// Whether a `#subscribe` asked to wait for authentication.

@@ -2,8 +2,6 @@
 //! responses (with data as a value or as raw JSON text), error responses and `#publish`
 //! deliveries.
 
-use std::fmt::Write as _;
-
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -84,11 +82,12 @@ pub fn encode_raw_response(rid: u64, data: Option<&RawValue>) -> String {
     // Exactly sized: one allocation, and a frame whose capacity is its length becomes `Bytes`
     // without a second allocation for a shared header.
     let data = data.map(RawValue::get);
-    let digits = rid.checked_ilog10().unwrap_or(0) as usize + 1;
-    let len = r#"{"rid":}"#.len() + digits + data.map_or(0, |d| r#","data":"#.len() + d.len());
+    let mut digits = itoa::Buffer::new();
+    let rid = digits.format(rid);
+    let len = r#"{"rid":}"#.len() + rid.len() + data.map_or(0, |d| r#","data":"#.len() + d.len());
     let mut frame = String::with_capacity(len);
-    // Writing into a String cannot fail.
-    let _ = write!(frame, "{{\"rid\":{rid}");
+    frame.push_str("{\"rid\":");
+    frame.push_str(rid);
     if let Some(data) = data {
         frame.push_str(",\"data\":");
         frame.push_str(data);

@@ -31,7 +31,7 @@ pub(super) fn parts(
         event,
         channel,
         auth: socket.auth_token(),
-        auth_token_expired: expired,
+        auth_token_expired: expired.map(Box::new),
         wait_for_auth: false,
     }
 }
