@@ -20,16 +20,14 @@ const CHUNK: usize = 8 * 1024;
 /// Wraps a connection's reads (writes pass through).
 pub(crate) struct ReadAhead<T> {
     io: T,
-    /// Read from the connection, not yet handed to the caller.
-    spill: Bytes,
+    /// Read from the connection, not yet handed to the caller. Boxed: one pointer in every
+    /// connection, the spill itself only while there is one.
+    spill: Option<Box<Bytes>>,
 }
 
 impl<T> ReadAhead<T> {
     pub(crate) fn new(io: T) -> Self {
-        Self {
-            io,
-            spill: Bytes::new(),
-        }
+        Self { io, spill: None }
     }
 }
 
@@ -40,13 +38,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.spill.is_empty() {
-            let n = buf.remaining().min(this.spill.len());
-            buf.put_slice(&this.spill[..n]);
-            this.spill.advance(n);
-            if this.spill.is_empty() {
+        if let Some(spill) = this.spill.as_mut() {
+            let n = buf.remaining().min(spill.len());
+            buf.put_slice(&spill[..n]);
+            spill.advance(n);
+            if spill.is_empty() {
                 // Give the allocation back: the connection may now go idle for hours.
-                this.spill = Bytes::new();
+                this.spill = None;
             }
             return Poll::Ready(Ok(()));
         }
@@ -60,7 +58,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
         let n = buf.remaining().min(data.len());
         buf.put_slice(&data[..n]);
         if n < data.len() {
-            this.spill = Bytes::copy_from_slice(&data[n..]);
+            this.spill = Some(Box::new(Bytes::copy_from_slice(&data[n..])));
         }
         Poll::Ready(Ok(()))
     }
@@ -120,7 +118,7 @@ mod tests {
             assert!(n <= 300);
         }
         assert_eq!(got, sent);
-        assert!(reader.spill.is_empty());
+        assert!(reader.spill.is_none());
     }
 
     #[tokio::test]
@@ -131,13 +129,13 @@ mod tests {
         let mut small = [0u8; 512];
         assert_eq!(reader.read(&mut small).await.expect("read"), 512);
         // The rest came with the first read: it is there without the connection being asked.
-        assert_eq!(reader.spill.len(), 488);
+        assert_eq!(reader.spill.as_ref().map(|s| s.len()), Some(488));
         assert_eq!(reader.read(&mut small).await.expect("read"), 488);
-        assert_eq!(reader.spill.len(), 0);
+        assert!(reader.spill.is_none());
         // Large reads go straight to the connection.
         client.write_all(&[9u8; 100]).await.expect("write");
         let mut large = vec![0u8; CHUNK];
         assert_eq!(reader.read(&mut large).await.expect("read"), 100);
-        assert!(reader.spill.is_empty());
+        assert!(reader.spill.is_none());
     }
 }

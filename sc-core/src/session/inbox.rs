@@ -81,6 +81,14 @@ impl<'a> Inbox<'a> {
         }
     }
 
+    /// Polls the running message's handling once in the caller's task: `true` when it is done
+    /// (the caller then calls [`next`](Self::next)), `false` when it waits or nothing runs.
+    pub(super) fn poll_running(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        self.running
+            .as_mut()
+            .is_some_and(|running| running.as_mut().poll(cx).is_ready())
+    }
+
     /// The running message is done: start the next one, if any (and if the socket is open).
     pub(super) fn next(&mut self, ctx: &'a Context, socket: &'a Socket) {
         self.running = None;
