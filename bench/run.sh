@@ -103,9 +103,26 @@ start sc SC_HISTORY_SIZE=100 SC_HISTORY_TTL=300
 bench fanout-max-history sc "--pid $SERVER_PID" fanout --subscribers 1000
 stop
 
-# The process model: the same fan-out with 2 workers and 1 broker.
+# Presence (issue 18): the soak's churn (connect, subscribe, publish, invoke, unsubscribe,
+# disconnect) without and with presence on every channel; compared on server CPU per cycle.
+start sc
+bench soak sc "--pid $SERVER_PID" soak
+stop
+start sc SC_PRESENCE=1
+bench soak-presence sc "--pid $SERVER_PID" soak
+stop
+
+# Deployments: the same fan-out on one process, on 2 workers + 1 broker, and on two nodes through
+# Redis, compared on server CPU per delivery summed over all server processes. 64 publishes in
+# flight (not 16): with 16 the cluster is bounded by the round trip through the broker, not by
+# CPU, and an unsaturated server batches less (more writes per delivery), which is then what the
+# CPU per delivery would measure.
+start sc
+bench fanout-max-64 sc "--pid $SERVER_PID" fanout --subscribers 1000 --inflight 64
+stop
+# `--pid` is the master's: its workers' and broker's CPU count with it.
 start sc SC_WORKERS=2 SC_BROKERS=1
-bench fanout-max-cluster sc "" fanout --subscribers 1000
+bench fanout-max-cluster sc "--pid $SERVER_PID" fanout --subscribers 1000 --inflight 64
 stop
 
 # Redis: one node alone vs two nodes sharing the channel (subscribers split over both).
@@ -117,7 +134,11 @@ if (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   start sc SC_REDIS_URL="$REDIS_URL" SC_REDIS_PREFIX="$PREFIX"
   SECOND=$SERVER_PID
   PORT=$PORT0
-  bench fanout-max-redis-2-nodes sc "" fanout --subscribers 1000 --also "ws://127.0.0.1:$((PORT + 1))/socketcluster/"
+  # Server CPU: both nodes and the Redis server (when it runs here: REDIS_PID, or found by name).
+  REDIS_PID=${REDIS_PID:-$(pgrep -xo redis-server || true)}
+  PIDS="--pid $FIRST --also-pid $SECOND"
+  if [ -n "$REDIS_PID" ]; then PIDS="$PIDS --also-pid $REDIS_PID"; fi
+  bench fanout-max-redis-2-nodes sc "$PIDS" fanout --subscribers 1000 --inflight 64 --also "ws://127.0.0.1:$((PORT + 1))/socketcluster/"
   SERVER_PID=$SECOND; stop; SERVER_PID=$FIRST; stop
 else
   echo "== Redis is not running on 127.0.0.1:6379: the Redis comparison is skipped" >&2

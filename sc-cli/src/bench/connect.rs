@@ -50,7 +50,7 @@ pub(super) async fn connect(
     hold: Duration,
 ) -> Result<Value, BoxError> {
     let rss_before = ctx.pid.and_then(rss_kib);
-    let meter = CpuMeter::start(ctx.pid);
+    let meter = CpuMeter::start(ctx.server_pids());
     let started = Instant::now();
     let at_once = at_once.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
     let gate = Arc::new(tokio::sync::Semaphore::new(at_once));

@@ -54,9 +54,14 @@ pub struct BenchArgs {
     /// channels through Redis). The publisher always uses `--url`.
     #[arg(long = "also", global = true)]
     also: Vec<String>,
-    /// Server process id: adds its CPU time per message and RSS per socket to the report.
+    /// Server process id: adds its CPU time per message and RSS per socket to the report. Its
+    /// live descendants count too (a cluster's master: its workers, brokers and balancers).
     #[arg(long, global = true)]
     pid: Option<u32>,
+    /// More server processes whose CPU time (with their descendants') counts with `--pid`'s,
+    /// e.g. a second node and the Redis server of a deployment. Repeatable.
+    #[arg(long = "also-pid", global = true, requires = "pid")]
+    also_pid: Vec<u32>,
     /// Measured seconds (after connecting and subscribing).
     #[arg(long, global = true, default_value_t = 10.0)]
     duration: f64,
@@ -173,6 +178,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
     let ctx = Ctx {
         urls,
         pid: args.pid,
+        also_pid: args.also_pid,
         duration: Duration::from_secs_f64(args.duration.max(0.1)),
         size: args.size,
     };
@@ -250,6 +256,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
 struct Ctx {
     urls: Vec<String>,
     pid: Option<u32>,
+    also_pid: Vec<u32>,
     duration: Duration,
     size: usize,
 }
@@ -257,6 +264,11 @@ struct Ctx {
 impl Ctx {
     fn url(&self, i: usize) -> &str {
         &self.urls[i % self.urls.len()]
+    }
+
+    /// The processes whose CPU time is the server's (`--pid` and `--also-pid`).
+    fn server_pids(&self) -> Vec<u32> {
+        self.pid.iter().chain(&self.also_pid).copied().collect()
     }
 }
 
@@ -330,14 +342,27 @@ fn own_cpu() -> Duration {
     }
 }
 
-/// CPU time of a process (and its reaped children: a cluster master counts its workers only
-/// once they exit, so pass a worker's pid for clusters) from /proc.
+/// CPU time of a process from /proc, with its reaped children's and its live descendants' (a
+/// cluster's processes: a master counts its workers itself only once they exit).
 fn proc_cpu(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit(") ").next()?.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    // utime, stime, cutime, cstime.
+    let ticks: u64 = field(11)? + field(12)? + field(13)? + field(14)?;
+    let descendants: Duration = children(pid).filter_map(proc_cpu).sum();
     // Linux reports in USER_HZ, 100 on every mainstream configuration.
-    Some(Duration::from_millis(ticks * 10))
+    Some(Duration::from_millis(ticks * 10) + descendants)
+}
+
+/// A process's live children.
+fn children(pid: u32) -> impl Iterator<Item = u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .collect::<Vec<_>>()
+        .into_iter()
 }
 
 /// Resident memory of a process and its descendants, in KiB.
@@ -350,12 +375,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .next()?
         .parse::<u64>()
         .ok()?;
-    let children: u64 = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|c| c.parse::<u32>().ok())
-        .filter_map(rss_kib)
-        .sum();
+    let children: u64 = children(pid).filter_map(rss_kib).sum();
     Some(own + children)
 }
 
@@ -372,15 +392,18 @@ fn server_cpu_per(server_cpu_s: Option<f64>, count: u64, what: &str) -> String {
 struct CpuMeter {
     wall: Instant,
     own: Duration,
-    server: Option<(u32, Duration)>,
+    server: Option<(Vec<u32>, Duration)>,
 }
 
 impl CpuMeter {
-    fn start(pid: Option<u32>) -> Self {
+    fn start(pids: Vec<u32>) -> Self {
+        let server = (!pids.is_empty())
+            .then(|| servers_cpu(&pids).map(|c| (pids, c)))
+            .flatten();
         Self {
             wall: Instant::now(),
             own: own_cpu(),
-            server: pid.and_then(|p| proc_cpu(p).map(|c| (p, c))),
+            server,
         }
     }
 
@@ -390,9 +413,15 @@ impl CpuMeter {
         let own = (own_cpu().saturating_sub(self.own)).as_secs_f64() / wall * 100.0;
         let server = self
             .server
-            .and_then(|(p, c0)| proc_cpu(p).map(|c| c.saturating_sub(c0).as_secs_f64()));
+            .as_ref()
+            .and_then(|(pids, c0)| servers_cpu(pids).map(|c| c.saturating_sub(*c0).as_secs_f64()));
         (own, server)
     }
+}
+
+/// The CPU time of all `pids` (see [`proc_cpu`]); `None` when one of them is gone.
+fn servers_cpu(pids: &[u32]) -> Option<Duration> {
+    pids.iter().map(|&p| proc_cpu(p)).sum()
 }
 
 /// Fan-out over `channels` channels with `subscribers` sockets each and `publishers` sockets
@@ -458,7 +487,7 @@ async fn fanout(
     let failures = Arc::new(AtomicU64::new(0));
     // The first error the server answers a publish with: it ends the run (see `Refused`).
     let refusal = Arc::new(std::sync::OnceLock::<Box<Refused>>::new());
-    let meter = CpuMeter::start(ctx.pid);
+    let meter = CpuMeter::start(ctx.server_pids());
     let started = Instant::now();
     let deadline = started + ctx.duration;
     let mut senders = Vec::new();
@@ -607,7 +636,7 @@ async fn fanout(
 async fn rpc(ctx: &Ctx, sockets: usize, inflight: usize) -> Result<Value, BoxError> {
     let wires = open_wires(ctx, sockets).await?;
     let pad = padding(ctx.size);
-    let meter = CpuMeter::start(ctx.pid);
+    let meter = CpuMeter::start(ctx.server_pids());
     let started = Instant::now();
     let deadline = started + ctx.duration;
     let mut tasks = Vec::new();
@@ -688,4 +717,56 @@ async fn rpc(ctx: &Ctx, sockets: usize, inflight: usize) -> Result<Value, BoxErr
         "bench_cpu_percent": own_cpu.round(),
         "server_cpu_us_per_ack": server_cpu.filter(|_| acks > 0).map(|s| (s * 1e6 / acks as f64 * 100.0).round() / 100.0),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cluster's master does little itself: its CPU is its workers'. A shell whose child spins
+    /// stands in for it.
+    #[test]
+    fn a_process_cpu_counts_its_live_descendants() {
+        let mut parent = std::process::Command::new("sh")
+            .args(["-c", "sh -c 'while :; do :; done' & wait"])
+            .spawn()
+            .expect("spawn sh");
+        let pid = parent.id();
+        let own = |pid: u32| -> Duration {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit(") ")
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            let ticks: u64 = [11, 12]
+                .iter()
+                .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+                .sum();
+            Duration::from_millis(ticks * 10)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut counted = Duration::ZERO;
+        while Instant::now() < deadline {
+            counted = proc_cpu(pid).unwrap_or_default();
+            if counted >= Duration::from_millis(100) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let children: Vec<u32> = children(pid).collect();
+        let parent_own = own(pid);
+        for child in &children {
+            let _ = std::process::Command::new("kill")
+                .arg(child.to_string())
+                .status();
+        }
+        let _ = parent.kill();
+        let _ = parent.wait();
+        assert_eq!(children.len(), 1, "the shell's one child");
+        assert!(counted >= Duration::from_millis(100), "counted {counted:?}");
+        // The parent itself only waits: nearly all of it is the child's.
+        assert!(parent_own < Duration::from_millis(100), "{parent_own:?}");
+    }
 }

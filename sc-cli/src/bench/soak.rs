@@ -72,7 +72,7 @@ pub(super) async fn soak(
     // The last sample while the load still runs: compared with `warm`, both under load, so the
     // allocator's keeping or returning memory after the load cannot hide or fake a leak.
     let late = Arc::new(AtomicU64::new(0));
-    let meter = CpuMeter::start(ctx.pid);
+    let meter = CpuMeter::start(ctx.server_pids());
     let deadline = Instant::now() + ctx.duration;
     let stats = Arc::new(SoakStats::default());
     let pad: Arc<str> = padding(ctx.size);
