@@ -86,10 +86,10 @@ for (const [name, metric, pick, higher, nodeTarget, minimalTarget, bound] of spe
 const lost = rows.filter((r) => (r.result.lost ?? 0) > 0).map((r) => `${r.name} (${r.result.label}): ${r.result.lost}`);
 lines.push('', `Loss: ${lost.length ? lost.join(', ') : 'none in any run'}.`, '');
 
-const single = get('fanout-max-64', 'sc');
-const cluster = get('fanout-max-cluster', 'sc');
-const redis = get('fanout-max-redis-2-nodes', 'sc');
-lines.push('## sc deployments (fan-out, 1000 subscribers, 64 publishes in flight)', '');
+const single = get('deploy-single', 'sc');
+const cluster = get('deploy-cluster', 'sc');
+const redis = get('deploy-redis-2-nodes', 'sc');
+lines.push('## sc deployments (one channel, 1000 subscribers, 8 publishing sockets x 16 in flight)', '');
 lines.push(
   'Server CPU is summed over all of the server\'s processes (the cluster\'s master, workers and broker; both nodes and the Redis server), the load generator\'s excluded. Target (issue 19): at most 30% more per delivery than the single process.',
   '',

@@ -112,17 +112,20 @@ start sc SC_PRESENCE=1
 bench soak-presence sc "--pid $SERVER_PID" soak
 stop
 
-# Deployments: the same fan-out on one process, on 2 workers + 1 broker, and on two nodes through
-# Redis, compared on server CPU per delivery summed over all server processes. 64 publishes in
-# flight (not 16): with 16 the cluster is bounded by the round trip through the broker, not by
-# CPU, and an unsaturated server batches less (more writes per delivery), which is then what the
-# CPU per delivery would measure.
+# Deployments: one channel with 1000 subscribers and 8 publishing sockets (16 publishes in
+# flight each) on one process, on 2 workers + 1 broker, and on two nodes through Redis, compared
+# on server CPU per delivery summed over all server processes. Several publishers, because a
+# socket's messages are handled one at a time: in a cluster each publish waits for the broker's
+# acknowledgement, so one publishing socket gets one publish per broker round trip, and a server
+# that is not saturated batches less (more writes per delivery), which is then what its CPU per
+# delivery would measure.
+DEPLOY=(channels --channels 1 --subscribers 1000 --publishers 8 --inflight 16)
 start sc
-bench fanout-max-64 sc "--pid $SERVER_PID" fanout --subscribers 1000 --inflight 64
+bench deploy-single sc "--pid $SERVER_PID" "${DEPLOY[@]}"
 stop
 # `--pid` is the master's: its workers' and broker's CPU count with it.
 start sc SC_WORKERS=2 SC_BROKERS=1
-bench fanout-max-cluster sc "--pid $SERVER_PID" fanout --subscribers 1000 --inflight 64
+bench deploy-cluster sc "--pid $SERVER_PID" "${DEPLOY[@]}"
 stop
 
 # Redis: one node alone vs two nodes sharing the channel (subscribers split over both).
@@ -138,7 +141,7 @@ if (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   REDIS_PID=${REDIS_PID:-$(pgrep -xo redis-server || true)}
   PIDS="--pid $FIRST --also-pid $SECOND"
   if [ -n "$REDIS_PID" ]; then PIDS="$PIDS --also-pid $REDIS_PID"; fi
-  bench fanout-max-redis-2-nodes sc "$PIDS" fanout --subscribers 1000 --inflight 64 --also "ws://127.0.0.1:$((PORT + 1))/socketcluster/"
+  bench deploy-redis-2-nodes sc "$PIDS" "${DEPLOY[@]}" --also "ws://127.0.0.1:$((PORT + 1))/socketcluster/"
   SERVER_PID=$SECOND; stop; SERVER_PID=$FIRST; stop
 else
   echo "== Redis is not running on 127.0.0.1:6379: the Redis comparison is skipped" >&2
