@@ -394,6 +394,11 @@ impl BrokerEngine for ClusterBroker {
         })
     }
 
+    /// The frame goes into the broker link's queue before the first wait (`Link::request`).
+    fn publish_queued_on_first_poll(&self) -> bool {
+        true
+    }
+
     fn supports_history(&self) -> bool {
         true
     }

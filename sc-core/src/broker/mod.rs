@@ -243,6 +243,15 @@ pub trait BrokerEngine: Send + Sync + 'static {
     /// Publishes to every worker subscribed to the channel (this one included). Completes when the
     /// engine accepted the message; the in-process engine also completes local delivery first.
     fn publish(&self, publication: Arc<Publication>) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Whether the first poll of a [`publish`](Self::publish) or
+    /// [`publish_with_history`](Self::publish_with_history) future queues the publication for
+    /// the engine, in call order, before anything else (what is left is waiting for the answer).
+    /// The session then lets a socket's next message start while its publish waits for the
+    /// engine's answer, so one socket's publishes do not take a round trip each. Engines that may
+    /// wait before queueing keep the default, and a socket's publishes wait for each other.
+    fn publish_queued_on_first_poll(&self) -> bool {
+        false
+    }
     /// Whether the engine keeps channel history ([`publish_with_history`](Self::publish_with_history)
     /// and [`history`](Self::history)). The server refuses to start when history is configured
     /// and its engine says no, rather than failing every publish on those channels.
@@ -340,6 +349,9 @@ impl<T: BrokerEngine + ?Sized> BrokerEngine for Arc<T> {
     }
     fn publish(&self, publication: Arc<Publication>) -> BoxFuture<'_, Result<(), BrokerError>> {
         (**self).publish(publication)
+    }
+    fn publish_queued_on_first_poll(&self) -> bool {
+        (**self).publish_queued_on_first_poll()
     }
     fn supports_history(&self) -> bool {
         (**self).supports_history()

@@ -1,7 +1,9 @@
 //! The protocol's own procedures: `#handshake`, `#authenticate`, `#subscribe`, `#unsubscribe` and
 //! `#publish` (`shared/protocol.md` section 4), with the reference's error replies.
 
+use std::future::{poll_fn, Future};
 use std::sync::Arc;
+use std::task::Poll;
 
 use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
@@ -430,11 +432,37 @@ pub(super) async fn publish(ctx: &Context, socket: &Socket, data: Option<Value>,
             return;
         }
     };
-    let result = ctx
-        .exchange
-        .publish_value(&channel, pub_data)
-        .await
-        .map_err(ScError::from);
+    let exchange = ctx.exchange.clone();
+    let publishing = {
+        let channel = channel.clone();
+        async move {
+            let result = exchange.publish_value(&channel, pub_data).await;
+            result.map_err(ScError::from)
+        }
+    };
+    if !ctx.pubsub.engine.publish_queued_on_first_poll() {
+        let result = publishing.await;
+        return publish_answered(socket, &channel, cid, result);
+    }
+    // The first poll queues the publication for the broker, in message order; its answer takes a
+    // round trip. It is awaited on a task of its own, so the socket's next message starts now (a
+    // socket's publishes would otherwise take a round trip each). Its acknowledgement may then
+    // come after the answers to later messages.
+    let mut publishing = Box::pin(publishing);
+    match poll_fn(|cx| Poll::Ready(publishing.as_mut().poll(cx))).await {
+        Poll::Ready(result) => publish_answered(socket, &channel, cid, result),
+        Poll::Pending => {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                let result = publishing.await;
+                publish_answered(&socket, &channel, cid, result);
+            });
+        }
+    }
+}
+
+/// Answers a client's publish with the engine's answer.
+fn publish_answered(socket: &Socket, channel: &str, cid: Option<u64>, result: Result<(), ScError>) {
     if let Err(e) = &result {
         tracing::warn!(socket = %socket.id(), %channel, error = %e, "client publish failed");
     }

@@ -1140,3 +1140,47 @@ async fn a_broker_process_keeps_history_within_history_max_bytes() {
     let kept = ask("hist/other-99", Some(from_start)).await;
     assert_eq!(kept["recovered"], json!(true), "{kept}");
 }
+
+/// Issue 19: a socket's publishes reach the broker in order without waiting for each other's
+/// acknowledgement (one publishing socket would otherwise get one publish per broker round trip),
+/// and the socket's next message is handled while a publish waits for the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_goes_on_while_its_publish_waits_for_the_broker_and_its_publishes_keep_their_order(
+) {
+    let cluster = Cluster::start(1, 1, 0);
+    let url = cluster.url();
+    let subscriber = client(&url).await;
+    let mut sub = subscriber.subscribe("pipeline").await.expect("subscribe");
+    let publisher = client(&url).await;
+
+    // 200 publishes at once from one socket: every one acknowledged, delivered in order.
+    let acks = futures_util::future::join_all((0..200u64).map(|n| {
+        let publisher = &publisher;
+        async move { publisher.publish("pipeline", &n).await }
+    }))
+    .await;
+    assert!(acks.iter().all(Result::is_ok), "{acks:?}");
+    assert_eq!(numbers(&mut sub, 200).await, (0..200).collect::<Vec<u64>>());
+
+    // The broker stopped: a publish waits for its answer; the same socket's next call does not.
+    let broker = cluster.children("broker")[0];
+    signal(broker, nix::sys::signal::Signal::SIGSTOP);
+    let pending = {
+        let publisher = publisher.clone();
+        tokio::spawn(async move { publisher.publish("pipeline", &200u64).await })
+    };
+    // Let the publish reach the worker before the call behind it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answered = tokio::time::timeout(Duration::from_secs(2), worker_pid(&publisher)).await;
+    signal(broker, nix::sys::signal::Signal::SIGCONT);
+    assert!(
+        answered.is_ok(),
+        "the call waited for the publish before it"
+    );
+    // Once the broker goes on, the publish is acknowledged and delivered.
+    pending
+        .await
+        .expect("join")
+        .expect("the publish is acknowledged");
+    assert_eq!(numbers(&mut sub, 1).await, vec![200]);
+}
