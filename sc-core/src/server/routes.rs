@@ -76,9 +76,12 @@ pub(super) fn admin(state: Arc<ServerState>) -> Router {
 }
 
 /// tungstenite's read buffer per socket. It preallocates this much (128 KiB by default) and keeps
-/// it for the socket's life; a frame larger than it still arrives whole (the buffer grows to fit),
-/// only more small frames per read syscall would need a larger one.
-const READ_BUFFER_SIZE: usize = 512;
+/// it for the socket's life; a frame larger than it still arrives whole (the buffer grows to fit).
+/// Reads from the connection are not bounded by it: `read_ahead` takes up to 8 KiB per `recv` and
+/// hands tungstenite the rest from there, so it only needs to hold the frames an idle socket gets
+/// (pings, pongs, a subscribe). 128 B rather than 512: 400 B less per idle socket, the same
+/// instructions per invoke, delivery and handshake (bench/results/idle-memory.md).
+const READ_BUFFER_SIZE: usize = 128;
 
 /// What a socket keeps of its upgrade request. Copied, not cloned: hyper's parsed header values
 /// and path share its 8 KiB read buffer, and holding any of them would pin all of it to the
