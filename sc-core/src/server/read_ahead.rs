@@ -1,10 +1,11 @@
 //! Large reads without a large buffer per connection. tungstenite reads a WebSocket into its own
-//! buffer, which every socket keeps for its life and which is kept small here (512 B) so idle
-//! sockets stay small; read straight into it, a client's batch of ten 100-byte frames takes three
-//! `recv` calls (two full ones and the one that finds the socket drained), about 20% of the server's
-//! CPU in `sc bench rpc`. [`ReadAhead`] reads into a stack buffer instead and keeps what the caller
-//! had no room for until its next read, so a batch is one `recv`, and tokio learns from the short
-//! read that the socket is drained. An idle connection holds nothing: the spill is freed once read.
+//! buffer, which every socket keeps for its life and which is kept small (`routes`) so idle sockets
+//! stay small. Read straight into it (then 512 B), a client's batch of ten 100-byte frames took
+//! three `recv` calls (two full ones and one that found the socket drained), about 20% of the
+//! server's CPU in `sc bench rpc`. [`ReadAhead`] reads into a stack buffer instead and keeps what
+//! the caller had no room for until its next read, so a batch is one `recv`, and tokio learns from
+//! the short read that the socket is drained. An idle connection holds nothing: the spill is freed
+//! once read.
 
 use std::io;
 use std::mem::MaybeUninit;

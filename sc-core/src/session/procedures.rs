@@ -432,6 +432,10 @@ pub(super) async fn publish(ctx: &Context, socket: &Socket, data: Option<Value>,
             return;
         }
     };
+    if !ctx.pubsub.engine.publish_queued_on_first_poll() {
+        let result = ctx.exchange.publish_value(&channel, pub_data).await;
+        return publish_answered(socket, &channel, cid, result.map_err(ScError::from));
+    }
     let exchange = ctx.exchange.clone();
     let publishing = {
         let channel = channel.clone();
@@ -440,10 +444,6 @@ pub(super) async fn publish(ctx: &Context, socket: &Socket, data: Option<Value>,
             result.map_err(ScError::from)
         }
     };
-    if !ctx.pubsub.engine.publish_queued_on_first_poll() {
-        let result = publishing.await;
-        return publish_answered(socket, &channel, cid, result);
-    }
     // The first poll queues the publication for the broker, in message order; its answer takes a
     // round trip. It is awaited on a task of its own, so the socket's next message starts now (a
     // socket's publishes would otherwise take a round trip each). Its acknowledgement may then
