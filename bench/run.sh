@@ -114,11 +114,10 @@ stop
 
 # Deployments: one channel with 1000 subscribers and 8 publishing sockets (16 publishes in
 # flight each) on one process, on 2 workers + 1 broker, and on two nodes through Redis, compared
-# on server CPU per delivery summed over all server processes. Several publishers, because a
-# socket's messages are handled one at a time: in a cluster each publish waits for the broker's
-# acknowledgement, so one publishing socket gets one publish per broker round trip, and a server
-# that is not saturated batches less (more writes per delivery), which is then what its CPU per
-# delivery would measure.
+# on server CPU per delivery summed over all server processes. Several publishers, so that each
+# deployment runs saturated: one that is not batches less (more writes per delivery), which is
+# then what its CPU per delivery would measure. (With one publishing socket a cluster used to be
+# bounded by one publish per broker round trip; its publishes are pipelined now, see README.)
 DEPLOY=(channels --channels 1 --subscribers 1000 --publishers 8 --inflight 16)
 start sc
 bench deploy-single sc "--pid $SERVER_PID" "${DEPLOY[@]}"
