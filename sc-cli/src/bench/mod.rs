@@ -345,24 +345,31 @@ fn own_cpu() -> Duration {
 /// CPU time of a process from /proc, with its reaped children's and its live descendants' (a
 /// cluster's processes: a master counts its workers itself only once they exit).
 fn proc_cpu(pid: u32) -> Option<Duration> {
+    let descendants: Duration = children(pid).into_iter().filter_map(proc_cpu).sum();
+    Some(stat_cpu(pid, true)? + descendants)
+}
+
+/// A process's own CPU time from `/proc/<pid>/stat` (utime and stime), with its reaped
+/// children's (cutime and cstime) when `reaped`.
+fn stat_cpu(pid: u32, reaped: bool) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit(") ").next()?.split_whitespace().collect();
     let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    // utime, stime, cutime, cstime.
-    let ticks: u64 = field(11)? + field(12)? + field(13)? + field(14)?;
-    let descendants: Duration = children(pid).filter_map(proc_cpu).sum();
+    let mut ticks = field(11)? + field(12)?;
+    if reaped {
+        ticks += field(13)? + field(14)?;
+    }
     // Linux reports in USER_HZ, 100 on every mainstream configuration.
-    Some(Duration::from_millis(ticks * 10) + descendants)
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// A process's live children.
-fn children(pid: u32) -> impl Iterator<Item = u32> {
+fn children(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
         .split_whitespace()
         .filter_map(|c| c.parse::<u32>().ok())
-        .collect::<Vec<_>>()
-        .into_iter()
+        .collect()
 }
 
 /// Resident memory of a process and its descendants, in KiB.
@@ -375,7 +382,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .next()?
         .parse::<u64>()
         .ok()?;
-    let children: u64 = children(pid).filter_map(rss_kib).sum();
+    let children: u64 = children(pid).into_iter().filter_map(rss_kib).sum();
     Some(own + children)
 }
 
@@ -732,20 +739,6 @@ mod tests {
             .spawn()
             .expect("spawn sh");
         let pid = parent.id();
-        let own = |pid: u32| -> Duration {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let fields: Vec<&str> = stat
-                .rsplit(") ")
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            let ticks: u64 = [11, 12]
-                .iter()
-                .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-                .sum();
-            Duration::from_millis(ticks * 10)
-        };
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut counted = Duration::ZERO;
         while Instant::now() < deadline {
@@ -755,8 +748,8 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let children: Vec<u32> = children(pid).collect();
-        let parent_own = own(pid);
+        let children = children(pid);
+        let parent_own = stat_cpu(pid, false).unwrap_or_default();
         for child in &children {
             let _ = std::process::Command::new("kill")
                 .arg(child.to_string())

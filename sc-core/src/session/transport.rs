@@ -274,6 +274,76 @@ fn handshake_with_lone_surrogate(text: &str) -> Option<u64> {
     }
 }
 
+/// A message's text as what the inbox runs: `None` when nothing is left to run (responses to
+/// server invokes resolved here, refusals answered here, messages over a rate limit dropped),
+/// `Err` when a limit closed the socket.
+fn inbound_message(
+    ctx: &Context,
+    socket: &Socket,
+    limits: &mut Limits,
+    text: &str,
+    raw_middleware: bool,
+    now: std::time::Instant,
+) -> Result<Option<InboundMessage>, Closed> {
+    // One app event (most messages): its payload stays the client's text.
+    if !raw_middleware {
+        if let Some(event) = protocol::decode_event(text) {
+            let admitted = limits.apply_one((socket, &ctx.app), &event, now)?;
+            return Ok(admitted.then(|| InboundMessage {
+                raw: None,
+                packets: Vec::new(),
+                event: Some(event),
+            }));
+        }
+    }
+    let (packets, lone_surrogate) = match protocol::decode(text) {
+        Inbound::Raw => match protocol::decode_lone_surrogates(text) {
+            Some(packets) => (packets, true),
+            None => (Vec::new(), false),
+        },
+        Inbound::Packets(packets) => (packets, false),
+    };
+    let surrogate_error = lone_surrogate.then(|| lone_surrogate_error(text));
+    let packets: Vec<Packet> = packets
+        .into_iter()
+        .filter(|p| match p {
+            Packet::Response { rid, data, error } => {
+                let result = match (&surrogate_error, error) {
+                    (Some(e), _) => Err(e.clone()),
+                    (None, Some(e)) => Err(ScError::from_wire(e)),
+                    (None, None) => Ok(data.clone()),
+                };
+                socket.resolve(*rid, result);
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let mut packets = limits.apply(socket, &ctx.app, packets, now)?;
+    if let Some(error) = &surrogate_error {
+        // Answered here, never handled: the data is not what the client sent. Like a
+        // rate-limit refusal, the answer may overtake replies to earlier messages.
+        let transmits = packets
+            .drain(..)
+            .filter(|p| match p {
+                Packet::Event { cid, .. } => !refuse_lone_surrogate(socket, error, *cid),
+                _ => false,
+            })
+            .count();
+        if transmits > 0 {
+            tracing::warn!(socket = %socket.id(), transmits, %error, "transmits refused");
+        }
+    }
+    if packets.is_empty() && !raw_middleware {
+        return Ok(None);
+    }
+    Ok(Some(InboundMessage {
+        raw: raw_middleware.then(|| text.to_string()),
+        packets,
+        event: None,
+    }))
+}
+
 /// How the reader ended.
 pub(super) struct ReadEnd<'a> {
     /// The socket completed its handshake (and so was registered with the server).
@@ -474,83 +544,25 @@ fn read_messages<'a>(
                 last_reset = now;
                 watchdog.as_mut().reset(now + ping_timeout);
             }
-            // One app event (most messages): its payload stays the client's text.
-            if !raw_middleware {
-                if let Some(event) = protocol::decode_event(&text) {
-                    match limits.apply_one((socket, &ctx.app), &event, now.into_std()) {
-                        Ok(true) => {
-                            let message = InboundMessage {
-                                raw: None,
-                                packets: Vec::new(),
-                                event: Some(event),
-                            };
-                            let idle = inbox.running.is_none();
-                            inbox.push(ctx, socket, message);
-                            // Most handlers finish at once: polled here, they are done without
-                            // another pass through the select above.
-                            if idle && poll_fn(|cx| Poll::Ready(inbox.poll_running(cx))).await {
-                                inbox.next(ctx, socket);
-                            }
-                        }
-                        Ok(false) => {}
-                        Err(Closed) => break,
-                    }
-                    continue;
-                }
-            }
-            let (packets, lone_surrogate) = match protocol::decode(&text) {
-                Inbound::Raw => match protocol::decode_lone_surrogates(&text) {
-                    Some(packets) => (packets, true),
-                    None => (Vec::new(), false),
-                },
-                Inbound::Packets(packets) => (packets, false),
-            };
-            let surrogate_error = lone_surrogate.then(|| lone_surrogate_error(&text));
-            let packets: Vec<Packet> = packets
-                .into_iter()
-                .filter(|p| match p {
-                    Packet::Response { rid, data, error } => {
-                        let result = match (&surrogate_error, error) {
-                            (Some(e), _) => Err(e.clone()),
-                            (None, Some(e)) => Err(ScError::from_wire(e)),
-                            (None, None) => Ok(data.clone()),
-                        };
-                        socket.resolve(*rid, result);
-                        false
-                    }
-                    _ => true,
-                })
-                .collect();
-            let mut packets = match limits.apply(socket, &ctx.app, packets, now.into_std()) {
-                Ok(packets) => packets,
-                Err(Closed) => break,
-            };
-            if let Some(error) = &surrogate_error {
-                // Answered here, never handled: the data is not what the client sent. Like a
-                // rate-limit refusal, the answer may overtake replies to earlier messages.
-                let transmits = packets
-                    .drain(..)
-                    .filter(|p| match p {
-                        Packet::Event { cid, .. } => !refuse_lone_surrogate(socket, error, *cid),
-                        _ => false,
-                    })
-                    .count();
-                if transmits > 0 {
-                    tracing::warn!(socket = %socket.id(), transmits, %error, "transmits refused");
-                }
-            }
-            if packets.is_empty() && !raw_middleware {
-                continue;
-            }
-            inbox.push(
+            let message = match inbound_message(
                 ctx,
                 socket,
-                InboundMessage {
-                    raw: raw_middleware.then(|| text.to_string()),
-                    packets,
-                    event: None,
-                },
-            );
+                &mut limits,
+                &text,
+                raw_middleware,
+                now.into_std(),
+            ) {
+                Ok(Some(message)) => message,
+                Ok(None) => continue,
+                Err(Closed) => break,
+            };
+            let idle = inbox.running.is_none();
+            inbox.push(ctx, socket, message);
+            // Most handlers finish at once: polled here, they are done without another pass
+            // through the select above.
+            if idle && poll_fn(|cx| Poll::Ready(inbox.poll_running(cx))).await {
+                inbox.next(ctx, socket);
+            }
         }
         Metrics::add(&ctx.shared.metrics.messages_in, unreported_in);
         // Let the handlers finish what they are doing (one may be writing a reply), bounded.
