@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backlog;
+pub mod redis;
 
 use std::time::Duration;
 

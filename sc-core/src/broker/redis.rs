@@ -15,6 +15,8 @@
 //!   logged and dropped. The publishing node delivers to its own sockets at once and drops its
 //!   own message when Redis echoes it back: local delivery keeps working while Redis is down,
 //!   and nothing is delivered twice.
+//! - Publications go to their instance through one ordered queue each (the `publisher`
+//!   submodule): pipelined, in call order, queued when the publish future is first polled.
 //! - Received messages wait for delivery in a queue bounded in bytes per Redis instance
 //!   ([`Redis::queue_bytes`]); while it is full, new messages are dropped, counted and logged
 //!   (Redis pub/sub cannot be slowed down, and its connection also carries the key-value
@@ -52,6 +54,7 @@ mod inbound;
 mod kv;
 mod presence;
 mod presence_lua;
+mod publisher;
 
 /// Length of the node id that prefixes every message (hex).
 const NODE_ID_LEN: usize = 16;
@@ -98,6 +101,8 @@ struct Shard {
     name: String,
     conn: ConnectionManager,
     up: Arc<AtomicBool>,
+    /// Publications, in order and pipelined (see the `publisher` submodule).
+    publisher: publisher::Publisher,
 }
 
 impl Redis {
@@ -225,7 +230,7 @@ impl Redis {
         let mut conn = shard.conn.clone();
         cmd.query_async(&mut conn)
             .await
-            .map_err(|e| command_error(shard, e))
+            .map_err(|e| command_error(&shard.name, e))
     }
 
     async fn script<T: redis::FromRedisValue>(
@@ -237,15 +242,16 @@ impl Redis {
         invocation
             .invoke_async(&mut conn)
             .await
-            .map_err(|e| command_error(shard, e))
+            .map_err(|e| command_error(&shard.name, e))
     }
 }
 
-fn command_error(shard: &Shard, e: redis::RedisError) -> BrokerError {
+/// `name`: the instance's URL without its password.
+fn command_error(name: &str, e: redis::RedisError) -> BrokerError {
     if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-        BrokerError::Unavailable(format!("Redis at {}: {e}", shard.name))
+        BrokerError::Unavailable(format!("Redis at {name}: {e}"))
     } else {
-        BrokerError::Refused(format!("Redis at {}: {e}", shard.name))
+        BrokerError::Refused(format!("Redis at {name}: {e}"))
     }
 }
 
@@ -317,8 +323,19 @@ impl BrokerEngine for Redis {
                     up.clone(),
                 ));
                 let watchdog = tokio::spawn(watch(conn.clone(), name.clone(), up.clone()));
-                lock(&self.tasks).extend([reader, watchdog]);
-                shards.push(Shard { name, conn, up });
+                let (publisher, sending) = publisher::Publisher::new(publisher::Target {
+                    conn: conn.clone(),
+                    name: name.clone(),
+                    load_script: history::load_publish_script(),
+                });
+                let sending = tokio::spawn(sending);
+                lock(&self.tasks).extend([reader, watchdog, sending]);
+                shards.push(Shard {
+                    name,
+                    conn,
+                    up,
+                    publisher,
+                });
             }
             self.state
                 .set(Arc::new(State { node, shards, sink }))
@@ -338,7 +355,7 @@ impl BrokerEngine for Redis {
             let mut conn = shard.conn.clone();
             conn.subscribe(&key)
                 .await
-                .map_err(|e| command_error(shard, e))
+                .map_err(|e| command_error(&shard.name, e))
         })
     }
 
@@ -350,7 +367,7 @@ impl BrokerEngine for Redis {
             let mut conn = shard.conn.clone();
             conn.unsubscribe(&key)
                 .await
-                .map_err(|e| command_error(shard, e))
+                .map_err(|e| command_error(&shard.name, e))
         })
     }
 
@@ -366,16 +383,17 @@ impl BrokerEngine for Redis {
             let mut payload = String::with_capacity(NODE_ID_LEN + publication.frame.len());
             payload.push_str(&state.node);
             payload.push_str(publication.frame.as_str());
-            let _receivers: i64 = self
-                .query(
-                    shard,
-                    redis::cmd("PUBLISH")
-                        .arg(self.channel_key(&publication.channel))
-                        .arg(payload),
-                )
-                .await?;
-            Ok(())
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(self.channel_key(&publication.channel)).arg(payload);
+            shard.publisher.send(cmd, false).await.map(drop)
         })
+    }
+
+    /// Local delivery ([`PubSub`](crate::pubsub::PubSub)'s sink) is done at once, and the
+    /// publication is then queued in the instance's ordered publisher (the `publisher`
+    /// submodule).
+    fn publish_queued_on_first_poll(&self) -> bool {
+        true
     }
 
     fn publish_with_history(

@@ -1,7 +1,9 @@
 //! Channel history on the Redis engine, with two engines (two nodes) on the shared Redis
 //! (127.0.0.1:6379) and a fresh prefix per test: positions are the same on every node, history
 //! is read from any node, an exact MAXLEN makes an overflowed gap unrecoverable, and an expired
-//! channel keeps its position for the tombstone ttl, then starts a new epoch.
+//! channel keeps its position for the tombstone ttl, then starts a new epoch; publishes are queued
+//! in call order on their first poll, a script Redis forgot is loaded again, and what is queued behind
+//! a pipeline that timed out fails with it.
 
 #[path = "../../support/mod.rs"]
 mod support;
@@ -14,6 +16,7 @@ use sc_core::broker::{
 };
 use serde_json::{json, Value};
 use support::fresh_prefix;
+use support::redis::OwnRedis;
 
 const SHARED_REDIS: &str = "redis://127.0.0.1:6379";
 
@@ -304,4 +307,142 @@ async fn an_expired_channel_keeps_its_position_for_the_tombstone_ttl_then_starts
     assert_eq!(offsets(&since_old), None);
     a.engine.shutdown().await;
     b.engine.shutdown().await;
+}
+
+/// A publish is queued for Redis on its first poll, in call order (what lets a socket's next
+/// message start while its publish waits for Redis): publishes polled once and dropped still
+/// reach the other node, in order, and positioned ones take their offsets in call order. More
+/// of them than the Redis connection's own queue holds (50).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_are_queued_in_call_order_on_their_first_poll() {
+    use futures_util::FutureExt;
+    let prefix = fresh_prefix();
+    let (a, b) = (node(&prefix).await, node(&prefix).await);
+    let policy = HistoryPolicy::new(1000, Duration::from_secs(60));
+    b.engine.subscribe("plain").await.expect("subscribe");
+    b.engine.subscribe("kept").await.expect("subscribe");
+    const N: u64 = 300;
+    for n in 0..N {
+        let plain = Publication::new("plain", Some(json!(n))).expect("encodes");
+        let kept = Publication::new("kept", Some(json!(n))).expect("encodes");
+        // Polled once: not answered yet (that takes a round trip), then dropped.
+        assert!(a.engine.publish(Arc::new(plain)).now_or_never().is_none());
+        assert!(a
+            .engine
+            .publish_with_history(Arc::new(kept), policy)
+            .now_or_never()
+            .is_none());
+    }
+    let got = delivered(&b, 2 * N as usize).await;
+    let plain: Vec<_> = got.iter().filter(|(c, ..)| c == "plain").collect();
+    let kept: Vec<_> = got.iter().filter(|(c, ..)| c == "kept").collect();
+    let in_order: Vec<Option<Value>> = (0..N).map(|n| Some(json!(n))).collect();
+    assert_eq!(
+        plain.iter().map(|(_, _, d)| d.clone()).collect::<Vec<_>>(),
+        in_order
+    );
+    assert!(plain.iter().all(|(_, p, _)| p.is_none()));
+    assert_eq!(
+        kept.iter().map(|(_, _, d)| d.clone()).collect::<Vec<_>>(),
+        in_order
+    );
+    assert_eq!(
+        kept.iter()
+            .map(|(_, p, _)| p.as_ref().expect("positioned").offset)
+            .collect::<Vec<_>>(),
+        (1..=N).collect::<Vec<_>>()
+    );
+    let history = b
+        .engine
+        .history("kept", None, policy)
+        .await
+        .expect("history");
+    assert_eq!(offsets(&history), Some((1..=N).collect()));
+    a.engine.shutdown().await;
+    b.engine.shutdown().await;
+}
+
+/// Positioned publications run the history script by its hash; Redis forgets scripts (a
+/// restart, `SCRIPT FLUSH`). The engine then loads it again and sends the refused publications
+/// once more, in their order, so none fails and the offsets go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flushed_history_script_is_loaded_again_and_publishing_goes_on() {
+    use futures_util::FutureExt;
+    // Its own Redis: a flush of the shared one could land in the middle of another test's
+    // pipeline, and that test's publications would then fail, by design.
+    let redis = OwnRedis::start();
+    let a = node_with(&fresh_prefix(), Redis::new(redis.url())).await;
+    let policy = HistoryPolicy::new(100, Duration::from_secs(60));
+    let first = publish(&a, "c", json!(0), policy).await;
+    assert_eq!(first.offset, 1);
+    assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]), "OK");
+    let second = publish(&a, "c", json!(1), policy).await;
+    assert_eq!((second.offset, &second.epoch), (2, &first.epoch));
+    // Several in one pipeline, all refused with NOSCRIPT, then sent again together.
+    assert_eq!(redis.cli(&["SCRIPT", "FLUSH"]), "OK");
+    let mut answers = Vec::new();
+    for n in 2..12 {
+        let publication = Publication::new("c", Some(json!(n))).expect("encodes");
+        let mut publishing = a.engine.publish_with_history(Arc::new(publication), policy);
+        assert!((&mut publishing).now_or_never().is_none());
+        answers.push(publishing);
+    }
+    let positions = futures_util::future::join_all(answers).await;
+    assert_eq!(
+        positions
+            .into_iter()
+            .map(|p| p.expect("publishes").offset)
+            .collect::<Vec<_>>(),
+        (3..=12).collect::<Vec<_>>()
+    );
+    let all = a.engine.history("c", None, policy).await.expect("history");
+    let data: Vec<_> = all
+        .publications
+        .expect("complete")
+        .iter()
+        .map(|p| p.data().cloned())
+        .collect();
+    assert_eq!(data, (0..12).map(|n| Some(json!(n))).collect::<Vec<_>>());
+    a.engine.shutdown().await;
+}
+
+/// Redis stopped: a publication fails after the engine's timeout, and those queued behind it
+/// fail with it (not a timeout each per pipeline, which would take seconds for thousands); once
+/// Redis goes on, publishing works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_queued_behind_a_pipeline_that_timed_out_fail_with_it() {
+    let redis = OwnRedis::start();
+    let timeout = Duration::from_millis(300);
+    let a = node_with(&fresh_prefix(), Redis::new(redis.url()).timeout(timeout)).await;
+    let publish = |n: u64| {
+        let publication = Publication::new("c", Some(json!(n))).expect("encodes");
+        a.engine.publish(Arc::new(publication))
+    };
+    redis.pause();
+    let started = tokio::time::Instant::now();
+    // Well over the 512 one pipeline carries.
+    let answers = futures_util::future::join_all((0..3000).map(publish)).await;
+    let took = started.elapsed();
+    redis.resume();
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Err(sc_core::broker::BrokerError::Unavailable(_)))),
+        "every one fails as unavailable: {:?}",
+        answers.iter().find(|a| a.is_ok())
+    );
+    assert!(
+        took < 5 * timeout,
+        "the queued publications waited {took:?}, not one timeout ({timeout:?})"
+    );
+    // Back: publishing works again once the engine sees Redis answer.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while publish(3000).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publishing did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.engine.shutdown().await;
 }

@@ -18,6 +18,7 @@ mod support;
 
 use sc_core::client::{Backoff, Client, ClientEvent, ClientOptions};
 use serde_json::{json, Value};
+use support::redis::OwnRedis;
 use support::{fresh_prefix, kv, take_exactly};
 
 const SHARED_REDIS: &str = "127.0.0.1:6379";
@@ -99,94 +100,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A private `redis-server` on a free port, so the test can stop and restart it.
-struct OwnRedis {
-    port: u16,
-    child: Option<Child>,
-    /// Where it keeps its data: none (it starts empty each time), or an append-only file
-    /// written on every command (it comes back with its data after a SIGKILL).
-    persistence: Vec<String>,
-}
-
-impl OwnRedis {
-    fn start() -> Self {
-        Self::start_with(vec![
-            "--save".into(),
-            "".into(),
-            "--appendonly".into(),
-            "no".into(),
-        ])
-    }
-
-    /// Keeps its data in `dir` across a kill and restart.
-    fn persistent(dir: &std::path::Path) -> Self {
-        let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir).expect("a directory for Redis");
-        Self::start_with(vec![
-            "--save".into(),
-            "".into(),
-            "--appendonly".into(),
-            "yes".into(),
-            "--appendfsync".into(),
-            "always".into(),
-            "--dir".into(),
-            dir.display().to_string(),
-        ])
-    }
-
-    fn start_with(persistence: Vec<String>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let mut redis = Self {
-            port,
-            child: None,
-            persistence,
-        };
-        redis.restart();
-        redis
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(&self.persistence)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-server ({e}): install Redis (Debian: apt-get install redis-server)")
-            });
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -426,6 +339,61 @@ async fn a_redis_restart_keeps_local_delivery_fails_publishes_fast_and_restores_
         "the node logs the recovery:\n{}",
         a.log_text()
     );
+}
+
+/// A socket's publishes through Redis do not wait for each other: they are queued for Redis in
+/// the socket's order and answered as Redis answers, so 200 at once arrive in order on the other
+/// node, and with Redis stopped a call behind a waiting publish is answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_goes_on_while_its_publish_waits_for_redis_and_its_publishes_keep_their_order() {
+    let redis = OwnRedis::start();
+    let prefix = fresh_prefix();
+    let a = Node::start(&redis.url(), &prefix);
+    let b = Node::start(&redis.url(), &prefix);
+    let publisher = client(&a.url()).await;
+    let on_b = client(&b.url()).await;
+    let mut sub = on_b.subscribe("pipeline").await.expect("subscribe on b");
+
+    let acks = futures_util::future::join_all((0..200u64).map(|n| {
+        let publisher = &publisher;
+        async move { publisher.publish("pipeline", &n).await }
+    }))
+    .await;
+    assert!(acks.iter().all(Result::is_ok), "{acks:?}");
+    let got = take_exactly(&mut sub, 200).await;
+    assert_eq!(got, (0..200u64).map(|n| json!(n)).collect::<Vec<_>>());
+
+    // Redis stopped (not gone: the connection stays up, the answer just does not come).
+    redis.pause();
+    let pending = {
+        let publisher = publisher.clone();
+        tokio::spawn(async move { publisher.publish("pipeline", &200u64).await })
+    };
+    // Let the publish reach the node before the call behind it; both well within the Redis
+    // engine's 1 s command timeout.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answered = tokio::time::timeout(
+        Duration::from_millis(500),
+        publisher.invoke::<_, Value>("echo", &json!("behind")),
+    )
+    .await;
+    let publish_waited = !pending.is_finished();
+    redis.resume();
+    assert_eq!(
+        answered
+            .expect("the call waited for the publish before it")
+            .expect("echo"),
+        json!("behind")
+    );
+    assert!(
+        publish_waited,
+        "the publish was answered while Redis was stopped"
+    );
+    pending
+        .await
+        .expect("join")
+        .expect("the publish is acknowledged once Redis goes on");
+    assert_eq!(take_exactly(&mut sub, 1).await, vec![json!(200)]);
 }
 
 /// Apps on one Redis with prefixes `P` and `P + "app2:"` (as `sc:` and `sc:app2:`): before the

@@ -31,9 +31,8 @@ use crate::broker::{
 /// KEYS: stream, meta. ARGV: Redis channel, node id, frame without its closing `}}`, size,
 /// ttl in ms, a new epoch (used when there is none), the meta's ttl in ms (ttl + tombstone
 /// ttl). Answers `{offset, epoch}`.
-static PUBLISH: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r#"
+static PUBLISH: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PUBLISH_LUA));
+const PUBLISH_LUA: &str = r#"
 local epoch = redis.call('HGET', KEYS[2], 'e')
 if not epoch then
   epoch = ARGV[6]
@@ -52,9 +51,15 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
 redis.call('PUBLISH', ARGV[1], ARGV[2] .. frame)
 return {offset, epoch}
-"#,
-    )
-});
+"#;
+
+/// `SCRIPT LOAD` of the publishing script, which the ordered publisher sends before its first
+/// `EVALSHA` (see the `publisher` submodule).
+pub(super) fn load_publish_script() -> redis::Cmd {
+    let mut cmd = redis::cmd("SCRIPT");
+    cmd.arg("LOAD").arg(PUBLISH_LUA);
+    cmd
+}
 
 /// KEYS: stream, meta. ARGV: ttl in ms, a new epoch (used when there is none), `since` or `all`
 /// (every kept publication), the epoch and the offset asked for, the meta's ttl in ms. Answers `{epoch, top, offset1,
@@ -126,9 +131,13 @@ impl Redis {
             .as_str()
             .strip_suffix("}}")
             .ok_or_else(|| BrokerError::Encode("a #publish frame must end with }}".into()))?;
-        let mut invocation = PUBLISH.key(self.stream_key(channel));
-        invocation
-            .key(self.meta_key(channel))
+        // The script's EVALSHA goes through the instance's ordered publisher, which loads the
+        // script first when Redis may not have it.
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(PUBLISH.get_hash())
+            .arg(2)
+            .arg(self.stream_key(channel))
+            .arg(self.meta_key(channel))
             .arg(self.channel_key(channel))
             .arg(&state.node)
             .arg(head)
@@ -136,7 +145,9 @@ impl Redis {
             .arg(ttl_ms(policy))
             .arg(new_epoch())
             .arg(self.meta_ttl_ms(policy));
-        let (offset, epoch): (u64, String) = self.script(shard, invocation).await?;
+        let answer = shard.publisher.send(cmd, true).await?;
+        let (offset, epoch): (u64, String) = redis::from_redis_value(answer)
+            .map_err(|e| BrokerError::Refused(format!("Redis at {}: {e}", shard.name)))?;
         Ok(Position { offset, epoch })
     }
 

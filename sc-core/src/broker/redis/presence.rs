@@ -533,7 +533,7 @@ async fn sweep_channel(
     invocation
         .invoke_async(&mut conn)
         .await
-        .map_err(|e| command_error(shard, e))
+        .map_err(|e| command_error(&shard.name, e))
 }
 
 /// Tells a channel's subscribers (on every node) that their member list may be stale: an
