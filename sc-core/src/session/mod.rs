@@ -108,7 +108,8 @@ fn serve(
         }
         ctx.pubsub.remove_socket(&socket);
         socket.abort_pending();
-        if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+        // Boxed: the timer exists only while closing, not in every idle socket's task.
+        if Box::pin(tokio::time::timeout(Duration::from_secs(5), &mut writer))
             .await
             .is_err()
         {

@@ -6,8 +6,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use super::{lock, Outbound};
 use crate::limit::SlowConsumer;
@@ -31,7 +32,8 @@ pub(crate) struct Outbox {
     state: Mutex<State>,
     /// `state.closed`, readable without the lock the writer holds while it takes a batch.
     closed: AtomicBool,
-    ready: Notify,
+    /// The writer, the only one who takes, waiting for something to take.
+    ready: AtomicWaker,
     limit: usize,
     policy: SlowConsumer,
 }
@@ -62,7 +64,7 @@ impl Outbox {
         Self {
             state: Mutex::new(State::default()),
             closed: AtomicBool::new(false),
-            ready: Notify::new(),
+            ready: AtomicWaker::new(),
             limit,
             policy,
         }
@@ -78,7 +80,7 @@ impl Outbox {
             self.admit(&mut state, size)?;
             state.queue.push_back(item);
         }
-        self.ready.notify_one();
+        self.ready.wake();
         Ok(())
     }
 
@@ -117,7 +119,7 @@ impl Outbox {
             }
             state.queue.push_back(item);
         }
-        self.ready.notify_one();
+        self.ready.wake();
         true
     }
 
@@ -125,17 +127,31 @@ impl Outbox {
     /// capacity becomes the queue's). `false` once the outbox is closed and empty.
     /// Cancel-safe: items move only in the same poll that returns.
     pub(crate) async fn take(&self, batch: &mut VecDeque<Outbound>) -> bool {
-        loop {
-            if self.try_take(batch) {
-                return true;
-            }
-            if lock(&self.state).closed {
-                return false;
-            }
-            // notify_one stores a permit when nobody waits, so a push between the check above
-            // and this await is not missed.
-            self.ready.notified().await;
+        std::future::poll_fn(|cx| self.poll_take(cx, batch)).await
+    }
+
+    /// [`take`](Self::take) as a poll: registers the caller's waker (one waker: the writer is the
+    /// only one who takes, and an `AtomicWaker` is smaller and cheaper to wake than a `Notify`).
+    fn poll_take(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Outbound>) -> Poll<bool> {
+        if let Some(more) = self.take_or_closed(batch) {
+            return Poll::Ready(more);
         }
+        self.ready.register(cx.waker());
+        // A push between the check above and the registration woke nobody: seen here.
+        match self.take_or_closed(batch) {
+            Some(more) => Poll::Ready(more),
+            None => Poll::Pending,
+        }
+    }
+
+    /// `Some(true)` when something was moved into `batch`, `Some(false)` when closed and empty.
+    fn take_or_closed(&self, batch: &mut VecDeque<Outbound>) -> Option<bool> {
+        let mut state = lock(&self.state);
+        if !state.queue.is_empty() {
+            std::mem::swap(&mut state.queue, batch);
+            return Some(true);
+        }
+        state.closed.then_some(false)
     }
 
     /// Moves whatever is queued into `batch`; whether there was anything.
@@ -173,7 +189,7 @@ impl Outbox {
             std::mem::take(&mut state.queue)
         };
         drop(queue);
-        self.ready.notify_one();
+        self.ready.wake();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
