@@ -43,49 +43,41 @@ pub(super) fn write_loop(
         let ping_timer = tokio::time::sleep(config.ping_interval);
         tokio::pin!(ping_timer);
         let outbox = &socket.0.out;
-        // One close waiter for the writer's life, not one registration per batch.
-        let closed = socket.0.close.wait();
-        tokio::pin!(closed);
-
         loop {
             let ping_due =
                 writer.pinging && !config.ping_timeout_disabled && !socket.pings_paused();
             tokio::select! {
                 biased;
-                request = &mut closed => {
-                    match request {
-                        CloseRequest { code: Some(code), reason } => {
-                            let _ = Box::pin(sink.send(close_frame(code, reason))).await;
-                            break;
-                        }
-                        CloseRequest { code: None, .. } => {
-                            // The reader is done (the peer left, or we rejected it): write what is
-                            // still queued, such as a rejection reply and its close frame.
-                            if outbox.try_take(&mut writer.batch) {
-                                let _ = Box::pin(writer.write(&mut sink, &socket)).await;
-                            }
-                            break;
-                        }
-                    }
-                }
-                more = outbox.take(&mut writer.batch) => {
-                    if !more {
+                event = poll_fn(|cx| poll_writer_event(cx, &socket, &mut writer.batch)) => match event {
+                    WriterEvent::Close(CloseRequest { code: Some(code), reason }) => {
+                        let _ = Box::pin(sink.send(close_frame(code, reason))).await;
                         break;
                     }
-                    let was_pinging = writer.pinging;
-                    // Boxed: the write's state exists only while writing, not in every idle socket.
-                    match Box::pin(writer.write(&mut sink, &socket)).await {
-                        Ok(false) => {
-                            if writer.pinging && !was_pinging {
-                                ping_timer.as_mut().reset(Instant::now() + config.ping_interval);
-                                // Past the handshake, most sockets go quiet: they keep no
-                                // buffer (issue 19, idle memory).
-                                writer.release_buffers(outbox);
-                            }
+                    WriterEvent::Close(CloseRequest { code: None, .. }) => {
+                        // The reader is done (the peer left, or we rejected it): write what is
+                        // still queued, such as a rejection reply and its close frame.
+                        if outbox.try_take(&mut writer.batch) {
+                            let _ = Box::pin(writer.write(&mut sink, &socket)).await;
                         }
-                        Ok(true) | Err(()) => break,
+                        break;
                     }
-                }
+                    WriterEvent::Batch(false) => break,
+                    WriterEvent::Batch(true) => {
+                        let was_pinging = writer.pinging;
+                        // Boxed: the write's state exists only while writing, not in every idle socket.
+                        match Box::pin(writer.write(&mut sink, &socket)).await {
+                            Ok(false) => {
+                                if writer.pinging && !was_pinging {
+                                    ping_timer.as_mut().reset(Instant::now() + config.ping_interval);
+                                    // Past the handshake, most sockets go quiet: they keep no
+                                    // buffer (issue 19, idle memory).
+                                    writer.release_buffers(outbox);
+                                }
+                            }
+                            Ok(true) | Err(()) => break,
+                        }
+                    }
+                },
                 _ = &mut ping_timer, if ping_due => {
                     let ping = Utf8Bytes::from_static(config.protocol_version.ping());
                     if Box::pin(sink.send(Message::Text(ping))).await.is_err() {
@@ -102,6 +94,36 @@ pub(super) fn write_loop(
         socket.close_stop();
         let _ = sink.close().await;
     }
+}
+
+/// What wakes the writer: a close request (seen first), or frames to write (`Batch(false)`: the
+/// outbox is closed and empty).
+enum WriterEvent {
+    Close(CloseRequest),
+    Batch(bool),
+}
+
+/// The writer's wait. One waker for both: a close request wakes the outbox's waker too
+/// ([`Socket::close_now`], [`Socket::close_stop`]), so the writer holds no close waiter of its own.
+fn poll_writer_event(
+    cx: &mut std::task::Context<'_>,
+    socket: &Socket,
+    batch: &mut std::collections::VecDeque<Outbound>,
+) -> Poll<WriterEvent> {
+    let ready = |batch: &mut std::collections::VecDeque<Outbound>| {
+        if socket.0.close.is_set() {
+            if let Some(request) = socket.0.close.get() {
+                return Some(WriterEvent::Close(request));
+            }
+        }
+        socket.0.out.take_now(batch).map(WriterEvent::Batch)
+    };
+    if let Some(event) = ready(batch) {
+        return Poll::Ready(event);
+    }
+    socket.0.out.register_writer(cx.waker());
+    // Anything that came between the check above and the registration woke nobody: seen here.
+    ready(batch).map_or(Poll::Pending, Poll::Ready)
 }
 
 /// Writes batches taken from the outbox.
@@ -480,9 +502,6 @@ fn read_messages<'a>(
         // timeout, any message) arrives.
         let watchdog = tokio::time::sleep(ping_timeout);
         tokio::pin!(watchdog);
-        // One close waiter for the reader's life, not one registration per message.
-        let closed = socket.0.close.wait();
-        tokio::pin!(closed);
         let mut unreported_in = 0;
         loop {
             let watching = !config.ping_timeout_disabled && !socket.pings_paused();
@@ -498,7 +517,8 @@ fn read_messages<'a>(
                     inbox.next(ctx, socket);
                     continue;
                 }
-                _ = &mut closed => break,
+                // The reader's own slot in the close signal: no waiter held for the socket's life.
+                () = poll_fn(|cx| socket.0.close.poll_reader(cx)) => break,
                 e = next_event(&mut stream), if reading => e,
                 _ = &mut watchdog, if watching => {
                     if socket.pings_paused() {

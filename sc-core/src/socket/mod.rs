@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
 use axum::http::{HeaderMap, Uri};
+use futures_util::task::AtomicWaker;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -66,13 +67,17 @@ pub(crate) enum Outbound {
 
 /// The one-way switch that ends a connection: set once (by whoever closes first), awaited by the
 /// socket's reader and writer. Lighter than a watch channel, whose eight-way notifier would be
-/// most of an idle socket's bookkeeping.
+/// most of an idle socket's bookkeeping. The reader waits in a slot of its own and the writer
+/// through the outbox's waker ([`Socket`]'s close methods wake it), so neither holds a
+/// `Notified` for the socket's life; other waiters (the handshake, publish-out middleware) use
+/// [`wait`](Self::wait).
 #[derive(Default)]
 pub(crate) struct CloseSignal {
     request: Mutex<Option<CloseRequest>>,
     /// `request.is_some()`, readable without the lock (checked after every handled packet).
     is_set: AtomicBool,
     notify: Notify,
+    reader: AtomicWaker,
 }
 
 impl CloseSignal {
@@ -87,6 +92,7 @@ impl CloseSignal {
             self.is_set.store(true, Ordering::Release);
         }
         self.notify.notify_waiters();
+        self.reader.wake();
         true
     }
 
@@ -94,8 +100,22 @@ impl CloseSignal {
         lock(&self.request).clone()
     }
 
-    fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.is_set.load(Ordering::Acquire)
+    }
+
+    /// Ready once a close is requested; the socket's message reader is the only caller.
+    pub(crate) fn poll_reader(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.is_set() {
+            return std::task::Poll::Ready(());
+        }
+        self.reader.register(cx.waker());
+        // A set() between the check above and the registration woke nobody: seen here.
+        if self.is_set() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 
     /// Waits until a close is requested; the request.
@@ -534,10 +554,13 @@ impl Socket {
 
     /// Closes without waiting for the queue; whether this call started the close.
     pub(crate) fn close_now(&self, code: u16, reason: impl Into<String>) -> bool {
-        self.0.close.set(CloseRequest {
+        let set = self.0.close.set(CloseRequest {
             code: Some(code),
             reason: reason.into(),
-        })
+        });
+        // The writer waits for a close through the outbox's waker.
+        self.0.out.wake();
+        set
     }
 
     /// Marks the connection as ending without a close code of ours (the peer closed, or the
@@ -547,6 +570,7 @@ impl Socket {
             code: None,
             reason: String::new(),
         });
+        self.0.out.wake();
     }
 
     /// Queues an encoded frame. Never blocks; a full queue disconnects the socket (4100) or drops

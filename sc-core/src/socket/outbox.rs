@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::task::{Context, Poll};
+use std::task::Waker;
 
 use futures_util::task::AtomicWaker;
 
@@ -123,35 +123,29 @@ impl Outbox {
         true
     }
 
-    /// Waits until something is queued and moves all of it into `batch` (empty on entry; its
-    /// capacity becomes the queue's). `false` once the outbox is closed and empty.
-    /// Cancel-safe: items move only in the same poll that returns.
-    pub(crate) async fn take(&self, batch: &mut VecDeque<Outbound>) -> bool {
-        std::future::poll_fn(|cx| self.poll_take(cx, batch)).await
-    }
-
-    /// [`take`](Self::take) as a poll: registers the caller's waker (one waker: the writer is the
-    /// only one who takes, and an `AtomicWaker` is smaller and cheaper to wake than a `Notify`).
-    fn poll_take(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Outbound>) -> Poll<bool> {
-        if let Some(more) = self.take_or_closed(batch) {
-            return Poll::Ready(more);
-        }
-        self.ready.register(cx.waker());
-        // A push between the check above and the registration woke nobody: seen here.
-        match self.take_or_closed(batch) {
-            Some(more) => Poll::Ready(more),
-            None => Poll::Pending,
-        }
-    }
-
-    /// `Some(true)` when something was moved into `batch`, `Some(false)` when closed and empty.
-    fn take_or_closed(&self, batch: &mut VecDeque<Outbound>) -> Option<bool> {
+    /// Moves everything queued into `batch` (empty on entry; its capacity becomes the queue's):
+    /// `Some(true)` when there was something, `Some(false)` when the outbox is closed and empty,
+    /// `None` when there is nothing yet (then [`register_writer`](Self::register_writer) and ask
+    /// again, so that a push in between is not missed).
+    pub(crate) fn take_now(&self, batch: &mut VecDeque<Outbound>) -> Option<bool> {
         let mut state = lock(&self.state);
         if !state.queue.is_empty() {
             std::mem::swap(&mut state.queue, batch);
             return Some(true);
         }
         state.closed.then_some(false)
+    }
+
+    /// The waker of the writer, the only one who takes (an `AtomicWaker`: smaller and cheaper to
+    /// wake than a `Notify`): woken by every push, by [`close`](Self::close) and by
+    /// [`wake`](Self::wake).
+    pub(crate) fn register_writer(&self, waker: &Waker) {
+        self.ready.register(waker);
+    }
+
+    /// Wakes the writer without queueing anything (a close was requested).
+    pub(crate) fn wake(&self) {
+        self.ready.wake();
     }
 
     /// Moves whatever is queued into `batch`; whether there was anything.
@@ -265,13 +259,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn take_wakes_on_a_push_and_ends_after_close() {
+    async fn the_writer_is_woken_by_a_push_and_ends_after_close() {
         let outbox = std::sync::Arc::new(Outbox::new(1000, SlowConsumer::Disconnect));
         let o = outbox.clone();
         let taker = tokio::spawn(async move {
             let mut batch = VecDeque::new();
             let mut seen = 0;
-            while o.take(&mut batch).await {
+            let take = |cx: &mut std::task::Context<'_>, batch: &mut VecDeque<Outbound>| {
+                if let Some(more) = o.take_now(batch) {
+                    return std::task::Poll::Ready(more);
+                }
+                o.register_writer(cx.waker());
+                o.take_now(batch)
+                    .map_or(std::task::Poll::Pending, std::task::Poll::Ready)
+            };
+            while std::future::poll_fn(|cx| take(cx, &mut batch)).await {
                 seen += batch.len();
                 batch.clear();
             }
