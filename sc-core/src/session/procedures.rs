@@ -87,7 +87,7 @@ pub(super) async fn handshake(
         let _ = socket.push(Utf8Bytes::from_static(r##"{"event":"#removeAuthToken"}"##));
     }
     server.register(socket);
-    socket.start_ping();
+    socket.handshake_done();
     true
 }
 

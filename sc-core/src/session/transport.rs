@@ -36,56 +36,42 @@ pub(super) fn write_loop(
         let config = &socket.0.shared.config;
         let mut writer = BatchWriter {
             v1: config.protocol_version == crate::protocol::ProtocolVersion::V1,
-            pinging: false,
+            ping: config.protocol_version.ping(),
+            quiet: false,
             batch: std::collections::VecDeque::new(),
         };
-        // One timer for the socket's life, moved when pinging starts and after each ping.
-        let ping_timer = tokio::time::sleep(config.ping_interval);
-        tokio::pin!(ping_timer);
         let outbox = &socket.0.out;
+        // No timer: the reader queues the pings (`Outbound::Ping`).
         loop {
-            let ping_due =
-                writer.pinging && !config.ping_timeout_disabled && !socket.pings_paused();
-            tokio::select! {
-                biased;
-                event = poll_fn(|cx| poll_writer_event(cx, &socket, &mut writer.batch)) => match event {
-                    WriterEvent::Close(CloseRequest { code: Some(code), reason }) => {
-                        let _ = Box::pin(sink.send(close_frame(code, reason))).await;
-                        break;
+            match poll_fn(|cx| poll_writer_event(cx, &socket, &mut writer.batch)).await {
+                WriterEvent::Close(CloseRequest {
+                    code: Some(code),
+                    reason,
+                }) => {
+                    let _ = Box::pin(sink.send(close_frame(code, reason))).await;
+                    break;
+                }
+                WriterEvent::Close(CloseRequest { code: None, .. }) => {
+                    // The reader is done (the peer left, or we rejected it): write what is still
+                    // queued, such as a rejection reply and its close frame.
+                    if outbox.try_take(&mut writer.batch) {
+                        let _ = Box::pin(writer.write(&mut sink, &socket)).await;
                     }
-                    WriterEvent::Close(CloseRequest { code: None, .. }) => {
-                        // The reader is done (the peer left, or we rejected it): write what is
-                        // still queued, such as a rejection reply and its close frame.
-                        if outbox.try_take(&mut writer.batch) {
-                            let _ = Box::pin(writer.write(&mut sink, &socket)).await;
-                        }
-                        break;
-                    }
-                    WriterEvent::Batch(false) => break,
-                    WriterEvent::Batch(true) => {
-                        let was_pinging = writer.pinging;
-                        // Boxed: the write's state exists only while writing, not in every idle socket.
-                        match Box::pin(writer.write(&mut sink, &socket)).await {
-                            Ok(false) => {
-                                if writer.pinging && !was_pinging {
-                                    ping_timer.as_mut().reset(Instant::now() + config.ping_interval);
-                                    // Past the handshake, most sockets go quiet: they keep no
-                                    // buffer (issue 19, idle memory).
-                                    writer.release_buffers(outbox);
-                                }
+                    break;
+                }
+                WriterEvent::Batch(false) => break,
+                WriterEvent::Batch(true) => {
+                    // Boxed: the write's state exists only while writing, not in every idle socket.
+                    match Box::pin(writer.write(&mut sink, &socket)).await {
+                        Ok(false) => {
+                            if std::mem::take(&mut writer.quiet) {
+                                // Past the handshake, and after a ping, most sockets are quiet:
+                                // they keep no buffer (issue 19, idle memory).
+                                writer.release_buffers(outbox);
                             }
-                            Ok(true) | Err(()) => break,
                         }
+                        Ok(true) | Err(()) => break,
                     }
-                },
-                _ = &mut ping_timer, if ping_due => {
-                    let ping = Utf8Bytes::from_static(config.protocol_version.ping());
-                    if Box::pin(sink.send(Message::Text(ping))).await.is_err() {
-                        break;
-                    }
-                    ping_timer.as_mut().reset(Instant::now() + config.ping_interval);
-                    // A socket that went quiet after a burst gives its buffers back.
-                    writer.release_buffers(outbox);
                 }
             }
         }
@@ -129,7 +115,10 @@ fn poll_writer_event(
 /// Writes batches taken from the outbox.
 struct BatchWriter {
     v1: bool,
-    pinging: bool,
+    /// The ping frame's text (protocol v1 or v2).
+    ping: &'static str,
+    /// The batch written last held the handshake's end or a ping: the socket is likely quiet now.
+    quiet: bool,
     batch: std::collections::VecDeque<Outbound>,
 }
 
@@ -165,7 +154,18 @@ impl BatchWriter {
                     }
                     written += 1;
                 }
-                Outbound::StartPing => self.pinging = true,
+                Outbound::HandshakeDone => self.quiet = true,
+                Outbound::Ping => {
+                    self.quiet = true;
+                    if failed {
+                        continue;
+                    }
+                    // Not a message: `messages_out` does not count it.
+                    let ping = Message::Text(Utf8Bytes::from_static(self.ping));
+                    if sink.feed(ping).await.is_err() {
+                        failed = true;
+                    }
+                }
                 Outbound::Close(code, reason) => {
                     // Anything queued after a close is never written.
                     closing = Some((code, reason));
@@ -497,11 +497,14 @@ fn read_messages<'a>(
         let pong = config.protocol_version.pong();
         let ping_timeout = config.ping_timeout;
         let mut limits = Limits::new(config, std::time::Instant::now());
-        let mut last_reset = Instant::now();
-        // One timer for the socket's life, moved only when a pong (or, at most every quarter of the
-        // timeout, any message) arrives.
-        let watchdog = tokio::time::sleep(ping_timeout);
-        tokio::pin!(watchdog);
+        // One timer for the socket's life, for both the pings and the pong watchdog: it fires at
+        // whichever is due first and is moved only then (a pong or any message just moves
+        // `alive_until`). Pings are queued behind the handshake reply, which is queued already.
+        let started = Instant::now();
+        let mut next_ping = started + config.ping_interval;
+        let mut alive_until = started + ping_timeout;
+        let timer = tokio::time::sleep_until(next_ping.min(alive_until));
+        tokio::pin!(timer);
         let mut unreported_in = 0;
         loop {
             let watching = !config.ping_timeout_disabled && !socket.pings_paused();
@@ -510,7 +513,8 @@ fn read_messages<'a>(
             // number each time): the running handler first, so a message read in one pass is
             // handled in the next without polling anything else; the close waiter before each
             // read, so a closing socket reads no more; the watchdog last, polled only when
-            // nothing else is ready (a message arriving proves liveness anyway, see below).
+            // nothing else is ready (a message arriving proves liveness anyway, see below). Paused
+            // pings (a test hook) and a disabled timeout stop both the pings and the watchdog.
             let event = tokio::select! {
                 biased;
                 () = inbox.run(), if inbox.running.is_some() => {
@@ -520,12 +524,18 @@ fn read_messages<'a>(
                 // The reader's own slot in the close signal: no waiter held for the socket's life.
                 () = poll_fn(|cx| socket.0.close.poll_reader(cx)) => break,
                 e = next_event(&mut stream), if reading => e,
-                _ = &mut watchdog, if watching => {
-                    if socket.pings_paused() {
-                        continue;
+                _ = &mut timer, if watching => {
+                    let now = Instant::now();
+                    if now >= alive_until {
+                        socket.close_now(close::PONG_TIMEOUT, "");
+                        break;
                     }
-                    socket.close_now(close::PONG_TIMEOUT, "");
-                    break;
+                    if now >= next_ping {
+                        socket.ping();
+                        next_ping = now + config.ping_interval;
+                    }
+                    timer.as_mut().reset(next_ping.min(alive_until));
+                    continue;
                 }
             };
             let msg = match event {
@@ -553,17 +563,13 @@ fn read_messages<'a>(
                     unreported_in = 0;
                 }
                 socket.count_pong();
-                last_reset = now;
-                watchdog.as_mut().reset(now + ping_timeout);
+                alive_until = now + ping_timeout;
                 socket.check_expiry();
                 continue;
             }
-            // Any message proves liveness too, but re-arming the timer on every message is wasted
-            // work: the reference only does it when a quarter of the timeout has passed.
-            if now.duration_since(last_reset) > ping_timeout / 4 {
-                last_reset = now;
-                watchdog.as_mut().reset(now + ping_timeout);
-            }
+            // Any message proves liveness too (the timer is not moved: it fires when it was due
+            // and finds the new time).
+            alive_until = now + ping_timeout;
             let message = match inbound_message(
                 ctx,
                 socket,

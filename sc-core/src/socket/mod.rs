@@ -59,8 +59,12 @@ impl RequestInfo {
 #[derive(Debug)]
 pub(crate) enum Outbound {
     Frame(Utf8Bytes),
-    /// Start pinging (queued right after the handshake reply, so pings never precede it).
-    StartPing,
+    /// The handshake reply is queued before this: once it is written, the writer gives its
+    /// buffers back (most sockets go quiet after the handshake).
+    HandshakeDone,
+    /// A ping (queued by the reader, whose one timer keeps both the pings and the pong watchdog;
+    /// counts nothing against the outbound limit, so a ping is never refused).
+    Ping,
     /// Close after everything queued before it has been written.
     Close(u16, String),
 }
@@ -624,8 +628,14 @@ impl Socket {
         }
     }
 
-    pub(crate) fn start_ping(&self) {
-        self.0.out.push_control(Outbound::StartPing);
+    /// The handshake reply is queued (see [`Outbound::HandshakeDone`]).
+    pub(crate) fn handshake_done(&self) {
+        self.0.out.push_control(Outbound::HandshakeDone);
+    }
+
+    /// Queues a ping.
+    pub(crate) fn ping(&self) {
+        self.0.out.push_control(Outbound::Ping);
     }
 
     pub(crate) fn count_pong(&self) {

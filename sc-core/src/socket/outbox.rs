@@ -50,7 +50,7 @@ struct State {
 pub(crate) fn cost(item: &Outbound) -> usize {
     match item {
         Outbound::Frame(frame) => frame_cost(frame.len()),
-        Outbound::StartPing | Outbound::Close(..) => 0,
+        Outbound::HandshakeDone | Outbound::Ping | Outbound::Close(..) => 0,
     }
 }
 
@@ -110,7 +110,8 @@ impl Outbox {
         self.limit.saturating_sub(lock(&self.state).bytes)
     }
 
-    /// Queues a control item (start pinging, close after the queue); never refused while open.
+    /// Queues a control item (a ping, the handshake's end, close after the queue); never refused
+    /// while open.
     pub(crate) fn push_control(&self, item: Outbound) -> bool {
         {
             let mut state = lock(&self.state);
@@ -251,10 +252,10 @@ mod tests {
         assert_eq!(outbox.push(frame(5000)), Ok(()), "empty: always fits");
         assert_eq!(outbox.push(frame(1)), Err(PushError::Dropped));
         // Control items are never refused while open, so a close still gets through.
-        assert!(outbox.push_control(Outbound::StartPing));
+        assert!(outbox.push_control(Outbound::HandshakeDone));
         outbox.close();
         assert_eq!(outbox.push(frame(1)), Err(PushError::Closed));
-        assert!(!outbox.push_control(Outbound::StartPing));
+        assert!(!outbox.push_control(Outbound::HandshakeDone));
         assert!(outbox.is_closed());
     }
 
