@@ -1,7 +1,8 @@
 //! One WebSocket connection from upgrade to close, produced by [`run`]:
 //!
-//! - [`transport`]: the reader (handshake phase, pong watchdog, responses to server invokes,
-//!   decoding) and the writer (ordered queue, batched writes, pings);
+//! - [`transport`]: the reader (handshake phase, pings and the pong watchdog, responses to server
+//!   invokes, decoding) and the writer (ordered queue, batched writes), both polled in the
+//!   connection's one task ([`serve`]);
 //! - [`inbox`]: the in-order inbound queue, bounded in messages and in bytes;
 //! - [`dispatch`]: one message through inbound-raw middleware and each packet to its handler;
 //!   publish-out middleware on the socket's own task;
@@ -24,7 +25,9 @@ mod presence;
 mod procedures;
 mod transport;
 
+use std::future::Future as _;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,7 +76,8 @@ pub(crate) fn run(
             ctx.clone(),
         ));
     }
-    let writer = tokio::spawn(transport::write_loop(sink, socket.clone()));
+    // Boxed: polled beside the reader in the connection's task (no task of its own).
+    let writer = Box::pin(transport::write_loop(sink, socket.clone()));
     serve(stream, socket, ctx, writer)
 }
 
@@ -83,24 +87,40 @@ fn serve(
     stream: futures_util::stream::SplitStream<WebSocket>,
     socket: Socket,
     ctx: Arc<Context>,
-    mut writer: tokio::task::JoinHandle<()>,
+    mut writer: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         // Boxed: only the reader's own state then lives as long as the socket, not room for every
         // later step of this function as well. Route handlers catch their own panics; one from
         // middleware (run here, in the reader) closes this socket with 1011 and still cleans up.
-        let ended = AssertUnwindSafe(Box::pin(transport::read_loop(stream, &ctx, &socket)))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| {
-                tracing::error!(socket = %socket.id(), "middleware panicked; closing the socket with 1011");
-                socket.close_now(close::INTERNAL_ERROR, "");
-                transport::ReadEnd {
-                    registered: true,
-                    unfinished: None,
-                }
-            });
-
+        let mut reading =
+            AssertUnwindSafe(Box::pin(transport::read_loop(stream, &ctx, &socket))).catch_unwind();
+        let mut writer_done = false;
+        // The reader is polled only when something woke it (its own waker), not at every write.
+        let reader_wake = Arc::new(ReaderWake::default());
+        let reader_waker = std::task::Waker::from(reader_wake.clone());
+        let ended = std::future::poll_fn(|cx| {
+            reader_wake.task.register(cx.waker());
+            let mut read = std::task::Poll::Pending;
+            if reader_wake.woken.swap(false, Ordering::AcqRel) {
+                let mut reader_cx = std::task::Context::from_waker(&reader_waker);
+                read = std::pin::Pin::new(&mut reading).poll(&mut reader_cx);
+            }
+            // The reader first: what it queued (an ack, a reply) is written in the same pass.
+            if !writer_done && writer.as_mut().poll(cx).is_ready() {
+                writer_done = true;
+            }
+            read
+        })
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(socket = %socket.id(), "middleware panicked; closing the socket with 1011");
+            socket.close_now(close::INTERNAL_ERROR, "");
+            transport::ReadEnd {
+                registered: true,
+                unfinished: None,
+            }
+        });
         // The peer is gone or we are closing: stop the writer (a pending close frame is still sent).
         socket.close_stop();
         if ended.registered {
@@ -109,15 +129,16 @@ fn serve(
         ctx.pubsub.remove_socket(&socket);
         socket.abort_pending();
         // Boxed: the timer exists only while closing, not in every idle socket's task.
-        if Box::pin(tokio::time::timeout(Duration::from_secs(5), &mut writer))
-            .await
-            .is_err()
+        if !writer_done
+            && Box::pin(tokio::time::timeout(Duration::from_secs(5), &mut writer))
+                .await
+                .is_err()
         {
             // A peer that stopped reading leaves the writer blocked on a full TCP buffer forever:
-            // abort it, which drops the connection.
+            // drop it, which drops the connection.
             tracing::debug!(socket = %socket.id(), "writer did not finish in time; dropping the connection");
-            writer.abort();
         }
+        drop(writer);
         socket.0.out.close();
         // A handler still running is not cut off halfway (it may be writing to a database): it
         // finishes here, after the socket is gone. Messages not started yet were dropped.
@@ -126,5 +147,33 @@ fn serve(
                 tracing::error!(socket = %socket.id(), "middleware panicked after the socket closed");
             }
         }
+    }
+}
+
+/// The reader's waker inside the connection's task: marks the reader as woken, then wakes the
+/// task, so a wakeup for the writer alone (a delivery) does not poll the reader.
+struct ReaderWake {
+    woken: AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl Default for ReaderWake {
+    fn default() -> Self {
+        Self {
+            // The first poll polls the reader.
+            woken: AtomicBool::new(true),
+            task: futures_util::task::AtomicWaker::new(),
+        }
+    }
+}
+
+impl std::task::Wake for ReaderWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }

@@ -1,5 +1,5 @@
 //! A socket's outbound queue: frames in order, bounded in bytes, holding no allocation while the
-//! socket is idle. Anyone pushes without waiting; the socket's writer task takes everything queued
+//! socket is idle. Anyone pushes without waiting; the socket's writer takes everything queued
 //! in one swap, writes it as one batch, and releases its bytes only once the batch is flushed, so
 //! the queue plus the batch in flight stay within the limit.
 
