@@ -494,15 +494,19 @@ fn read_messages<'a>(
             );
         }
 
-        let pong = config.protocol_version.pong();
-        let ping_timeout = config.ping_timeout;
         let mut limits = Limits::new(config, std::time::Instant::now());
         // One timer for the socket's life, for both the pings and the pong watchdog: it fires at
         // whichever is due first and is moved only then (a pong or any message just moves
         // `alive_until`). Pings are queued behind the handshake reply, which is queued already.
-        let started = Instant::now();
-        let mut next_ping = started + config.ping_interval;
-        let mut alive_until = started + ping_timeout;
+        // (What lives across an await is kept in every idle socket's reader: no local copies of
+        // the config, no message text, only what the loop needs.)
+        let (mut next_ping, mut alive_until) = {
+            let started = Instant::now();
+            (
+                started + config.ping_interval,
+                started + config.ping_timeout,
+            )
+        };
         let timer = tokio::time::sleep_until(next_ping.min(alive_until));
         tokio::pin!(timer);
         let mut unreported_in = 0;
@@ -538,49 +542,51 @@ fn read_messages<'a>(
                     continue;
                 }
             };
-            let msg = match event {
-                ReadEvent::Closed => break,
-                ReadEvent::Violation(code) => {
-                    socket.close_now(code, "");
-                    break;
-                }
-                ReadEvent::Message(m) => m,
-            };
-            let Some(Ok(text)) = text_of(msg) else {
-                continue;
-            };
-            // Counted here and added to the shared counter in batches (every socket's reader bumping
-            // one atomic per message contends on it): at 64, at each pong, and when the reader ends.
-            unreported_in += 1;
-            if unreported_in == 64 {
-                Metrics::add(&ctx.shared.metrics.messages_in, unreported_in);
-                unreported_in = 0;
-            }
-            let now = Instant::now();
-            if text.as_str() == pong {
-                if unreported_in > 0 {
+            let message = {
+                let msg = match event {
+                    ReadEvent::Closed => break,
+                    ReadEvent::Violation(code) => {
+                        socket.close_now(code, "");
+                        break;
+                    }
+                    ReadEvent::Message(m) => m,
+                };
+                let Some(Ok(text)) = text_of(msg) else {
+                    continue;
+                };
+                // Counted here and added to the shared counter in batches (every socket's reader
+                // bumping one atomic per message contends on it): at 64, at each pong, and when
+                // the reader ends.
+                unreported_in += 1;
+                if unreported_in == 64 {
                     Metrics::add(&ctx.shared.metrics.messages_in, unreported_in);
                     unreported_in = 0;
                 }
-                socket.count_pong();
-                alive_until = now + ping_timeout;
-                socket.check_expiry();
-                continue;
-            }
-            // Any message proves liveness too (the timer is not moved: it fires when it was due
-            // and finds the new time).
-            alive_until = now + ping_timeout;
-            let message = match inbound_message(
-                ctx,
-                socket,
-                &mut limits,
-                &text,
-                raw_middleware,
-                now.into_std(),
-            ) {
-                Ok(Some(message)) => message,
-                Ok(None) => continue,
-                Err(Closed) => break,
+                let now = Instant::now();
+                // Any message proves liveness (the timer is not moved: it fires when it was due
+                // and finds the new time).
+                alive_until = now + config.ping_timeout;
+                if text.as_str() == config.protocol_version.pong() {
+                    if unreported_in > 0 {
+                        Metrics::add(&ctx.shared.metrics.messages_in, unreported_in);
+                        unreported_in = 0;
+                    }
+                    socket.count_pong();
+                    socket.check_expiry();
+                    continue;
+                }
+                match inbound_message(
+                    ctx,
+                    socket,
+                    &mut limits,
+                    &text,
+                    raw_middleware,
+                    now.into_std(),
+                ) {
+                    Ok(Some(message)) => message,
+                    Ok(None) => continue,
+                    Err(Closed) => break,
+                }
             };
             let idle = inbox.running.is_none();
             inbox.push(ctx, socket, message);
@@ -595,21 +601,21 @@ fn read_messages<'a>(
         // Meanwhile read and discard until the peer answers our close frame: closing with its data
         // unread would make the kernel reset the connection, and a flooding client would then never
         // see the close code it was given.
-        let finish = async {
-            while inbox.running.is_some() {
-                inbox.run().await;
-                inbox.next(ctx, socket);
-            }
-        };
-        let drain = async {
-            while let Some(Ok(msg)) = stream.next().await {
-                if matches!(msg, Message::Close(_)) {
-                    break;
-                }
-            }
-        };
         // Both end by themselves or time out; either way the connection is over.
         let _ = Box::pin(async {
+            let finish = async {
+                while inbox.running.is_some() {
+                    inbox.run().await;
+                    inbox.next(ctx, socket);
+                }
+            };
+            let drain = async {
+                while let Some(Ok(msg)) = stream.next().await {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                }
+            };
             tokio::join!(
                 tokio::time::timeout(Duration::from_secs(1), finish),
                 tokio::time::timeout(Duration::from_secs(1), drain),
