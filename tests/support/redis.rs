@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// A private `redis-server` on a free port, so the test can stop and restart it.
 pub struct OwnRedis {
-    pub port: u16,
+    port: u16,
     child: Option<Child>,
     /// Where it keeps its data: none (it starts empty each time), or an append-only file
     /// written on every command (it comes back with its data after a SIGKILL).
