@@ -2,6 +2,7 @@
 //! `#publish` (`shared/protocol.md` section 4), with the reference's error replies.
 
 use std::future::{poll_fn, Future};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -447,14 +448,23 @@ pub(super) async fn publish(ctx: &Context, socket: &Socket, data: Option<Value>,
     // The first poll queues the publication for the broker, in message order; its answer takes a
     // round trip. It is awaited on a task of its own, so the socket's next message starts now (a
     // socket's publishes would otherwise take a round trip each). Its acknowledgement may then
-    // come after the answers to later messages.
+    // come after the answers to later messages. At most `inbound_queue_limit` wait like that per
+    // socket (they are messages still being handled); past it the next one is awaited here, and
+    // the socket's later messages wait, so a flood against a slow broker holds no more.
     let mut publishing = Box::pin(publishing);
     match poll_fn(|cx| Poll::Ready(publishing.as_mut().poll(cx))).await {
         Poll::Ready(result) => publish_answered(socket, &channel, cid, result),
         Poll::Pending => {
+            let waiting = &socket.0.publishes_waiting;
+            if waiting.load(Ordering::Relaxed) as usize >= ctx.shared.config.inbound_queue_limit {
+                let result = publishing.await;
+                return publish_answered(socket, &channel, cid, result);
+            }
+            waiting.fetch_add(1, Ordering::Relaxed);
             let socket = socket.clone();
             tokio::spawn(async move {
                 let result = publishing.await;
+                socket.0.publishes_waiting.fetch_sub(1, Ordering::Relaxed);
                 publish_answered(&socket, &channel, cid, result);
             });
         }

@@ -12,7 +12,7 @@ mod shared;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
@@ -173,6 +173,9 @@ pub(crate) struct SocketInner {
     next_cid: AtomicU64,
     pongs: AtomicU64,
     pings_paused: AtomicBool,
+    /// The client's publishes waiting for the broker's answer on tasks of their own (see
+    /// `session::procedures`): bounded by `inbound_queue_limit`.
+    pub(crate) publishes_waiting: AtomicU32,
     /// What the app attached to the socket's presence entries (`set_presence_info`).
     presence_info: RwLock<Option<Arc<Value>>>,
 }
@@ -281,6 +284,7 @@ impl Socket {
             next_cid: AtomicU64::new(1),
             pongs: AtomicU64::new(0),
             pings_paused: AtomicBool::new(false),
+            publishes_waiting: AtomicU32::new(0),
             presence_info: RwLock::new(None),
         }))
     }

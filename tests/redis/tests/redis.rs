@@ -396,6 +396,53 @@ async fn a_socket_goes_on_while_its_publish_waits_for_redis_and_its_publishes_ke
     assert_eq!(take_exactly(&mut sub, 1).await, vec![json!(200)]);
 }
 
+/// The publishes a socket leaves waiting for Redis are bounded by `inbound_queue_limit`: with
+/// Redis stopped and a limit of 2, the third publish is awaited before the socket's next call,
+/// and everything is answered once Redis goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_waiting_for_redis_are_bounded_by_the_inbound_queue_limit() {
+    let redis = OwnRedis::start();
+    let prefix = fresh_prefix();
+    let a = Node::start_with(&redis.url(), &prefix, &[("SC_INBOUND_QUEUE_LIMIT", "2")]);
+    let publisher = client(&a.url()).await;
+    publisher
+        .publish("bounded", &json!("warm"))
+        .await
+        .expect("publish");
+
+    redis.pause();
+    let publishes: Vec<_> = (0..3u64)
+        .map(|n| {
+            let publisher = publisher.clone();
+            tokio::spawn(async move { publisher.publish("bounded", &n).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let behind = tokio::time::timeout(
+        Duration::from_millis(300),
+        publisher.invoke::<_, Value>("echo", &json!("behind")),
+    )
+    .await;
+    redis.resume();
+    assert!(
+        behind.is_err(),
+        "the call was answered while a third publish waited: {behind:?}"
+    );
+    for publish in publishes {
+        publish
+            .await
+            .expect("join")
+            .expect("acknowledged once Redis goes on");
+    }
+    assert_eq!(
+        publisher
+            .invoke::<_, Value>("echo", &json!("after"))
+            .await
+            .expect("echo"),
+        json!("after")
+    );
+}
+
 /// Apps on one Redis with prefixes `P` and `P + "app2:"` (as `sc:` and `sc:app2:`): before the
 /// `#` separator, app 1's channel `app2:room` was app 2's channel `room` in Redis, so each node
 /// received the other app's publications and handed them to its own subscribers of another
