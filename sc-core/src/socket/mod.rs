@@ -1,6 +1,7 @@
 //! [`Socket`]: the server's handle on one connected client. Cheap to clone; every method works
 //! from any task. Sending never blocks: frames go into the socket's outbound queue ([`Outbox`]),
-//! bounded in bytes, which the connection's writer drains (see `outbound_queue_bytes` and `slow_consumer`).
+//! bounded in bytes, which the connection's writer drains (see `outbound_queue_bytes` and
+//! `slow_consumer`).
 //!
 //! This layer sits below the app model (extractors hand out sockets) and knows nothing of
 //! handlers, pub/sub or processes: what a socket needs of the server is in [`Shared`], which the
