@@ -397,14 +397,15 @@ async fn a_socket_goes_on_while_its_publish_waits_for_redis_and_its_publishes_ke
 }
 
 /// The publishes a socket leaves waiting for Redis are bounded by `inbound_queue_limit`: with
-/// Redis stopped and a limit of 2, the third publish is awaited before the socket's next call,
-/// and everything is answered once Redis goes on.
+/// Redis stopped and a limit of 2, the third publish is awaited before the socket's next call
+/// (another socket's call is answered meanwhile), and everything is answered once Redis goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_waiting_for_redis_are_bounded_by_the_inbound_queue_limit() {
     let redis = OwnRedis::start();
     let prefix = fresh_prefix();
     let a = Node::start_with(&redis.url(), &prefix, &[("SC_INBOUND_QUEUE_LIMIT", "2")]);
     let publisher = client(&a.url()).await;
+    let bystander = client(&a.url()).await;
     publisher
         .publish("bounded", &json!("warm"))
         .await
@@ -423,7 +424,16 @@ async fn publishes_waiting_for_redis_are_bounded_by_the_inbound_queue_limit() {
         publisher.invoke::<_, Value>("echo", &json!("behind")),
     )
     .await;
+    let other = tokio::time::timeout(
+        Duration::from_millis(300),
+        bystander.invoke::<_, Value>("echo", &json!("other")),
+    )
+    .await;
     redis.resume();
+    assert_eq!(
+        other.expect("another socket's call waited").expect("echo"),
+        json!("other")
+    );
     assert!(
         behind.is_err(),
         "the call was answered while a third publish waited: {behind:?}"
