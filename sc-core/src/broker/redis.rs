@@ -389,9 +389,8 @@ impl BrokerEngine for Redis {
         })
     }
 
-    /// Local delivery ([`PubSub`](crate::pubsub::PubSub)'s sink) is done at once, and the
-    /// publication is then queued in the instance's ordered publisher (the `publisher`
-    /// submodule).
+    /// The sink the server hands the engine delivers locally without waiting, and the publication
+    /// is then queued in the instance's ordered publisher (the `publisher` submodule).
     fn publish_queued_on_first_poll(&self) -> bool {
         true
     }

@@ -1,6 +1,7 @@
-//! The connection's two halves: the reader (the handshake phase, then messages in order through
-//! an inbox polled beside the reads, the pong watchdog, responses to server invokes) and the
-//! writer (the outbox drained in batches, pings, publish-out middleware, the close frame).
+//! The connection's two halves, polled in one task (`session::serve`): the reader (the handshake
+//! phase, then messages in order through an inbox polled beside the reads, one timer for the pings
+//! it queues and the pong watchdog, responses to server invokes) and the writer (the outbox
+//! drained in batches, the close frame).
 
 use std::future::poll_fn;
 use std::task::Poll;
@@ -35,8 +36,7 @@ pub(super) fn write_loop(
     async move {
         let config = &socket.0.shared.config;
         let mut writer = BatchWriter {
-            v1: config.protocol_version == crate::protocol::ProtocolVersion::V1,
-            ping: config.protocol_version.ping(),
+            version: config.protocol_version,
             quiet: false,
             batch: std::collections::VecDeque::new(),
         };
@@ -54,7 +54,7 @@ pub(super) fn write_loop(
                 WriterEvent::Close(CloseRequest { code: None, .. }) => {
                     // The reader is done (the peer left, or we rejected it): write what is still
                     // queued, such as a rejection reply and its close frame.
-                    if outbox.try_take(&mut writer.batch) {
+                    if outbox.take_now(&mut writer.batch) == Some(true) {
                         let _ = Box::pin(writer.write(&mut sink, &socket)).await;
                     }
                     break;
@@ -114,9 +114,7 @@ fn poll_writer_event(
 
 /// Writes batches taken from the outbox.
 struct BatchWriter {
-    v1: bool,
-    /// The ping frame's text (protocol v1 or v2).
-    ping: &'static str,
+    version: crate::protocol::ProtocolVersion,
     /// The batch written last held the handshake's end or a ping: the socket is likely quiet now.
     quiet: bool,
     batch: std::collections::VecDeque<Outbound>,
@@ -161,7 +159,7 @@ impl BatchWriter {
                         continue;
                     }
                     // Not a message: `messages_out` does not count it.
-                    let ping = Message::Text(Utf8Bytes::from_static(self.ping));
+                    let ping = Message::Text(Utf8Bytes::from_static(self.version.ping()));
                     if sink.feed(ping).await.is_err() {
                         failed = true;
                     }
@@ -186,7 +184,7 @@ impl BatchWriter {
         let Some((code, reason)) = closing else {
             return Ok(false);
         };
-        if self.v1 {
+        if self.version == crate::protocol::ProtocolVersion::V1 {
             let _ = sink.feed(v1_disconnect(code, &reason)).await;
         }
         let _ = sink.send(close_frame(code, reason.clone())).await;
@@ -516,8 +514,8 @@ fn read_messages<'a>(
             // Biased, in the order that polls least per message (a random order costs a random
             // number each time): the running handler first, so a message read in one pass is
             // handled in the next without polling anything else; the close waiter before each
-            // read, so a closing socket reads no more; the watchdog last, polled only when
-            // nothing else is ready (a message arriving proves liveness anyway, see below). Paused
+            // read, so a closing socket reads no more; the timer (pings, pong watchdog) last, polled
+            // only when nothing else is ready (a message arriving proves liveness anyway). Paused
             // pings (a test hook) and a disabled timeout stop both the pings and the watchdog.
             let event = tokio::select! {
                 biased;

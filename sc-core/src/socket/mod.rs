@@ -8,6 +8,7 @@
 //! server builds; the pub/sub registry answers for the socket's channels through
 //! [`SocketChannels`].
 
+mod close_signal;
 mod outbox;
 mod shared;
 
@@ -18,12 +19,12 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
 use axum::http::{HeaderMap, Uri};
-use futures_util::task::AtomicWaker;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
+pub(crate) use close_signal::{CloseRequest, CloseSignal};
 pub(crate) use outbox::cost;
 pub(crate) use outbox::frame_cost;
 pub(crate) use outbox::Outbox;
@@ -68,81 +69,6 @@ pub(crate) enum Outbound {
     Ping,
     /// Close after everything queued before it has been written.
     Close(u16, String),
-}
-
-/// The one-way switch that ends a connection: set once (by whoever closes first), awaited by the
-/// socket's reader and writer. Lighter than a watch channel, whose eight-way notifier would be
-/// most of an idle socket's bookkeeping. The reader waits in a slot of its own and the writer
-/// through the outbox's waker ([`Socket`]'s close methods wake it), so neither holds a
-/// `Notified` for the socket's life; other waiters (the handshake, publish-out middleware) use
-/// [`wait`](Self::wait).
-#[derive(Default)]
-pub(crate) struct CloseSignal {
-    request: Mutex<Option<CloseRequest>>,
-    /// `request.is_some()`, readable without the lock (checked after every handled packet).
-    is_set: AtomicBool,
-    notify: Notify,
-    reader: AtomicWaker,
-}
-
-impl CloseSignal {
-    /// Sets the request unless one is set; whether this call set it.
-    fn set(&self, request: CloseRequest) -> bool {
-        {
-            let mut current = lock(&self.request);
-            if current.is_some() {
-                return false;
-            }
-            *current = Some(request);
-            self.is_set.store(true, Ordering::Release);
-        }
-        self.notify.notify_waiters();
-        self.reader.wake();
-        true
-    }
-
-    pub(crate) fn get(&self) -> Option<CloseRequest> {
-        lock(&self.request).clone()
-    }
-
-    pub(crate) fn is_set(&self) -> bool {
-        self.is_set.load(Ordering::Acquire)
-    }
-
-    /// Ready once a close is requested; the socket's message reader is the only caller.
-    pub(crate) fn poll_reader(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if self.is_set() {
-            return std::task::Poll::Ready(());
-        }
-        self.reader.register(cx.waker());
-        // A set() between the check above and the registration woke nobody: seen here.
-        if self.is_set() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    }
-
-    /// Waits until a close is requested; the request.
-    pub(crate) async fn wait(&self) -> CloseRequest {
-        loop {
-            // Registered before the check, so a set() in between still wakes this waiter.
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(request) = self.get() {
-                return request;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// A request to stop a connection: `code: None` means the peer already closed.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct CloseRequest {
-    pub code: Option<u16>,
-    pub reason: String,
 }
 
 #[derive(Clone)]
@@ -572,23 +498,27 @@ impl Socket {
 
     /// Closes without waiting for the queue; whether this call started the close.
     pub(crate) fn close_now(&self, code: u16, reason: impl Into<String>) -> bool {
-        let set = self.0.close.set(CloseRequest {
+        self.request_close(CloseRequest {
             code: Some(code),
             reason: reason.into(),
-        });
-        // The writer waits for a close through the outbox's waker.
-        self.0.out.wake();
-        set
+        })
     }
 
     /// Marks the connection as ending without a close code of ours (the peer closed, or the
     /// reader finished); keeps a close already requested.
     pub(crate) fn close_stop(&self) {
-        self.0.close.set(CloseRequest {
+        self.request_close(CloseRequest {
             code: None,
             reason: String::new(),
         });
+    }
+
+    /// Sets the close signal (which wakes the reader) and wakes the writer, which waits for a
+    /// close through the outbox's waker; whether this call set it.
+    fn request_close(&self, request: CloseRequest) -> bool {
+        let set = self.0.close.set(request);
         self.0.out.wake();
+        set
     }
 
     /// Queues an encoded frame. Never blocks; a full queue disconnects the socket (4100) or drops
@@ -739,7 +669,7 @@ pub(crate) mod testkit {
         /// The frames queued so far (taken: the queue is empty afterwards).
         pub(crate) fn take_sent(&self) -> Vec<String> {
             let mut batch = std::collections::VecDeque::new();
-            self.0.out.try_take(&mut batch);
+            self.0.out.take_now(&mut batch);
             self.0.out.release(batch.iter().map(outbox::cost).sum());
             batch
                 .into_iter()

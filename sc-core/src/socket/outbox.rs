@@ -149,16 +149,6 @@ impl Outbox {
         self.ready.wake();
     }
 
-    /// Moves whatever is queued into `batch`; whether there was anything.
-    pub(crate) fn try_take(&self, batch: &mut VecDeque<Outbound>) -> bool {
-        let mut state = lock(&self.state);
-        if state.queue.is_empty() {
-            return false;
-        }
-        std::mem::swap(&mut state.queue, batch);
-        true
-    }
-
     /// Frees the queue's buffer when it holds nothing: a socket gone idle keeps no allocation
     /// (the writer's batches swap buffers with the queue, so it would otherwise keep one).
     pub(crate) fn shrink_if_empty(&self) {
@@ -208,7 +198,7 @@ mod tests {
         assert!(lock(&outbox.state).queue.capacity() > 0, "it holds a frame");
         // The writer's batch swaps its (empty, allocated) buffer into the queue.
         let mut batch = VecDeque::with_capacity(8);
-        assert!(outbox.try_take(&mut batch));
+        assert_eq!(outbox.take_now(&mut batch), Some(true));
         assert!(lock(&outbox.state).queue.capacity() >= 8);
         outbox.shrink_if_empty();
         assert_eq!(
@@ -239,7 +229,7 @@ mod tests {
 
         // Taking is not enough: the bytes are in flight until the writer flushed them.
         let mut batch = VecDeque::new();
-        assert!(outbox.try_take(&mut batch));
+        assert_eq!(outbox.take_now(&mut batch), Some(true));
         assert_eq!(batch.len(), 9);
         assert_eq!(outbox.push(frame(1000)), Err(PushError::Full));
         outbox.release(9 * cost(&frame(1000)));
