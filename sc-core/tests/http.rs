@@ -153,6 +153,90 @@ async fn handshake_ws_middleware_block_is_http_401_with_the_message() {
     );
 }
 
+/// A socket keeps its upgrade request in a compact form (issue 19, idle memory): what handlers
+/// get back from it after the handshake is the request as it came, repeated headers and bytes
+/// that are not UTF-8 included, without the headers that only negotiated the upgrade.
+#[tokio::test]
+async fn handlers_see_the_whole_upgrade_request_for_the_sockets_life() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    async fn whoami(socket: Socket, req: RequestInfo) -> Json<serde_json::Value> {
+        let kept = socket.request();
+        let text = |name: &str| -> Vec<String> {
+            req.headers
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect()
+        };
+        Json(serde_json::json!({
+            "uri": req.uri.to_string(),
+            "room": req.query_param("room"),
+            "cookie": text("cookie"),
+            "x-latin1": req.headers.get("x-latin1").map(|v| v.as_bytes().to_vec()),
+            "user-agent": text("user-agent"),
+            "key": text("sec-websocket-key"),
+            "upgrade": text("upgrade"),
+            "loopback": req.remote_addr.map(|a| a.ip().is_loopback()),
+            "same": kept.uri == req.uri
+                && kept.headers == req.headers
+                && kept.remote_addr == req.remote_addr,
+        }))
+    }
+    let server = TestServer::start_app(App::new().event("whoami", whoami)).await;
+    let mut request = format!("{}?room=a%20b&x=1", server.url())
+        .into_client_request()
+        .expect("request");
+    let headers = request.headers_mut();
+    headers.append("cookie", "a=1; b=2".parse().expect("value"));
+    headers.append("cookie", "c=3".parse().expect("value"));
+    headers.insert(
+        "x-latin1",
+        axum::http::HeaderValue::from_bytes(b"caf\xe9: 12:00").expect("value"),
+    );
+    headers.insert("user-agent", "Mozilla/5.0 (test)".parse().expect("value"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("WebSocket connects");
+    let mut replies = Vec::new();
+    for text in [
+        r##"{"event":"#handshake","data":{},"cid":1}"##,
+        r#"{"event":"whoami","cid":2}"#,
+        r#"{"event":"whoami","cid":3}"#,
+    ] {
+        ws.send(Message::text(text)).await.expect("send");
+        let reply = loop {
+            let msg = tokio::time::timeout(Duration::from_secs(2), ws.next())
+                .await
+                .expect("an answer in time")
+                .expect("open")
+                .expect("a frame");
+            match msg {
+                Message::Text(t) if !t.is_empty() => break t.to_string(),
+                _ => {}
+            }
+        };
+        replies.push(serde_json::from_str::<serde_json::Value>(&reply).expect("JSON"));
+    }
+    let expected = serde_json::json!({
+        "uri": "/socketcluster/?room=a%20b&x=1",
+        "room": "a b",
+        "cookie": ["a=1; b=2", "c=3"],
+        "x-latin1": b"caf\xe9: 12:00".to_vec(),
+        "user-agent": ["Mozilla/5.0 (test)"],
+        "key": [],
+        "upgrade": [],
+        "loopback": true,
+        "same": true,
+    });
+    // The second call reads what the first one's `socket.request()` parsed and kept.
+    assert_eq!(replies[1]["data"], expected, "{replies:?}");
+    assert_eq!(replies[2]["data"], expected, "{replies:?}");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn duplicate_event_names_fail_at_startup_naming_both_locations() {
     async fn a() {}

@@ -39,7 +39,7 @@ impl FromRequestParts for Socket {
 
 impl FromRequestParts for RequestInfo {
     async fn from_request_parts(parts: &Parts) -> Result<Self, ScError> {
-        Ok(parts.request().clone())
+        Ok(parts.request_info())
     }
 }
 

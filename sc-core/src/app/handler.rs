@@ -76,8 +76,17 @@ impl Parts {
     /// The HTTP upgrade request the socket came from.
     pub fn request(&self) -> &RequestInfo {
         match &self.origin {
-            Origin::Socket(socket) => &socket.0.request,
+            Origin::Socket(socket) => socket.0.request.info(),
             Origin::Upgrade { request, .. } => request,
+        }
+    }
+
+    /// The upgrade request as a value of its own (the `RequestInfo` extractor): unlike
+    /// [`request`](Self::request), leaves no parsed copy kept in the socket.
+    pub(crate) fn request_info(&self) -> RequestInfo {
+        match &self.origin {
+            Origin::Socket(socket) => socket.0.request.to_info(),
+            Origin::Upgrade { request, .. } => RequestInfo::clone(request),
         }
     }
 

@@ -20,7 +20,7 @@ use super::ServerState;
 use crate::app::handler::{Origin, Parts, Request};
 use crate::app::middleware::MiddlewareKind;
 use crate::session;
-use crate::socket::RequestInfo;
+use crate::socket::KeptRequest;
 
 /// The server's router: the app's routes, the realtime ones, static files.
 pub(super) fn build(state: Arc<ServerState>, user: Router, serve_dir: Option<PathBuf>) -> Router {
@@ -82,40 +82,6 @@ pub(super) fn admin(state: Arc<ServerState>) -> Router {
 /// (pings, pongs, a subscribe). 128 B rather than 512: 400 B less per idle socket, the same
 /// instructions per invoke, delivery and handshake (bench/results/idle-memory.md).
 const READ_BUFFER_SIZE: usize = 128;
-
-/// What a socket keeps of its upgrade request. Copied, not cloned: hyper's parsed header values
-/// and path share its 8 KiB read buffer, and holding any of them would pin all of it to the
-/// socket. The headers that only negotiated the upgrade itself are left out.
-fn request_info(req: &HttpRequest, remote_addr: Option<SocketAddr>) -> RequestInfo {
-    const UPGRADE_ONLY: [header::HeaderName; 5] = [
-        header::CONNECTION,
-        header::UPGRADE,
-        header::SEC_WEBSOCKET_KEY,
-        header::SEC_WEBSOCKET_VERSION,
-        header::SEC_WEBSOCKET_EXTENSIONS,
-    ];
-    let kept = || {
-        req.headers()
-            .iter()
-            .filter(|(n, _)| !UPGRADE_ONLY.contains(n))
-    };
-    let mut headers = axum::http::HeaderMap::with_capacity(kept().count());
-    for (name, value) in kept() {
-        if let Ok(value) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
-            headers.append(name.clone(), value);
-        }
-    }
-    let uri = req
-        .uri()
-        .to_string()
-        .parse()
-        .unwrap_or_else(|_| req.uri().clone());
-    RequestInfo {
-        uri,
-        headers,
-        remote_addr,
-    }
-}
 
 /// The size of a request's head as sent: request line, headers, blank line. A socket keeps its
 /// upgrade request's headers for its whole life, so this is bounded (`max_upgrade_header_bytes`).
@@ -262,13 +228,13 @@ async fn upgrade(
         )
             .into_response();
     }
-    let request = Arc::new(request_info(&req, remote));
+    let request = KeptRequest::new(req.uri(), req.headers(), remote);
     let ctx = state.ctx.clone();
     if ctx.app.middleware.has(MiddlewareKind::HandshakeWs) {
         let parts = Parts {
             origin: Origin::Upgrade {
                 shared: ctx.shared.clone(),
-                request: request.clone(),
+                request: Arc::new(request.to_info()),
             },
             kind: MiddlewareKind::HandshakeWs,
             event: None,

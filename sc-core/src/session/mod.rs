@@ -39,7 +39,7 @@ use crate::app::App;
 use crate::protocol::close;
 use crate::pubsub::exchange::Exchange;
 use crate::pubsub::PubSub;
-use crate::socket::{RequestInfo, Shared, Socket};
+use crate::socket::{KeptRequest, Shared, Socket};
 
 /// What every connection of one server runs with: the shared state, the app's handlers and
 /// middleware, and the channel registry. Built once by the server.
@@ -54,7 +54,7 @@ pub(crate) struct Context {
 pub(crate) fn run(
     ws: WebSocket,
     ctx: Arc<Context>,
-    request: Arc<RequestInfo>,
+    request: KeptRequest,
 ) -> impl std::future::Future<Output = ()> + Send {
     // Split and the writer started before the future exists: the future would otherwise keep
     // room for the unsplit WebSocket, or the sink, in its state for the socket's whole life.

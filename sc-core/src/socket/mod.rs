@@ -10,15 +10,14 @@
 
 mod close_signal;
 mod outbox;
+mod request;
 mod shared;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
-use axum::http::{HeaderMap, Uri};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -29,6 +28,8 @@ pub(crate) use outbox::cost;
 pub(crate) use outbox::frame_cost;
 pub(crate) use outbox::Outbox;
 use outbox::PushError;
+pub(crate) use request::KeptRequest;
+pub use request::RequestInfo;
 pub(crate) use shared::{Shared, SocketChannels};
 
 use crate::auth::SignError;
@@ -36,26 +37,6 @@ use crate::broker::Publication;
 use crate::metrics::Metrics;
 pub use crate::protocol::InvokeError;
 use crate::protocol::{self, close, ScError};
-
-/// The HTTP upgrade request a socket came from.
-#[derive(Clone, Debug, Default)]
-pub struct RequestInfo {
-    /// Path and query, e.g. `/socketcluster/?foo=bar`.
-    pub uri: Uri,
-    /// Request headers, without those that only negotiated the upgrade (`Connection`, `Upgrade`,
-    /// `Sec-WebSocket-Key`, `-Version`, `-Extensions`; `Sec-WebSocket-Protocol` stays).
-    pub headers: HeaderMap,
-    /// The peer's address.
-    pub remote_addr: Option<SocketAddr>,
-}
-
-impl RequestInfo {
-    /// The value of query parameter `name` (percent-decoded), if present.
-    pub fn query_param(&self, name: &str) -> Option<String> {
-        let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&self.uri).ok()?;
-        pairs.0.into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
-    }
-}
 
 /// What the writer sends, in order.
 #[derive(Debug)]
@@ -86,7 +67,7 @@ type PendingInvoke = oneshot::Sender<Result<Option<Value>, ScError>>;
 pub(crate) struct SocketInner {
     pub id: Arc<str>,
     pub shared: Arc<Shared>,
-    pub request: Arc<RequestInfo>,
+    pub request: KeptRequest,
     pub(crate) out: Outbox,
     pub(crate) close: CloseSignal,
     auth: RwLock<Option<AuthState>>,
@@ -191,7 +172,7 @@ pub struct AuthTokenOptions {
 impl Socket {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        request: Arc<RequestInfo>,
+        request: KeptRequest,
         publish_out: Option<PublishOutQueue>,
     ) -> Self {
         let id = shared.next_socket_id();
@@ -222,8 +203,11 @@ impl Socket {
     }
 
     /// The HTTP upgrade request (URL with query, headers, peer address).
+    ///
+    /// Parsed from what the socket keeps on the first call, and kept from then on (it is a
+    /// reference); the [`RequestInfo`] extractor gives a copy that is not kept.
     pub fn request(&self) -> &RequestInfo {
-        &self.0.request
+        self.0.request.info()
     }
 
     /// Whether the connection is still open.
@@ -662,7 +646,7 @@ pub(crate) mod testkit {
             Arc::new(NoChannels),
             false,
         ));
-        Socket::new(shared, Arc::default(), None)
+        Socket::new(shared, KeptRequest::default(), None)
     }
 
     impl Socket {
