@@ -373,27 +373,6 @@ pub(super) struct ReadEnd<'a> {
     pub(super) unfinished: Option<Running<'a>>,
 }
 
-/// Reads until the connection ends.
-// Not `async fn`s (see write_loop): the reader lives as long as the socket.
-#[allow(clippy::manual_async_fn)]
-pub(super) fn read_loop<'a>(
-    mut stream: SplitStream<WebSocket>,
-    ctx: &'a Context,
-    socket: &'a Socket,
-) -> impl std::future::Future<Output = ReadEnd<'a>> + Send + 'a {
-    async move {
-        // Boxed, and gone once the handshake is done: its state would otherwise size the reader
-        // (and so every idle socket) for the socket's whole life.
-        let Some(rest) = Box::pin(read_handshake(&mut stream, ctx, socket)).await else {
-            return ReadEnd {
-                registered: false,
-                unfinished: None,
-            };
-        };
-        read_messages(stream, ctx, socket, rest).await
-    }
-}
-
 /// Phase 1: the first message must be `#handshake` with a numeric cid. The packets that came
 /// after it in the same message, or `None` when the socket is closing.
 async fn read_handshake(
@@ -460,15 +439,25 @@ async fn read_handshake(
     }
 }
 
-/// Phase 2, for the rest of the socket's life (not an `async fn`, see write_loop).
+/// Reads until the connection ends: the handshake, then the socket's messages.
+// Not an `async fn` (see write_loop): the reader lives as long as the socket. One async block
+// for both phases: a second one nested in it would keep the captures twice, and what the
+// handshake left over would keep its slot for the socket's life (56 bytes per socket).
 #[allow(clippy::manual_async_fn)]
-fn read_messages<'a>(
+pub(super) fn read_loop<'a>(
     mut stream: SplitStream<WebSocket>,
     ctx: &'a Context,
     socket: &'a Socket,
-    rest: Vec<Packet>,
 ) -> impl std::future::Future<Output = ReadEnd<'a>> + Send + 'a {
     async move {
+        // Boxed, and gone once the handshake is done: its state would otherwise size the reader
+        // (and so every idle socket) for the socket's whole life.
+        let Some(rest) = Box::pin(read_handshake(&mut stream, ctx, socket)).await else {
+            return ReadEnd {
+                registered: false,
+                unfinished: None,
+            };
+        };
         let config = &ctx.shared.config;
 
         // Phase 2: messages run through middleware and handlers one at a time, in order, as a
