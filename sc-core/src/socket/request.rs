@@ -30,9 +30,9 @@ impl RequestInfo {
     }
 }
 
-/// What a socket keeps of its upgrade request: the peer's address, the URI and the headers as
-/// `peer\nuri\nname:value\nname:value\n` (an empty line for no peer; header names hold no `:`,
-/// values no line feed: the HTTP parser refused those), and the parsed [`RequestInfo`] once
+/// What a socket keeps of its upgrade request: the peer's address (see [`encode_peer`]), then
+/// the URI and the headers as `uri\nname:value\nname:value\n` (header names hold no `:`, values
+/// no line feed: the HTTP parser refused those), and the parsed [`RequestInfo`] once
 /// [`Socket::request`](crate::Socket::request) was called (it hands out a reference, so what it
 /// made is kept; the `RequestInfo` extractor makes a fresh one instead, and keeps nothing).
 #[derive(Clone, Debug, Default)]
@@ -54,17 +54,27 @@ impl KeptRequest {
             header::SEC_WEBSOCKET_EXTENSIONS,
         ];
         let kept = || headers.iter().filter(|(n, _)| !UPGRADE_ONLY.contains(n));
-        let peer = remote_addr.map(|a| a.to_string()).unwrap_or_default();
-        let uri = uri.to_string();
-        let len = peer.len()
+        // Most requests are in origin form (`/path?query`), whose text is at hand.
+        let uri = match uri.path_and_query() {
+            Some(p) if uri.scheme().is_none() && uri.authority().is_none() => {
+                std::borrow::Cow::Borrowed(p.as_str())
+            }
+            _ => std::borrow::Cow::Owned(uri.to_string()),
+        };
+        let peer_len = match remote_addr {
+            None => 1,
+            Some(SocketAddr::V4(_)) => 1 + 4 + 2,
+            Some(SocketAddr::V6(_)) => 1 + 16 + 2 + 4 + 4,
+        };
+        let len = peer_len
             + uri.len()
-            + 2
+            + 1
             + kept()
                 .map(|(n, v)| n.as_str().len() + v.len() + 2)
                 .sum::<usize>();
+        // Exactly: `into_boxed_slice` would otherwise copy it into a smaller allocation.
         let mut head = Vec::with_capacity(len);
-        head.extend_from_slice(peer.as_bytes());
-        head.push(b'\n');
+        encode_peer(&mut head, remote_addr);
         head.extend_from_slice(uri.as_bytes());
         head.push(b'\n');
         for (name, value) in kept() {
@@ -73,6 +83,7 @@ impl KeptRequest {
             head.extend_from_slice(value.as_bytes());
             head.push(b'\n');
         }
+        debug_assert_eq!(head.len(), len);
         Self {
             head: head.into_boxed_slice(),
             parsed: OnceLock::new(),
@@ -93,11 +104,8 @@ impl KeptRequest {
     }
 
     fn parse(&self) -> RequestInfo {
-        let mut lines = self.head.split(|b| *b == b'\n');
-        let remote_addr = lines
-            .next()
-            .and_then(|line| std::str::from_utf8(line).ok()?.parse().ok());
-        let mut lines = lines.filter(|line| !line.is_empty());
+        let (remote_addr, text) = decode_peer(&self.head);
+        let mut lines = text.split(|b| *b == b'\n').filter(|line| !line.is_empty());
         // Both were valid when kept, so neither fallback is taken; a default is still better
         // than a panic on a client's bytes.
         let uri = lines
@@ -122,6 +130,55 @@ impl KeptRequest {
             remote_addr,
         }
     }
+}
+
+/// The peer's address in a few bytes (formatting it as text costs more than the rest of the
+/// request): `0` for none; `4`, the address, the port; or `6`, the address, the port, the flow
+/// info and the scope id (ports and numbers big-endian).
+fn encode_peer(head: &mut Vec<u8>, peer: Option<SocketAddr>) {
+    match peer {
+        None => head.push(0),
+        Some(SocketAddr::V4(a)) => {
+            head.push(4);
+            head.extend_from_slice(&a.ip().octets());
+            head.extend_from_slice(&a.port().to_be_bytes());
+        }
+        Some(SocketAddr::V6(a)) => {
+            head.push(6);
+            head.extend_from_slice(&a.ip().octets());
+            head.extend_from_slice(&a.port().to_be_bytes());
+            head.extend_from_slice(&a.flowinfo().to_be_bytes());
+            head.extend_from_slice(&a.scope_id().to_be_bytes());
+        }
+    }
+}
+
+/// The peer's address [`encode_peer`] wrote at the start of `head`, and what follows it.
+fn decode_peer(head: &[u8]) -> (Option<SocketAddr>, &[u8]) {
+    fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
+        let (first, rest) = bytes.split_first_chunk::<N>()?;
+        *bytes = rest;
+        Some(*first)
+    }
+    let mut rest = head;
+    let peer = match take::<1>(&mut rest) {
+        Some([4]) => (|| {
+            let ip = take::<4>(&mut rest)?;
+            let port = u16::from_be_bytes(take(&mut rest)?);
+            Some(SocketAddr::from((ip, port)))
+        })(),
+        Some([6]) => (|| {
+            let ip = std::net::Ipv6Addr::from(take::<16>(&mut rest)?);
+            let port = u16::from_be_bytes(take(&mut rest)?);
+            let flowinfo = u32::from_be_bytes(take(&mut rest)?);
+            let scope_id = u32::from_be_bytes(take(&mut rest)?);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip, port, flowinfo, scope_id,
+            )))
+        })(),
+        _ => None,
+    };
+    (peer, rest)
 }
 
 #[cfg(test)]
@@ -180,8 +237,11 @@ mod tests {
     fn the_peer_may_be_absent_or_ipv6() {
         let uri: Uri = "/socketcluster/".parse().expect("uri");
         let none = KeptRequest::new(&uri, &HeaderMap::new(), None).to_info();
-        assert_eq!((none.remote_addr, none.uri.path()), (None, "/socketcluster/"));
-        let v6: SocketAddr = "[2001:db8::1]:443".parse().expect("addr");
+        assert_eq!(
+            (none.remote_addr, none.uri.path()),
+            (None, "/socketcluster/")
+        );
+        let v6: SocketAddr = "[2001:db8::1%7]:443".parse().expect("addr");
         let info = KeptRequest::new(&uri, &HeaderMap::new(), Some(v6)).to_info();
         assert_eq!(info.remote_addr, Some(v6));
         assert!(info.headers.is_empty());
