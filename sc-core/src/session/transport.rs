@@ -44,19 +44,10 @@ pub(super) fn write_loop(
         // No timer: the reader queues the pings (`Outbound::Ping`).
         loop {
             match poll_fn(|cx| poll_writer_event(cx, &socket, &mut writer.batch)).await {
-                WriterEvent::Close(CloseRequest {
-                    code: Some(code),
-                    reason,
-                }) => {
-                    let _ = Box::pin(sink.send(close_frame(code, reason))).await;
-                    break;
-                }
-                WriterEvent::Close(CloseRequest { code: None, .. }) => {
-                    // The reader is done (the peer left, or we rejected it): write what is still
-                    // queued, such as a rejection reply and its close frame.
-                    if outbox.take_now(&mut writer.batch) == Some(true) {
-                        let _ = Box::pin(writer.write(&mut sink, &socket)).await;
-                    }
+                WriterEvent::Close => {
+                    // Boxed, and the close request read here rather than carried in the event:
+                    // what the close path holds would otherwise size every idle socket's writer.
+                    Box::pin(writer.close(&mut sink, &socket)).await;
                     break;
                 }
                 WriterEvent::Batch(false) => break,
@@ -82,10 +73,10 @@ pub(super) fn write_loop(
     }
 }
 
-/// What wakes the writer: a close request (seen first), or frames to write (`Batch(false)`: the
-/// outbox is closed and empty).
+/// What wakes the writer: a close request (seen first; read from the socket's close signal), or
+/// frames to write (`Batch(false)`: the outbox is closed and empty).
 enum WriterEvent {
-    Close(CloseRequest),
+    Close,
     Batch(bool),
 }
 
@@ -98,9 +89,7 @@ fn poll_writer_event(
 ) -> Poll<WriterEvent> {
     let ready = |batch: &mut std::collections::VecDeque<Outbound>| {
         if socket.0.close.is_set() {
-            if let Some(request) = socket.0.close.get() {
-                return Some(WriterEvent::Close(request));
-            }
+            return Some(WriterEvent::Close);
         }
         socket.0.out.take_now(batch).map(WriterEvent::Batch)
     };
@@ -127,6 +116,25 @@ impl BatchWriter {
             self.batch = std::collections::VecDeque::new();
         }
         outbox.shrink_if_empty();
+    }
+
+    /// Ends the connection for a close request: with its close frame, or, when the reader is done
+    /// (the peer left, or we rejected it), after writing what is still queued, such as a
+    /// rejection reply and its close frame.
+    async fn close(&mut self, sink: &mut SplitSink<WebSocket, Message>, socket: &Socket) {
+        match socket.0.close.get() {
+            Some(CloseRequest {
+                code: Some(code),
+                reason,
+            }) => {
+                let _ = sink.send(close_frame(code, reason)).await;
+            }
+            _ => {
+                if socket.0.out.take_now(&mut self.batch) == Some(true) {
+                    let _ = self.write(sink, socket).await;
+                }
+            }
+        }
     }
 
     /// Writes the batch and flushes once; `Ok(true)` when it ended with a close (sent, and the
@@ -450,36 +458,38 @@ pub(super) fn read_loop<'a>(
     socket: &'a Socket,
 ) -> impl std::future::Future<Output = ReadEnd<'a>> + Send + 'a {
     async move {
-        // Boxed, and gone once the handshake is done: its state would otherwise size the reader
-        // (and so every idle socket) for the socket's whole life.
-        let Some(rest) = Box::pin(read_handshake(&mut stream, ctx, socket)).await else {
-            return ReadEnd {
-                registered: false,
-                unfinished: None,
+        // Phase 1, the handshake, in a block of its own: what it left over is not kept across
+        // later awaits. Then phase 2: messages run through middleware and handlers one at a
+        // time, in order, from the inbox, a future polled beside the reads (no task or channel of
+        // their own: an idle socket holds neither). The reader keeps answering pongs and
+        // resolving the client's responses to server invokes while a handler runs, so a handler
+        // awaiting one never deadlocks its own socket.
+        let mut inbox = {
+            // Boxed, and gone once the handshake is done: its state would otherwise size the
+            // reader (and so every idle socket) for the socket's whole life.
+            let Some(rest) = Box::pin(read_handshake(&mut stream, ctx, socket)).await else {
+                return ReadEnd {
+                    registered: false,
+                    unfinished: None,
+                };
             };
+            let mut inbox = Inbox::default();
+            // An empty `rest` is dropped here: with capacity it would stay allocated.
+            if !rest.is_empty() {
+                inbox.push(
+                    ctx,
+                    socket,
+                    InboundMessage {
+                        raw: None,
+                        packets: rest,
+                        event: None,
+                    },
+                );
+            }
+            inbox
         };
         let config = &ctx.shared.config;
-
-        // Phase 2: messages run through middleware and handlers one at a time, in order, as a
-        // future polled beside the reads (no task or channel of their own: an idle socket holds
-        // neither). The reader keeps answering pongs and resolving the client's responses to server
-        // invokes while a handler runs, so a handler awaiting one never deadlocks its own socket.
         let raw_middleware = ctx.app.middleware.has(MiddlewareKind::InboundRaw);
-        let mut inbox = Inbox::default();
-        if rest.is_empty() {
-            // Not kept: an empty Vec with capacity would stay allocated for the socket's life.
-            drop(rest);
-        } else {
-            inbox.push(
-                ctx,
-                socket,
-                InboundMessage {
-                    raw: None,
-                    packets: rest,
-                    event: None,
-                },
-            );
-        }
 
         let mut limits = Limits::new(config, std::time::Instant::now());
         // One timer for the socket's life, for both the pings and the pong watchdog: it fires at
