@@ -103,6 +103,12 @@ fn serve(
             reader_wake.task.register(cx.waker());
             let mut read = std::task::Poll::Pending;
             if reader_wake.woken.swap(false, Ordering::AcqRel) {
+                // The writer is polled right after the reader: what the reader queues (a reply,
+                // an ack) need not wake this task, which would only be polled again for nothing.
+                // (A frame another task queues meanwhile is taken by that same poll.)
+                if !writer_done {
+                    socket.0.out.unregister_writer();
+                }
                 let mut reader_cx = std::task::Context::from_waker(&reader_waker);
                 read = std::pin::Pin::new(&mut reading).poll(&mut reader_cx);
             }

@@ -144,6 +144,14 @@ impl Outbox {
         self.ready.register(waker);
     }
 
+    /// Forgets the writer's waker until it registers again: for a caller that polls the writer
+    /// anyway once its current step is done (the connection's task, around its reader), so that
+    /// what the step queues does not wake the task it runs in. The writer takes what was queued
+    /// meanwhile when it is polled, and registers again before it waits.
+    pub(crate) fn unregister_writer(&self) {
+        drop(self.ready.take());
+    }
+
     /// Wakes the writer without queueing anything (a close was requested).
     pub(crate) fn wake(&self) {
         self.ready.wake();
@@ -277,5 +285,36 @@ mod tests {
         outbox.close();
         let seen = taker.await.expect("taker");
         assert_eq!(seen, 2);
+    }
+
+    /// Counts its wakeups.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn an_unregistered_writer_is_not_woken_but_finds_what_was_queued() {
+        let outbox = Outbox::new(1000, SlowConsumer::Disconnect);
+        let count = std::sync::Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        outbox.register_writer(&waker);
+        outbox.unregister_writer();
+        outbox.push(frame(1)).expect("queued");
+        assert_eq!(count.0.load(Ordering::SeqCst), 0, "no wakeup");
+        let mut batch = VecDeque::new();
+        assert_eq!(outbox.take_now(&mut batch), Some(true));
+        assert_eq!(
+            batch.len(),
+            1,
+            "the frame is there for the writer's next poll"
+        );
+        // Registered again, it is woken as before.
+        outbox.register_writer(&waker);
+        outbox.push(frame(1)).expect("queued");
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
     }
 }
