@@ -24,7 +24,7 @@ use crate::socket::{RequestInfo, Shared, Socket};
 pub struct Parts {
     pub(crate) origin: Origin,
     pub(crate) kind: MiddlewareKind,
-    pub(crate) event: Option<Arc<str>>,
+    pub(crate) event: Option<Box<str>>,
     pub(crate) channel: Option<Arc<str>>,
     /// Token payload the action runs under: the socket's token, or for `Authenticate` the token
     /// being accepted.
