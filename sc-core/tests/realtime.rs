@@ -425,6 +425,140 @@ async fn login_token_survives_reconnect_and_logout_removes_it() {
     assert_eq!(who, Value::Null);
 }
 
+/// The server's view of a token through its life: set, used, expired mid-session (the next
+/// action runs without it and the client is told to drop it), and set again then removed.
+#[tokio::test]
+async fn a_token_that_expires_mid_session_is_dropped_at_the_next_action() {
+    async fn short_login(socket: Socket) -> Result<(), ScError> {
+        let options = AuthTokenOptions {
+            expires_in: Some(1),
+            ..Default::default()
+        };
+        socket
+            .set_auth_token_with(&json!({"user": "bo"}), options)
+            .await?;
+        Ok(())
+    }
+    async fn whoami(socket: Socket, MaybeAuth(claims): MaybeAuth<Value>) -> Json<Value> {
+        Json(json!({
+            "user": claims.and_then(|c| c.get("user").cloned()),
+            "authenticated": socket.is_authenticated(),
+            "token": socket.auth_token().is_some(),
+        }))
+    }
+    async fn logout(socket: Socket) {
+        socket.deauthenticate();
+    }
+    let server = TestServer::start_app(
+        base_app()
+            .event("short_login", short_login)
+            .event("whoami", whoami)
+            .event("logout", logout),
+    )
+    .await;
+    let c = server.client().await;
+    let mut events = c.events();
+    let anonymous = json!({"user": null, "authenticated": false, "token": false});
+    assert_eq!(
+        c.invoke::<_, Value>("whoami", &()).await.expect("whoami"),
+        anonymous
+    );
+
+    let _: Value = c
+        .invoke_value("short_login", None)
+        .await
+        .map(|_| Value::Null)
+        .expect("login");
+    wait_for(&mut events, |e| {
+        matches!(e, ClientEvent::Authenticate { .. })
+    })
+    .await;
+    let bo = json!({"user": "bo", "authenticated": true, "token": true});
+    assert_eq!(
+        c.invoke::<_, Value>("whoami", &()).await.expect("whoami"),
+        bo
+    );
+    let socket = server
+        .handle()
+        .client(&c.id().expect("id"))
+        .expect("socket");
+    assert!(socket.is_authenticated());
+
+    // `exp` is whole seconds: past it for sure after two.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(socket.is_authenticated(), "nothing looked at the token yet");
+    assert_eq!(
+        c.invoke::<_, Value>("whoami", &()).await.expect("whoami"),
+        anonymous
+    );
+    wait_for(&mut events, |e| matches!(e, ClientEvent::Deauthenticate)).await;
+    assert!(!socket.is_authenticated());
+    assert!(socket.auth_token().is_none());
+
+    let _: Value = c
+        .invoke("login", &json!({"user": "bo"}))
+        .await
+        .expect("login");
+    assert_eq!(
+        c.invoke::<_, Value>("whoami", &()).await.expect("whoami"),
+        bo
+    );
+    let _: Value = c
+        .invoke_value("logout", None)
+        .await
+        .map(|_| Value::Null)
+        .expect("logout");
+    assert_eq!(
+        c.invoke::<_, Value>("whoami", &()).await.expect("whoami"),
+        anonymous
+    );
+    assert!(!socket.is_authenticated());
+}
+
+/// Replies the socket's reader queues and publications other tasks queue for the same socket at
+/// the same time all arrive: the connection's task forgets the writer's waker while it polls the
+/// reader (the writer is polled right after), so a wakeup lost there would leave frames queued
+/// and this test waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_and_publications_queued_together_all_arrive() {
+    const N: usize = 3000;
+    let server = TestServer::start_app(base_app()).await;
+    let c = server.client().await;
+    let mut feed = c.subscribe("feed").await.expect("subscribes");
+    let exchange = server.handle().exchange();
+    let publisher = tokio::spawn(async move {
+        for i in 0..N {
+            exchange.publish("feed", &i).await.expect("publish");
+            if i % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let calls = async {
+        for chunk in 0..N / 10 {
+            let values: Vec<Value> = (0..10).map(|k| json!(chunk * 10 + k)).collect();
+            let replies = futures_util::future::join_all(
+                values.iter().map(|v| c.invoke::<_, Value>("echo", v)),
+            )
+            .await;
+            for (k, reply) in replies.into_iter().enumerate() {
+                assert_eq!(reply.expect("reply"), json!(chunk * 10 + k));
+            }
+        }
+    };
+    let received = async {
+        for i in 0..N {
+            assert_eq!(feed.recv().await, Some(json!(i)));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(calls, received);
+    })
+    .await
+    .expect("every reply and every publication in time");
+    publisher.await.expect("publisher");
+}
+
 #[tokio::test]
 async fn tokens_from_another_key_are_rejected_with_the_reference_error() {
     let issuer =

@@ -38,7 +38,8 @@ pub struct Parts {
 }
 
 /// Where an action comes from. Server and request are the socket's once there is one: no
-/// clones of their `Arc`s per action (the server's is shared by every socket and contended).
+/// clone of the server's `Arc` per action (shared by every socket and contended), no copy of the
+/// request.
 #[derive(Clone)]
 pub(crate) enum Origin {
     /// Every action of a connected socket.

@@ -80,7 +80,8 @@ pub(crate) struct Declared {
 
 #[derive(Clone)]
 pub(crate) struct EventRoute {
-    /// The event's name, shared with each call's `Parts` (no copy of it per message).
+    /// The event's name (for logs: each call's `Parts` holds the name it was sent with, not a
+    /// clone of this `Arc`, whose count every socket's messages would contend on).
     pub name: std::sync::Arc<str>,
     pub handler: ErasedHandler<Reply>,
     pub source: Source,

@@ -105,7 +105,9 @@ fn serve(
             if reader_wake.woken.swap(false, Ordering::AcqRel) {
                 // The writer is polled right after the reader: what the reader queues (a reply,
                 // an ack) need not wake this task, which would only be polled again for nothing.
-                // (A frame another task queues meanwhile is taken by that same poll.)
+                // (A frame another task queues meanwhile is taken by that same poll, or, when the
+                // writer is in the middle of a write, once that write is done: it looks at the
+                // outbox again before it registers.)
                 if !writer_done {
                     socket.0.out.unregister_writer();
                 }

@@ -139,7 +139,7 @@ impl Outbox {
 
     /// The waker of the writer, the only one who takes (an `AtomicWaker`: smaller and cheaper to
     /// wake than a `Notify`): woken by every push, by [`close`](Self::close) and by
-    /// [`wake`](Self::wake).
+    /// [`wake`](Self::wake), until [`unregister_writer`](Self::unregister_writer).
     pub(crate) fn register_writer(&self, waker: &Waker) {
         self.ready.register(waker);
     }

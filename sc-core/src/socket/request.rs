@@ -246,6 +246,13 @@ mod tests {
         assert_eq!(info.remote_addr, Some(v6));
         assert!(info.headers.is_empty());
         assert_eq!(KeptRequest::default().to_info().uri, "/");
+        // A request target in absolute form keeps its scheme and authority.
+        let absolute: Uri = "http://example.com:8000/socketcluster/?a=1"
+            .parse()
+            .expect("uri");
+        let info = KeptRequest::new(&absolute, &HeaderMap::new(), None).to_info();
+        assert_eq!(info.uri, absolute);
+        assert_eq!(info.query_param("a").as_deref(), Some("1"));
     }
 
     #[test]
