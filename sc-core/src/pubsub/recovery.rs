@@ -190,7 +190,12 @@ fn send_once(state: &mut GateState, socket: &Socket, publication: &Arc<Publicati
     if socket.deliver(publication).is_err() {
         return false;
     }
-    state.last = Some(position.clone());
+    // Within an epoch only the offset moves: no copy of the epoch's text per delivery (this
+    // runs for every subscriber of every publication on a channel with history).
+    match &mut state.last {
+        Some(last) if last.epoch == position.epoch => last.offset = position.offset,
+        last => *last = Some(position.clone()),
+    }
     true
 }
 
