@@ -1,5 +1,7 @@
 //! Plain HTTP next to the realtime endpoint, upgrade refusals, and startup validation.
 
+mod common;
+
 use std::time::Duration;
 
 use axum::routing::get;
@@ -158,9 +160,7 @@ async fn handshake_ws_middleware_block_is_http_401_with_the_message() {
 /// that are not UTF-8 included, without the headers that only negotiated the upgrade.
 #[tokio::test]
 async fn handlers_see_the_whole_upgrade_request_for_the_sockets_life() {
-    use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::Message;
 
     async fn whoami(socket: Socket, req: RequestInfo) -> Json<serde_json::Value> {
         let kept = socket.request();
@@ -206,18 +206,7 @@ async fn handlers_see_the_whole_upgrade_request_for_the_sockets_life() {
         r#"{"event":"whoami","cid":2}"#,
         r#"{"event":"whoami","cid":3}"#,
     ] {
-        ws.send(Message::text(text)).await.expect("send");
-        let reply = loop {
-            let msg = tokio::time::timeout(Duration::from_secs(2), ws.next())
-                .await
-                .expect("an answer in time")
-                .expect("open")
-                .expect("a frame");
-            match msg {
-                Message::Text(t) if !t.is_empty() => break t.to_string(),
-                _ => {}
-            }
-        };
+        let reply = common::raw_call(&mut ws, text).await;
         replies.push(serde_json::from_str::<serde_json::Value>(&reply).expect("JSON"));
     }
     let expected = serde_json::json!({

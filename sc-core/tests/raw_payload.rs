@@ -2,16 +2,15 @@
 //! handler the client's text and sends it back as it is; `Json<T>` reads `T` from the text with
 //! the same errors as before; middleware still sees (and may replace) a tree.
 
-use std::time::Duration;
+mod common;
 
-use futures_util::{SinkExt, StreamExt};
+use common::{raw_call, RawWs};
+
 use sc_core::prelude::*;
 use sc_core::testing::TestServer;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = RawWs;
 
 async fn echo(data: RawJson) -> RawJson {
     data
@@ -31,26 +30,9 @@ async fn handshaken(server: &TestServer) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(server.url())
         .await
         .expect("WebSocket connects");
-    let reply = call(&mut ws, r##"{"event":"#handshake","data":{},"cid":1}"##).await;
+    let reply = raw_call(&mut ws, r##"{"event":"#handshake","data":{},"cid":1}"##).await;
     assert!(reply.starts_with(r#"{"rid":1,"#), "{reply}");
     ws
-}
-
-/// Sends `text` and returns the next text frame as it came (pings answered and skipped).
-async fn call(ws: &mut Ws, text: &str) -> String {
-    ws.send(Message::text(text)).await.expect("send");
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(2), ws.next())
-            .await
-            .expect("an answer in time")
-            .expect("open")
-            .expect("a frame");
-        match msg {
-            Message::Text(t) if t.is_empty() => {}
-            Message::Text(t) => return t.to_string(),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]
@@ -58,7 +40,7 @@ async fn raw_json_passes_the_clients_text_through_untouched() {
     let server = TestServer::start_app(App::new().event("echo", echo)).await;
     let mut ws = handshaken(&server).await;
     // Spacing, key order and number spelling a tree would have changed (`1.50` -> `1.5`).
-    let reply = call(
+    let reply = raw_call(
         &mut ws,
         r#"{"event":"echo","data":{"b": 1, "a":[1.50, 10000000000000000000001]},"cid":2}"#,
     )
@@ -69,11 +51,11 @@ async fn raw_json_passes_the_clients_text_through_untouched() {
     );
     // What the fast path leaves to the general decoder (a `\u` escape) still round-trips, as
     // JSON (re-encoded from the tree).
-    let reply = call(&mut ws, r#"{"event":"echo","data":"\u0041 b","cid":3}"#).await;
+    let reply = raw_call(&mut ws, r#"{"event":"echo","data":"\u0041 b","cid":3}"#).await;
     assert_eq!(reply, r#"{"rid":3,"data":"A b"}"#);
     // No data: no data in the answer.
     assert_eq!(
-        call(&mut ws, r#"{"event":"echo","cid":4}"#).await,
+        raw_call(&mut ws, r#"{"event":"echo","cid":4}"#).await,
         r#"{"rid":4}"#
     );
     server.stop().await;
@@ -83,12 +65,12 @@ async fn raw_json_passes_the_clients_text_through_untouched() {
 async fn json_reads_from_the_text_with_the_same_errors() {
     let server = TestServer::start_app(App::new().event("point", point)).await;
     let mut ws = handshaken(&server).await;
-    let ok = call(&mut ws, r#"{"event":"point","data":{"x":7},"cid":2}"#).await;
+    let ok = raw_call(&mut ws, r#"{"event":"point","data":{"x":7},"cid":2}"#).await;
     assert_eq!(ok, r#"{"rid":2,"data":7}"#);
     // The fast path (plain text) and the general one (a `\u` escape) give the same error, with
     // no line and column of a text the client never sees.
-    let fast = call(&mut ws, r#"{"event":"point","data":{"x":"a"},"cid":3}"#).await;
-    let general = call(
+    let fast = raw_call(&mut ws, r#"{"event":"point","data":{"x":"a"},"cid":3}"#).await;
+    let general = raw_call(
         &mut ws,
         r#"{"event":"point","data":{"x":"\u0061"},"cid":4}"#,
     )
@@ -119,7 +101,7 @@ async fn invoke_middleware_sees_a_tree_and_its_replacement_reaches_raw_json() {
         .middleware(MiddlewareKind::Invoke, double);
     let server = TestServer::start_app(app).await;
     let mut ws = handshaken(&server).await;
-    let reply = call(&mut ws, r#"{"event":"echo","data":21,"cid":2}"#).await;
+    let reply = raw_call(&mut ws, r#"{"event":"echo","data":21,"cid":2}"#).await;
     assert_eq!(reply, r#"{"rid":2,"data":42}"#);
     server.stop().await;
 }

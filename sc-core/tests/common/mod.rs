@@ -151,3 +151,27 @@ pub struct PlainEngine(pub sc_core::broker::LocalBroker);
 impl sc_core::broker::BrokerEngine for PlainEngine {
     forward_required_engine_methods!();
 }
+
+/// A raw WebSocket to a test server (no SocketCluster client in between).
+pub type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Sends `text` on a raw WebSocket and returns the next text frame as it came (the server's
+/// empty pings skipped), within 2 s.
+pub async fn raw_call(ws: &mut RawWs, text: &str) -> String {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(text)).await.expect("send");
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(2), ws.next())
+            .await
+            .expect("an answer in time")
+            .expect("open")
+            .expect("a frame");
+        match msg {
+            Message::Text(t) if t.is_empty() => {}
+            Message::Text(t) => return t.to_string(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
