@@ -35,7 +35,7 @@ impl RequestInfo {
 /// no line feed: the HTTP parser refused those), and the parsed [`RequestInfo`] once
 /// [`Socket::request`](crate::Socket::request) was called (it hands out a reference, so what it
 /// made is kept; the `RequestInfo` extractor makes a fresh one instead, and keeps nothing).
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub(crate) struct KeptRequest {
     head: Box<[u8]>,
     parsed: OnceLock<Box<RequestInfo>>,
